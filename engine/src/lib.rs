@@ -1,0 +1,11 @@
+//! parley's domain core: agents and their workflows, knowledge retrieval, LLM backends and
+//! the durable store. Nothing in this crate knows about actors.
+
+pub mod agent;
+pub mod auth;
+pub mod knowledge;
+pub mod llm;
+pub mod model;
+pub mod results;
+pub mod store;
+pub mod workflow;

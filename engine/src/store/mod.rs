@@ -1,0 +1,154 @@
+//! The durable store: one trait, implemented on SQLite (embedded default) and later on
+//! Postgres. Session writes arrive in batches from the persistence actor and are committed
+//! in one transaction per batch (group commit).
+
+mod sqlite;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+pub use sqlite::SqliteStore;
+
+use crate::model::{AgentId, AttachmentMeta, Feedback, Message, Session, SessionId, TenantId};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("store conflict: {0}")]
+    Conflict(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tenant {
+    pub id: TenantId,
+    pub name: String,
+    /// SHA-256 of the tenant's admin API key.
+    pub api_key_hash: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AgentStatus {
+    Stopped,
+    Running,
+    Error,
+}
+
+impl AgentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentStatus::Stopped => "Stopped",
+            AgentStatus::Running => "Running",
+            AgentStatus::Error => "Error",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<AgentStatus> {
+        Some(match s {
+            "Stopped" => AgentStatus::Stopped,
+            "Running" => AgentStatus::Running,
+            "Error" => AgentStatus::Error,
+            _ => return None,
+        })
+    }
+}
+
+/// An agent's identity and status; its definitions live in numbered versions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentRecord {
+    pub id: AgentId,
+    pub tenant_id: TenantId,
+    pub name: String,
+    pub status: AgentStatus,
+    /// Why the agent is in Error.
+    pub status_reason: Option<String>,
+    /// The newest version; new sessions start on it.
+    pub current_version: i64,
+    /// SHA-256 of the agent's chat API token.
+    pub token_hash: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One write of a session-changing turn; a batch of these commits atomically.
+#[derive(Debug, Clone)]
+pub enum Write {
+    /// Insert or replace the session row.
+    Session(Box<Session>),
+    /// Append a message (its `id` is its position in the session's log).
+    Message(Box<Message>),
+    /// Store an attachment's bytes.
+    Attachment {
+        session_id: SessionId,
+        meta: AttachmentMeta,
+        bytes: Bytes,
+    },
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates or upgrades the schema.
+    async fn migrate(&self) -> StoreResult<()>;
+
+    // Tenants.
+    async fn create_tenant(&self, tenant: &Tenant) -> StoreResult<()>;
+    async fn list_tenants(&self) -> StoreResult<Vec<Tenant>>;
+    async fn tenant_by_key_hash(&self, api_key_hash: &str) -> StoreResult<Option<Tenant>>;
+    async fn set_tenant_key_hash(&self, tenant: TenantId, api_key_hash: &str) -> StoreResult<()>;
+
+    // Agents.
+    /// Inserts the agent and its version `record.current_version` with `definition`.
+    async fn create_agent(&self, record: &AgentRecord, definition: &str) -> StoreResult<()>;
+    /// Adds a version and makes it current; fails with Conflict if it exists already.
+    async fn add_agent_version(
+        &self,
+        agent: AgentId,
+        version: i64,
+        definition: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    async fn get_agent(&self, agent: AgentId) -> StoreResult<Option<AgentRecord>>;
+    async fn list_agents(&self, tenant: TenantId) -> StoreResult<Vec<AgentRecord>>;
+    /// All agents of all tenants (to restart the running ones at boot).
+    async fn all_agents(&self) -> StoreResult<Vec<AgentRecord>>;
+    async fn get_agent_version(&self, agent: AgentId, version: i64) -> StoreResult<Option<String>>;
+    async fn set_agent_status(
+        &self,
+        agent: AgentId,
+        status: AgentStatus,
+        reason: Option<&str>,
+    ) -> StoreResult<()>;
+    async fn set_agent_token_hash(&self, agent: AgentId, token_hash: &str) -> StoreResult<()>;
+    /// Deletes the agent, its versions, sessions, messages and attachments.
+    async fn delete_agent(&self, agent: AgentId) -> StoreResult<bool>;
+
+    // Sessions.
+    /// Commits a batch in one transaction: all of it or nothing.
+    async fn commit(&self, batch: &[Write]) -> StoreResult<()>;
+    async fn load_session(&self, session: SessionId) -> StoreResult<Option<Session>>;
+    /// The session's log in order.
+    async fn load_messages(&self, session: SessionId) -> StoreResult<Vec<Message>>;
+    /// The AI message a run_v2 with this `Idempotency-Key` produced, if it was committed.
+    async fn find_reply(&self, session: SessionId, key: &str) -> StoreResult<Option<Message>>;
+    /// A customer's sessions (by `user_id` = ext_id and `ext_type`), newest first;
+    /// `agent` narrows to one agent.
+    async fn sessions_for_user(
+        &self,
+        tenant: TenantId,
+        agent: Option<AgentId>,
+        ext_id: &str,
+        ext_type: &str,
+    ) -> StoreResult<Vec<Session>>;
+    /// Open sessions whose next timer deadline is at or before `now`.
+    async fn due_sessions(&self, now: DateTime<Utc>, limit: u32) -> StoreResult<Vec<(SessionId, AgentId)>>;
+    /// Sets feedback on one message; false if there is no such message.
+    async fn set_feedback(&self, session: SessionId, log_id: i64, feedback: Feedback) -> StoreResult<bool>;
+    async fn get_attachment(&self, id: uuid::Uuid) -> StoreResult<Option<(SessionId, AttachmentMeta, Bytes)>>;
+}

@@ -1,0 +1,4 @@
+//! SQLite implementation of the store (being written).
+
+/// The embedded store.
+pub struct SqliteStore;
