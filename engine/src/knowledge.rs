@@ -17,9 +17,16 @@ const STOPWORDS: &[&str] = &[
 ];
 
 /// Lower-cased word tokens without stopwords; numbers and non-Latin scripts are kept.
+/// A plain English plural `s` is dropped so "cards" meets "card".
 pub fn tokenize(text: &str) -> Vec<String> {
     text.unicode_words()
-        .map(|w| w.to_lowercase())
+        .map(|w| {
+            let mut w = w.to_lowercase();
+            if w.len() > 3 && w.ends_with('s') && !w.ends_with("ss") && w.is_ascii() {
+                w.pop();
+            }
+            w
+        })
         .filter(|w| !STOPWORDS.contains(&w.as_str()))
         .collect()
 }
@@ -190,7 +197,7 @@ mod tests {
 
     #[test]
     fn tokenizes_unicode() {
-        assert_eq!(tokenize("Größere Limits, 12.90€!"), vec!["größere", "limits", "12.90"]);
+        assert_eq!(tokenize("Größere Limits, 12.90€ cards!"), vec!["größere", "limit", "12.90", "card"]);
         let hits = index().search("größere limits", 1);
         assert!(hits[0].passage.answer.starts_with("Größere"));
     }

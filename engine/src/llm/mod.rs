@@ -5,6 +5,8 @@
 mod builtin;
 mod openai;
 mod select;
+#[cfg(test)]
+mod testkit;
 mod webhook;
 
 use std::time::Duration;

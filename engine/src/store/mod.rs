@@ -3,6 +3,8 @@
 //! in one transaction per batch (group commit).
 
 mod sqlite;
+#[cfg(test)]
+pub(crate) mod tests;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -147,8 +149,20 @@ pub trait Store: Send + Sync + 'static {
         ext_type: &str,
     ) -> StoreResult<Vec<Session>>;
     /// Open sessions whose next timer deadline is at or before `now`.
-    async fn due_sessions(&self, now: DateTime<Utc>, limit: u32) -> StoreResult<Vec<(SessionId, AgentId)>>;
+    async fn due_sessions(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<(SessionId, AgentId)>>;
     /// Sets feedback on one message; false if there is no such message.
-    async fn set_feedback(&self, session: SessionId, log_id: i64, feedback: Feedback) -> StoreResult<bool>;
-    async fn get_attachment(&self, id: uuid::Uuid) -> StoreResult<Option<(SessionId, AttachmentMeta, Bytes)>>;
+    async fn set_feedback(
+        &self,
+        session: SessionId,
+        log_id: i64,
+        feedback: Feedback,
+    ) -> StoreResult<bool>;
+    async fn get_attachment(
+        &self,
+        id: uuid::Uuid,
+    ) -> StoreResult<Option<(SessionId, AttachmentMeta, Bytes)>>;
 }

@@ -1,4 +1,1065 @@
-//! SQLite implementation of the store (being written).
+//! SQLite implementation of the store: the embedded default.
+//!
+//! One writer connection (SQLite serialises writers anyway, and a single connection means a
+//! write transaction never waits on another of ours) and a small pool of readers, which WAL
+//! lets run beside the writer. Group commits group a batch by kind and write each kind with
+//! multi-row statements whose row counts are powers of two, so a handful of prepared
+//! statements serve every batch size from the statement cache.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, SecondsFormat, Utc};
+use futures::future::BoxFuture;
+use serde::de::DeserializeOwned;
+use sqlx::error::{BoxDynError, ErrorKind};
+use sqlx::migrate::{MigrateError, Migration, MigrationSource, MigrationType, Migrator};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::Row;
+use uuid::Uuid;
+
+use super::{AgentRecord, AgentStatus, StoreError, StoreResult, Tenant, Write};
+use crate::model::{
+    AgentId, AttachmentMeta, Feedback, Message, Role, Session, SessionId, TenantId,
+};
+
+/// The schema, oldest first: (version, description, SQL). The files follow sqlx's
+/// `<version>_<description>.sql` naming so the `migrate!` macro could read them too.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "init",
+    include_str!("../../migrations/sqlite/0001_init.sql"),
+)];
+
+/// The most rows one multi-row statement writes; a power of two (see [`chunk_sizes`]).
+/// 256 rows × 10 columns stays far below SQLite's 32766 bound parameters.
+const MAX_ROWS: usize = 256;
+
+/// How long a statement waits for a lock held by another process before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Page cache per connection, in KiB (SQLite's negative `cache_size` form).
+const CACHE_KIB: i64 = 64 * 1024;
 
 /// The embedded store.
-pub struct SqliteStore;
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating the file and its directory if missing) the database at `path`.
+    /// Call [`Store::migrate`](super::Store::migrate) before use.
+    pub async fn open(path: &Path) -> StoreResult<SqliteStore> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+            })?;
+        }
+        let base = tuned(SqliteConnectOptions::new().filename(path));
+        let writer = single_connection(
+            base.clone()
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal),
+        )
+        .await?;
+        // Readers leave journal_mode alone: the writer has made the file WAL already, and
+        // switching modes takes a lock that busy_timeout does not wait for.
+        let readers = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .clamp(2, 8) as u32;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(readers)
+            .test_before_acquire(false)
+            .connect_with(base)
+            .await
+            .map_err(map_err)?;
+        Ok(SqliteStore { writer, reader })
+    }
+
+    /// A private in-memory database (for tests and benches). It lives in one connection that
+    /// the pool never closes, so every query sees the same database until the store drops.
+    pub async fn open_memory() -> StoreResult<SqliteStore> {
+        let options = SqliteConnectOptions::from_str("sqlite::memory:").map_err(map_err)?;
+        let pool = single_connection(tuned(options)).await?;
+        Ok(SqliteStore {
+            writer: pool.clone(),
+            reader: pool,
+        })
+    }
+
+    /// Waits for running queries and closes every connection (checkpointing the WAL).
+    pub async fn close(&self) {
+        self.reader.close().await;
+        self.writer.close().await;
+    }
+}
+
+/// Settings every connection gets.
+fn tuned(options: SqliteConnectOptions) -> SqliteConnectOptions {
+    options
+        .synchronous(SqliteSynchronous::Normal)
+        .foreign_keys(true)
+        .busy_timeout(BUSY_TIMEOUT)
+        .statement_cache_capacity(128)
+        .pragma("cache_size", (-CACHE_KIB).to_string())
+        .pragma("temp_store", "MEMORY")
+}
+
+/// A pool of exactly one connection that is opened now and kept for the pool's lifetime
+/// (an in-memory database dies with its last connection).
+async fn single_connection(options: SqliteConnectOptions) -> StoreResult<SqlitePool> {
+    SqlitePoolOptions::new()
+        .max_connections(1)
+        .min_connections(1)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .test_before_acquire(false)
+        .connect_with(options)
+        .await
+        .map_err(map_err)
+}
+
+/// The migrations compiled into the binary (the `migrate!` macro needs sqlx's `macros`
+/// feature, which this workspace does not enable).
+#[derive(Debug)]
+struct Embedded;
+
+impl MigrationSource<'static> for Embedded {
+    fn resolve(self) -> BoxFuture<'static, Result<Vec<Migration>, BoxDynError>> {
+        Box::pin(async {
+            Ok(MIGRATIONS
+                .iter()
+                .map(|&(version, description, sql)| {
+                    Migration::new(
+                        version,
+                        Cow::Borrowed(description),
+                        MigrationType::Simple,
+                        Cow::Borrowed(sql),
+                        false,
+                    )
+                })
+                .collect())
+        })
+    }
+}
+
+fn map_migrate_err(e: MigrateError) -> StoreError {
+    match e {
+        MigrateError::Execute(e) => map_err(e),
+        // Applied migrations that differ from ours: the file belongs to another build.
+        other => StoreError::Corrupt(format!("schema migration: {other}")),
+    }
+}
+
+/// Sorts sqlx errors into the store's three kinds.
+fn map_err(e: sqlx::Error) -> StoreError {
+    match e {
+        sqlx::Error::Database(db) => {
+            let msg = db.message().to_owned();
+            match db.kind() {
+                ErrorKind::UniqueViolation
+                | ErrorKind::ForeignKeyViolation
+                | ErrorKind::NotNullViolation
+                | ErrorKind::CheckViolation => StoreError::Conflict(msg),
+                _ => {
+                    // Extended result code; the primary code is its low byte.
+                    let code = db
+                        .code()
+                        .and_then(|c| c.parse::<i32>().ok())
+                        .map_or(0, |c| c & 0xff);
+                    match code {
+                        // SQLITE_CONSTRAINT
+                        19 => StoreError::Conflict(msg),
+                        // SQLITE_CORRUPT, SQLITE_MISMATCH, SQLITE_NOTADB
+                        11 | 20 | 26 => StoreError::Corrupt(msg),
+                        _ => StoreError::Unavailable(msg),
+                    }
+                }
+            }
+        }
+        e @ (sqlx::Error::RowNotFound
+        | sqlx::Error::TypeNotFound { .. }
+        | sqlx::Error::ColumnIndexOutOfBounds { .. }
+        | sqlx::Error::ColumnNotFound(_)
+        | sqlx::Error::ColumnDecode { .. }
+        | sqlx::Error::Decode(_)) => StoreError::Corrupt(e.to_string()),
+        e => StoreError::Unavailable(e.to_string()),
+    }
+}
+
+fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Nanos, true)
+}
+
+fn parse_ts(s: &str) -> StoreResult<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| StoreError::Corrupt(format!("bad timestamp {s:?}: {e}")))
+}
+
+/// A deadline in whole milliseconds, rounded up so `due_sessions` never reports a session
+/// before its timer is actually due.
+fn deadline_millis(t: DateTime<Utc>) -> i64 {
+    let ms = t.timestamp_millis();
+    if t.timestamp_subsec_nanos() % 1_000_000 == 0 {
+        ms
+    } else {
+        ms + 1
+    }
+}
+
+fn parse_uuid(s: &str) -> StoreResult<Uuid> {
+    Uuid::parse_str(s).map_err(|e| StoreError::Corrupt(format!("bad id {s:?}: {e}")))
+}
+
+fn parse_json<T: DeserializeOwned>(s: &str, what: &str) -> StoreResult<T> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("bad {what} JSON: {e}")))
+}
+
+fn to_json<T: serde::Serialize + ?Sized>(v: &T, what: &str) -> StoreResult<String> {
+    serde_json::to_string(v).map_err(|e| StoreError::Corrupt(format!("{what} to JSON: {e}")))
+}
+
+fn feedback_str(f: Feedback) -> &'static str {
+    match f {
+        Feedback::Good => "GOOD",
+        Feedback::Bad => "BAD",
+        Feedback::None => "NONE",
+    }
+}
+
+fn parse_feedback(s: &str) -> StoreResult<Feedback> {
+    match s {
+        "GOOD" => Ok(Feedback::Good),
+        "BAD" => Ok(Feedback::Bad),
+        "NONE" => Ok(Feedback::None),
+        _ => Err(StoreError::Corrupt(format!("bad feedback {s:?}"))),
+    }
+}
+
+fn col<'r, T>(row: &'r SqliteRow, name: &str) -> StoreResult<T>
+where
+    T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+{
+    row.try_get(name).map_err(map_err)
+}
+
+/// The sizes of the statements that write `n` rows: full chunks, then the remainder's
+/// binary digits, largest first. Order of rows is kept because chunks run in sequence.
+fn chunk_sizes(n: usize) -> impl Iterator<Item = usize> {
+    let full = std::iter::repeat_n(MAX_ROWS, n / MAX_ROWS);
+    let rest = n % MAX_ROWS;
+    let bits = (0..MAX_ROWS.trailing_zeros())
+        .rev()
+        .map(|b| 1usize << b)
+        .filter(move |size| rest & size != 0);
+    full.chain(bits)
+}
+
+/// Multi-row statements for each power-of-two row count up to [`MAX_ROWS`], indexed by
+/// the count's log2.
+struct BatchSql {
+    sessions: Vec<String>,
+    messages: Vec<String>,
+    attachments: Vec<String>,
+}
+
+impl BatchSql {
+    fn build(head: &str, columns: usize, tail: &str) -> Vec<String> {
+        let row = format!("({})", vec!["?"; columns].join(","));
+        (0..=MAX_ROWS.trailing_zeros())
+            .map(|b| {
+                format!(
+                    "{head} VALUES {}{tail}",
+                    vec![row.as_str(); 1 << b].join(",")
+                )
+            })
+            .collect()
+    }
+
+    fn get(all: &[String], rows: usize) -> &str {
+        &all[rows.trailing_zeros() as usize]
+    }
+}
+
+static BATCH_SQL: LazyLock<BatchSql> = LazyLock::new(|| BatchSql {
+    // tenant_id, agent_id and created_at never change, so the upsert leaves them (and the
+    // index entries on them) alone.
+    sessions: BatchSql::build(
+        "INSERT INTO sessions (id, tenant_id, agent_id, user_id, ext_type, state, \
+         next_deadline, created_at, updated_at, data)",
+        10,
+        " ON CONFLICT (id) DO UPDATE SET user_id = excluded.user_id, \
+         ext_type = excluded.ext_type, state = excluded.state, \
+         next_deadline = excluded.next_deadline, updated_at = excluded.updated_at, \
+         data = excluded.data",
+    ),
+    // A plain INSERT: a message id that exists already fails the batch (history is
+    // append-only).
+    messages: BatchSql::build(
+        "INSERT INTO messages (session_id, id, role, text, ts, attachments, metadata, \
+         feedback, idempotency_key)",
+        9,
+        "",
+    ),
+    attachments: BatchSql::build(
+        "INSERT INTO attachments (id, session_id, filename, content_type, size, bytes)",
+        6,
+        "",
+    ),
+});
+
+/// A session's columns, serialised before the transaction starts.
+struct SessionRow<'a> {
+    session: &'a Session,
+    id: String,
+    tenant_id: String,
+    agent_id: String,
+    next_deadline: Option<i64>,
+    created_at: String,
+    data: String,
+}
+
+impl<'a> SessionRow<'a> {
+    fn new(session: &'a Session) -> StoreResult<Self> {
+        Ok(SessionRow {
+            session,
+            id: session.id.to_string(),
+            tenant_id: session.tenant_id.to_string(),
+            agent_id: session.agent_id.to_string(),
+            next_deadline: session.next_deadline().map(deadline_millis),
+            created_at: ts(session.created_at),
+            data: to_json(session, "session")?,
+        })
+    }
+}
+
+struct MessageRow<'a> {
+    message: &'a Message,
+    session_id: String,
+    ts: String,
+    attachments: Option<String>,
+    metadata: Option<String>,
+}
+
+impl<'a> MessageRow<'a> {
+    fn new(message: &'a Message) -> StoreResult<Self> {
+        Ok(MessageRow {
+            message,
+            session_id: message.session_id.to_string(),
+            ts: ts(message.timestamp),
+            attachments: match message.attachments.is_empty() {
+                true => None,
+                false => Some(to_json(&message.attachments, "attachments")?),
+            },
+            metadata: match message.metadata.is_null() {
+                true => None,
+                false => Some(to_json(&message.metadata, "metadata")?),
+            },
+        })
+    }
+}
+
+struct AttachmentRow<'a> {
+    meta: &'a AttachmentMeta,
+    id: String,
+    session_id: String,
+    size: i64,
+    bytes: &'a [u8],
+}
+
+impl<'a> AttachmentRow<'a> {
+    fn new(session_id: SessionId, meta: &'a AttachmentMeta, bytes: &'a Bytes) -> StoreResult<Self> {
+        Ok(AttachmentRow {
+            meta,
+            id: meta.id.to_string(),
+            session_id: session_id.to_string(),
+            size: i64::try_from(meta.size)
+                .map_err(|_| StoreError::Corrupt(format!("attachment size {}", meta.size)))?,
+            bytes,
+        })
+    }
+}
+
+const TENANT_COLS: &str = "id, name, api_key_hash, created_at";
+
+fn tenant_from_row(row: &SqliteRow) -> StoreResult<Tenant> {
+    Ok(Tenant {
+        id: parse_uuid(col(row, "id")?)?,
+        name: col(row, "name")?,
+        api_key_hash: col(row, "api_key_hash")?,
+        created_at: parse_ts(col(row, "created_at")?)?,
+    })
+}
+
+const AGENT_COLS: &str = "id, tenant_id, name, status, status_reason, current_version, \
+                          token_hash, created_at, updated_at";
+
+fn agent_from_row(row: &SqliteRow) -> StoreResult<AgentRecord> {
+    let status: &str = col(row, "status")?;
+    Ok(AgentRecord {
+        id: parse_uuid(col(row, "id")?)?,
+        tenant_id: parse_uuid(col(row, "tenant_id")?)?,
+        name: col(row, "name")?,
+        status: AgentStatus::parse(status)
+            .ok_or_else(|| StoreError::Corrupt(format!("bad agent status {status:?}")))?,
+        status_reason: col(row, "status_reason")?,
+        current_version: col(row, "current_version")?,
+        token_hash: col(row, "token_hash")?,
+        created_at: parse_ts(col(row, "created_at")?)?,
+        updated_at: parse_ts(col(row, "updated_at")?)?,
+    })
+}
+
+const MESSAGE_COLS: &str =
+    "session_id, id, role, text, ts, attachments, metadata, feedback, idempotency_key";
+
+fn message_from_row(row: &SqliteRow) -> StoreResult<Message> {
+    let role: &str = col(row, "role")?;
+    let attachments: Option<&str> = col(row, "attachments")?;
+    let metadata: Option<&str> = col(row, "metadata")?;
+    Ok(Message {
+        id: col(row, "id")?,
+        session_id: parse_uuid(col(row, "session_id")?)?,
+        role: Role::parse(role).ok_or_else(|| StoreError::Corrupt(format!("bad role {role:?}")))?,
+        text: col(row, "text")?,
+        timestamp: parse_ts(col(row, "ts")?)?,
+        attachments: match attachments {
+            Some(a) => parse_json(a, "attachments")?,
+            None => Vec::new(),
+        },
+        metadata: match metadata {
+            Some(m) => parse_json(m, "metadata")?,
+            None => serde_json::Value::Null,
+        },
+        feedback: parse_feedback(col(row, "feedback")?)?,
+        idempotency_key: col(row, "idempotency_key")?,
+    })
+}
+
+fn session_from_row(row: &SqliteRow) -> StoreResult<Session> {
+    parse_json(col(row, "data")?, "session")
+}
+
+#[async_trait]
+impl super::Store for SqliteStore {
+    async fn migrate(&self) -> StoreResult<()> {
+        let migrator = Migrator::new(Embedded).await.map_err(map_migrate_err)?;
+        migrator.run(&self.writer).await.map_err(map_migrate_err)
+    }
+
+    async fn create_tenant(&self, tenant: &Tenant) -> StoreResult<()> {
+        sqlx::query("INSERT INTO tenants (id, name, api_key_hash, created_at) VALUES (?, ?, ?, ?)")
+            .bind(tenant.id.to_string())
+            .bind(&tenant.name)
+            .bind(&tenant.api_key_hash)
+            .bind(ts(tenant.created_at))
+            .execute(&self.writer)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn list_tenants(&self) -> StoreResult<Vec<Tenant>> {
+        let sql = format!("SELECT {TENANT_COLS} FROM tenants ORDER BY created_at, id");
+        let rows = sqlx::query(&sql)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(map_err)?;
+        rows.iter().map(tenant_from_row).collect()
+    }
+
+    async fn tenant_by_key_hash(&self, api_key_hash: &str) -> StoreResult<Option<Tenant>> {
+        let sql = format!("SELECT {TENANT_COLS} FROM tenants WHERE api_key_hash = ?");
+        let row = sqlx::query(&sql)
+            .bind(api_key_hash)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(map_err)?;
+        row.as_ref().map(tenant_from_row).transpose()
+    }
+
+    async fn set_tenant_key_hash(&self, tenant: TenantId, api_key_hash: &str) -> StoreResult<()> {
+        let done = sqlx::query("UPDATE tenants SET api_key_hash = ? WHERE id = ?")
+            .bind(api_key_hash)
+            .bind(tenant.to_string())
+            .execute(&self.writer)
+            .await
+            .map_err(map_err)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::Conflict(format!("no tenant {tenant}")));
+        }
+        Ok(())
+    }
+
+    async fn create_agent(&self, record: &AgentRecord, definition: &str) -> StoreResult<()> {
+        let id = record.id.to_string();
+        let mut tx = self.writer.begin().await.map_err(map_err)?;
+        sqlx::query(&format!(
+            "INSERT INTO agents ({AGENT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ))
+        .bind(&id)
+        .bind(record.tenant_id.to_string())
+        .bind(&record.name)
+        .bind(record.status.as_str())
+        .bind(record.status_reason.as_deref())
+        .bind(record.current_version)
+        .bind(&record.token_hash)
+        .bind(ts(record.created_at))
+        .bind(ts(record.updated_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        sqlx::query(
+            "INSERT INTO agent_versions (agent_id, version, definition, created_at) \
+             VALUES (?, ?, ?, ?)",
+        )
+        .bind(&id)
+        .bind(record.current_version)
+        .bind(definition)
+        .bind(ts(record.created_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn add_agent_version(
+        &self,
+        agent: AgentId,
+        version: i64,
+        definition: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let id = agent.to_string();
+        let at = ts(at);
+        let mut tx = self.writer.begin().await.map_err(map_err)?;
+        // A missing agent fails the foreign key, so this is a Conflict too.
+        sqlx::query(
+            "INSERT INTO agent_versions (agent_id, version, definition, created_at) \
+             VALUES (?, ?, ?, ?)",
+        )
+        .bind(&id)
+        .bind(version)
+        .bind(definition)
+        .bind(&at)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        sqlx::query("UPDATE agents SET current_version = ?, updated_at = ? WHERE id = ?")
+            .bind(version)
+            .bind(&at)
+            .bind(&id)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn get_agent(&self, agent: AgentId) -> StoreResult<Option<AgentRecord>> {
+        let sql = format!("SELECT {AGENT_COLS} FROM agents WHERE id = ?");
+        let row = sqlx::query(&sql)
+            .bind(agent.to_string())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(map_err)?;
+        row.as_ref().map(agent_from_row).transpose()
+    }
+
+    async fn list_agents(&self, tenant: TenantId) -> StoreResult<Vec<AgentRecord>> {
+        let sql =
+            format!("SELECT {AGENT_COLS} FROM agents WHERE tenant_id = ? ORDER BY created_at, id");
+        let rows = sqlx::query(&sql)
+            .bind(tenant.to_string())
+            .fetch_all(&self.reader)
+            .await
+            .map_err(map_err)?;
+        rows.iter().map(agent_from_row).collect()
+    }
+
+    async fn all_agents(&self) -> StoreResult<Vec<AgentRecord>> {
+        let sql = format!("SELECT {AGENT_COLS} FROM agents ORDER BY tenant_id, created_at, id");
+        let rows = sqlx::query(&sql)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(map_err)?;
+        rows.iter().map(agent_from_row).collect()
+    }
+
+    async fn get_agent_version(&self, agent: AgentId, version: i64) -> StoreResult<Option<String>> {
+        let row =
+            sqlx::query("SELECT definition FROM agent_versions WHERE agent_id = ? AND version = ?")
+                .bind(agent.to_string())
+                .bind(version)
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(map_err)?;
+        row.as_ref().map(|r| col(r, "definition")).transpose()
+    }
+
+    async fn set_agent_status(
+        &self,
+        agent: AgentId,
+        status: AgentStatus,
+        reason: Option<&str>,
+    ) -> StoreResult<()> {
+        // updated_at tracks definition changes (add_agent_version), not run status.
+        let done = sqlx::query("UPDATE agents SET status = ?, status_reason = ? WHERE id = ?")
+            .bind(status.as_str())
+            .bind(reason)
+            .bind(agent.to_string())
+            .execute(&self.writer)
+            .await
+            .map_err(map_err)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::Conflict(format!("no agent {agent}")));
+        }
+        Ok(())
+    }
+
+    async fn set_agent_token_hash(&self, agent: AgentId, token_hash: &str) -> StoreResult<()> {
+        let done = sqlx::query("UPDATE agents SET token_hash = ? WHERE id = ?")
+            .bind(token_hash)
+            .bind(agent.to_string())
+            .execute(&self.writer)
+            .await
+            .map_err(map_err)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::Conflict(format!("no agent {agent}")));
+        }
+        Ok(())
+    }
+
+    async fn delete_agent(&self, agent: AgentId) -> StoreResult<bool> {
+        let id = agent.to_string();
+        let mut tx = self.writer.begin().await.map_err(map_err)?;
+        for sql in [
+            "DELETE FROM messages WHERE session_id IN (SELECT id FROM sessions WHERE agent_id = ?)",
+            "DELETE FROM attachments WHERE session_id IN (SELECT id FROM sessions WHERE agent_id = ?)",
+            "DELETE FROM sessions WHERE agent_id = ?",
+            "DELETE FROM agent_versions WHERE agent_id = ?",
+        ] {
+            sqlx::query(sql)
+                .bind(&id)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        }
+        let done = sqlx::query("DELETE FROM agents WHERE id = ?")
+            .bind(&id)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn commit(&self, batch: &[Write]) -> StoreResult<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        // Group by kind. A session written several times keeps its first slot and its last
+        // version.
+        let mut sessions: Vec<&Session> = Vec::new();
+        let mut slot: HashMap<SessionId, usize> = HashMap::new();
+        let mut messages = Vec::new();
+        let mut attachments = Vec::new();
+        for write in batch {
+            match write {
+                Write::Session(s) => match slot.get(&s.id) {
+                    Some(&i) => sessions[i] = s,
+                    None => {
+                        slot.insert(s.id, sessions.len());
+                        sessions.push(s);
+                    }
+                },
+                Write::Message(m) => messages.push(MessageRow::new(m)?),
+                Write::Attachment {
+                    session_id,
+                    meta,
+                    bytes,
+                } => attachments.push(AttachmentRow::new(*session_id, meta, bytes)?),
+            }
+        }
+        let sessions = sessions
+            .into_iter()
+            .map(SessionRow::new)
+            .collect::<StoreResult<Vec<_>>>()?;
+        let updated_at = ts(Utc::now());
+        let sql = &*BATCH_SQL;
+
+        // Everything is serialised before BEGIN, so the write lock is held for SQL only.
+        let mut tx = self.writer.begin().await.map_err(map_err)?;
+        let mut rest = &sessions[..];
+        for n in chunk_sizes(sessions.len()) {
+            let (chunk, tail) = rest.split_at(n);
+            rest = tail;
+            let mut q = sqlx::query(BatchSql::get(&sql.sessions, n));
+            for r in chunk {
+                q = q
+                    .bind(&r.id)
+                    .bind(&r.tenant_id)
+                    .bind(&r.agent_id)
+                    .bind(&r.session.user_id)
+                    .bind(&r.session.ext_type)
+                    .bind(r.session.status_str())
+                    .bind(r.next_deadline)
+                    .bind(&r.created_at)
+                    .bind(&updated_at)
+                    .bind(&r.data);
+            }
+            q.execute(&mut *tx).await.map_err(map_err)?;
+        }
+        let mut rest = &messages[..];
+        for n in chunk_sizes(messages.len()) {
+            let (chunk, tail) = rest.split_at(n);
+            rest = tail;
+            let mut q = sqlx::query(BatchSql::get(&sql.messages, n));
+            for r in chunk {
+                q = q
+                    .bind(&r.session_id)
+                    .bind(r.message.id)
+                    .bind(r.message.role.as_str())
+                    .bind(&r.message.text)
+                    .bind(&r.ts)
+                    .bind(r.attachments.as_deref())
+                    .bind(r.metadata.as_deref())
+                    .bind(feedback_str(r.message.feedback))
+                    .bind(r.message.idempotency_key.as_deref());
+            }
+            q.execute(&mut *tx).await.map_err(map_err)?;
+        }
+        let mut rest = &attachments[..];
+        for n in chunk_sizes(attachments.len()) {
+            let (chunk, tail) = rest.split_at(n);
+            rest = tail;
+            let mut q = sqlx::query(BatchSql::get(&sql.attachments, n));
+            for r in chunk {
+                q = q
+                    .bind(&r.id)
+                    .bind(&r.session_id)
+                    .bind(&r.meta.filename)
+                    .bind(&r.meta.content_type)
+                    .bind(r.size)
+                    .bind(r.bytes);
+            }
+            q.execute(&mut *tx).await.map_err(map_err)?;
+        }
+        // Any error above returns early and drops `tx`, which rolls the whole batch back.
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn load_session(&self, session: SessionId) -> StoreResult<Option<Session>> {
+        let row = sqlx::query("SELECT data FROM sessions WHERE id = ?")
+            .bind(session.to_string())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(map_err)?;
+        row.as_ref().map(session_from_row).transpose()
+    }
+
+    async fn load_messages(&self, session: SessionId) -> StoreResult<Vec<Message>> {
+        let sql = format!("SELECT {MESSAGE_COLS} FROM messages WHERE session_id = ? ORDER BY id");
+        let rows = sqlx::query(&sql)
+            .bind(session.to_string())
+            .fetch_all(&self.reader)
+            .await
+            .map_err(map_err)?;
+        rows.iter().map(message_from_row).collect()
+    }
+
+    async fn find_reply(&self, session: SessionId, key: &str) -> StoreResult<Option<Message>> {
+        let sql = format!(
+            "SELECT {MESSAGE_COLS} FROM messages WHERE session_id = ? AND idempotency_key = ?"
+        );
+        let row = sqlx::query(&sql)
+            .bind(session.to_string())
+            .bind(key)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(map_err)?;
+        row.as_ref().map(message_from_row).transpose()
+    }
+
+    async fn sessions_for_user(
+        &self,
+        tenant: TenantId,
+        agent: Option<AgentId>,
+        ext_id: &str,
+        ext_type: &str,
+    ) -> StoreResult<Vec<Session>> {
+        let rows = sqlx::query(
+            "SELECT data FROM sessions \
+             WHERE tenant_id = ? AND user_id = ? AND ext_type = ? \
+               AND (?4 IS NULL OR agent_id = ?4) \
+             ORDER BY created_at DESC, id DESC",
+        )
+        .bind(tenant.to_string())
+        .bind(ext_id)
+        .bind(ext_type)
+        .bind(agent.map(|a| a.to_string()))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(map_err)?;
+        rows.iter().map(session_from_row).collect()
+    }
+
+    async fn due_sessions(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<(SessionId, AgentId)>> {
+        // Closed sessions have no deadline, so the partial index holds open ones only.
+        let rows = sqlx::query(
+            "SELECT id, agent_id FROM sessions \
+             WHERE next_deadline IS NOT NULL AND next_deadline <= ? \
+             ORDER BY next_deadline, id LIMIT ?",
+        )
+        .bind(now.timestamp_millis())
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(map_err)?;
+        rows.iter()
+            .map(|r| Ok((parse_uuid(col(r, "id")?)?, parse_uuid(col(r, "agent_id")?)?)))
+            .collect()
+    }
+
+    async fn set_feedback(
+        &self,
+        session: SessionId,
+        log_id: i64,
+        feedback: Feedback,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query("UPDATE messages SET feedback = ? WHERE session_id = ? AND id = ?")
+            .bind(feedback_str(feedback))
+            .bind(session.to_string())
+            .bind(log_id)
+            .execute(&self.writer)
+            .await
+            .map_err(map_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn get_attachment(
+        &self,
+        id: Uuid,
+    ) -> StoreResult<Option<(SessionId, AttachmentMeta, Bytes)>> {
+        let row = sqlx::query(
+            "SELECT id, session_id, filename, content_type, size, bytes FROM attachments WHERE id = ?",
+        )
+        .bind(id.to_string())
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(map_err)?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let size: i64 = col(&row, "size")?;
+        let meta = AttachmentMeta {
+            id: parse_uuid(col(&row, "id")?)?,
+            filename: col(&row, "filename")?,
+            content_type: col(&row, "content_type")?,
+            size: u64::try_from(size)
+                .map_err(|_| StoreError::Corrupt(format!("attachment size {size}")))?,
+        };
+        let bytes: Vec<u8> = col(&row, "bytes")?;
+        Ok(Some((
+            parse_uuid(col(&row, "session_id")?)?,
+            meta,
+            Bytes::from(bytes),
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::store::tests as suite;
+    use crate::store::Store;
+
+    /// A migrated store in a fresh temporary directory (kept alive by the returned guard).
+    async fn file_store() -> (SqliteStore, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("parley.db"))
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        (store, dir)
+    }
+
+    async fn memory_store() -> SqliteStore {
+        let store = SqliteStore::open_memory().await.unwrap();
+        store.migrate().await.unwrap();
+        store
+    }
+
+    /// Runs one suite function on a file store and on an in-memory store.
+    macro_rules! on_both {
+        ($($name:ident),* $(,)?) => {$(
+            #[tokio::test]
+            async fn $name() {
+                let (store, _dir) = file_store().await;
+                suite::$name(&store).await;
+                suite::$name(&memory_store().await).await;
+            }
+        )*};
+    }
+
+    on_both!(
+        suite_tenants,
+        suite_agents,
+        suite_session_roundtrip,
+        suite_messages,
+        suite_duplicate_message_conflict,
+        suite_idempotency,
+        suite_feedback,
+        suite_attachments,
+        suite_due_sessions,
+        suite_sessions_for_user,
+        suite_large_batch,
+    );
+
+    #[test]
+    fn chunks_cover_every_row_in_known_sizes() {
+        for n in [0, 1, 2, 3, 255, 256, 257, 511, 512, 1000, 4097] {
+            let sizes: Vec<_> = chunk_sizes(n).collect();
+            assert_eq!(sizes.iter().sum::<usize>(), n);
+            assert!(sizes.iter().all(|s| s.is_power_of_two() && *s <= MAX_ROWS));
+        }
+    }
+
+    #[tokio::test]
+    async fn data_survives_reopening_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // A directory that does not exist yet.
+        let path = dir.path().join("nested/deeper/parley.db");
+        let t = suite::tenant("acme", "key");
+        let a = suite::agent(t.id, "bot");
+        let s = suite::session(t.id, a.id, "u1", 0);
+        let m = suite::message(s.id, 1, Role::Human, "persist me");
+        {
+            let store = SqliteStore::open(&path).await.unwrap();
+            store.migrate().await.unwrap();
+            store.create_tenant(&t).await.unwrap();
+            store.create_agent(&a, "def").await.unwrap();
+            store
+                .commit(&[
+                    Write::Session(Box::new(s.clone())),
+                    Write::Message(Box::new(m.clone())),
+                ])
+                .await
+                .unwrap();
+            store.close().await;
+        }
+        let store = SqliteStore::open(&path).await.unwrap();
+        // Migrating an up-to-date file is a no-op.
+        store.migrate().await.unwrap();
+        assert_eq!(store.tenant_by_key_hash("key").await.unwrap(), Some(t));
+        assert_eq!(store.get_agent(a.id).await.unwrap(), Some(a.clone()));
+        assert_eq!(
+            store.get_agent_version(a.id, 1).await.unwrap().as_deref(),
+            Some("def")
+        );
+        assert_eq!(store.load_session(s.id).await.unwrap(), Some(s));
+        assert_eq!(store.load_messages(m.session_id).await.unwrap(), vec![m]);
+    }
+
+    #[tokio::test]
+    async fn bad_rows_are_corrupt_not_panics() {
+        let (store, _dir) = file_store().await;
+        let (sid, aid) = (Uuid::new_v4(), Uuid::new_v4());
+        sqlx::query(
+            "INSERT INTO sessions (id, tenant_id, agent_id, user_id, ext_type, state, \
+             next_deadline, created_at, updated_at, data) \
+             VALUES (?, 't', 'not-a-uuid', 'u', 'x', 'active', 0, 'c', 'u', '{broken')",
+        )
+        .bind(sid.to_string())
+        .execute(&store.writer)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO messages (session_id, id, role, text, ts, feedback) \
+             VALUES (?, 1, 'ROBOT', 't', 'yesterday', 'MEH')",
+        )
+        .bind(sid.to_string())
+        .execute(&store.writer)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO agents (id, tenant_id, name, status, current_version, token_hash, \
+             created_at, updated_at) VALUES (?, 'x', 'n', 'Sleeping', 1, 'h', 'c', 'u')",
+        )
+        .bind(aid.to_string())
+        .execute(&store.writer)
+        .await
+        .unwrap();
+
+        let corrupt = |r: &StoreError| matches!(r, StoreError::Corrupt(_));
+        assert!(corrupt(&store.load_session(sid).await.unwrap_err()));
+        assert!(corrupt(&store.load_messages(sid).await.unwrap_err()));
+        assert!(corrupt(&store.get_agent(aid).await.unwrap_err()));
+        assert!(corrupt(
+            &store.due_sessions(Utc::now(), 10).await.unwrap_err()
+        ));
+    }
+
+    #[tokio::test]
+    async fn unmigrated_store_is_unavailable() {
+        let store = SqliteStore::open_memory().await.unwrap();
+        assert!(matches!(
+            store.load_session(Uuid::new_v4()).await,
+            Err(StoreError::Unavailable(_))
+        ));
+    }
+
+    /// A rough single-thread figure for the hot path; run with
+    /// `cargo test -p parley-engine --release store::sqlite -- --ignored --nocapture`.
+    #[tokio::test]
+    #[ignore]
+    async fn turn_throughput() {
+        let (store, _dir) = file_store().await;
+        let (t, a) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut sessions: Vec<Session> = (0..10_000)
+            .map(|i| suite::session(t, a, &format!("user-{i}"), 0))
+            .collect();
+        let (batches, per_batch) = (200, 500);
+        let started = Instant::now();
+        for b in 0..batches {
+            let mut batch = Vec::with_capacity(per_batch * 3);
+            for i in 0..per_batch {
+                let s = &mut sessions[(b * per_batch + i) % 10_000];
+                let n = s.message_count;
+                let human = suite::message(s.id, n + 1, Role::Human, "where is my order?");
+                let mut ai = suite::message(
+                    s.id,
+                    n + 2,
+                    Role::Ai,
+                    "It ships tomorrow, tracking follows.",
+                );
+                ai.idempotency_key = Some(format!("k{b}-{i}"));
+                s.message_count = n + 2;
+                s.last_activity = Utc::now();
+                batch.push(Write::Session(Box::new(s.clone())));
+                batch.push(Write::Message(Box::new(human)));
+                batch.push(Write::Message(Box::new(ai)));
+            }
+            store.commit(&batch).await.unwrap();
+        }
+        let secs = started.elapsed().as_secs_f64();
+        let turns = (batches * per_batch) as f64;
+        println!("{turns} turns in {secs:.2}s: {:.0} turns/s", turns / secs);
+    }
+}

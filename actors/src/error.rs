@@ -1,0 +1,40 @@
+//! The errors the node reports to its callers (the HTTP layer maps them to statuses).
+
+use parley_engine::agent::ValidationErrors;
+use parley_engine::store::StoreError;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum NodeError {
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("invalid or missing token")]
+    Unauthorized,
+    #[error("the session is closed")]
+    SessionClosed,
+    #[error("the agent is not running")]
+    AgentNotRunning,
+    #[error("invalid agent definition")]
+    InvalidDefinition(ValidationErrors),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("temporarily unavailable: {0}")]
+    Unavailable(String),
+    #[error("the session failed while handling this request and was restarted")]
+    SessionCrashed,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for NodeError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(m) => NodeError::Unavailable(m),
+            StoreError::Conflict(m) => NodeError::Conflict(m),
+            StoreError::Corrupt(m) => NodeError::Internal(m),
+        }
+    }
+}
+
+pub type NodeResult<T> = Result<T, NodeError>;

@@ -1,0 +1,135 @@
+//! Live events for WebSocket subscribers: per session (token deltas, messages, timers) and
+//! per customer (the conversation events). Publishing costs one map lookup when nobody
+//! listens.
+
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use parley_engine::model::{AgentId, Message, SessionId, TenantId};
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::broadcast;
+
+const CHANNEL_CAPACITY: usize = 256;
+
+/// What `/chatbot/{agent}/ws/{session}` subscribers receive.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SessionEvent {
+    /// A piece of the reply being generated.
+    Delta { session_id: SessionId, text: String },
+    /// A message that is now in the log (committed).
+    Message {
+        session_id: SessionId,
+        id: i64,
+        role: &'static str,
+        text: String,
+        timestamp: String,
+        metadata: Value,
+    },
+    /// A timer closed the session (`user_timeout` or `timeout`).
+    Timeout { session_id: SessionId, status: &'static str },
+    /// The session ended.
+    Close { session_id: SessionId, status: &'static str },
+}
+
+impl SessionEvent {
+    pub fn message(m: &Message) -> SessionEvent {
+        SessionEvent::Message {
+            session_id: m.session_id,
+            id: m.id,
+            role: m.role.as_str(),
+            text: m.text.clone(),
+            timestamp: m.timestamp.to_rfc3339(),
+            metadata: m.metadata.clone(),
+        }
+    }
+}
+
+/// What `/ws/{user_id}` subscribers receive.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum UserEvent {
+    ConversationCreated { session_id: SessionId, agent_id: AgentId },
+    ConversationClosed { session_id: SessionId, agent_id: AgentId, status: &'static str },
+    ConversationNewMessage {
+        session_id: SessionId,
+        agent_id: AgentId,
+        id: i64,
+        role: &'static str,
+        text: String,
+    },
+    ConversationBotStatusModified {
+        session_id: Option<SessionId>,
+        agent_id: AgentId,
+        status: String,
+    },
+}
+
+type Sender<T> = broadcast::Sender<Arc<T>>;
+
+fn user_key(tenant: TenantId, user_id: &str) -> String {
+    format!("{tenant}/{user_id}")
+}
+
+#[derive(Default)]
+pub struct EventHub {
+    sessions: DashMap<SessionId, Sender<SessionEvent>>,
+    users: DashMap<String, Sender<UserEvent>>,
+}
+
+fn subscribe<K, T>(map: &DashMap<K, Sender<T>>, key: K) -> broadcast::Receiver<Arc<T>>
+where
+    K: std::hash::Hash + Eq,
+{
+    map.entry(key)
+        .or_insert_with(|| broadcast::channel(CHANNEL_CAPACITY).0)
+        .subscribe()
+}
+
+fn publish<K, T>(map: &DashMap<K, Sender<T>>, key: &K, event: T)
+where
+    K: std::hash::Hash + Eq,
+{
+    let gone = match map.get(key) {
+        Some(tx) => tx.send(Arc::new(event)).is_err(),
+        None => return,
+    };
+    // The last subscriber left: drop the channel (unless someone subscribed meanwhile).
+    if gone {
+        map.remove_if(key, |_, tx| tx.receiver_count() == 0);
+    }
+}
+
+impl EventHub {
+    pub fn subscribe_session(&self, id: SessionId) -> broadcast::Receiver<Arc<SessionEvent>> {
+        subscribe(&self.sessions, id)
+    }
+
+    /// Customers are keyed per tenant: user ids are only unique within one.
+    pub fn subscribe_user(&self, tenant: TenantId, user_id: &str) -> broadcast::Receiver<Arc<UserEvent>> {
+        subscribe(&self.users, user_key(tenant, user_id))
+    }
+
+    pub fn has_session_subscribers(&self, id: &SessionId) -> bool {
+        self.sessions.contains_key(id)
+    }
+
+    pub fn session(&self, id: SessionId, event: SessionEvent) {
+        publish(&self.sessions, &id, event);
+    }
+
+    pub fn user(&self, tenant: TenantId, user_id: &str, event: UserEvent) {
+        if self.users.is_empty() {
+            return;
+        }
+        publish(&self.users, &user_key(tenant, user_id), event);
+    }
+
+    /// Sends an event to every connected customer (agent status changes).
+    pub fn all_users(&self, event: impl Fn() -> UserEvent) {
+        for entry in self.users.iter() {
+            let _ = entry.value().send(Arc::new(event()));
+        }
+    }
+}

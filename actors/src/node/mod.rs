@@ -1,0 +1,349 @@
+//! The node: its supervisor, the state its actors share, and [`Node`], the API the HTTP
+//! layer calls (agent administration and the Chat API operations).
+
+mod agent_ops;
+mod session_ops;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use parley_engine::store::{Store, Write};
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
+
+pub use session_ops::{Conversation, CreateSession};
+
+use crate::agents::{AgentDirectory, AgentSupArgs, AgentSupMsg, AgentSupervisor};
+use crate::error::{NodeError, NodeResult};
+use crate::events::EventHub;
+use crate::persistence::{BatchStats, PersistMsg, PersistenceActor, PersistenceArgs};
+use crate::session::{SessionMsg, SessionRouter, SessionShard, ShardArgs, ShardMsg};
+
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Session supervisors; sessions are spread over them by id.
+    pub shards: usize,
+    /// An idle session actor stops (its state is in the store) after this long.
+    pub passivate_after: Duration,
+    /// How often the store is asked for sessions whose timer is due.
+    pub timer_sweep: Duration,
+    /// Most turns one group commit takes.
+    pub max_batch: usize,
+    /// More than `restart_limit` session restarts within `restart_window` in one shard
+    /// is a restart storm: it is escalated to the node and logged.
+    pub restart_limit: u32,
+    pub restart_window: Duration,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            shards: 16,
+            passivate_after: Duration::from_secs(60),
+            timer_sweep: Duration::from_secs(1),
+            max_batch: 4096,
+            restart_limit: 10,
+            restart_window: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What every actor of the node reaches: the store, the directories and the actor refs
+/// a supervisor may replace after a restart.
+pub struct Shared {
+    pub store: Arc<dyn Store>,
+    pub config: NodeConfig,
+    pub agents: Arc<AgentDirectory>,
+    pub events: Arc<EventHub>,
+    pub sessions: SessionRouter,
+    pub http: reqwest::Client,
+    persistence: RwLock<Option<ActorRef<PersistMsg>>>,
+    agent_sup: RwLock<Option<ActorRef<AgentSupMsg>>>,
+}
+
+fn read<T: Clone>(slot: &RwLock<Option<T>>) -> Option<T> {
+    slot.read().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+fn write<T>(slot: &RwLock<Option<T>>, value: T) {
+    *slot.write().unwrap_or_else(|e| e.into_inner()) = Some(value);
+}
+
+/// Sends writes to the PersistenceActor and waits for their commit.
+pub struct PersistenceHandle(Option<ActorRef<PersistMsg>>);
+
+impl PersistenceHandle {
+    pub async fn commit(&self, writes: Vec<Write>) -> NodeResult<()> {
+        let Some(actor) = &self.0 else {
+            return Err(NodeError::Unavailable("persistence is not running".into()));
+        };
+        match actor.call(|r| PersistMsg::Commit(writes, r), None).await {
+            Ok(CallResult::Success(Ok(()))) => Ok(()),
+            Ok(CallResult::Success(Err(e))) => Err(NodeError::Unavailable(e)),
+            _ => Err(NodeError::Unavailable("persistence is restarting".into())),
+        }
+    }
+
+    /// Group-commit statistics since the persistence actor started.
+    pub async fn stats(&self) -> Option<BatchStats> {
+        match self.0.as_ref()?.call(PersistMsg::Stats, None).await {
+            Ok(CallResult::Success(s)) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+impl Shared {
+    pub fn persistence(&self) -> PersistenceHandle {
+        PersistenceHandle(read(&self.persistence))
+    }
+
+    pub(crate) fn agent_supervisor(&self) -> NodeResult<ActorRef<AgentSupMsg>> {
+        read(&self.agent_sup).ok_or_else(|| NodeError::Unavailable("agent supervisor is not running".into()))
+    }
+}
+
+pub enum NodeMsg {
+    /// Ask the store for sessions whose timer is due and tick them.
+    SweepTimers,
+    /// A shard saw too many session restarts.
+    RestartStorm { shard: usize, restarts: usize },
+}
+
+/// The root of the tree: starts the persistence actor, agent supervisor and session
+/// shards, restarts them if they fail, and drives the session timers.
+pub struct NodeSupervisor;
+
+pub struct NodeState {
+    shared: Arc<Shared>,
+    shards: Vec<ActorRef<ShardMsg>>,
+    sweeping: Arc<AtomicBool>,
+}
+
+impl Actor for NodeSupervisor {
+    type Msg = NodeMsg;
+    type State = NodeState;
+    type Arguments = Arc<Shared>;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        shared: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        write(&shared.persistence, spawn_persistence(&shared, &myself).await?);
+        write(&shared.agent_sup, spawn_agent_sup(&shared, &myself).await?);
+        let mut shards = Vec::with_capacity(shared.config.shards);
+        for index in 0..shared.config.shards.max(1) {
+            shards.push(spawn_shard(&shared, &myself, index).await?);
+        }
+        shared.sessions.set_shards(shards.clone());
+        myself.send_interval(shared.config.timer_sweep, || NodeMsg::SweepTimers);
+        Ok(NodeState {
+            shared,
+            shards,
+            sweeping: Arc::default(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            NodeMsg::SweepTimers => {
+                // One sweep at a time, off the supervisor's mailbox.
+                if state.sweeping.swap(true, Ordering::AcqRel) {
+                    return Ok(());
+                }
+                let shared = state.shared.clone();
+                let flag = state.sweeping.clone();
+                tokio::spawn(async move {
+                    match shared.store.due_sessions(chrono::Utc::now(), 1000).await {
+                        Ok(due) => {
+                            for (id, _agent) in due {
+                                let _ = shared.sessions.tell(id, SessionMsg::Tick).await;
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "timer sweep failed"),
+                    }
+                    flag.store(false, Ordering::Release);
+                });
+            }
+            NodeMsg::RestartStorm { shard, restarts } => {
+                tracing::error!(
+                    shard,
+                    restarts,
+                    "restart storm: session actors keep failing; restarting them on demand only"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    // Overrides ractor's default, which would stop the node when any child ends.
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let SupervisionEvent::ActorFailed(cell, err) = event else {
+            return Ok(());
+        };
+        let id = cell.get_id();
+        let shared = state.shared.clone();
+        if read(&shared.persistence).is_some_and(|p| p.get_id() == id) {
+            tracing::error!(error = %err, "persistence actor failed; restarting it");
+            write(&shared.persistence, spawn_persistence(&shared, &myself).await?);
+        } else if read(&shared.agent_sup).is_some_and(|a| a.get_id() == id) {
+            tracing::error!(error = %err, "agent supervisor failed; restarting it");
+            write(&shared.agent_sup, spawn_agent_sup(&shared, &myself).await?);
+        } else if let Some(index) = state.shards.iter().position(|s| s.get_id() == id) {
+            tracing::error!(shard = index, error = %err, "session shard failed; restarting it");
+            shared
+                .sessions
+                .live
+                .retain(|sid, _| shared.sessions.shard_of(sid) != index);
+            let shard = spawn_shard(&shared, &myself, index).await?;
+            shared.sessions.replace_shard(index, shard.clone());
+            state.shards[index] = shard;
+        }
+        Ok(())
+    }
+}
+
+async fn spawn_persistence(
+    shared: &Arc<Shared>,
+    node: &ActorRef<NodeMsg>,
+) -> Result<ActorRef<PersistMsg>, ActorProcessingErr> {
+    let (p, _) = Actor::spawn_linked(
+        None,
+        PersistenceActor,
+        PersistenceArgs {
+            store: shared.store.clone(),
+            max_batch: shared.config.max_batch,
+        },
+        node.get_cell(),
+    )
+    .await?;
+    Ok(p)
+}
+
+async fn spawn_agent_sup(
+    shared: &Arc<Shared>,
+    node: &ActorRef<NodeMsg>,
+) -> Result<ActorRef<AgentSupMsg>, ActorProcessingErr> {
+    let (a, _) = Actor::spawn_linked(
+        None,
+        AgentSupervisor,
+        AgentSupArgs {
+            store: shared.store.clone(),
+            http: shared.http.clone(),
+            directory: shared.agents.clone(),
+            events: shared.events.clone(),
+        },
+        node.get_cell(),
+    )
+    .await?;
+    Ok(a)
+}
+
+async fn spawn_shard(
+    shared: &Arc<Shared>,
+    node: &ActorRef<NodeMsg>,
+    index: usize,
+) -> Result<ActorRef<ShardMsg>, ActorProcessingErr> {
+    let (s, _) = Actor::spawn_linked(
+        None,
+        SessionShard,
+        ShardArgs {
+            index,
+            shared: shared.clone(),
+            node: node.clone(),
+        },
+        node.get_cell(),
+    )
+    .await?;
+    Ok(s)
+}
+
+/// A running node. Cheap to clone.
+#[derive(Clone)]
+pub struct Node {
+    shared: Arc<Shared>,
+    supervisor: ActorRef<NodeMsg>,
+}
+
+impl Node {
+    /// Builds the actor tree on a migrated store and restarts the agents that were
+    /// running when the node last stopped.
+    pub async fn start(store: Arc<dyn Store>, config: NodeConfig) -> NodeResult<Node> {
+        let http = reqwest::Client::builder()
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build()
+            .map_err(|e| NodeError::Internal(format!("http client: {e}")))?;
+        let shared = Arc::new(Shared {
+            store,
+            config,
+            agents: Arc::default(),
+            events: Arc::default(),
+            sessions: SessionRouter::default(),
+            http,
+            persistence: RwLock::new(None),
+            agent_sup: RwLock::new(None),
+        });
+        let (supervisor, _) = Actor::spawn(None, NodeSupervisor, shared.clone())
+            .await
+            .map_err(|e| NodeError::Internal(format!("starting the node: {e}")))?;
+        let node = Node { shared, supervisor };
+        node.resume_agents().await?;
+        Ok(node)
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    pub fn events(&self) -> &Arc<EventHub> {
+        &self.shared.events
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.shared.store
+    }
+
+    /// Session actors resident on this node.
+    pub fn resident_sessions(&self) -> usize {
+        self.shared.sessions.resident()
+    }
+
+    /// Passivates every session idle for `idle_secs` or more, in every shard.
+    pub fn passivate_idle(&self, idle_secs: u32) {
+        for i in 0..self.shared.config.shards.max(1) {
+            if let Some(s) = self.shared.sessions.shard(i) {
+                let _ = s.send_message(ShardMsg::Passivate { idle_secs });
+            }
+        }
+    }
+
+    /// Stops the tree: sessions finish the messages already in their mailboxes, then the
+    /// persistence actor commits what it accepted, then everything stops.
+    pub async fn shutdown(&self) {
+        let wait = Some(Duration::from_secs(10));
+        for i in 0..self.shared.config.shards.max(1) {
+            if let Some(s) = self.shared.sessions.shard(i) {
+                s.drain_children_and_wait(wait).await;
+            }
+        }
+        if let Ok(a) = self.shared.agent_supervisor() {
+            a.stop_children_and_wait(None, wait).await;
+        }
+        self.supervisor
+            .stop_children_and_wait(Some("node shutdown".into()), wait)
+            .await;
+        self.supervisor.stop_and_wait(None, wait).await.ok();
+    }
+}

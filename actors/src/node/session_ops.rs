@@ -1,0 +1,238 @@
+//! The Chat API operations: sessions, turns, conversations, feedback, attachments.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use chrono::Utc;
+use parley_engine::model::{
+    AgentId, AttachmentMeta, CloseStatus, Feedback, Message, Mode, Role, Session, SessionId,
+    SessionState, TenantId,
+};
+use parley_engine::results::FieldType;
+use parley_engine::store::Write;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::Node;
+use crate::error::{NodeError, NodeResult};
+use crate::events::UserEvent;
+use crate::session::{SessionMsg, SessionPatch, TurnReply, TurnRequest};
+
+/// Customer types (`ext_type`) the Chat API accepts.
+pub const EXT_TYPES: [&str; 7] = ["web", "mobile", "telegram", "whatsapp", "email", "sip", "facebook"];
+
+/// The create-session request body (the seed's shape).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSession {
+    pub user_id: Option<String>,
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    /// The customer type (`ext_type`), default `web`.
+    #[serde(rename = "type")]
+    pub ext_type: Option<String>,
+    #[serde(default)]
+    pub args: Vec<Value>,
+    #[serde(default)]
+    pub kwargs: Map<String, Value>,
+    pub user_info: Option<Value>,
+    pub channel_id: Option<String>,
+    pub language: Option<String>,
+    pub start_phrase: Option<String>,
+}
+
+/// A session with its whole log.
+#[derive(Debug, Clone)]
+pub struct Conversation {
+    pub session: Session,
+    pub messages: Vec<Message>,
+}
+
+fn check_contact(field: &str, value: &Option<String>, ty: FieldType) -> NodeResult<Option<String>> {
+    match value {
+        None => Ok(None),
+        Some(v) => ty
+            .coerce(&Value::String(v.clone()))
+            .map(|v| v.as_str().map(str::to_string))
+            .map_err(|e| NodeError::Invalid(format!("{field}: {e}"))),
+    }
+}
+
+impl Node {
+    /// Opens a session on the agent's newest version; the greeting is its first message.
+    pub async fn create_session(&self, agent_id: AgentId, req: CreateSession) -> NodeResult<Session> {
+        let running = self.shared.agents.get(&agent_id).ok_or(NodeError::AgentNotRunning)?;
+        let rt = running.current();
+        let ext_type = req.ext_type.unwrap_or_else(|| "web".into());
+        if !EXT_TYPES.contains(&ext_type.as_str()) {
+            return Err(NodeError::Invalid(format!(
+                "type: unknown customer type {ext_type:?} (one of {})",
+                EXT_TYPES.join(", ")
+            )));
+        }
+        let email = check_contact("email", &req.email, FieldType::Email)?;
+        let phone = check_contact("phone", &req.phone, FieldType::Phone)?;
+        if req.user_id.as_deref().is_some_and(|u| u.trim().is_empty() || u.len() > 256) {
+            return Err(NodeError::Invalid("user_id: must be 1 to 256 characters".into()));
+        }
+        let def = &rt.compiled.definition;
+        let id = Uuid::now_v7();
+        let now = Utc::now();
+        let mut kwargs = req.kwargs;
+        if !req.args.is_empty() {
+            kwargs.insert("args".into(), Value::Array(req.args));
+        }
+        let mut session = Session {
+            id,
+            tenant_id: running.tenant_id,
+            agent_id,
+            agent_version: rt.version,
+            session_type: "custom_stateful".into(),
+            mode: Mode::Regular,
+            ext_type,
+            user_id: req.user_id.unwrap_or_else(|| Uuid::new_v4().to_string()),
+            name: req.name,
+            email,
+            phone,
+            channel_id: req.channel_id,
+            timeout: def.session.max_duration,
+            user_timeout: def.session.user_timeout,
+            greeting_text: def.greeting.clone(),
+            start_phrase: req.start_phrase,
+            language: req.language,
+            llm_backend: Some(rt.backends.choose(id).to_string()),
+            workflow_state: rt.compiled.init_state_name().to_string(),
+            conversation_result: BTreeMap::new(),
+            kwargs,
+            user_info: req.user_info.unwrap_or(Value::Null),
+            created_at: now,
+            last_activity: now,
+            closed_at: None,
+            state: SessionState::Active,
+            message_count: 0,
+        };
+        let mut writes = Vec::with_capacity(2);
+        let greeting = def.greeting.as_ref().map(|g| Message {
+            id: 1,
+            session_id: id,
+            role: Role::Ai,
+            text: g.clone(),
+            timestamp: now,
+            attachments: Vec::new(),
+            metadata: Value::Null,
+            feedback: Feedback::None,
+            idempotency_key: None,
+        });
+        if let Some(g) = &greeting {
+            session.message_count = 1;
+            writes.push(Write::Message(Box::new(g.clone())));
+        }
+        writes.push(Write::Session(Box::new(session.clone())));
+        self.shared.persistence().commit(writes).await?;
+        let events = &self.shared.events;
+        events.user(session.tenant_id, &session.user_id, UserEvent::ConversationCreated { session_id: id, agent_id });
+        if let Some(g) = greeting {
+            events.user(session.tenant_id, &session.user_id, UserEvent::ConversationNewMessage {
+                session_id: id,
+                agent_id,
+                id: g.id,
+                role: g.role.as_str(),
+                text: g.text,
+            });
+        }
+        Ok(session)
+    }
+
+    /// A session of this agent as stored (every acknowledged change is committed).
+    pub async fn session(&self, agent_id: AgentId, id: SessionId) -> NodeResult<Session> {
+        match self.shared.store.load_session(id).await? {
+            Some(s) if s.agent_id == agent_id => Ok(s),
+            _ => Err(NodeError::NotFound("session")),
+        }
+    }
+
+    /// A session's log, in order.
+    pub async fn messages(&self, agent_id: AgentId, id: SessionId) -> NodeResult<Vec<Message>> {
+        self.session(agent_id, id).await?;
+        Ok(self.shared.store.load_messages(id).await?)
+    }
+
+    pub async fn update_session(&self, agent_id: AgentId, id: SessionId, patch: SessionPatch) -> NodeResult<Session> {
+        check_contact("email", &patch.email, FieldType::Email)?;
+        check_contact("phone", &patch.phone, FieldType::Phone)?;
+        self.shared
+            .sessions
+            .call(id, |r| SessionMsg::Update(agent_id, patch.clone(), r))
+            .await
+    }
+
+    pub async fn close_session(&self, agent_id: AgentId, id: SessionId, status: CloseStatus) -> NodeResult<Session> {
+        self.shared
+            .sessions
+            .call(id, |r| SessionMsg::Close(agent_id, status, r))
+            .await
+    }
+
+    /// Runs one customer message through the session's actor; answers after the commit.
+    pub async fn turn(&self, session: SessionId, req: TurnRequest) -> NodeResult<TurnReply> {
+        self.shared
+            .sessions
+            .call(session, |r| SessionMsg::Turn(req.clone(), r))
+            .await
+    }
+
+    /// A customer's conversations with their logs, newest first.
+    pub async fn conversations(
+        &self,
+        tenant: TenantId,
+        agent: Option<AgentId>,
+        ext_id: &str,
+        ext_type: &str,
+    ) -> NodeResult<Vec<Conversation>> {
+        let store = &self.shared.store;
+        let mut out = Vec::new();
+        for session in store.sessions_for_user(tenant, agent, ext_id, ext_type).await? {
+            let messages = store.load_messages(session.id).await?;
+            out.push(Conversation { session, messages });
+        }
+        Ok(out)
+    }
+
+    /// An attachment, if it belongs to a session of this customer in this tenant.
+    pub async fn attachment(
+        &self,
+        tenant: TenantId,
+        id: Uuid,
+        ext_id: &str,
+    ) -> NodeResult<(AttachmentMeta, Bytes)> {
+        let store = &self.shared.store;
+        let (session_id, meta, bytes) = store.get_attachment(id).await?.ok_or(NodeError::NotFound("attachment"))?;
+        match store.load_session(session_id).await? {
+            Some(s) if s.tenant_id == tenant && s.user_id == ext_id => Ok((meta, bytes)),
+            _ => Err(NodeError::NotFound("attachment")),
+        }
+    }
+
+    /// Records the customer's reaction to one message of their session.
+    pub async fn set_feedback(
+        &self,
+        tenant: TenantId,
+        session_id: SessionId,
+        log_id: i64,
+        ext_id: &str,
+        feedback: Feedback,
+    ) -> NodeResult<()> {
+        let store = &self.shared.store;
+        match store.load_session(session_id).await? {
+            Some(s) if s.tenant_id == tenant && s.user_id == ext_id => {}
+            _ => return Err(NodeError::NotFound("session")),
+        }
+        if store.set_feedback(session_id, log_id, feedback).await? {
+            Ok(())
+        } else {
+            Err(NodeError::NotFound("message"))
+        }
+    }
+}

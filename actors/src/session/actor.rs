@@ -1,0 +1,436 @@
+//! The SessionActor: the one place a conversation changes. Its mailbox serialises turns,
+//! updates, closes and timer ticks; a turn answers only after its messages are committed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::Utc;
+use parley_engine::llm::TurnInput;
+use parley_engine::model::{
+    AgentId, AttachmentMeta, CloseStatus, Feedback, Message, Mode, Role, Session, SessionId,
+    SessionState,
+};
+use parley_engine::store::Write;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::agents::AgentRuntime;
+use crate::error::{NodeError, NodeResult};
+use crate::events::{SessionEvent, UserEvent};
+use crate::node::Shared;
+
+/// How many recent idempotency keys a live session remembers without asking the store.
+const REMEMBERED_KEYS: usize = 64;
+
+#[derive(Debug, Clone)]
+pub struct NewAttachment {
+    pub filename: String,
+    pub content_type: String,
+    pub bytes: Bytes,
+}
+
+#[derive(Debug, Clone)]
+pub struct TurnRequest {
+    pub agent_id: AgentId,
+    pub text: String,
+    pub attachments: Vec<NewAttachment>,
+    pub idempotency_key: Option<String>,
+}
+
+/// The answer to one customer message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TurnReply {
+    pub response: String,
+    pub mode: Mode,
+    /// Log id of the customer's message and of the answer.
+    pub human_id: i64,
+    pub ai_id: Option<i64>,
+    pub metadata: Value,
+    /// True when this is the stored answer to a repeated `Idempotency-Key`.
+    pub replayed: bool,
+    pub status: &'static str,
+}
+
+/// Fields of a session a PUT may change.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionPatch {
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub language: Option<String>,
+    pub channel_id: Option<String>,
+    pub start_phrase: Option<String>,
+    pub mode: Option<Mode>,
+    /// Merged into the session's kwargs.
+    pub kwargs: Option<serde_json::Map<String, Value>>,
+    pub user_info: Option<Value>,
+}
+
+pub enum SessionMsg {
+    Turn(TurnRequest, RpcReplyPort<NodeResult<TurnReply>>),
+    Update(AgentId, SessionPatch, RpcReplyPort<NodeResult<Session>>),
+    Close(AgentId, CloseStatus, RpcReplyPort<NodeResult<Session>>),
+    /// A timer may be due: close the session if it is.
+    Tick,
+}
+
+pub struct SessionActor;
+
+pub struct SessionArgs {
+    pub id: SessionId,
+    pub shared: Arc<Shared>,
+}
+
+/// Loaded lazily on the first message, so spawning stays cheap and a shard never waits on
+/// the store.
+pub struct SessionActorState {
+    id: SessionId,
+    shared: Arc<Shared>,
+    live: Option<Box<Live>>,
+}
+
+struct Live {
+    session: Session,
+    history: Vec<Message>,
+    agent: Option<Arc<AgentRuntime>>,
+    replies: HashMap<String, TurnReply>,
+}
+
+impl SessionActorState {
+    async fn live(&mut self) -> NodeResult<&mut Live> {
+        if self.live.is_none() {
+            let store = &self.shared.store;
+            let session = store
+                .load_session(self.id)
+                .await?
+                .ok_or(NodeError::NotFound("session"))?;
+            let history = store.load_messages(self.id).await?;
+            self.live = Some(Box::new(Live {
+                session,
+                history,
+                agent: None,
+                replies: HashMap::new(),
+            }));
+        }
+        Ok(self.live.as_mut().expect("loaded above"))
+    }
+
+    async fn commit(&self, writes: Vec<Write>) -> NodeResult<()> {
+        self.shared.persistence().commit(writes).await
+    }
+
+    async fn turn(&mut self, req: TurnRequest) -> NodeResult<TurnReply> {
+        let shared = self.shared.clone();
+        let live = self.live().await?;
+        if live.session.agent_id != req.agent_id {
+            return Err(NodeError::NotFound("session"));
+        }
+        if let Some(key) = &req.idempotency_key {
+            if let Some(r) = live.replies.get(key) {
+                return Ok(TurnReply { replayed: true, ..r.clone() });
+            }
+            if let Some(m) = shared.store.find_reply(live.session.id, key).await? {
+                return Ok(TurnReply {
+                    response: m.text,
+                    mode: live.session.mode,
+                    human_id: m.id - 1,
+                    ai_id: Some(m.id),
+                    metadata: m.metadata,
+                    replayed: true,
+                    status: live.session.status_str(),
+                });
+            }
+        }
+        if live.session.is_closed() {
+            return Err(NodeError::SessionClosed);
+        }
+        let running = shared
+            .agents
+            .get(&req.agent_id)
+            .ok_or(NodeError::AgentNotRunning)?;
+        let agent = match &live.agent {
+            Some(a) if a.version == live.session.agent_version => a.clone(),
+            _ => {
+                let a = running.version(live.session.agent_version).await?;
+                live.agent = Some(a.clone());
+                a
+            }
+        };
+
+        let now = Utc::now();
+        let session_id = live.session.id;
+        let mut writes = Vec::with_capacity(4);
+        let mut metas = Vec::with_capacity(req.attachments.len());
+        for a in req.attachments {
+            let meta = AttachmentMeta {
+                id: Uuid::now_v7(),
+                filename: a.filename,
+                content_type: a.content_type,
+                size: a.bytes.len() as u64,
+            };
+            metas.push(meta.clone());
+            writes.push(Write::Attachment { session_id, meta, bytes: a.bytes });
+        }
+        let human = Message {
+            id: live.session.message_count + 1,
+            session_id,
+            role: Role::Human,
+            text: req.text,
+            timestamp: now,
+            attachments: metas,
+            metadata: Value::Null,
+            feedback: Feedback::None,
+            idempotency_key: None,
+        };
+
+        #[cfg(feature = "fault-injection")]
+        if human.text == "__panic__" {
+            panic!("fault injection: a turn panicked inside its session actor");
+        }
+
+        let mut session = live.session.clone();
+        session.last_activity = now;
+        session.message_count = human.id;
+        let mut new_messages = vec![human];
+
+        let ai = if session.mode == Mode::Regular {
+            live.history.push(new_messages[0].clone());
+            let streaming = shared.events.has_session_subscribers(&session_id);
+            let events = shared.events.clone();
+            let sink = move |t: &str| {
+                if streaming {
+                    events.session(session_id, SessionEvent::Delta { session_id, text: t.to_string() });
+                }
+            };
+            let input = TurnInput {
+                agent_id: req.agent_id,
+                session: &session,
+                history: &live.history,
+            };
+            let outcome = agent
+                .backends
+                .run(&agent.compiled, session.llm_backend.as_deref(), &input, &sink)
+                .await;
+            live.history.pop();
+            let (text, metadata, finish) = match outcome {
+                Ok(out) => {
+                    let mut meta = json!({
+                        "backend": out.backend,
+                        "state": out.ctx.state().name,
+                    });
+                    if !out.generation.metadata.is_null() {
+                        meta["backend_metadata"] = out.generation.metadata.clone();
+                    }
+                    if !out.ctx.rejected.is_empty() {
+                        meta["rejected_actions"] = json!(out.ctx.rejected);
+                    }
+                    if !out.failures.is_empty() {
+                        meta["failed_backends"] = json!(out
+                            .failures
+                            .iter()
+                            .map(|(n, e)| json!({"backend": n, "error": e.kind()}))
+                            .collect::<Vec<_>>());
+                    }
+                    let finish = out.ctx.finish;
+                    session.workflow_state = out.ctx.state().name.clone();
+                    session.conversation_result = out.ctx.into_results();
+                    (out.generation.content, meta, finish)
+                }
+                Err(f) => (
+                    agent.compiled.definition.error_message.clone(),
+                    json!({
+                        "turn_failed": true,
+                        "failed_backends": f.failures.iter()
+                            .map(|(n, e)| json!({"backend": n, "error": e.kind()}))
+                            .collect::<Vec<_>>(),
+                    }),
+                    None,
+                ),
+            };
+            let ai = Message {
+                id: session.message_count + 1,
+                session_id,
+                role: Role::Ai,
+                text,
+                timestamp: Utc::now(),
+                attachments: Vec::new(),
+                metadata,
+                feedback: Feedback::None,
+                idempotency_key: req.idempotency_key.clone(),
+            };
+            session.message_count = ai.id;
+            if let Some(status) = finish {
+                session.state = SessionState::Closed(status);
+                session.closed_at = Some(ai.timestamp);
+            }
+            new_messages.push(ai.clone());
+            Some(ai)
+        } else {
+            None
+        };
+
+        for m in &new_messages {
+            writes.push(Write::Message(Box::new(m.clone())));
+        }
+        writes.push(Write::Session(Box::new(session.clone())));
+        self.commit(writes).await?;
+
+        // Committed: only now does the live state move on and do subscribers hear of it.
+        let live = self.live.as_mut().expect("loaded above");
+        let user_id = session.user_id.clone();
+        for m in &new_messages {
+            shared.events.session(session_id, SessionEvent::message(m));
+            shared.events.user(session.tenant_id, &user_id, UserEvent::ConversationNewMessage {
+                session_id,
+                agent_id: session.agent_id,
+                id: m.id,
+                role: m.role.as_str(),
+                text: m.text.clone(),
+            });
+        }
+        if let SessionState::Closed(status) = session.state {
+            shared.events.session(session_id, SessionEvent::Close { session_id, status: status.as_str() });
+            shared.events.user(session.tenant_id, &user_id, UserEvent::ConversationClosed {
+                session_id,
+                agent_id: session.agent_id,
+                status: status.as_str(),
+            });
+        }
+        let reply = TurnReply {
+            response: ai.as_ref().map(|m| m.text.clone()).unwrap_or_default(),
+            mode: session.mode,
+            human_id: new_messages[0].id,
+            ai_id: ai.as_ref().map(|m| m.id),
+            metadata: ai.as_ref().map(|m| m.metadata.clone()).unwrap_or(Value::Null),
+            replayed: false,
+            status: session.status_str(),
+        };
+        if let Some(key) = req.idempotency_key {
+            if live.replies.len() >= REMEMBERED_KEYS {
+                live.replies.clear();
+            }
+            live.replies.insert(key, reply.clone());
+        }
+        live.history.extend(new_messages);
+        live.session = session;
+        Ok(reply)
+    }
+
+    async fn update(&mut self, agent_id: AgentId, patch: SessionPatch) -> NodeResult<Session> {
+        let live = self.live().await?;
+        if live.session.agent_id != agent_id {
+            return Err(NodeError::NotFound("session"));
+        }
+        if live.session.is_closed() {
+            return Err(NodeError::SessionClosed);
+        }
+        let mut s = live.session.clone();
+        let mode_changed = patch.mode.is_some_and(|m| m != s.mode);
+        macro_rules! set {
+            ($($f:ident),*) => { $( if let Some(v) = patch.$f { s.$f = Some(v); } )* };
+        }
+        set!(name, email, phone, language, channel_id, start_phrase);
+        if let Some(m) = patch.mode {
+            s.mode = m;
+        }
+        if let Some(kw) = patch.kwargs {
+            s.kwargs.extend(kw);
+        }
+        if let Some(u) = patch.user_info {
+            s.user_info = u;
+        }
+        self.commit(vec![Write::Session(Box::new(s.clone()))]).await?;
+        if mode_changed {
+            self.shared.events.user(s.tenant_id, &s.user_id, UserEvent::ConversationBotStatusModified {
+                session_id: Some(s.id),
+                agent_id: s.agent_id,
+                status: serde_json::to_value(s.mode)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default(),
+            });
+        }
+        self.live.as_mut().expect("loaded above").session = s.clone();
+        Ok(s)
+    }
+
+    async fn close(&mut self, status: CloseStatus, by_timer: bool) -> NodeResult<Session> {
+        let live = self.live().await?;
+        if live.session.is_closed() {
+            return Err(NodeError::SessionClosed);
+        }
+        let mut s = live.session.clone();
+        s.state = SessionState::Closed(status);
+        s.closed_at = Some(Utc::now());
+        self.commit(vec![Write::Session(Box::new(s.clone()))]).await?;
+        let events = &self.shared.events;
+        if by_timer {
+            events.session(s.id, SessionEvent::Timeout { session_id: s.id, status: status.as_str() });
+        }
+        events.session(s.id, SessionEvent::Close { session_id: s.id, status: status.as_str() });
+        events.user(s.tenant_id, &s.user_id, UserEvent::ConversationClosed {
+            session_id: s.id,
+            agent_id: s.agent_id,
+            status: status.as_str(),
+        });
+        self.live.as_mut().expect("loaded above").session = s.clone();
+        Ok(s)
+    }
+}
+
+impl Actor for SessionActor {
+    type Msg = SessionMsg;
+    type State = SessionActorState;
+    type Arguments = SessionArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(SessionActorState {
+            id: args.id,
+            shared: args.shared,
+            live: None,
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            SessionMsg::Turn(req, reply) => {
+                let _ = reply.send(state.turn(req).await);
+            }
+            SessionMsg::Update(agent_id, patch, reply) => {
+                let _ = reply.send(state.update(agent_id, patch).await);
+            }
+            SessionMsg::Close(agent_id, status, reply) => {
+                let r = match state.live().await {
+                    Ok(l) if l.session.agent_id != agent_id => Err(NodeError::NotFound("session")),
+                    Ok(_) => state.close(status, false).await,
+                    Err(e) => Err(e),
+                };
+                let _ = reply.send(r);
+            }
+            SessionMsg::Tick => {
+                let due = match state.live().await {
+                    Ok(l) => l.session.due_timer(Utc::now()),
+                    Err(_) => None,
+                };
+                if let Some(status) = due {
+                    if let Err(e) = state.close(status, true).await {
+                        tracing::warn!(session = %state.id, error = %e, "timer close failed; retried on the next sweep");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

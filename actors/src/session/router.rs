@@ -1,0 +1,132 @@
+//! Finds a session's actor: a lock-free lookup for live sessions, activation through the
+//! session's shard otherwise. A message that reaches an actor which is passivating is
+//! rejected unprocessed and simply routed again.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::RwLock;
+use std::time::Instant;
+
+use dashmap::DashMap;
+use parley_engine::model::SessionId;
+use ractor::rpc::CallResult;
+use ractor::{ActorRef, MessagingErr, RpcReplyPort};
+
+use super::actor::SessionMsg;
+use super::shard::ShardMsg;
+use crate::error::{NodeError, NodeResult};
+
+/// How often a message is re-routed after landing on a passivating actor.
+const ROUTE_ATTEMPTS: usize = 5;
+
+pub(crate) struct LiveEntry {
+    pub actor: ActorRef<SessionMsg>,
+    /// Seconds since the router's epoch when the session was last routed to.
+    pub last_used: AtomicU32,
+}
+
+pub struct SessionRouter {
+    epoch: Instant,
+    pub(crate) live: DashMap<SessionId, LiveEntry>,
+    shards: RwLock<Vec<ActorRef<ShardMsg>>>,
+}
+
+impl Default for SessionRouter {
+    fn default() -> Self {
+        SessionRouter {
+            epoch: Instant::now(),
+            live: DashMap::new(),
+            shards: RwLock::new(Vec::new()),
+        }
+    }
+}
+
+impl SessionRouter {
+    pub(crate) fn now_secs(&self) -> u32 {
+        self.epoch.elapsed().as_secs() as u32
+    }
+
+    pub(crate) fn set_shards(&self, shards: Vec<ActorRef<ShardMsg>>) {
+        *self.shards.write().unwrap_or_else(|e| e.into_inner()) = shards;
+    }
+
+    pub(crate) fn replace_shard(&self, index: usize, shard: ActorRef<ShardMsg>) {
+        if let Some(s) = self.shards.write().unwrap_or_else(|e| e.into_inner()).get_mut(index) {
+            *s = shard;
+        }
+    }
+
+    pub(crate) fn shard(&self, index: usize) -> Option<ActorRef<ShardMsg>> {
+        self.shards.read().unwrap_or_else(|e| e.into_inner()).get(index).cloned()
+    }
+
+    pub fn shard_of(&self, id: &SessionId) -> usize {
+        let n = self.shards.read().unwrap_or_else(|e| e.into_inner()).len().max(1);
+        (id.as_u128() as u64 % n as u64) as usize
+    }
+
+    /// Sessions with a live actor on this node.
+    pub fn resident(&self) -> usize {
+        self.live.len()
+    }
+
+    pub(crate) fn insert(&self, id: SessionId, actor: ActorRef<SessionMsg>) {
+        self.live.insert(
+            id,
+            LiveEntry {
+                actor,
+                last_used: AtomicU32::new(self.now_secs()),
+            },
+        );
+    }
+
+    async fn actor_for(&self, id: SessionId) -> NodeResult<ActorRef<SessionMsg>> {
+        if let Some(e) = self.live.get(&id) {
+            e.last_used.store(self.now_secs(), Ordering::Relaxed);
+            return Ok(e.actor.clone());
+        }
+        let shard = {
+            let shards = self.shards.read().unwrap_or_else(|e| e.into_inner());
+            shards
+                .get(self.shard_of(&id))
+                .cloned()
+                .ok_or_else(|| NodeError::Unavailable("the node is shutting down".into()))?
+        };
+        match shard.call(|r| ShardMsg::Activate(id, r), None).await {
+            Ok(CallResult::Success(r)) => r,
+            _ => Err(NodeError::Unavailable("session shard unavailable".into())),
+        }
+    }
+
+    /// Sends a request to the session's actor and waits for its answer.
+    pub async fn call<T: Send + 'static>(
+        &self,
+        id: SessionId,
+        make: impl Fn(RpcReplyPort<NodeResult<T>>) -> SessionMsg,
+    ) -> NodeResult<T> {
+        for _ in 0..ROUTE_ATTEMPTS {
+            let actor = self.actor_for(id).await?;
+            match actor.call(&make, None).await {
+                Ok(CallResult::Success(r)) => return r,
+                // Dropped with the request unprocessed-or-mid-way: the actor failed.
+                Ok(CallResult::SenderError) | Ok(CallResult::Timeout) => {
+                    return Err(NodeError::SessionCrashed)
+                }
+                // Not delivered: the actor is passivating; route again.
+                Err(MessagingErr::SendErr(_)) | Err(MessagingErr::ChannelClosed) => {
+                    self.live.remove_if(&id, |_, e| e.actor.get_id() == actor.get_id());
+                    tokio::task::yield_now().await;
+                }
+                Err(e) => return Err(NodeError::Internal(e.to_string())),
+            }
+        }
+        Err(NodeError::Unavailable("session is being moved; retry".into()))
+    }
+
+    /// Sends a message without waiting (timer ticks).
+    pub async fn tell(&self, id: SessionId, msg: SessionMsg) -> NodeResult<()> {
+        let actor = self.actor_for(id).await?;
+        actor
+            .send_message(msg)
+            .map_err(|_| NodeError::Unavailable("session is passivating".into()))
+    }
+}

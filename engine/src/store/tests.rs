@@ -1,0 +1,745 @@
+//! The store's behaviour, written against `&dyn Store` so every implementation runs the same
+//! suite. Each `suite_*` function expects a fresh, migrated, empty store.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::{AgentRecord, AgentStatus, Store, StoreError, Tenant, Write};
+use crate::model::{
+    AgentId, AttachmentMeta, CloseStatus, Feedback, Message, Mode, Role, Session, SessionId,
+    SessionState, TenantId,
+};
+
+fn at(secs: i64) -> DateTime<Utc> {
+    // Sub-second parts prove timestamps round-trip exactly.
+    Utc.timestamp_opt(1_700_000_000 + secs, 123_456_789)
+        .unwrap()
+}
+
+pub(crate) fn tenant(name: &str, key_hash: &str) -> Tenant {
+    Tenant {
+        id: Uuid::new_v4(),
+        name: name.into(),
+        api_key_hash: key_hash.into(),
+        created_at: at(0),
+    }
+}
+
+pub(crate) fn agent(tenant: TenantId, name: &str) -> AgentRecord {
+    AgentRecord {
+        id: Uuid::new_v4(),
+        tenant_id: tenant,
+        name: name.into(),
+        status: AgentStatus::Stopped,
+        status_reason: None,
+        current_version: 1,
+        token_hash: format!("token-of-{name}"),
+        created_at: at(1),
+        updated_at: at(1),
+    }
+}
+
+/// An open session with every optional field set, so a round trip checks them all.
+pub(crate) fn session(tenant: TenantId, agent: AgentId, user_id: &str, created: i64) -> Session {
+    let mut result = BTreeMap::new();
+    result.insert("intent".to_string(), json!("refund"));
+    result.insert("score".to_string(), json!(4.5));
+    let mut kwargs = serde_json::Map::new();
+    kwargs.insert("campaign".into(), json!({"id": 7, "tags": ["a", "b"]}));
+    Session {
+        id: Uuid::new_v4(),
+        tenant_id: tenant,
+        agent_id: agent,
+        agent_version: 3,
+        session_type: "chat".into(),
+        mode: Mode::Copilot,
+        ext_type: "telegram".into(),
+        user_id: user_id.into(),
+        name: Some("Ada".into()),
+        email: Some("ada@example.com".into()),
+        phone: Some("+15550100".into()),
+        channel_id: Some("chan-1".into()),
+        timeout: 3600,
+        user_timeout: Some(600),
+        greeting_text: Some("Hi!".into()),
+        start_phrase: Some("/start".into()),
+        language: Some("de".into()),
+        llm_backend: Some("builtin".into()),
+        workflow_state: "greeting".into(),
+        conversation_result: result,
+        kwargs,
+        user_info: json!({"vip": true, "ünïcode": "ß"}),
+        created_at: at(created),
+        last_activity: at(created),
+        closed_at: None,
+        state: SessionState::Active,
+        message_count: 0,
+    }
+}
+
+pub(crate) fn message(session: SessionId, id: i64, role: Role, text: &str) -> Message {
+    Message {
+        id,
+        session_id: session,
+        role,
+        text: text.into(),
+        timestamp: at(id),
+        attachments: Vec::new(),
+        metadata: serde_json::Value::Null,
+        feedback: Feedback::None,
+        idempotency_key: None,
+    }
+}
+
+fn w_session(s: &Session) -> Write {
+    Write::Session(Box::new(s.clone()))
+}
+
+fn w_message(m: &Message) -> Write {
+    Write::Message(Box::new(m.clone()))
+}
+
+fn is_conflict<T: std::fmt::Debug>(r: Result<T, StoreError>) -> bool {
+    matches!(r, Err(StoreError::Conflict(_)))
+}
+
+pub(crate) async fn suite_tenants(store: &dyn Store) {
+    let a = tenant("acme", "hash-a");
+    let b = tenant("globex", "hash-b");
+    store.create_tenant(&a).await.unwrap();
+    store.create_tenant(&b).await.unwrap();
+
+    assert_eq!(
+        store.tenant_by_key_hash("hash-a").await.unwrap(),
+        Some(a.clone())
+    );
+    assert_eq!(
+        store.tenant_by_key_hash("hash-b").await.unwrap(),
+        Some(b.clone())
+    );
+    assert_eq!(store.tenant_by_key_hash("nope").await.unwrap(), None);
+    let mut all = store.list_tenants().await.unwrap();
+    all.sort_by_key(|t| t.name.clone());
+    assert_eq!(all, vec![a.clone(), b.clone()]);
+
+    // Key hashes are unique.
+    assert!(is_conflict(
+        store.create_tenant(&tenant("dup", "hash-a")).await
+    ));
+
+    store.set_tenant_key_hash(a.id, "hash-a2").await.unwrap();
+    assert_eq!(store.tenant_by_key_hash("hash-a").await.unwrap(), None);
+    let rotated = store.tenant_by_key_hash("hash-a2").await.unwrap().unwrap();
+    assert_eq!(rotated.id, a.id);
+    assert!(is_conflict(store.set_tenant_key_hash(a.id, "hash-b").await));
+    assert!(is_conflict(
+        store.set_tenant_key_hash(Uuid::new_v4(), "x").await
+    ));
+}
+
+pub(crate) async fn suite_agents(store: &dyn Store) {
+    let t = tenant("acme", "h1");
+    let other_t = tenant("globex", "h2");
+    store.create_tenant(&t).await.unwrap();
+    store.create_tenant(&other_t).await.unwrap();
+    let a = agent(t.id, "sales");
+    let b = agent(t.id, "support");
+    let c = agent(other_t.id, "elsewhere");
+    store.create_agent(&a, "name: sales v1").await.unwrap();
+    store.create_agent(&b, "name: support v1").await.unwrap();
+    store.create_agent(&c, "name: elsewhere v1").await.unwrap();
+    assert!(is_conflict(store.create_agent(&a, "again").await));
+
+    assert_eq!(store.get_agent(a.id).await.unwrap(), Some(a.clone()));
+    assert_eq!(store.get_agent(Uuid::new_v4()).await.unwrap(), None);
+    assert_eq!(
+        store.get_agent_version(a.id, 1).await.unwrap().as_deref(),
+        Some("name: sales v1")
+    );
+    assert_eq!(store.get_agent_version(a.id, 2).await.unwrap(), None);
+
+    // Versions.
+    store
+        .add_agent_version(a.id, 2, "name: sales v2", at(50))
+        .await
+        .unwrap();
+    let a2 = store.get_agent(a.id).await.unwrap().unwrap();
+    assert_eq!(a2.current_version, 2);
+    assert_eq!(a2.updated_at, at(50));
+    assert_eq!(a2.created_at, a.created_at);
+    assert_eq!(
+        store.get_agent_version(a.id, 1).await.unwrap().as_deref(),
+        Some("name: sales v1")
+    );
+    assert_eq!(
+        store.get_agent_version(a.id, 2).await.unwrap().as_deref(),
+        Some("name: sales v2")
+    );
+    assert!(is_conflict(
+        store.add_agent_version(a.id, 2, "dup", at(60)).await
+    ));
+    assert!(is_conflict(
+        store
+            .add_agent_version(Uuid::new_v4(), 1, "x", at(60))
+            .await
+    ));
+    assert_eq!(
+        store
+            .get_agent(a.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .current_version,
+        2
+    );
+
+    // Listing.
+    let mut listed: Vec<_> = store
+        .list_agents(t.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    listed.sort();
+    let mut expected = vec![a.id, b.id];
+    expected.sort();
+    assert_eq!(listed, expected);
+    assert_eq!(store.all_agents().await.unwrap().len(), 3);
+    assert!(store.list_agents(Uuid::new_v4()).await.unwrap().is_empty());
+
+    // Status and token.
+    store
+        .set_agent_status(a.id, AgentStatus::Error, Some("bad backend"))
+        .await
+        .unwrap();
+    let errored = store.get_agent(a.id).await.unwrap().unwrap();
+    assert_eq!(errored.status, AgentStatus::Error);
+    assert_eq!(errored.status_reason.as_deref(), Some("bad backend"));
+    store
+        .set_agent_status(a.id, AgentStatus::Running, None)
+        .await
+        .unwrap();
+    let running = store.get_agent(a.id).await.unwrap().unwrap();
+    assert_eq!(running.status, AgentStatus::Running);
+    assert_eq!(running.status_reason, None);
+    store.set_agent_token_hash(a.id, "new-token").await.unwrap();
+    assert_eq!(
+        store.get_agent(a.id).await.unwrap().unwrap().token_hash,
+        "new-token"
+    );
+    assert!(is_conflict(
+        store
+            .set_agent_status(Uuid::new_v4(), AgentStatus::Running, None)
+            .await
+    ));
+    assert!(is_conflict(
+        store.set_agent_token_hash(Uuid::new_v4(), "x").await
+    ));
+
+    // Delete cascades to versions, sessions, messages and attachments, and to nothing else.
+    let mut doomed = Vec::new();
+    let mut kept = Vec::new();
+    let mut batch = Vec::new();
+    for (owner, out) in [(a.id, &mut doomed), (b.id, &mut kept)] {
+        for n in 0..2 {
+            let s = session(t.id, owner, "u1", n);
+            let file = AttachmentMeta {
+                id: Uuid::new_v4(),
+                filename: "f.txt".into(),
+                content_type: "text/plain".into(),
+                size: 3,
+            };
+            batch.push(w_session(&s));
+            batch.push(w_message(&message(s.id, 1, Role::Human, "hi")));
+            batch.push(Write::Attachment {
+                session_id: s.id,
+                meta: file.clone(),
+                bytes: Bytes::from_static(b"abc"),
+            });
+            out.push((s.id, file.id));
+        }
+    }
+    store.commit(&batch).await.unwrap();
+
+    assert!(store.delete_agent(a.id).await.unwrap());
+    assert_eq!(store.get_agent(a.id).await.unwrap(), None);
+    assert_eq!(store.get_agent_version(a.id, 1).await.unwrap(), None);
+    assert_eq!(store.get_agent_version(a.id, 2).await.unwrap(), None);
+    for (s, f) in &doomed {
+        assert_eq!(store.load_session(*s).await.unwrap(), None);
+        assert!(store.load_messages(*s).await.unwrap().is_empty());
+        assert_eq!(store.get_attachment(*f).await.unwrap(), None);
+    }
+    for (s, f) in &kept {
+        assert!(store.load_session(*s).await.unwrap().is_some());
+        assert_eq!(store.load_messages(*s).await.unwrap().len(), 1);
+        assert!(store.get_attachment(*f).await.unwrap().is_some());
+    }
+    assert!(store.get_agent(b.id).await.unwrap().is_some());
+    assert!(!store.delete_agent(a.id).await.unwrap());
+    // The id is free again, versions included.
+    store.create_agent(&a, "name: sales again").await.unwrap();
+}
+
+pub(crate) async fn suite_session_roundtrip(store: &dyn Store) {
+    let (t, a) = (Uuid::new_v4(), Uuid::new_v4());
+    let s = session(t, a, "u1", 0);
+    assert_eq!(store.load_session(s.id).await.unwrap(), None);
+    store.commit(&[w_session(&s)]).await.unwrap();
+    assert_eq!(store.load_session(s.id).await.unwrap(), Some(s.clone()));
+
+    // Several versions in one batch: the last one wins.
+    let mut v2 = s.clone();
+    v2.workflow_state = "qualify".into();
+    v2.message_count = 2;
+    let mut v3 = v2.clone();
+    v3.state = SessionState::Closed(CloseStatus::ResolvedByOperator);
+    v3.closed_at = Some(at(99));
+    v3.mode = Mode::Operator;
+    v3.conversation_result.insert("done".into(), json!(true));
+    let other = session(t, a, "u2", 1);
+    store
+        .commit(&[w_session(&v2), w_session(&other), w_session(&v3)])
+        .await
+        .unwrap();
+    assert_eq!(store.load_session(s.id).await.unwrap(), Some(v3));
+    assert_eq!(store.load_session(other.id).await.unwrap(), Some(other));
+
+    // A minimal session (all options empty) round-trips too.
+    let mut bare = session(t, a, "u3", 2);
+    bare.name = None;
+    bare.email = None;
+    bare.phone = None;
+    bare.channel_id = None;
+    bare.user_timeout = None;
+    bare.greeting_text = None;
+    bare.start_phrase = None;
+    bare.language = None;
+    bare.llm_backend = None;
+    bare.conversation_result.clear();
+    bare.kwargs.clear();
+    bare.user_info = serde_json::Value::Null;
+    store.commit(&[w_session(&bare)]).await.unwrap();
+    assert_eq!(store.load_session(bare.id).await.unwrap(), Some(bare));
+
+    store.commit(&[]).await.unwrap();
+}
+
+pub(crate) async fn suite_messages(store: &dyn Store) {
+    let (t, a) = (Uuid::new_v4(), Uuid::new_v4());
+    let mut s = session(t, a, "u1", 0);
+    let other = session(t, a, "u2", 0);
+    let m1 = message(s.id, 1, Role::Human, "hello");
+    let mut m2 = message(s.id, 2, Role::Ai, "hi, how can I help?");
+    m2.metadata = json!({"state": "greeting", "tokens": [1, 2, 3]});
+    m2.idempotency_key = Some("k1".into());
+    let mut m3 = message(s.id, 3, Role::Human, "here's a file 📎");
+    m3.attachments = vec![AttachmentMeta {
+        id: Uuid::new_v4(),
+        filename: "invoice.pdf".into(),
+        content_type: "application/pdf".into(),
+        size: 1234,
+    }];
+    m3.feedback = Feedback::Bad;
+    let o1 = message(other.id, 1, Role::Operator, "other session");
+    s.message_count = 2;
+    store
+        .commit(&[
+            w_session(&s),
+            w_message(&m1),
+            w_message(&m2),
+            w_session(&other),
+            w_message(&o1),
+        ])
+        .await
+        .unwrap();
+    s.message_count = 3;
+    store
+        .commit(&[w_session(&s), w_message(&m3)])
+        .await
+        .unwrap();
+
+    assert_eq!(
+        store.load_messages(s.id).await.unwrap(),
+        vec![m1.clone(), m2.clone(), m3.clone()]
+    );
+    assert_eq!(store.load_messages(other.id).await.unwrap(), vec![o1]);
+    assert!(store
+        .load_messages(Uuid::new_v4())
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Every role survives.
+    let roles = [
+        Role::Human,
+        Role::Ai,
+        Role::Operator,
+        Role::Copilot,
+        Role::Notes,
+    ];
+    let third = session(t, a, "u3", 0);
+    let logs: Vec<_> = roles
+        .iter()
+        .enumerate()
+        .map(|(i, r)| message(third.id, i as i64 + 1, *r, r.as_str()))
+        .collect();
+    let mut batch = vec![w_session(&third)];
+    batch.extend(logs.iter().map(w_message));
+    store.commit(&batch).await.unwrap();
+    assert_eq!(store.load_messages(third.id).await.unwrap(), logs);
+}
+
+pub(crate) async fn suite_duplicate_message_conflict(store: &dyn Store) {
+    let (t, a) = (Uuid::new_v4(), Uuid::new_v4());
+    let s1 = session(t, a, "u1", 0);
+    let m1 = message(s1.id, 1, Role::Human, "original");
+    store
+        .commit(&[w_session(&s1), w_message(&m1)])
+        .await
+        .unwrap();
+
+    // A batch that repeats an existing message id fails whole: the session update, the
+    // new messages, the new session and the attachment all roll back.
+    let mut s1b = s1.clone();
+    s1b.workflow_state = "changed".into();
+    let fresh = session(t, a, "u2", 1);
+    let file = AttachmentMeta {
+        id: Uuid::new_v4(),
+        filename: "a.bin".into(),
+        content_type: "application/octet-stream".into(),
+        size: 1,
+    };
+    let clash = message(s1.id, 1, Role::Ai, "overwrite attempt");
+    let batch = [
+        w_session(&s1b),
+        w_session(&fresh),
+        w_message(&message(s1.id, 2, Role::Ai, "new")),
+        w_message(&message(fresh.id, 1, Role::Human, "new session")),
+        Write::Attachment {
+            session_id: fresh.id,
+            meta: file.clone(),
+            bytes: Bytes::from_static(b"x"),
+        },
+        w_message(&clash),
+    ];
+    assert!(is_conflict(store.commit(&batch).await));
+    assert_eq!(store.load_session(s1.id).await.unwrap(), Some(s1.clone()));
+    assert_eq!(store.load_messages(s1.id).await.unwrap(), vec![m1.clone()]);
+    assert_eq!(store.load_session(fresh.id).await.unwrap(), None);
+    assert!(store.load_messages(fresh.id).await.unwrap().is_empty());
+    assert_eq!(store.get_attachment(file.id).await.unwrap(), None);
+
+    // The same id twice inside one batch fails it too.
+    let dup = message(s1.id, 2, Role::Ai, "twice");
+    assert!(is_conflict(
+        store
+            .commit(&[w_session(&s1b), w_message(&dup), w_message(&dup)])
+            .await
+    ));
+    assert_eq!(store.load_session(s1.id).await.unwrap(), Some(s1.clone()));
+    assert_eq!(store.load_messages(s1.id).await.unwrap(), vec![m1.clone()]);
+
+    // The store is still usable afterwards.
+    store
+        .commit(&[w_session(&s1b), w_message(&dup)])
+        .await
+        .unwrap();
+    assert_eq!(store.load_messages(s1.id).await.unwrap(), vec![m1, dup]);
+    assert_eq!(store.load_session(s1.id).await.unwrap(), Some(s1b));
+}
+
+pub(crate) async fn suite_idempotency(store: &dyn Store) {
+    let (t, a) = (Uuid::new_v4(), Uuid::new_v4());
+    let s = session(t, a, "u1", 0);
+    let other = session(t, a, "u2", 0);
+    let human = message(s.id, 1, Role::Human, "q");
+    let mut reply = message(s.id, 2, Role::Ai, "a");
+    reply.idempotency_key = Some("key-1".into());
+    let mut other_reply = message(other.id, 1, Role::Ai, "other");
+    other_reply.idempotency_key = Some("key-2".into());
+    store
+        .commit(&[
+            w_session(&s),
+            w_message(&human),
+            w_message(&reply),
+            w_session(&other),
+            w_message(&other_reply),
+        ])
+        .await
+        .unwrap();
+
+    assert_eq!(
+        store.find_reply(s.id, "key-1").await.unwrap(),
+        Some(reply.clone())
+    );
+    assert_eq!(store.find_reply(s.id, "key-2").await.unwrap(), None);
+    assert_eq!(store.find_reply(other.id, "key-1").await.unwrap(), None);
+    assert_eq!(
+        store.find_reply(Uuid::new_v4(), "key-1").await.unwrap(),
+        None
+    );
+
+    // A key answers once per session.
+    let mut again = message(s.id, 3, Role::Ai, "again");
+    again.idempotency_key = Some("key-1".into());
+    assert!(is_conflict(store.commit(&[w_message(&again)]).await));
+    assert_eq!(store.load_messages(s.id).await.unwrap().len(), 2);
+}
+
+pub(crate) async fn suite_feedback(store: &dyn Store) {
+    let (t, a) = (Uuid::new_v4(), Uuid::new_v4());
+    let s = session(t, a, "u1", 0);
+    let m1 = message(s.id, 1, Role::Human, "q");
+    let m2 = message(s.id, 2, Role::Ai, "a");
+    store
+        .commit(&[w_session(&s), w_message(&m1), w_message(&m2)])
+        .await
+        .unwrap();
+
+    assert!(store.set_feedback(s.id, 2, Feedback::Good).await.unwrap());
+    let log = store.load_messages(s.id).await.unwrap();
+    assert_eq!(log[0].feedback, Feedback::None);
+    assert_eq!(log[1].feedback, Feedback::Good);
+    assert!(store.set_feedback(s.id, 2, Feedback::Bad).await.unwrap());
+    assert_eq!(
+        store.load_messages(s.id).await.unwrap()[1].feedback,
+        Feedback::Bad
+    );
+
+    assert!(!store.set_feedback(s.id, 3, Feedback::Good).await.unwrap());
+    assert!(!store
+        .set_feedback(Uuid::new_v4(), 1, Feedback::Good)
+        .await
+        .unwrap());
+}
+
+pub(crate) async fn suite_attachments(store: &dyn Store) {
+    let (t, a) = (Uuid::new_v4(), Uuid::new_v4());
+    let s = session(t, a, "u1", 0);
+    let binary: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+    let big = AttachmentMeta {
+        id: Uuid::new_v4(),
+        filename: "photo ü.jpg".into(),
+        content_type: "image/jpeg".into(),
+        size: binary.len() as u64,
+    };
+    let empty = AttachmentMeta {
+        id: Uuid::new_v4(),
+        filename: "empty".into(),
+        content_type: "text/plain".into(),
+        size: 0,
+    };
+    store
+        .commit(&[
+            w_session(&s),
+            Write::Attachment {
+                session_id: s.id,
+                meta: big.clone(),
+                bytes: Bytes::from(binary.clone()),
+            },
+            Write::Attachment {
+                session_id: s.id,
+                meta: empty.clone(),
+                bytes: Bytes::new(),
+            },
+        ])
+        .await
+        .unwrap();
+
+    let (sid, meta, bytes) = store.get_attachment(big.id).await.unwrap().unwrap();
+    assert_eq!((sid, meta), (s.id, big.clone()));
+    assert_eq!(&bytes[..], &binary[..]);
+    let (_, meta, bytes) = store.get_attachment(empty.id).await.unwrap().unwrap();
+    assert_eq!(meta, empty);
+    assert!(bytes.is_empty());
+    assert_eq!(store.get_attachment(Uuid::new_v4()).await.unwrap(), None);
+
+    // Stored bytes are never replaced.
+    assert!(is_conflict(
+        store
+            .commit(&[Write::Attachment {
+                session_id: s.id,
+                meta: big.clone(),
+                bytes: Bytes::from_static(b"other"),
+            }])
+            .await
+    ));
+    let (_, _, bytes) = store.get_attachment(big.id).await.unwrap().unwrap();
+    assert_eq!(bytes.len(), binary.len());
+}
+
+pub(crate) async fn suite_due_sessions(store: &dyn Store) {
+    let (t, a) = (Uuid::new_v4(), Uuid::new_v4());
+    // Deadlines: created_at + min(timeout, user_timeout from last_activity).
+    let mk = |created: i64, timeout: u64, user_timeout: Option<u64>| {
+        let mut s = session(t, a, "u", created);
+        s.timeout = timeout;
+        s.user_timeout = user_timeout;
+        s
+    };
+    let early = mk(0, 100, None); // due at 100
+    let inactive = mk(0, 1000, Some(50)); // due at 50
+    let late = mk(0, 500, None); // due at 500
+    let mut closed = mk(0, 10, None); // would be due at 10, but closed
+    closed.state = SessionState::Closed(CloseStatus::Completed);
+    closed.closed_at = Some(at(5));
+    store
+        .commit(&[
+            w_session(&early),
+            w_session(&inactive),
+            w_session(&late),
+            w_session(&closed),
+        ])
+        .await
+        .unwrap();
+
+    let ids = |v: Vec<(SessionId, AgentId)>| v.into_iter().map(|(s, _)| s).collect::<Vec<_>>();
+    assert!(store.due_sessions(at(49), 10).await.unwrap().is_empty());
+    // Deadlines may be reported up to a millisecond late, never early.
+    let just_after = at(50) + Duration::milliseconds(1);
+    assert_eq!(
+        ids(store.due_sessions(just_after, 10).await.unwrap()),
+        vec![inactive.id]
+    );
+    let due = store.due_sessions(at(200), 10).await.unwrap();
+    assert_eq!(due, vec![(inactive.id, a), (early.id, a)]);
+    assert_eq!(
+        ids(store.due_sessions(at(1000), 2).await.unwrap()),
+        vec![inactive.id, early.id]
+    );
+    assert_eq!(
+        ids(store.due_sessions(at(1000), 10).await.unwrap()),
+        vec![inactive.id, early.id, late.id]
+    );
+
+    assert!(store
+        .due_sessions(at(50) - Duration::nanoseconds(1), 10)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Activity moves the deadline; closing removes the session.
+    let mut touched = inactive.clone();
+    touched.last_activity = at(300);
+    let mut ended = early.clone();
+    ended.state = SessionState::Closed(CloseStatus::Timeout);
+    ended.closed_at = Some(at(100));
+    store
+        .commit(&[w_session(&touched), w_session(&ended)])
+        .await
+        .unwrap();
+    assert!(store.due_sessions(at(200), 10).await.unwrap().is_empty());
+    assert_eq!(
+        ids(store.due_sessions(at(1000), 10).await.unwrap()),
+        vec![touched.id, late.id]
+    );
+}
+
+pub(crate) async fn suite_sessions_for_user(store: &dyn Store) {
+    let (t, other_t) = (Uuid::new_v4(), Uuid::new_v4());
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let old = session(t, a, "cust", 0);
+    let mid = session(t, b, "cust", 10);
+    let mut new = session(t, a, "cust", 20);
+    new.state = SessionState::Closed(CloseStatus::Completed);
+    let other_user = session(t, a, "someone", 30);
+    let mut other_type = session(t, a, "cust", 40);
+    other_type.ext_type = "slack".into();
+    let other_tenant = session(other_t, a, "cust", 50);
+    let batch: Vec<_> = [&mid, &other_user, &new, &other_type, &old, &other_tenant]
+        .into_iter()
+        .map(w_session)
+        .collect();
+    store.commit(&batch).await.unwrap();
+
+    assert_eq!(
+        store
+            .sessions_for_user(t, None, "cust", "telegram")
+            .await
+            .unwrap(),
+        vec![new.clone(), mid.clone(), old.clone()]
+    );
+    assert_eq!(
+        store
+            .sessions_for_user(t, Some(a), "cust", "telegram")
+            .await
+            .unwrap(),
+        vec![new, old]
+    );
+    assert_eq!(
+        store
+            .sessions_for_user(t, Some(b), "cust", "telegram")
+            .await
+            .unwrap(),
+        vec![mid]
+    );
+    assert_eq!(
+        store
+            .sessions_for_user(t, None, "cust", "slack")
+            .await
+            .unwrap(),
+        vec![other_type]
+    );
+    assert_eq!(
+        store
+            .sessions_for_user(other_t, None, "cust", "telegram")
+            .await
+            .unwrap(),
+        vec![other_tenant]
+    );
+    assert!(store
+        .sessions_for_user(t, None, "nobody", "telegram")
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+/// One batch of thousands of writes, sized so the statements split into uneven chunks.
+pub(crate) async fn suite_large_batch(store: &dyn Store) {
+    let (t, a) = (Uuid::new_v4(), Uuid::new_v4());
+    let turns = 1_337;
+    let mut sessions: Vec<Session> = (0..turns / 3)
+        .map(|i| session(t, a, &format!("user-{i}"), i as i64))
+        .collect();
+    let mut batch = Vec::new();
+    for turn in 0..turns {
+        let s = &mut sessions[turn % (turns / 3)];
+        let n = s.message_count;
+        let human = message(s.id, n + 1, Role::Human, &format!("question {turn}"));
+        let mut ai = message(s.id, n + 2, Role::Ai, &format!("answer {turn}"));
+        ai.idempotency_key = Some(format!("turn-{turn}"));
+        s.message_count = n + 2;
+        s.last_activity = at(turn as i64);
+        batch.push(w_session(s));
+        batch.push(w_message(&human));
+        batch.push(w_message(&ai));
+    }
+    store.commit(&batch).await.unwrap();
+
+    for s in [&sessions[0], &sessions[200], &sessions[sessions.len() - 1]] {
+        assert_eq!(store.load_session(s.id).await.unwrap().as_ref(), Some(s));
+        let log = store.load_messages(s.id).await.unwrap();
+        assert_eq!(log.len() as i64, s.message_count);
+        assert!(log.iter().zip(1..).all(|(m, id)| m.id == id));
+    }
+    let ai = store
+        .find_reply(sessions[5].id, "turn-5")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ai.text, "answer 5");
+    let total: usize = {
+        let mut n = 0;
+        for s in &sessions {
+            n += store.load_messages(s.id).await.unwrap().len();
+        }
+        n
+    };
+    assert_eq!(total, turns * 2);
+}

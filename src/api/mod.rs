@@ -1,0 +1,134 @@
+//! The HTTP and WebSocket API. Every route is declared once in [`routes`], with the
+//! documentation `/api/openapi.json` is built from, so the two cannot drift apart.
+
+mod agents;
+mod chat;
+pub mod error;
+mod extract;
+mod openapi;
+mod public;
+mod ws;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::routing::MethodRouter;
+use axum::Router;
+use parley_actors::Node;
+
+use error::ApiError;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub node: Node,
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest request body (multipart attachments included).
+    pub max_body_bytes: usize,
+    /// Longest customer message, in characters.
+    pub max_message_chars: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 10 * 1024 * 1024,
+            max_message_chars: 16 * 1024,
+        }
+    }
+}
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    None,
+    /// The tenant's admin API key.
+    Admin,
+    /// The agent's chat API token.
+    Agent,
+    /// The agent's token (with `agent_id`) or the admin key.
+    Public,
+}
+
+/// One documented route.
+pub struct RouteDoc {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub summary: &'static str,
+    pub auth: Auth,
+    pub tag: &'static str,
+}
+
+macro_rules! route {
+    ($list:ident, $m:ident, $path:literal, $handler:expr, $auth:ident, $tag:literal, $summary:literal) => {
+        $list.push((
+            RouteDoc {
+                method: stringify!($m),
+                path: $path,
+                summary: $summary,
+                auth: Auth::$auth,
+                tag: $tag,
+            },
+            axum::routing::$m($handler),
+        ));
+    };
+}
+
+/// Every route of the API with its documentation.
+pub fn routes() -> Vec<(RouteDoc, MethodRouter<AppState>)> {
+    let mut r = Vec::new();
+    route!(r, post, "/api/v1/agents", agents::create, Admin, "agents", "Create an agent from its YAML or JSON definition; answers its chat API token once");
+    route!(r, get, "/api/v1/agents", agents::list, Admin, "agents", "List the tenant's agents");
+    route!(r, get, "/api/v1/agents/{agent_id}", agents::get, Admin, "agents", "An agent with its current definition (secrets redacted)");
+    route!(r, put, "/api/v1/agents/{agent_id}", agents::update, Admin, "agents", "Store a new version of the definition; new sessions use it at once");
+    route!(r, delete, "/api/v1/agents/{agent_id}", agents::delete, Admin, "agents", "Stop and delete an agent with its sessions");
+    route!(r, post, "/api/v1/agents/{agent_id}/start", agents::start, Admin, "agents", "Start an agent (status Running, or Error with the reason)");
+    route!(r, post, "/api/v1/agents/{agent_id}/stop", agents::stop, Admin, "agents", "Stop an agent");
+    route!(r, post, "/api/v1/agents/{agent_id}/token", agents::rotate_token, Admin, "agents", "Rotate the agent's chat API token; answers the new token once");
+    route!(r, post, "/chatbot/{agent_id}/session", chat::create_session, Agent, "chat", "Start a session");
+    route!(r, get, "/chatbot/{agent_id}/session/{session_id}", chat::get_session, Agent, "chat", "Session metadata");
+    route!(r, put, "/chatbot/{agent_id}/session/{session_id}", chat::update_session, Agent, "chat", "Update session metadata");
+    route!(r, delete, "/chatbot/{agent_id}/session/{session_id}", chat::close_session, Agent, "chat", "Close the session (optional status, default completed)");
+    route!(r, post, "/chatbot/{agent_id}/session/{session_id}/run_v2", chat::run_v2, Agent, "chat", "Send a customer message (multipart: message, attachments; or JSON); answers after the turn is committed");
+    route!(r, get, "/chatbot/{agent_id}/session/{session_id}/messages", chat::messages, Agent, "chat", "The session's log in order");
+    route!(r, get, "/chatbot/{agent_id}/capabilities", chat::capabilities, Agent, "chat", "What the agent supports");
+    route!(r, get, "/chatbot/{agent_id}/ws/{session_id}", ws::session_ws, Agent, "websocket", "WebSocket: token deltas, messages, timeout and close events; send messages too");
+    route!(r, get, "/ws/{user_id}", ws::user_ws, Public, "websocket", "WebSocket: a customer's conversation events");
+    route!(r, get, "/api/v1/public/conversations", public::conversations, Public, "public", "A customer's conversations with their logs");
+    route!(r, get, "/api/v1/public/conversations/attachments/{attachment_id}", public::attachment, Public, "public", "Download an attachment of the customer's");
+    route!(r, patch, "/api/v1/public/sessions/{session_id}/logs/{log_id}", public::feedback, Public, "public", "Set the customer's reaction (GOOD, BAD, NONE) to a message");
+    route!(r, get, "/api/openapi.json", openapi::spec, None, "system", "This document");
+    route!(r, get, "/healthz", health, None, "system", "Liveness");
+    r
+}
+
+async fn health() -> &'static str {
+    "ok"
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "route_not_found", "no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
+}
+
+pub fn router(state: AppState) -> Router {
+    let mut by_path: Vec<(&'static str, MethodRouter<AppState>)> = Vec::new();
+    for (doc, handler) in routes() {
+        match by_path.iter_mut().find(|(p, _)| *p == doc.path) {
+            Some((_, mr)) => *mr = std::mem::take(mr).merge(handler),
+            None => by_path.push((doc.path, handler)),
+        }
+    }
+    let mut app = Router::new();
+    for (path, mr) in by_path {
+        app = app.route(path, mr.fallback(method_not_allowed));
+    }
+    app.fallback(not_found)
+        .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
+        .with_state(state)
+}

@@ -1,0 +1,149 @@
+//! WebSockets: a session's live stream (and a way to chat on it), and a customer's
+//! conversation events.
+
+use std::sync::Arc;
+
+use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use parley_actors::events::SessionEvent;
+use parley_actors::session::TurnRequest;
+use parley_engine::model::{AgentId, SessionId};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::{broadcast, mpsc};
+
+use super::error::{ApiError, ApiResult};
+use super::extract::{agent_auth, bearer, parse_id};
+use super::AppState;
+
+#[derive(Debug, Deserialize)]
+pub struct WsQuery {
+    token: Option<String>,
+    agent_id: Option<String>,
+}
+
+pub async fn session_ws(
+    State(st): State<AppState>,
+    Path((agent, session)): Path<(String, String)>,
+    Query(q): Query<WsQuery>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> ApiResult<Response> {
+    let agent = parse_id(&agent, "agent")?;
+    let session = parse_id(&session, "session")?;
+    agent_auth(&st, &headers, q.token.as_deref(), agent).await?;
+    st.node.session(agent, session).await?;
+    // Subscribe before upgrading so nothing published after this answer is missed.
+    let events = st.node.events().subscribe_session(session);
+    Ok(ws.on_upgrade(move |socket| session_socket(st, agent, session, socket, events)))
+}
+
+/// What a client may send on the session socket: `{"type":"message","message":"…"}`
+/// (or just the text).
+#[derive(Debug, Deserialize)]
+struct ClientMessage {
+    message: String,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+}
+
+fn to_text<T: Serialize>(v: &T) -> WsMessage {
+    WsMessage::Text(serde_json::to_string(v).unwrap_or_default().into())
+}
+
+async fn session_socket(
+    st: AppState,
+    agent: AgentId,
+    session: SessionId,
+    socket: WebSocket,
+    mut events: broadcast::Receiver<Arc<SessionEvent>>,
+) {
+    use futures::{SinkExt, StreamExt};
+    let (mut tx, mut rx) = socket.split();
+    // Turn errors come back on their own channel so they interleave with events in order.
+    let (err_tx, mut err_rx) = mpsc::unbounded_channel::<ApiError>();
+    loop {
+        tokio::select! {
+            ev = events.recv() => match ev {
+                Ok(ev) => {
+                    let closing = matches!(*ev, SessionEvent::Close { .. });
+                    if tx.send(to_text(&*ev)).await.is_err() || closing {
+                        break;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    let lagged = json!({"type": "error", "error": {"code": "lagged", "message": format!("{n} events were dropped; fetch the session's messages")}});
+                    if tx.send(to_text(&lagged)).await.is_err() {
+                        break;
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => break,
+            },
+            Some(e) = err_rx.recv() => {
+                let body = json!({"type": "error", "error": {"code": e.code, "message": e.message, "status": e.status.as_u16()}});
+                if tx.send(to_text(&body)).await.is_err() {
+                    break;
+                }
+            }
+            msg = rx.next() => match msg {
+                Some(Ok(WsMessage::Text(t))) => {
+                    let parsed = serde_json::from_str::<ClientMessage>(&t).or_else(|_| {
+                        if t.trim_start().starts_with('{') { Err(()) } else { Ok(ClientMessage { message: t.to_string(), idempotency_key: None }) }
+                    });
+                    let Ok(cm) = parsed else {
+                        let _ = err_tx.send(ApiError::invalid("send {\"type\":\"message\",\"message\":\"…\"} or plain text"));
+                        continue;
+                    };
+                    if cm.message.trim().is_empty() || cm.message.chars().count() > st.limits.max_message_chars {
+                        let _ = err_tx.send(ApiError::invalid("message: must be 1 to max_message_chars characters"));
+                        continue;
+                    }
+                    let (node, err_tx) = (st.node.clone(), err_tx.clone());
+                    // The reply arrives as events; the socket keeps streaming meanwhile.
+                    tokio::spawn(async move {
+                        let req = TurnRequest { agent_id: agent, text: cm.message, attachments: Vec::new(), idempotency_key: cm.idempotency_key };
+                        if let Err(e) = node.turn(session, req).await {
+                            let _ = err_tx.send(e.into());
+                        }
+                    });
+                }
+                Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+}
+
+pub async fn user_ws(
+    State(st): State<AppState>,
+    Path(user_id): Path<String>,
+    Query(q): Query<WsQuery>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> ApiResult<Response> {
+    let tenant = match q.agent_id.as_deref() {
+        Some(a) => agent_auth(&st, &headers, q.token.as_deref(), parse_id(a, "agent")?).await?,
+        None => {
+            let key = bearer(&headers, q.token.as_deref()).ok_or_else(ApiError::unauthorized)?;
+            st.node.tenant_for_key(&key).await?.id
+        }
+    };
+    let mut events = st.node.events().subscribe_user(tenant, &user_id);
+    Ok(ws.on_upgrade(move |mut socket| async move {
+        loop {
+            tokio::select! {
+                ev = events.recv() => match ev {
+                    Ok(ev) => if socket.send(to_text(&*ev)).await.is_err() { break },
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => break,
+                },
+                msg = socket.recv() => match msg {
+                    Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => break,
+                    Some(Ok(_)) => {}
+                },
+            }
+        }
+    }))
+}

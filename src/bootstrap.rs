@@ -1,0 +1,114 @@
+//! First start: the default tenant with its admin key, and the demo agents of an empty
+//! store.
+
+use std::path::{Path, PathBuf};
+
+use chrono::Utc;
+use parley_actors::Node;
+use parley_engine::agent::Format;
+use parley_engine::auth::{generate_secret, hash_secret};
+use parley_engine::model::{AgentId, TenantId};
+use parley_engine::store::{Store, Tenant};
+use uuid::Uuid;
+
+/// The agent the README's quick start uses; compiled in so a bare binary has it too.
+pub const DEMO_AGENT: &str = include_str!("../examples/agents/debit-cards.yaml");
+
+/// The tenant every admin request of this node acts in, and its key if this start
+/// generated one (shown once, also written to `<data-dir>/admin.key`).
+pub struct TenantSetup {
+    pub tenant: TenantId,
+    pub generated_key: Option<String>,
+    pub key_file: Option<PathBuf>,
+}
+
+/// Makes sure a tenant exists. A given admin key becomes (or stays) the key of the first
+/// tenant; without one, a new tenant gets a generated key.
+pub async fn ensure_tenant(
+    store: &dyn Store,
+    data_dir: &Path,
+    admin_key: Option<&str>,
+) -> anyhow::Result<TenantSetup> {
+    let tenants = store.list_tenants().await?;
+    if let Some(first) = tenants.first() {
+        if let Some(key) = admin_key {
+            store.set_tenant_key_hash(first.id, &hash_secret(key)).await?;
+        }
+        return Ok(TenantSetup { tenant: first.id, generated_key: None, key_file: None });
+    }
+    let (key, generated) = match admin_key {
+        Some(k) => (k.to_string(), false),
+        None => (generate_secret("pk_"), true),
+    };
+    let tenant = Tenant {
+        id: Uuid::now_v7(),
+        name: "default".into(),
+        api_key_hash: hash_secret(&key),
+        created_at: Utc::now(),
+    };
+    store.create_tenant(&tenant).await?;
+    let mut key_file = None;
+    if generated {
+        let path = data_dir.join("admin.key");
+        write_secret_file(&path, &key)?;
+        key_file = Some(path);
+    }
+    Ok(TenantSetup {
+        tenant: tenant.id,
+        generated_key: generated.then_some(key),
+        key_file,
+    })
+}
+
+fn write_secret_file(path: &Path, secret: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path)?;
+    f.write_all(secret.as_bytes())?;
+    f.write_all(b"\n")?;
+    Ok(())
+}
+
+pub struct DemoAgent {
+    pub id: AgentId,
+    pub name: String,
+    pub token: String,
+}
+
+/// With no agents at all, creates and starts every agent in `dir` (or the compiled-in demo
+/// when the folder is missing).
+pub async fn load_examples(node: &Node, tenant: TenantId, dir: &Path) -> anyhow::Result<Vec<DemoAgent>> {
+    if !node.list_agents(tenant).await?.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut sources: Vec<(String, String)> = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        let mut paths: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml" || x == "json"))
+            .collect();
+        paths.sort();
+        for p in paths {
+            sources.push((p.display().to_string(), std::fs::read_to_string(&p)?));
+        }
+    }
+    if sources.is_empty() {
+        sources.push(("built-in demo".into(), DEMO_AGENT.into()));
+    }
+    let mut out = Vec::new();
+    for (name, text) in sources {
+        let (record, _, token) = node
+            .create_agent(tenant, &text, Format::guess(&name))
+            .await
+            .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+        node.start_agent(tenant, record.id).await?;
+        out.push(DemoAgent { id: record.id, name: record.name, token });
+    }
+    Ok(out)
+}

@@ -1,0 +1,208 @@
+//! The command line: `serve`, `migrate`, `agent validate`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use parley_engine::agent::{parse_and_compile, Format};
+
+use crate::server::{self, ServeConfig};
+
+#[derive(Debug, Parser)]
+#[command(name = "parley", version, about = "An actor-based conversation engine")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (HTTP + WebSocket API) on the embedded store by default.
+    Serve(ServeArgs),
+    /// Create or upgrade the store's schema, then exit.
+    Migrate(StoreArgs),
+    /// Work with agent definitions offline.
+    #[command(subcommand)]
+    Agent(AgentCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Check an agent definition (YAML or JSON) and print every problem with its path.
+    Validate { file: PathBuf },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// Where the embedded store and the generated admin key live.
+    #[arg(long, env = "PARLEY_DATA_DIR", default_value = "./parley-data")]
+    pub data_dir: PathBuf,
+    /// `sqlite://PATH` (default: DATA_DIR/parley.db).
+    #[arg(long, env = "PARLEY_DATABASE_URL")]
+    pub database_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[arg(long, env = "PARLEY_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// The tenant's admin API key; generated on first start when not given.
+    #[arg(long, env = "PARLEY_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
+    #[arg(long, env = "PARLEY_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    #[arg(long, env = "PARLEY_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Seconds an idle session actor stays resident before it passivates.
+    #[arg(long, env = "PARLEY_PASSIVATE_AFTER", default_value_t = 60)]
+    pub passivate_after: u64,
+    /// Session supervisor shards.
+    #[arg(long, env = "PARLEY_SHARDS", default_value_t = 16)]
+    pub shards: usize,
+    /// Largest request body in bytes (attachments included).
+    #[arg(long, env = "PARLEY_MAX_BODY_BYTES", default_value_t = 10 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Agents loaded into an empty store.
+    #[arg(long, env = "PARLEY_EXAMPLES_DIR", default_value = "examples/agents")]
+    pub examples_dir: PathBuf,
+    /// Do not create demo agents in an empty store.
+    #[arg(long)]
+    pub no_examples: bool,
+}
+
+fn init_logging(level: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Agent(AgentCommand::Validate { file }) => validate(&file),
+        Command::Migrate(store) => runtime(async move {
+            let cfg = ServeConfig {
+                database_url: store.database_url,
+                ..ServeConfig::new(store.data_dir)
+            };
+            server::open_store(&cfg).await?;
+            println!("store is up to date");
+            Ok(())
+        }),
+        Command::Serve(args) => {
+            init_logging(&args.log_level, args.log_format);
+            runtime(serve(args))
+        }
+    }
+}
+
+fn runtime(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(fut) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn validate(file: &PathBuf) -> ExitCode {
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: reading {}: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    match parse_and_compile(&text, Format::guess(&file.to_string_lossy())) {
+        Ok(agent) => {
+            println!(
+                "{}: ok — agent {:?}, {} states (initial {:?}), {} result fields, {} knowledge passages",
+                file.display(),
+                agent.definition.name,
+                agent.states.len(),
+                agent.init_state_name(),
+                agent.fields.len(),
+                agent.knowledge.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errs) => {
+            for e in &errs.0 {
+                eprintln!("{}: {e}", file.display());
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let mut cfg = ServeConfig::new(args.store.data_dir);
+    cfg.listen = args.listen;
+    cfg.database_url = args.store.database_url;
+    cfg.admin_key = args.admin_key;
+    cfg.node.passivate_after = Duration::from_secs(args.passivate_after.max(1));
+    cfg.node.shards = args.shards.max(1);
+    cfg.limits.max_body_bytes = args.max_body_bytes;
+    cfg.examples_dir = args.examples_dir;
+    cfg.load_examples = !args.no_examples;
+    let server = server::start(cfg).await?;
+    let base = format!("http://{}", server.addr);
+    println!("parley {} listening on {base}", env!("CARGO_PKG_VERSION"));
+    // Secrets are printed to the terminal once, never logged.
+    if let Some(key) = &server.tenant.generated_key {
+        let file = server.tenant.key_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+        println!("\nadmin API key (shown once, also saved to {file}):\n  {key}");
+    }
+    for a in &server.demo_agents {
+        println!("\ndemo agent {:?}\n  agent id:  {}\n  chat token (shown once): {}", a.name, a.id, a.token);
+        println!("  try it:");
+        println!("    SID=$(curl -s -X POST {base}/chatbot/{}/session -H 'Authorization: Bearer {}' -H 'Content-Type: application/json' -d '{{}}' | sed -E 's/.*\"session_id\":\"([^\"]+)\".*/\\1/')", a.id, a.token);
+        println!("    curl -s -X POST {base}/chatbot/{}/session/$SID/run_v2 -H 'Authorization: Bearer {}' -F 'message=How much does the Premium card cost?'", a.id, a.token);
+    }
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    server.stop().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
