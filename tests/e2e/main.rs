@@ -1,0 +1,11 @@
+//! End-to-end tests: a real server on a loopback port over a real SQLite file.
+
+mod support;
+
+mod admin;
+mod backends;
+mod chat;
+mod durability;
+mod openapi;
+mod public;
+mod websocket;
