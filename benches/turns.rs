@@ -1,1 +1,232 @@
-fn main(){}
+//! Committed turns per second through the whole actor path (router -> SessionActor ->
+//! builtin backend -> PersistenceActor group commit -> SQLite), against a bare baseline
+//! measured in the same run: the same rows written straight to SQLite in one transaction
+//! per batch, with no actors, no backend and no routing.
+//!
+//! `cargo bench --bench turns` prints criterion's figures and a summary with the ratio and
+//! the group-commit batch sizes.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use criterion::{criterion_group, Criterion, Throughput};
+use parley_actors::session::TurnRequest;
+use parley_actors::{Node, NodeConfig};
+use parley_engine::agent::Format;
+use parley_engine::model::{Feedback, Message, Role, SessionId};
+use parley_engine::store::{SqliteStore, Store, Tenant, Write};
+use uuid::Uuid;
+
+/// Sessions driven concurrently (each has at most one turn in flight, like a customer).
+const SESSIONS: usize = 2000;
+
+struct Totals {
+    turns: AtomicU64,
+    nanos: AtomicU64,
+}
+
+static ACTOR: Totals = Totals {
+    turns: AtomicU64::new(0),
+    nanos: AtomicU64::new(0),
+};
+static BARE: Totals = Totals {
+    turns: AtomicU64::new(0),
+    nanos: AtomicU64::new(0),
+};
+
+fn record(t: &Totals, turns: u64, d: Duration) {
+    t.turns.fetch_add(turns, Ordering::Relaxed);
+    t.nanos.fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+}
+
+fn rate(t: &Totals) -> f64 {
+    t.turns.load(Ordering::Relaxed) as f64 / (t.nanos.load(Ordering::Relaxed) as f64 / 1e9)
+}
+
+struct Fixture {
+    node: Node,
+    agent: Uuid,
+    sessions: Vec<SessionId>,
+    _dir: tempfile::TempDir,
+}
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("bench.db"))
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let tenant = Tenant {
+        id: Uuid::now_v7(),
+        name: "bench".into(),
+        api_key_hash: "x".into(),
+        created_at: Utc::now(),
+    };
+    store.create_tenant(&tenant).await.unwrap();
+    let config = NodeConfig {
+        passivate_after: Duration::from_secs(3600),
+        ..NodeConfig::default()
+    };
+    let node = Node::start(Arc::new(store), config).await.unwrap();
+    let (agent, _, _) = node
+        .create_agent(tenant.id, parley::bootstrap::DEMO_AGENT, Format::Yaml)
+        .await
+        .unwrap();
+    node.start_agent(tenant.id, agent.id).await.unwrap();
+    let mut sessions = Vec::new();
+    for _ in 0..SESSIONS {
+        let s = node
+            .create_session(agent.id, Default::default())
+            .await
+            .unwrap();
+        sessions.push(s.id);
+    }
+    Fixture {
+        node,
+        agent: agent.id,
+        sessions,
+        _dir: dir,
+    }
+}
+
+const QUESTIONS: [&str; 4] = [
+    "How much does the Premium card cost?",
+    "What is the daily spending limit?",
+    "Can I use Apple Pay?",
+    "How much is an ATM withdrawal with Basic Debit?",
+];
+
+async fn drive(f: &Fixture, turns: u64) -> Duration {
+    let per_session = turns.div_ceil(SESSIONS as u64);
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(SESSIONS);
+    for (i, &sid) in f.sessions.iter().enumerate() {
+        let node = f.node.clone();
+        let agent = f.agent;
+        tasks.push(tokio::spawn(async move {
+            for n in 0..per_session {
+                let req = TurnRequest {
+                    agent_id: agent,
+                    text: QUESTIONS[(i + n as usize) % QUESTIONS.len()].to_string(),
+                    attachments: Vec::new(),
+                    idempotency_key: None,
+                };
+                node.turn(sid, req).await.expect("turn committed");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let d = start.elapsed();
+    record(&ACTOR, per_session * SESSIONS as u64, d);
+    d.mul_f64(turns as f64 / (per_session * SESSIONS as u64) as f64)
+}
+
+/// The rows a turn writes, committed in batches as large as the actor path's mean batch.
+async fn bare(
+    store: &SqliteStore,
+    sessions: &[parley_engine::model::Session],
+    next_id: &mut i64,
+    turns: u64,
+    batch: usize,
+) -> Duration {
+    let start = Instant::now();
+    let mut done = 0u64;
+    while done < turns {
+        let n = batch.min((turns - done) as usize);
+        let mut writes = Vec::with_capacity(n * 3);
+        for k in 0..n {
+            let mut s = sessions[k % sessions.len()].clone();
+            *next_id += 2;
+            s.message_count = *next_id;
+            for (role, id) in [(Role::Human, *next_id - 1), (Role::Ai, *next_id)] {
+                writes.push(Write::Message(Box::new(Message {
+                    id,
+                    session_id: s.id,
+                    role,
+                    text: QUESTIONS[k % 4].to_string(),
+                    timestamp: Utc::now(),
+                    attachments: Vec::new(),
+                    metadata: serde_json::Value::Null,
+                    feedback: Feedback::None,
+                    idempotency_key: None,
+                })));
+            }
+            writes.push(Write::Session(Box::new(s)));
+        }
+        store.commit(&writes).await.unwrap();
+        done += n as u64;
+    }
+    let d = start.elapsed();
+    record(&BARE, turns, d);
+    d
+}
+
+fn benches(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let f = rt.block_on(fixture());
+
+    let mut g = c.benchmark_group("turns");
+    g.throughput(Throughput::Elements(1));
+    g.sample_size(10);
+    g.measurement_time(Duration::from_secs(10));
+    g.bench_function("actor_path_builtin_sqlite", |b| {
+        b.iter_custom(|iters| rt.block_on(drive(&f, iters)))
+    });
+    let stats = rt.block_on(f.node.shared().persistence().stats()).unwrap();
+    let mean_batch = stats.mean_batch().round().max(1.0) as usize;
+
+    // The baseline writes into its own sessions of a fresh store, one session per row.
+    let dir = tempfile::tempdir().unwrap();
+    let store = rt.block_on(async {
+        let s = SqliteStore::open(&dir.path().join("bare.db"))
+            .await
+            .unwrap();
+        s.migrate().await.unwrap();
+        s
+    });
+    let sessions: Vec<_> = rt.block_on(async {
+        let mut out = Vec::new();
+        for id in f.sessions.iter().take(mean_batch.max(1)) {
+            let mut s = f.node.session(f.agent, *id).await.unwrap();
+            s.id = Uuid::now_v7();
+            s.message_count = 0;
+            out.push(s);
+        }
+        out
+    });
+    let mut next_id = 0i64;
+    g.bench_function("bare_sqlite_same_rows", |b| {
+        b.iter_custom(|iters| rt.block_on(bare(&store, &sessions, &mut next_id, iters, mean_batch)))
+    });
+    g.finish();
+
+    let (actor, bare_rate) = (rate(&ACTOR), rate(&BARE));
+    println!("\n== summary (this run) ==");
+    println!("actor path, builtin backend, SQLite group commit: {actor:>10.0} committed turns/s ({SESSIONS} concurrent sessions)");
+    println!("bare SQLite, same rows, same batch size:          {bare_rate:>10.0} turns/s");
+    println!(
+        "ratio actor path / bare store:                    {:>10.3}",
+        actor / bare_rate
+    );
+    println!(
+        "group commit: {} batches, mean {:.1} turns/batch, largest {}, mean commit {:.2} ms",
+        stats.batches,
+        stats.mean_batch(),
+        stats.largest_batch,
+        stats.commit_seconds * 1000.0 / stats.batches.max(1) as f64
+    );
+}
+
+criterion_group!(turns, benches);
+
+fn main() {
+    turns();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -32,9 +32,15 @@ pub async fn ensure_tenant(
     let tenants = store.list_tenants().await?;
     if let Some(first) = tenants.first() {
         if let Some(key) = admin_key {
-            store.set_tenant_key_hash(first.id, &hash_secret(key)).await?;
+            store
+                .set_tenant_key_hash(first.id, &hash_secret(key))
+                .await?;
         }
-        return Ok(TenantSetup { tenant: first.id, generated_key: None, key_file: None });
+        return Ok(TenantSetup {
+            tenant: first.id,
+            generated_key: None,
+            key_file: None,
+        });
     }
     let (key, generated) = match admin_key {
         Some(k) => (k.to_string(), false),
@@ -83,7 +89,11 @@ pub struct DemoAgent {
 
 /// With no agents at all, creates and starts every agent in `dir` (or the compiled-in demo
 /// when the folder is missing).
-pub async fn load_examples(node: &Node, tenant: TenantId, dir: &Path) -> anyhow::Result<Vec<DemoAgent>> {
+pub async fn load_examples(
+    node: &Node,
+    tenant: TenantId,
+    dir: &Path,
+) -> anyhow::Result<Vec<DemoAgent>> {
     if !node.list_agents(tenant).await?.is_empty() {
         return Ok(Vec::new());
     }
@@ -91,7 +101,10 @@ pub async fn load_examples(node: &Node, tenant: TenantId, dir: &Path) -> anyhow:
     if let Ok(entries) = std::fs::read_dir(dir) {
         let mut paths: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml" || x == "json"))
+            .filter(|p| {
+                p.extension()
+                    .is_some_and(|x| x == "yaml" || x == "yml" || x == "json")
+            })
             .collect();
         paths.sort();
         for p in paths {
@@ -108,7 +121,11 @@ pub async fn load_examples(node: &Node, tenant: TenantId, dir: &Path) -> anyhow:
             .await
             .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
         node.start_agent(tenant, record.id).await?;
-        out.push(DemoAgent { id: record.id, name: record.name, token });
+        out.push(DemoAgent {
+            id: record.id,
+            name: record.name,
+            token,
+        });
     }
     Ok(out)
 }

@@ -83,7 +83,9 @@ pub struct ServeArgs {
 fn init_logging(level: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
@@ -171,11 +173,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     println!("parley {} listening on {base}", env!("CARGO_PKG_VERSION"));
     // Secrets are printed to the terminal once, never logged.
     if let Some(key) = &server.tenant.generated_key {
-        let file = server.tenant.key_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+        let file = server
+            .tenant
+            .key_file
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
         println!("\nadmin API key (shown once, also saved to {file}):\n  {key}");
     }
     for a in &server.demo_agents {
-        println!("\ndemo agent {:?}\n  agent id:  {}\n  chat token (shown once): {}", a.name, a.id, a.token);
+        println!(
+            "\ndemo agent {:?}\n  agent id:  {}\n  chat token (shown once): {}",
+            a.name, a.id, a.token
+        );
         println!("  try it:");
         println!("    SID=$(curl -s -X POST {base}/chatbot/{}/session -H 'Authorization: Bearer {}' -H 'Content-Type: application/json' -d '{{}}' | sed -E 's/.*\"session_id\":\"([^\"]+)\".*/\\1/')", a.id, a.token);
         println!("    curl -s -X POST {base}/chatbot/{}/session/$SID/run_v2 -H 'Authorization: Bearer {}' -F 'message=How much does the Premium card cost?'", a.id, a.token);

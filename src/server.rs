@@ -49,7 +49,10 @@ pub async fn open_store(cfg: &ServeConfig) -> anyhow::Result<Arc<dyn Store>> {
     let path = match cfg.database_url.as_deref() {
         None => cfg.data_dir.join("parley.db"),
         Some(url) => {
-            if let Some(p) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+            if let Some(p) = url
+                .strip_prefix("sqlite://")
+                .or_else(|| url.strip_prefix("sqlite:"))
+            {
                 PathBuf::from(p)
             } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
                 anyhow::bail!("--database-url: Postgres is not supported by this build yet; use sqlite://PATH or leave it out for the embedded store");
@@ -76,14 +79,18 @@ pub struct Server {
 
 pub async fn start(cfg: ServeConfig) -> anyhow::Result<Server> {
     let store = open_store(&cfg).await?;
-    let tenant = bootstrap::ensure_tenant(store.as_ref(), &cfg.data_dir, cfg.admin_key.as_deref()).await?;
+    let tenant =
+        bootstrap::ensure_tenant(store.as_ref(), &cfg.data_dir, cfg.admin_key.as_deref()).await?;
     let node = Node::start(store, cfg.node.clone()).await?;
     let demo_agents = if cfg.load_examples {
         bootstrap::load_examples(&node, tenant.tenant, &cfg.examples_dir).await?
     } else {
         Vec::new()
     };
-    let app = api::router(AppState { node: node.clone(), limits: cfg.limits });
+    let app = api::router(AppState {
+        node: node.clone(),
+        limits: cfg.limits,
+    });
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("binding {}", cfg.listen))?;
@@ -97,7 +104,14 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<Server> {
             .await
     });
     tracing::info!(%addr, "listening");
-    Ok(Server { addr, node, tenant, demo_agents, shutdown: tx, task })
+    Ok(Server {
+        addr,
+        node,
+        tenant,
+        demo_agents,
+        shutdown: tx,
+        task,
+    })
 }
 
 impl Server {

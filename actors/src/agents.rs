@@ -39,7 +39,9 @@ pub async fn build_runtime(
     for (i, b) in def.llm.iter().enumerate() {
         if let (BackendKind::Openai, Some(var), None) = (b.kind, &b.api_key_env, &b.api_key) {
             if std::env::var_os(var).is_none() {
-                return Err(format!("llm[{i}].api_key_env: environment variable {var} is not set"));
+                return Err(format!(
+                    "llm[{i}].api_key_env: environment variable {var} is not set"
+                ));
             }
         }
     }
@@ -63,7 +65,10 @@ pub struct RunningAgent {
 
 impl RunningAgent {
     pub fn current(&self) -> Arc<AgentRuntime> {
-        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The runtime of `version`: the current one, or an older one live sessions still use.
@@ -147,7 +152,9 @@ impl Actor for AgentActor {
             AgentMsg::GetVersion(v, reply) => {
                 let r = match state.versions.get(&v) {
                     Some(rt) => Ok(rt.clone()),
-                    None => match build_runtime(state.store.as_ref(), &state.http, state.agent, v).await {
+                    None => match build_runtime(state.store.as_ref(), &state.http, state.agent, v)
+                        .await
+                    {
                         Ok(rt) => {
                             let rt = Arc::new(rt);
                             state.versions.insert(v, rt.clone());
@@ -214,13 +221,27 @@ impl AgentSupState {
             return Ok(());
         }
         let store = self.args.store.clone();
-        let record = store.get_agent(id).await?.ok_or(NodeError::NotFound("agent"))?;
-        let runtime = match build_runtime(store.as_ref(), &self.args.http, id, record.current_version).await {
+        let record = store
+            .get_agent(id)
+            .await?
+            .ok_or(NodeError::NotFound("agent"))?;
+        let runtime = match build_runtime(
+            store.as_ref(),
+            &self.args.http,
+            id,
+            record.current_version,
+        )
+        .await
+        {
             Ok(rt) => Arc::new(rt),
             Err(reason) => {
-                store.set_agent_status(id, AgentStatus::Error, Some(&reason)).await?;
+                store
+                    .set_agent_status(id, AgentStatus::Error, Some(&reason))
+                    .await?;
                 tracing::warn!(agent = %id, %reason, "agent failed to start");
-                return Err(NodeError::Invalid(format!("the agent failed to start: {reason}")));
+                return Err(NodeError::Invalid(format!(
+                    "the agent failed to start: {reason}"
+                )));
             }
         };
         let actor = self.spawn(myself, id, runtime.clone()).await?;
@@ -234,7 +255,9 @@ impl AgentSupState {
                 actor: RwLock::new(actor),
             }),
         );
-        store.set_agent_status(id, AgentStatus::Running, None).await?;
+        store
+            .set_agent_status(id, AgentStatus::Running, None)
+            .await?;
         self.status_event(id, AgentStatus::Running);
         tracing::info!(agent = %id, version = record.current_version, "agent started");
         Ok(())
@@ -242,12 +265,19 @@ impl AgentSupState {
 
     async fn stop(&mut self, id: AgentId) -> NodeResult<()> {
         if let Some((_, running)) = self.args.directory.running.remove(&id) {
-            let actor = running.actor.read().unwrap_or_else(|e| e.into_inner()).clone();
+            let actor = running
+                .actor
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
             self.by_cell.remove(&actor.get_id());
             actor.stop(Some("agent stopped".into()));
         }
         if self.args.store.get_agent(id).await?.is_some() {
-            self.args.store.set_agent_status(id, AgentStatus::Stopped, None).await?;
+            self.args
+                .store
+                .set_agent_status(id, AgentStatus::Stopped, None)
+                .await?;
             self.status_event(id, AgentStatus::Stopped);
         }
         Ok(())
@@ -257,21 +287,36 @@ impl AgentSupState {
         let Some(running) = self.args.directory.get(&id) else {
             return Ok(());
         };
-        let record = self.args.store.get_agent(id).await?.ok_or(NodeError::NotFound("agent"))?;
-        let rt = build_runtime(self.args.store.as_ref(), &self.args.http, id, record.current_version)
-            .await
-            .map_err(NodeError::Invalid)?;
+        let record = self
+            .args
+            .store
+            .get_agent(id)
+            .await?
+            .ok_or(NodeError::NotFound("agent"))?;
+        let rt = build_runtime(
+            self.args.store.as_ref(),
+            &self.args.http,
+            id,
+            record.current_version,
+        )
+        .await
+        .map_err(NodeError::Invalid)?;
         *running.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(rt);
-        *running.token_hash.write().unwrap_or_else(|e| e.into_inner()) = record.token_hash;
+        *running
+            .token_hash
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = record.token_hash;
         Ok(())
     }
 
     fn status_event(&self, agent_id: AgentId, status: AgentStatus) {
-        self.args.events.all_users(|| UserEvent::ConversationBotStatusModified {
-            session_id: None,
-            agent_id,
-            status: status.as_str().to_string(),
-        });
+        self.args
+            .events
+            .all_users(|| UserEvent::ConversationBotStatusModified {
+                session_id: None,
+                agent_id,
+                status: status.as_str().to_string(),
+            });
     }
 }
 

@@ -28,9 +28,15 @@ pub enum SessionEvent {
         metadata: Value,
     },
     /// A timer closed the session (`user_timeout` or `timeout`).
-    Timeout { session_id: SessionId, status: &'static str },
+    Timeout {
+        session_id: SessionId,
+        status: &'static str,
+    },
     /// The session ended.
-    Close { session_id: SessionId, status: &'static str },
+    Close {
+        session_id: SessionId,
+        status: &'static str,
+    },
 }
 
 impl SessionEvent {
@@ -50,8 +56,15 @@ impl SessionEvent {
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type", rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum UserEvent {
-    ConversationCreated { session_id: SessionId, agent_id: AgentId },
-    ConversationClosed { session_id: SessionId, agent_id: AgentId, status: &'static str },
+    ConversationCreated {
+        session_id: SessionId,
+        agent_id: AgentId,
+    },
+    ConversationClosed {
+        session_id: SessionId,
+        agent_id: AgentId,
+        status: &'static str,
+    },
     ConversationNewMessage {
         session_id: SessionId,
         agent_id: AgentId,
@@ -107,7 +120,11 @@ impl EventHub {
     }
 
     /// Customers are keyed per tenant: user ids are only unique within one.
-    pub fn subscribe_user(&self, tenant: TenantId, user_id: &str) -> broadcast::Receiver<Arc<UserEvent>> {
+    pub fn subscribe_user(
+        &self,
+        tenant: TenantId,
+        user_id: &str,
+    ) -> broadcast::Receiver<Arc<UserEvent>> {
         subscribe(&self.users, user_key(tenant, user_id))
     }
 

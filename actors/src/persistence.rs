@@ -1,21 +1,48 @@
 //! The PersistenceActor: group commit for every session of the node.
 //!
-//! Sessions send their writes and wait. The actor buffers what arrives and commits it in
-//! one transaction when it handles its own `Flush` message, which it queues behind the
-//! writes already in its mailbox. So while one batch commits, the next one gathers: batch
-//! size follows load, and an idle node commits each turn at once.
+//! Sessions hand their writes to the actor's writer and wait for the commit. The writer
+//! runs on a thread of its own: it takes everything queued (up to `max_batch` requests),
+//! commits it in one transaction and releases every waiter; whatever arrives meanwhile is
+//! the next batch. Batch size thus follows load, and an idle node commits each turn at once.
+//! Keeping the writer off the shared runtime matters: a transaction is several round trips
+//! to the database driver, and on the runtime each would queue behind every runnable
+//! session, stretching every commit under load.
+//!
+//! The actor supervises the writer: if the writer dies the actor fails, and the node
+//! supervisor starts a new one.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use parley_engine::store::{Store, Write};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::sync::{mpsc, oneshot, Notify};
+
+type Reply = oneshot::Sender<Result<(), String>>;
+
+/// What sessions use to commit: a clone of the writer's queue.
+#[derive(Clone)]
+pub struct CommitQueue(mpsc::UnboundedSender<(Vec<Write>, Reply)>);
+
+impl CommitQueue {
+    /// Commits the writes (in one transaction with whatever else is queued) and waits.
+    pub async fn commit(&self, writes: Vec<Write>) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        self.0
+            .send((writes, tx))
+            .map_err(|_| "the persistence writer is restarting".to_string())?;
+        rx.await
+            .unwrap_or_else(|_| Err("the persistence writer stopped".into()))
+    }
+}
 
 pub enum PersistMsg {
-    Commit(Vec<Write>, RpcReplyPort<Result<(), String>>),
-    Flush,
+    /// The writer's queue (sessions keep a clone).
+    Queue(RpcReplyPort<CommitQueue>),
     /// Batch statistics so far (for benchmarks and diagnostics).
     Stats(RpcReplyPort<BatchStats>),
+    /// The writer thread ended unexpectedly.
+    WriterDied(String),
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -41,38 +68,62 @@ pub struct PersistenceActor;
 
 pub struct PersistenceArgs {
     pub store: Arc<dyn Store>,
-    /// Requests per batch at most; beyond it the batch commits without waiting.
+    /// Requests per batch at most.
     pub max_batch: usize,
 }
 
 pub struct PersistenceState {
-    store: Arc<dyn Store>,
-    max_batch: usize,
-    writes: Vec<Write>,
-    waiters: Vec<RpcReplyPort<Result<(), String>>>,
-    flush_queued: bool,
-    stats: BatchStats,
+    queue: CommitQueue,
+    stats: Arc<Mutex<BatchStats>>,
+    stop: Arc<Notify>,
+    writer: Option<std::thread::JoinHandle<()>>,
 }
 
-impl PersistenceState {
-    async fn flush(&mut self) {
-        self.flush_queued = false;
-        if self.waiters.is_empty() {
-            return;
+/// Commits batches until told to stop, then commits what is still queued and returns.
+async fn writer(
+    store: Arc<dyn Store>,
+    mut rx: mpsc::UnboundedReceiver<(Vec<Write>, Reply)>,
+    max_batch: usize,
+    stats: Arc<Mutex<BatchStats>>,
+    stop: Arc<Notify>,
+) {
+    let mut requests = Vec::with_capacity(max_batch);
+    let mut stopping = false;
+    loop {
+        if stopping {
+            while requests.len() < max_batch {
+                match rx.try_recv() {
+                    Ok(r) => requests.push(r),
+                    Err(_) => break,
+                }
+            }
+            if requests.is_empty() {
+                return;
+            }
+        } else {
+            tokio::select! {
+                n = rx.recv_many(&mut requests, max_batch) => if n == 0 { return },
+                _ = stop.notified() => { stopping = true; continue; }
+            }
         }
-        let writes = std::mem::take(&mut self.writes);
-        let waiters = std::mem::take(&mut self.waiters);
+        let mut writes = Vec::with_capacity(requests.len() * 3);
+        let mut waiters = Vec::with_capacity(requests.len());
+        for (w, reply) in requests.drain(..) {
+            writes.extend(w);
+            waiters.push(reply);
+        }
         let started = Instant::now();
-        let result = self.store.commit(&writes).await;
-        self.stats.batches += 1;
-        self.stats.requests += waiters.len() as u64;
-        self.stats.writes += writes.len() as u64;
-        self.stats.largest_batch = self.stats.largest_batch.max(waiters.len() as u64);
-        self.stats.commit_seconds += started.elapsed().as_secs_f64();
-        let result = result.map_err(|e| {
+        let result = store.commit(&writes).await.map_err(|e| {
             tracing::error!(error = %e, requests = waiters.len(), "group commit failed");
             e.to_string()
         });
+        if let Ok(mut s) = stats.lock() {
+            s.batches += 1;
+            s.requests += waiters.len() as u64;
+            s.writes += writes.len() as u64;
+            s.largest_batch = s.largest_batch.max(waiters.len() as u64);
+            s.commit_seconds += started.elapsed().as_secs_f64();
+        }
         for w in waiters {
             let _ = w.send(result.clone());
         }
@@ -86,40 +137,50 @@ impl Actor for PersistenceActor {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let stats = Arc::new(Mutex::new(BatchStats::default()));
+        let stop = Arc::new(Notify::new());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (store, max_batch) = (args.store, args.max_batch.max(1));
+        let (st, sp) = (stats.clone(), stop.clone());
+        let writer = std::thread::Builder::new()
+            .name("parley-commit".into())
+            .spawn(move || {
+                let done =
+                    rt.block_on(
+                        async move { tokio::spawn(writer(store, rx, max_batch, st, sp)).await },
+                    );
+                if let Err(e) = done {
+                    let _ = myself.send_message(PersistMsg::WriterDied(e.to_string()));
+                }
+            })?;
         Ok(PersistenceState {
-            store: args.store,
-            max_batch: args.max_batch.max(1),
-            writes: Vec::new(),
-            waiters: Vec::new(),
-            flush_queued: false,
-            stats: BatchStats::default(),
+            queue: CommitQueue(tx),
+            stats,
+            stop,
+            writer: Some(writer),
         })
     }
 
     async fn handle(
         &self,
-        myself: ActorRef<Self::Msg>,
+        _myself: ActorRef<Self::Msg>,
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            PersistMsg::Commit(writes, reply) => {
-                state.writes.extend(writes);
-                state.waiters.push(reply);
-                if state.waiters.len() >= state.max_batch {
-                    state.flush().await;
-                } else if !state.flush_queued {
-                    state.flush_queued = true;
-                    myself.send_message(PersistMsg::Flush)?;
-                }
+            PersistMsg::Queue(reply) => {
+                let _ = reply.send(state.queue.clone());
             }
-            PersistMsg::Flush => state.flush().await,
             PersistMsg::Stats(reply) => {
-                let _ = reply.send(state.stats);
+                let _ = reply.send(state.stats.lock().map(|s| *s).unwrap_or_default());
             }
+            PersistMsg::WriterDied(e) => return Err(format!("persistence writer died: {e}").into()),
         }
         Ok(())
     }
@@ -129,8 +190,11 @@ impl Actor for PersistenceActor {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        // Whatever was accepted but not yet committed is committed before the actor goes.
-        state.flush().await;
+        // Whatever was queued is committed before the actor is gone.
+        state.stop.notify_one();
+        if let Some(w) = state.writer.take() {
+            let _ = tokio::task::spawn_blocking(move || w.join()).await;
+        }
         Ok(())
     }
 }

@@ -90,7 +90,11 @@ impl KnowledgeIndex {
         } else {
             passages.iter().map(|p| p.len as f64).sum::<f64>() / passages.len() as f64
         };
-        KnowledgeIndex { passages, df, avg_len }
+        KnowledgeIndex {
+            passages,
+            df,
+            avg_len,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -137,7 +141,13 @@ impl Passage {
         for t in &tokens {
             *tf.entry(t.clone()).or_insert(0) += 1;
         }
-        Passage { kind, question, answer, len: tokens.len(), tf }
+        Passage {
+            kind,
+            question,
+            answer,
+            len: tokens.len(),
+            tf,
+        }
     }
 }
 
@@ -188,7 +198,10 @@ mod tests {
         let idx = index();
         assert_eq!(idx.len(), 4);
         let hits = idx.search("What is the monthly fee of the premium card?", 3);
-        assert!(hits[0].passage.answer.starts_with("Premium Debit"), "{hits:?}");
+        assert!(
+            hits[0].passage.answer.starts_with("Premium Debit"),
+            "{hits:?}"
+        );
         let hits = idx.search("apple pay?", 1);
         assert_eq!(hits[0].passage.kind, PassageKind::Faq);
         assert!(idx.search("the of and", 3).is_empty());
@@ -197,7 +210,10 @@ mod tests {
 
     #[test]
     fn tokenizes_unicode() {
-        assert_eq!(tokenize("Größere Limits, 12.90€ cards!"), vec!["größere", "limit", "12.90", "card"]);
+        assert_eq!(
+            tokenize("Größere Limits, 12.90€ cards!"),
+            vec!["größere", "limit", "12.90", "card"]
+        );
         let idx = index();
         let hits = idx.search("größere limits", 1);
         assert!(hits[0].passage.answer.starts_with("Größere"));

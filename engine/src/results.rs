@@ -44,7 +44,9 @@ pub fn find_phone(text: &str) -> Option<String> {
 }
 
 fn normalize_phone(s: &str) -> String {
-    s.chars().filter(|c| c.is_ascii_digit() || *c == '+').collect()
+    s.chars()
+        .filter(|c| c.is_ascii_digit() || *c == '+')
+        .collect()
 }
 
 impl FieldType {
@@ -154,7 +156,9 @@ mod tests {
         );
         assert!(FieldType::parse("Literal[]").is_err());
         assert!(FieldType::parse("Literal[a]").is_err());
-        assert!(FieldType::parse("string").unwrap_err().contains("unknown field type"));
+        assert!(FieldType::parse("string")
+            .unwrap_err()
+            .contains("unknown field type"));
     }
 
     #[test]
@@ -164,12 +168,16 @@ mod tests {
         assert_eq!(FieldType::Float.coerce(&json!("4.5")).unwrap(), json!(4.5));
         assert_eq!(FieldType::Bool.coerce(&json!("Yes")).unwrap(), json!(true));
         assert_eq!(
-            FieldType::Email.coerce(&json!(" Ann@Example.org ")).unwrap(),
+            FieldType::Email
+                .coerce(&json!(" Ann@Example.org "))
+                .unwrap(),
             json!("ann@example.org")
         );
         assert!(FieldType::Email.coerce(&json!("ann@")).is_err());
         assert_eq!(
-            FieldType::Phone.coerce(&json!("+1 (555) 123-4567")).unwrap(),
+            FieldType::Phone
+                .coerce(&json!("+1 (555) 123-4567"))
+                .unwrap(),
             json!("+15551234567")
         );
         let lit = FieldType::parse("Literal['a','b']").unwrap();

@@ -145,10 +145,7 @@ impl<'a> TurnContext<'a> {
                     .state_index(&target)
                     .ok_or_else(|| format!("unknown state {target:?}"))?;
                 if !state.transitions.iter().any(|t| t.target == idx) {
-                    return Err(format!(
-                        "no transition from {:?} to {target:?}",
-                        state.name
-                    ));
+                    return Err(format!("no transition from {:?} to {target:?}", state.name));
                 }
                 self.state = idx;
                 self.state_changed = true;
@@ -161,7 +158,10 @@ impl<'a> TurnContext<'a> {
                     .iter()
                     .find(|f| f.name == field)
                     .ok_or_else(|| format!("unknown result field {field:?}"))?;
-                let v = f.field_type.coerce(&value).map_err(|e| format!("{field}: {e}"))?;
+                let v = f
+                    .field_type
+                    .coerce(&value)
+                    .map_err(|e| format!("{field}: {e}"))?;
                 self.results.insert(field.clone(), v);
                 Ok(format!("{field} recorded"))
             }

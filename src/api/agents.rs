@@ -33,10 +33,16 @@ fn with_definition(r: &AgentRecord, def: &AgentDefinition) -> Value {
 
 /// The definition text and its format (JSON when the content type says so, else YAML).
 fn definition_body(headers: &HeaderMap, body: &Bytes) -> ApiResult<(String, Format)> {
-    let ct = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let text = std::str::from_utf8(body).map_err(|_| ApiError::invalid("the definition must be UTF-8 text"))?;
+    let ct = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ApiError::invalid("the definition must be UTF-8 text"))?;
     if text.trim().is_empty() {
-        return Err(ApiError::invalid("the request body must hold the agent definition (YAML or JSON)"));
+        return Err(ApiError::invalid(
+            "the request body must hold the agent definition (YAML or JSON)",
+        ));
     }
     Ok((text.to_string(), Format::guess(ct)))
 }
@@ -54,7 +60,10 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(v)))
 }
 
-pub async fn list(State(st): State<AppState>, AdminAuth(tenant): AdminAuth) -> ApiResult<Json<Value>> {
+pub async fn list(
+    State(st): State<AppState>,
+    AdminAuth(tenant): AdminAuth,
+) -> ApiResult<Json<Value>> {
     let agents = st.node.list_agents(tenant.id).await?;
     Ok(Json(json!({
         "total": agents.len(),
@@ -90,7 +99,9 @@ pub async fn delete(
     AdminAuth(tenant): AdminAuth,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    st.node.delete_agent(tenant.id, parse_id(&id, "agent")?).await?;
+    st.node
+        .delete_agent(tenant.id, parse_id(&id, "agent")?)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -99,7 +110,10 @@ pub async fn start(
     AdminAuth(tenant): AdminAuth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let r = st.node.start_agent(tenant.id, parse_id(&id, "agent")?).await?;
+    let r = st
+        .node
+        .start_agent(tenant.id, parse_id(&id, "agent")?)
+        .await?;
     Ok(Json(agent_json(&r)))
 }
 
@@ -108,7 +122,10 @@ pub async fn stop(
     AdminAuth(tenant): AdminAuth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let r = st.node.stop_agent(tenant.id, parse_id(&id, "agent")?).await?;
+    let r = st
+        .node
+        .stop_agent(tenant.id, parse_id(&id, "agent")?)
+        .await?;
     Ok(Json(agent_json(&r)))
 }
 

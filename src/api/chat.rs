@@ -44,7 +44,8 @@ pub async fn create_session(
     let req: CreateSession = if body.iter().all(u8::is_ascii_whitespace) {
         CreateSession::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::invalid(format!("invalid session request: {e}")))?
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::invalid(format!("invalid session request: {e}")))?
     };
     let s = st.node.create_session(agent, req).await?;
     Ok((StatusCode::CREATED, Json(session_json(&s))))
@@ -57,7 +58,10 @@ pub async fn get_session(
 ) -> ApiResult<Json<Value>> {
     let agent = parse_id(&agent, "agent")?;
     agent_auth(&st, &headers, None, agent).await?;
-    let s = st.node.session(agent, parse_id(&session, "session")?).await?;
+    let s = st
+        .node
+        .session(agent, parse_id(&session, "session")?)
+        .await?;
     Ok(Json(session_json(&s)))
 }
 
@@ -94,7 +98,8 @@ pub async fn close_session(
     let body_status = if body.iter().all(u8::is_ascii_whitespace) {
         None
     } else {
-        let v: CloseQuery = serde_json::from_slice(&body).map_err(|e| ApiError::invalid(format!("invalid body: {e}")))?;
+        let v: CloseQuery = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::invalid(format!("invalid body: {e}")))?;
         v.status
     };
     let status = match q.status.or(body_status) {
@@ -140,7 +145,12 @@ async fn read_message(st: &AppState, req: Request) -> ApiResult<(String, Vec<New
             };
             match field.name().unwrap_or("") {
                 "message" => {
-                    message = Some(field.text().await.map_err(|e| ApiError::from_rejection(e.status(), e.body_text()))?);
+                    message = Some(
+                        field
+                            .text()
+                            .await
+                            .map_err(|e| ApiError::from_rejection(e.status(), e.body_text()))?,
+                    );
                 }
                 "attachments" => {
                     let filename = field.file_name().unwrap_or("attachment").to_string();
@@ -148,8 +158,15 @@ async fn read_message(st: &AppState, req: Request) -> ApiResult<(String, Vec<New
                         .content_type()
                         .unwrap_or("application/octet-stream")
                         .to_string();
-                    let bytes = field.bytes().await.map_err(|e| ApiError::from_rejection(e.status(), e.body_text()))?;
-                    attachments.push(NewAttachment { filename, content_type, bytes });
+                    let bytes = field
+                        .bytes()
+                        .await
+                        .map_err(|e| ApiError::from_rejection(e.status(), e.body_text()))?;
+                    attachments.push(NewAttachment {
+                        filename,
+                        content_type,
+                        bytes,
+                    });
                 }
                 _ => {}
             }
@@ -198,7 +215,9 @@ pub async fn run_v2(
                 .to_str()
                 .ok()
                 .filter(|k| !k.is_empty() && k.len() <= 255)
-                .ok_or_else(|| ApiError::invalid("Idempotency-Key: 1 to 255 visible ASCII characters"))?;
+                .ok_or_else(|| {
+                    ApiError::invalid("Idempotency-Key: 1 to 255 visible ASCII characters")
+                })?;
             Some(k.to_string())
         }
     };
@@ -238,7 +257,10 @@ pub async fn messages(
 ) -> ApiResult<Json<Value>> {
     let agent = parse_id(&agent, "agent")?;
     agent_auth(&st, &headers, None, agent).await?;
-    let log = st.node.messages(agent, parse_id(&session, "session")?).await?;
+    let log = st
+        .node
+        .messages(agent, parse_id(&session, "session")?)
+        .await?;
     Ok(Json(json!({
         "session_id": session,
         "logs": log.iter().map(message_json).collect::<Vec<_>>(),

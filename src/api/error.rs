@@ -25,11 +25,19 @@ impl ApiError {
     }
 
     pub fn invalid(message: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "validation_error", message)
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_error",
+            message,
+        )
     }
 
     pub fn unauthorized() -> Self {
-        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "invalid or missing token")
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "invalid or missing token",
+        )
     }
 
     pub fn too_large(message: impl Into<String>) -> Self {
@@ -75,7 +83,11 @@ impl From<NodeError> for ApiError {
             }
             NodeError::Internal(_) => {
                 tracing::error!(error = %msg, "internal error");
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error",
+                )
             }
         }
     }

@@ -31,7 +31,10 @@ pub fn bearer(headers: &HeaderMap, query_token: Option<&str>) -> Option<String> 
     headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(|t| t.trim().to_string())
         .or_else(|| query_token.map(str::to_string))
         .filter(|t| !t.is_empty())
@@ -43,7 +46,10 @@ pub struct AdminAuth(pub Tenant);
 impl FromRequestParts<AppState> for AdminAuth {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let token = bearer(&parts.headers, None).ok_or_else(ApiError::unauthorized)?;
         Ok(AdminAuth(state.node.tenant_for_key(&token).await?))
     }
@@ -75,6 +81,10 @@ pub async fn public_auth(
 
 pub fn parse_id(raw: &str, what: &'static str) -> ApiResult<uuid::Uuid> {
     uuid::Uuid::parse_str(raw).map_err(|_| {
-        ApiError::new(axum::http::StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+        ApiError::new(
+            axum::http::StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        )
     })
 }

@@ -62,8 +62,8 @@ pub struct RouteDoc {
 }
 
 macro_rules! route {
-    ($list:ident, $m:ident, $path:literal, $handler:expr, $auth:ident, $tag:literal, $summary:literal) => {
-        $list.push((
+    ($m:ident, $path:literal, $handler:expr, $auth:ident, $tag:literal, $summary:literal) => {
+        (
             RouteDoc {
                 method: stringify!($m),
                 path: $path,
@@ -72,36 +72,36 @@ macro_rules! route {
                 tag: $tag,
             },
             axum::routing::$m($handler),
-        ));
+        )
     };
 }
 
 /// Every route of the API with its documentation.
 pub fn routes() -> Vec<(RouteDoc, MethodRouter<AppState>)> {
-    let mut r = Vec::new();
-    route!(r, post, "/api/v1/agents", agents::create, Admin, "agents", "Create an agent from its YAML or JSON definition; answers its chat API token once");
-    route!(r, get, "/api/v1/agents", agents::list, Admin, "agents", "List the tenant's agents");
-    route!(r, get, "/api/v1/agents/{agent_id}", agents::get, Admin, "agents", "An agent with its current definition (secrets redacted)");
-    route!(r, put, "/api/v1/agents/{agent_id}", agents::update, Admin, "agents", "Store a new version of the definition; new sessions use it at once");
-    route!(r, delete, "/api/v1/agents/{agent_id}", agents::delete, Admin, "agents", "Stop and delete an agent with its sessions");
-    route!(r, post, "/api/v1/agents/{agent_id}/start", agents::start, Admin, "agents", "Start an agent (status Running, or Error with the reason)");
-    route!(r, post, "/api/v1/agents/{agent_id}/stop", agents::stop, Admin, "agents", "Stop an agent");
-    route!(r, post, "/api/v1/agents/{agent_id}/token", agents::rotate_token, Admin, "agents", "Rotate the agent's chat API token; answers the new token once");
-    route!(r, post, "/chatbot/{agent_id}/session", chat::create_session, Agent, "chat", "Start a session");
-    route!(r, get, "/chatbot/{agent_id}/session/{session_id}", chat::get_session, Agent, "chat", "Session metadata");
-    route!(r, put, "/chatbot/{agent_id}/session/{session_id}", chat::update_session, Agent, "chat", "Update session metadata");
-    route!(r, delete, "/chatbot/{agent_id}/session/{session_id}", chat::close_session, Agent, "chat", "Close the session (optional status, default completed)");
-    route!(r, post, "/chatbot/{agent_id}/session/{session_id}/run_v2", chat::run_v2, Agent, "chat", "Send a customer message (multipart: message, attachments; or JSON); answers after the turn is committed");
-    route!(r, get, "/chatbot/{agent_id}/session/{session_id}/messages", chat::messages, Agent, "chat", "The session's log in order");
-    route!(r, get, "/chatbot/{agent_id}/capabilities", chat::capabilities, Agent, "chat", "What the agent supports");
-    route!(r, get, "/chatbot/{agent_id}/ws/{session_id}", ws::session_ws, Agent, "websocket", "WebSocket: token deltas, messages, timeout and close events; send messages too");
-    route!(r, get, "/ws/{user_id}", ws::user_ws, Public, "websocket", "WebSocket: a customer's conversation events");
-    route!(r, get, "/api/v1/public/conversations", public::conversations, Public, "public", "A customer's conversations with their logs");
-    route!(r, get, "/api/v1/public/conversations/attachments/{attachment_id}", public::attachment, Public, "public", "Download an attachment of the customer's");
-    route!(r, patch, "/api/v1/public/sessions/{session_id}/logs/{log_id}", public::feedback, Public, "public", "Set the customer's reaction (GOOD, BAD, NONE) to a message");
-    route!(r, get, "/api/openapi.json", openapi::spec, None, "system", "This document");
-    route!(r, get, "/healthz", health, None, "system", "Liveness");
-    r
+    vec![
+        route!(post, "/api/v1/agents", agents::create, Admin, "agents", "Create an agent from its YAML or JSON definition; answers its chat API token once"),
+        route!(get, "/api/v1/agents", agents::list, Admin, "agents", "List the tenant's agents"),
+        route!(get, "/api/v1/agents/{agent_id}", agents::get, Admin, "agents", "An agent with its current definition (secrets redacted)"),
+        route!(put, "/api/v1/agents/{agent_id}", agents::update, Admin, "agents", "Store a new version of the definition; new sessions use it at once"),
+        route!(delete, "/api/v1/agents/{agent_id}", agents::delete, Admin, "agents", "Stop and delete an agent with its sessions"),
+        route!(post, "/api/v1/agents/{agent_id}/start", agents::start, Admin, "agents", "Start an agent (status Running, or Error with the reason)"),
+        route!(post, "/api/v1/agents/{agent_id}/stop", agents::stop, Admin, "agents", "Stop an agent"),
+        route!(post, "/api/v1/agents/{agent_id}/token", agents::rotate_token, Admin, "agents", "Rotate the agent's chat API token; answers the new token once"),
+        route!(post, "/chatbot/{agent_id}/session", chat::create_session, Agent, "chat", "Start a session"),
+        route!(get, "/chatbot/{agent_id}/session/{session_id}", chat::get_session, Agent, "chat", "Session metadata"),
+        route!(put, "/chatbot/{agent_id}/session/{session_id}", chat::update_session, Agent, "chat", "Update session metadata"),
+        route!(delete, "/chatbot/{agent_id}/session/{session_id}", chat::close_session, Agent, "chat", "Close the session (optional status, default completed)"),
+        route!(post, "/chatbot/{agent_id}/session/{session_id}/run_v2", chat::run_v2, Agent, "chat", "Send a customer message (multipart: message, attachments; or JSON); answers after the turn is committed"),
+        route!(get, "/chatbot/{agent_id}/session/{session_id}/messages", chat::messages, Agent, "chat", "The session's log in order"),
+        route!(get, "/chatbot/{agent_id}/capabilities", chat::capabilities, Agent, "chat", "What the agent supports"),
+        route!(get, "/chatbot/{agent_id}/ws/{session_id}", ws::session_ws, Agent, "websocket", "WebSocket: token deltas, messages, timeout and close events; send messages too"),
+        route!(get, "/ws/{user_id}", ws::user_ws, Public, "websocket", "WebSocket: a customer's conversation events"),
+        route!(get, "/api/v1/public/conversations", public::conversations, Public, "public", "A customer's conversations with their logs"),
+        route!(get, "/api/v1/public/conversations/attachments/{attachment_id}", public::attachment, Public, "public", "Download an attachment of the customer's"),
+        route!(patch, "/api/v1/public/sessions/{session_id}/logs/{log_id}", public::feedback, Public, "public", "Set the customer's reaction (GOOD, BAD, NONE) to a message"),
+        route!(get, "/api/openapi.json", openapi::spec, None, "system", "This document"),
+        route!(get, "/healthz", health, None, "system", "Liveness"),
+    ]
 }
 
 async fn health() -> &'static str {
@@ -113,7 +113,11 @@ async fn not_found() -> ApiError {
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this route",
+    )
 }
 
 pub fn router(state: AppState) -> Router {

@@ -39,7 +39,10 @@ pub async fn conversations(
     let (tenant, agent) = public_auth(&st, &headers, agent_param(&q.agent_id)?).await?;
     let ext_id = ext_id(&q)?;
     let ext_type = q.ext_type.as_deref().unwrap_or("web");
-    let convs = st.node.conversations(tenant, agent, ext_id, ext_type).await?;
+    let convs = st
+        .node
+        .conversations(tenant, agent, ext_id, ext_type)
+        .await?;
     let user_name = convs.iter().find_map(|c| c.session.name.clone());
     Ok(Json(json!({
         "user_id": ext_id,
@@ -100,11 +103,17 @@ pub async fn feedback(
 ) -> ApiResult<Json<Value>> {
     let (tenant, _) = public_auth(&st, &headers, agent_param(&body.agent_id)?).await?;
     let session = parse_id(&session, "session")?;
-    let log_id: i64 = log_id
-        .parse()
-        .map_err(|_| ApiError::new(axum::http::StatusCode::NOT_FOUND, "not_found", "message not found"))?;
+    let log_id: i64 = log_id.parse().map_err(|_| {
+        ApiError::new(
+            axum::http::StatusCode::NOT_FOUND,
+            "not_found",
+            "message not found",
+        )
+    })?;
     st.node
         .set_feedback(tenant, session, log_id, &body.ext_id, body.feedback)
         .await?;
-    Ok(Json(json!({"session_id": session, "log_id": log_id, "feedback": body.feedback})))
+    Ok(Json(
+        json!({"session_id": session, "log_id": log_id, "feedback": body.feedback}),
+    ))
 }

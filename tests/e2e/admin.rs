@@ -11,7 +11,13 @@ async fn agents_crud_versions_and_tokens() {
 
     let r = t.http.get(t.url("/api/v1/agents")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    let r = t.http.get(t.url("/api/v1/agents")).bearer_auth("pk_wrong").send().await.unwrap();
+    let r = t
+        .http
+        .get(t.url("/api/v1/agents"))
+        .bearer_auth("pk_wrong")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 
     // JSON definitions work as well as YAML; secrets never come back.
@@ -20,7 +26,12 @@ async fn agents_crud_versions_and_tokens() {
         "workflow": [{"name": "A", "init_state": true, "available_tools": ["SendChatMessage"]}],
         "llm": [{"name": "main", "kind": "webhook", "url": "http://127.0.0.1:9/hook", "headers": {"Authorization": "Bearer s3cret"}}]
     });
-    let r = t.admin(Method::POST, "/api/v1/agents").json(&def).send().await.unwrap();
+    let r = t
+        .admin(Method::POST, "/api/v1/agents")
+        .json(&def)
+        .send()
+        .await
+        .unwrap();
     let (status, created) = json_of(r).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     assert_eq!(created["status"], "Stopped");
@@ -29,34 +40,72 @@ async fn agents_crud_versions_and_tokens() {
     assert!(!created.to_string().contains("s3cret"));
     let id = created["id"].as_str().unwrap().to_string();
 
-    let (_, got) = json_of(t.admin(Method::GET, &format!("/api/v1/agents/{id}")).send().await.unwrap()).await;
-    assert_eq!(got["definition"]["llm"][0]["headers"]["Authorization"], "********");
+    let (_, got) = json_of(
+        t.admin(Method::GET, &format!("/api/v1/agents/{id}"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        got["definition"]["llm"][0]["headers"]["Authorization"],
+        "********"
+    );
     assert!(got.get("token").is_none());
     assert!(!got.to_string().contains("s3cret"));
 
     // An invalid update is rejected with path-addressed details and changes nothing.
-    let bad = "name: Hooked\nworkflow:\n  - name: A\n    init_state: true\n    transitions: [Sales]\n";
-    let r = t.admin(Method::PUT, &format!("/api/v1/agents/{id}")).header("content-type", "application/yaml").body(bad).send().await.unwrap();
+    let bad =
+        "name: Hooked\nworkflow:\n  - name: A\n    init_state: true\n    transitions: [Sales]\n";
+    let r = t
+        .admin(Method::PUT, &format!("/api/v1/agents/{id}"))
+        .header("content-type", "application/yaml")
+        .body(bad)
+        .send()
+        .await
+        .unwrap();
     let (status, body) = json_of(r).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(error_code(&body), "invalid_definition");
-    assert_eq!(body["error"]["details"][0]["path"], "workflow[0].transitions[0]");
-    assert_eq!(body["error"]["details"][0]["message"], "unknown state \"Sales\"");
-    let (_, got) = json_of(t.admin(Method::GET, &format!("/api/v1/agents/{id}")).send().await.unwrap()).await;
+    assert_eq!(
+        body["error"]["details"][0]["path"],
+        "workflow[0].transitions[0]"
+    );
+    assert_eq!(
+        body["error"]["details"][0]["message"],
+        "unknown state \"Sales\""
+    );
+    let (_, got) = json_of(
+        t.admin(Method::GET, &format!("/api/v1/agents/{id}"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(got["version"], 1);
 
     // A valid update sent back with the redacted secret keeps the stored secret.
     let mut def2 = got["definition"].clone();
     def2["task"] = json!("new task");
-    let r = t.admin(Method::PUT, &format!("/api/v1/agents/{id}")).json(&def2).send().await.unwrap();
+    let r = t
+        .admin(Method::PUT, &format!("/api/v1/agents/{id}"))
+        .json(&def2)
+        .send()
+        .await
+        .unwrap();
     let (status, updated) = json_of(r).await;
     assert_eq!(status, StatusCode::OK, "{updated}");
     assert_eq!(updated["version"], 2);
     assert_eq!(updated["definition"]["task"], "new task");
-    let stored = t.node().agent(
-        t.server.as_ref().unwrap().tenant.tenant,
-        uuid::Uuid::parse_str(&id).unwrap(),
-    ).await.unwrap().1;
+    let stored = t
+        .node()
+        .agent(
+            t.server.as_ref().unwrap().tenant.tenant,
+            uuid::Uuid::parse_str(&id).unwrap(),
+        )
+        .await
+        .unwrap()
+        .1;
     assert_eq!(stored.llm[0].headers["Authorization"], "Bearer s3cret");
 
     let (_, list) = json_of(t.admin(Method::GET, "/api/v1/agents").send().await.unwrap()).await;
@@ -65,16 +114,35 @@ async fn agents_crud_versions_and_tokens() {
 
     // Token rotation: the old token stops working at once.
     let old = created["token"].as_str().unwrap().to_string();
-    let (_, rotated) = json_of(t.admin(Method::POST, &format!("/api/v1/agents/{id}/token")).send().await.unwrap()).await;
+    let (_, rotated) = json_of(
+        t.admin(Method::POST, &format!("/api/v1/agents/{id}/token"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     let new = rotated["token"].as_str().unwrap().to_string();
     assert_ne!(old, new);
-    let caps = |tok: String| t.http.get(t.url(&format!("/chatbot/{id}/capabilities"))).bearer_auth(tok).send();
+    let caps = |tok: String| {
+        t.http
+            .get(t.url(&format!("/chatbot/{id}/capabilities")))
+            .bearer_auth(tok)
+            .send()
+    };
     assert_eq!(caps(old).await.unwrap().status(), StatusCode::UNAUTHORIZED);
     assert_eq!(caps(new).await.unwrap().status(), StatusCode::OK);
 
-    let r = t.admin(Method::DELETE, &format!("/api/v1/agents/{id}")).send().await.unwrap();
+    let r = t
+        .admin(Method::DELETE, &format!("/api/v1/agents/{id}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    let r = t.admin(Method::GET, &format!("/api/v1/agents/{id}")).send().await.unwrap();
+    let r = t
+        .admin(Method::GET, &format!("/api/v1/agents/{id}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }
 
@@ -84,12 +152,24 @@ async fn live_sessions_keep_their_version_and_new_ones_get_the_newest() {
     let a = t.agent(&basic_agent("")).await;
     let old_session = t.session(&a, json!({})).await;
     let v2 = basic_agent("").replace("We are open from 9 to 17.", "Now open 8 to 20.");
-    let r = t.admin(Method::PUT, &format!("/api/v1/agents/{}", a.id)).header("content-type", "application/yaml").body(v2).send().await.unwrap();
+    let r = t
+        .admin(Method::PUT, &format!("/api/v1/agents/{}", a.id))
+        .header("content-type", "application/yaml")
+        .body(v2)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let new_session = t.session(&a, json!({})).await;
     let q = "What are your opening hours?";
-    assert_eq!(t.say(&a, &old_session, q).await["response"], "We are open from 9 to 17.");
-    assert_eq!(t.say(&a, &new_session, q).await["response"], "Now open 8 to 20.");
+    assert_eq!(
+        t.say(&a, &old_session, q).await["response"],
+        "We are open from 9 to 17."
+    );
+    assert_eq!(
+        t.say(&a, &new_session, q).await["response"],
+        "Now open 8 to 20."
+    );
     assert_eq!(t.get_session(&a, &old_session).await["agent_version"], 1);
     assert_eq!(t.get_session(&a, &new_session).await["agent_version"], 2);
 }
@@ -98,16 +178,38 @@ async fn live_sessions_keep_their_version_and_new_ones_get_the_newest() {
 async fn an_agent_that_cannot_start_is_in_error_with_the_reason() {
     let t = TestServer::start().await;
     let yaml = basic_agent("llm:\n  - kind: openai\n    base_url: http://127.0.0.1:9/v1\n    model: m\n    api_key_env: PARLEY_TEST_SURELY_UNSET_KEY\n");
-    let r = t.admin(Method::POST, "/api/v1/agents").header("content-type", "application/yaml").body(yaml).send().await.unwrap();
+    let r = t
+        .admin(Method::POST, "/api/v1/agents")
+        .header("content-type", "application/yaml")
+        .body(yaml)
+        .send()
+        .await
+        .unwrap();
     let (_, created) = json_of(r).await;
     let id = created["id"].as_str().unwrap();
-    let r = t.admin(Method::POST, &format!("/api/v1/agents/{id}/start")).send().await.unwrap();
+    let r = t
+        .admin(Method::POST, &format!("/api/v1/agents/{id}/start"))
+        .send()
+        .await
+        .unwrap();
     let (status, body) = json_of(r).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("PARLEY_TEST_SURELY_UNSET_KEY"));
-    let (_, got) = json_of(t.admin(Method::GET, &format!("/api/v1/agents/{id}")).send().await.unwrap()).await;
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("PARLEY_TEST_SURELY_UNSET_KEY"));
+    let (_, got) = json_of(
+        t.admin(Method::GET, &format!("/api/v1/agents/{id}"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(got["status"], "Error");
-    assert!(got["status_reason"].as_str().unwrap().contains("is not set"));
+    assert!(got["status_reason"]
+        .as_str()
+        .unwrap()
+        .contains("is not set"));
 }
 
 #[tokio::test]
@@ -120,8 +222,17 @@ async fn the_first_start_generates_a_private_admin_key() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
-    let r = t.http.get(t.url("/api/v1/agents")).bearer_auth(&key).send().await.unwrap();
+    let r = t
+        .http
+        .get(t.url("/api/v1/agents"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
 }

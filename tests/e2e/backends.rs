@@ -12,16 +12,27 @@ use serde_json::{json, Value};
 use crate::support::*;
 
 /// A webhook that answers with its own name and counts calls per conversation.
-async fn named_hook(name: &'static str, calls: Arc<std::sync::Mutex<Vec<String>>>, delay: Duration, status: u16) -> String {
+async fn named_hook(
+    name: &'static str,
+    calls: Arc<std::sync::Mutex<Vec<String>>>,
+    delay: Duration,
+    status: u16,
+) -> String {
     serve_fake(Router::new().route(
         "/hook",
         post(move |Json(body): Json<Value>| {
             let calls = calls.clone();
             async move {
-                calls.lock().unwrap().push(body["conversation_id"].as_str().unwrap().to_string());
+                calls
+                    .lock()
+                    .unwrap()
+                    .push(body["conversation_id"].as_str().unwrap().to_string());
                 tokio::time::sleep(delay).await;
                 let code = StatusCode::from_u16(status).unwrap();
-                (code, Json(json!({"content": format!("from {name}"), "metadata": {"model": name}})))
+                (
+                    code,
+                    Json(json!({"content": format!("from {name}"), "metadata": {"model": name}})),
+                )
             }
         }),
     ))
@@ -47,7 +58,10 @@ async fn weighted_sticky_choice_with_fallback() {
         chosen.insert(sid, s["llm_backend"].as_str().unwrap().to_string());
     }
     let share_a = chosen.values().filter(|b| *b == "a").count();
-    assert!((120..=180).contains(&share_a), "backend a got {share_a} of 200 sessions (weight 3:1)");
+    assert!(
+        (120..=180).contains(&share_a),
+        "backend a got {share_a} of 200 sessions (weight 3:1)"
+    );
     // Sticky: every turn of a session goes to the backend it was given.
     for (sid, backend) in chosen.iter().take(10) {
         for _ in 0..3 {
@@ -57,8 +71,10 @@ async fn weighted_sticky_choice_with_fallback() {
             assert_eq!(r["metadata"]["backend_metadata"]["model"], backend.as_str());
         }
     }
-    let a_sessions: std::collections::HashSet<_> = a_calls.lock().unwrap().iter().cloned().collect();
-    let b_sessions: std::collections::HashSet<_> = b_calls.lock().unwrap().iter().cloned().collect();
+    let a_sessions: std::collections::HashSet<_> =
+        a_calls.lock().unwrap().iter().cloned().collect();
+    let b_sessions: std::collections::HashSet<_> =
+        b_calls.lock().unwrap().iter().cloned().collect();
     assert!(a_sessions.is_disjoint(&b_sessions));
 }
 
@@ -150,6 +166,11 @@ async fn openai_backend_streams_and_changes_state_with_a_tool_call() {
     assert_eq!(seen.len(), 2);
     assert_eq!(seen[0]["model"], "test-model");
     assert_eq!(seen[0]["stream"], true);
-    let tool_msg = seen[1]["messages"].as_array().unwrap().iter().find(|m| m["role"] == "tool").expect("tool result sent back");
+    let tool_msg = seen[1]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["role"] == "tool")
+        .expect("tool result sent back");
     assert_eq!(tool_msg["tool_call_id"], "call_1");
 }

@@ -11,7 +11,11 @@ async fn a_restart_keeps_history_agents_and_tokens() {
     let sid = t.session(&a, json!({"user_id": "u-restart"})).await;
     let mut answers = Vec::new();
     for i in 0..20 {
-        answers.push(t.say(&a, &sid, &format!("question {i}: opening hours?")).await["response"].clone());
+        answers.push(
+            t.say(&a, &sid, &format!("question {i}: opening hours?"))
+                .await["response"]
+                .clone(),
+        );
     }
     t.say(&a, &sid, "I need a human").await;
     let before = t.log(&a, &sid).await;

@@ -7,7 +7,8 @@ use crate::support::*;
 #[tokio::test]
 async fn the_spec_matches_the_router() {
     let t = TestServer::start().await;
-    let (status, spec) = json_of(t.http.get(t.url("/api/openapi.json")).send().await.unwrap()).await;
+    let (status, spec) =
+        json_of(t.http.get(t.url("/api/openapi.json")).send().await.unwrap()).await;
     assert_eq!(status, 200);
     assert_eq!(spec["openapi"], "3.1.0");
     let mut documented = BTreeSet::new();
@@ -27,13 +28,22 @@ async fn the_spec_matches_the_router() {
     for (method, path) in &documented {
         let concrete = path
             .split('/')
-            .map(|seg| if seg.starts_with('{') { uuid::Uuid::now_v7().to_string() } else { seg.to_string() })
+            .map(|seg| {
+                if seg.starts_with('{') {
+                    uuid::Uuid::now_v7().to_string()
+                } else {
+                    seg.to_string()
+                }
+            })
             .collect::<Vec<_>>()
             .join("/");
         let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let resp = t.http.request(m, t.url(&concrete)).send().await.unwrap();
         let (status, body) = json_of(resp).await;
         let code = body["error"]["code"].as_str().unwrap_or("");
-        assert!(code != "route_not_found" && code != "method_not_allowed", "{method} {path}: {status} {body}");
+        assert!(
+            code != "route_not_found" && code != "method_not_allowed",
+            "{method} {path}: {status} {body}"
+        );
     }
 }

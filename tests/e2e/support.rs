@@ -72,7 +72,9 @@ impl TestServer {
     }
 
     pub fn admin(&self, method: reqwest::Method, path: &str) -> RequestBuilder {
-        self.http.request(method, self.url(path)).bearer_auth(ADMIN_KEY)
+        self.http
+            .request(method, self.url(path))
+            .bearer_auth(ADMIN_KEY)
     }
 
     /// Creates an agent from YAML and starts it.
@@ -175,7 +177,9 @@ pub async fn json_of(resp: Response) -> (StatusCode, Value) {
 pub fn error_code(body: &Value) -> &str {
     let e = &body["error"];
     assert!(e["message"].is_string(), "error without message: {body}");
-    e["code"].as_str().unwrap_or_else(|| panic!("error without code: {body}"))
+    e["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("error without code: {body}"))
 }
 
 /// Polls until `check` holds (at most `secs`).

@@ -8,11 +8,15 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::*;
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn connect(t: &TestServer, path: &str) -> Ws {
     let url = format!("{}{path}", t.base.replace("http://", "ws://"));
-    tokio_tungstenite::connect_async(url).await.expect("websocket connects").0
+    tokio_tungstenite::connect_async(url)
+        .await
+        .expect("websocket connects")
+        .0
 }
 
 async fn next_json(ws: &mut Ws) -> Value {
@@ -42,7 +46,9 @@ async fn deltas_stream_before_the_final_message() {
         let ev = next_json(&mut ws).await;
         match ev["type"].as_str().unwrap() {
             "delta" => streamed.push_str(ev["text"].as_str().unwrap()),
-            "message" if ev["role"] == "HUMAN" => assert_eq!(ev["text"], "What are your opening hours?"),
+            "message" if ev["role"] == "HUMAN" => {
+                assert_eq!(ev["text"], "What are your opening hours?")
+            }
             "message" => break ev,
             other => panic!("unexpected {other}"),
         }
@@ -52,7 +58,13 @@ async fn deltas_stream_before_the_final_message() {
     assert_eq!(final_msg["id"], r["metadata"]["message_id"]);
 
     // A client may chat on the socket too.
-    ws.send(Message::Text(json!({"type": "message", "message": "I need a human"}).to_string().into())).await.unwrap();
+    ws.send(Message::Text(
+        json!({"type": "message", "message": "I need a human"})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
     let mut got_ai = false;
     while !got_ai {
         let ev = next_json(&mut ws).await;
@@ -80,10 +92,20 @@ async fn bad_socket_requests_are_refused() {
     let t = TestServer::start().await;
     let a = t.agent(&basic_agent("")).await;
     let sid = t.session(&a, json!({})).await;
-    let url = format!("{}/chatbot/{}/ws/{sid}?token=wrong", t.base.replace("http://", "ws://"), a.id);
+    let url = format!(
+        "{}/chatbot/{}/ws/{sid}?token=wrong",
+        t.base.replace("http://", "ws://"),
+        a.id
+    );
     let err = tokio_tungstenite::connect_async(url).await.unwrap_err();
     assert!(err.to_string().contains("401"), "{err}");
-    let url = format!("{}/chatbot/{}/ws/{}?token={}", t.base.replace("http://", "ws://"), a.id, uuid::Uuid::now_v7(), a.token);
+    let url = format!(
+        "{}/chatbot/{}/ws/{}?token={}",
+        t.base.replace("http://", "ws://"),
+        a.id,
+        uuid::Uuid::now_v7(),
+        a.token
+    );
     let err = tokio_tungstenite::connect_async(url).await.unwrap_err();
     assert!(err.to_string().contains("404"), "{err}");
 }
@@ -92,7 +114,11 @@ async fn bad_socket_requests_are_refused() {
 async fn customer_events_cover_a_conversation() {
     let t = TestServer::start().await;
     let a = t.agent(&basic_agent("")).await;
-    let mut ws = connect(&t, &format!("/ws/cust-9?agent_id={}&token={}", a.id, a.token)).await;
+    let mut ws = connect(
+        &t,
+        &format!("/ws/cust-9?agent_id={}&token={}", a.id, a.token),
+    )
+    .await;
     let sid = t.session(&a, json!({"user_id": "cust-9"})).await;
     let ev = next_json(&mut ws).await;
     assert_eq!(ev["type"], "CONVERSATION_CREATED");
@@ -101,12 +127,24 @@ async fn customer_events_cover_a_conversation() {
     t.say(&a, &sid, "hello").await;
     assert_eq!(next_json(&mut ws).await["role"], "HUMAN");
     assert_eq!(next_json(&mut ws).await["role"], "AI");
-    let r = t.http.put(t.url(&format!("/chatbot/{}/session/{sid}", a.id))).bearer_auth(&a.token).json(&json!({"mode": "OPERATOR"})).send().await.unwrap();
+    let r = t
+        .http
+        .put(t.url(&format!("/chatbot/{}/session/{sid}", a.id)))
+        .bearer_auth(&a.token)
+        .json(&json!({"mode": "OPERATOR"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let ev = next_json(&mut ws).await;
     assert_eq!(ev["type"], "CONVERSATION_BOT_STATUS_MODIFIED");
     assert_eq!(ev["status"], "OPERATOR");
-    t.http.delete(t.url(&format!("/chatbot/{}/session/{sid}", a.id))).bearer_auth(&a.token).send().await.unwrap();
+    t.http
+        .delete(t.url(&format!("/chatbot/{}/session/{sid}", a.id)))
+        .bearer_auth(&a.token)
+        .send()
+        .await
+        .unwrap();
     let ev = next_json(&mut ws).await;
     assert_eq!(ev["type"], "CONVERSATION_CLOSED");
     assert_eq!(ev["status"], "completed");

@@ -31,7 +31,9 @@ impl Node {
     ) -> NodeResult<()> {
         match self.shared.agent_supervisor()?.call(make, None).await {
             Ok(CallResult::Success(r)) => r,
-            _ => Err(NodeError::Unavailable("agent supervisor unavailable".into())),
+            _ => Err(NodeError::Unavailable(
+                "agent supervisor unavailable".into(),
+            )),
         }
     }
 
@@ -66,7 +68,10 @@ impl Node {
             created_at: now,
             updated_at: now,
         };
-        self.shared.store.create_agent(&record, &to_json(&def)?).await?;
+        self.shared
+            .store
+            .create_agent(&record, &to_json(&def)?)
+            .await?;
         Ok((record, def, token))
     }
 
@@ -75,7 +80,11 @@ impl Node {
     }
 
     /// The agent and its current definition (secrets included: redact before showing).
-    pub async fn agent(&self, tenant: TenantId, id: AgentId) -> NodeResult<(AgentRecord, AgentDefinition)> {
+    pub async fn agent(
+        &self,
+        tenant: TenantId,
+        id: AgentId,
+    ) -> NodeResult<(AgentRecord, AgentDefinition)> {
         let record = self.agent_record(tenant, id).await?;
         let text = self
             .shared
@@ -144,7 +153,10 @@ impl Node {
         let hash = hash_secret(&token);
         self.shared.store.set_agent_token_hash(id, &hash).await?;
         if let Some(running) = self.shared.agents.get(&id) {
-            *running.token_hash.write().unwrap_or_else(|e| e.into_inner()) = hash;
+            *running
+                .token_hash
+                .write()
+                .unwrap_or_else(|e| e.into_inner()) = hash;
         }
         Ok(token)
     }
@@ -153,8 +165,15 @@ impl Node {
     /// checked in memory, a stopped one against the store.
     pub async fn authorize_agent(&self, id: AgentId, token: &str) -> NodeResult<TenantId> {
         if let Some(running) = self.shared.agents.get(&id) {
-            let ok = verify_secret(token, &running.token_hash.read().unwrap_or_else(|e| e.into_inner()));
-            return if ok { Ok(running.tenant_id) } else { Err(NodeError::Unauthorized) };
+            let ok = verify_secret(
+                token,
+                &running.token_hash.read().unwrap_or_else(|e| e.into_inner()),
+            );
+            return if ok {
+                Ok(running.tenant_id)
+            } else {
+                Err(NodeError::Unauthorized)
+            };
         }
         match self.shared.store.get_agent(id).await? {
             None => Err(NodeError::NotFound("agent")),

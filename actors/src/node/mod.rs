@@ -4,7 +4,7 @@
 mod agent_ops;
 mod session_ops;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ pub use session_ops::{Conversation, CreateSession};
 use crate::agents::{AgentDirectory, AgentSupArgs, AgentSupMsg, AgentSupervisor};
 use crate::error::{NodeError, NodeResult};
 use crate::events::EventHub;
-use crate::persistence::{BatchStats, PersistMsg, PersistenceActor, PersistenceArgs};
+use crate::persistence::{BatchStats, CommitQueue, PersistMsg, PersistenceActor, PersistenceArgs};
 use crate::session::{SessionMsg, SessionRouter, SessionShard, ShardArgs, ShardMsg};
 
 #[derive(Debug, Clone)]
@@ -58,8 +58,18 @@ pub struct Shared {
     pub events: Arc<EventHub>,
     pub sessions: SessionRouter,
     pub http: reqwest::Client,
-    persistence: RwLock<Option<ActorRef<PersistMsg>>>,
+    pub supervision: SupervisionStats,
+    persistence: RwLock<Option<(ActorRef<PersistMsg>, CommitQueue)>>,
     agent_sup: RwLock<Option<ActorRef<AgentSupMsg>>>,
+}
+
+/// Counters of what the supervisors did.
+#[derive(Debug, Default)]
+pub struct SupervisionStats {
+    /// Session actors restarted after a failure.
+    pub session_restarts: AtomicU64,
+    /// Restart storms escalated to the node.
+    pub restart_storms: AtomicU64,
 }
 
 fn read<T: Clone>(slot: &RwLock<Option<T>>) -> Option<T> {
@@ -70,24 +80,20 @@ fn write<T>(slot: &RwLock<Option<T>>, value: T) {
     *slot.write().unwrap_or_else(|e| e.into_inner()) = Some(value);
 }
 
-/// Sends writes to the PersistenceActor and waits for their commit.
-pub struct PersistenceHandle(Option<ActorRef<PersistMsg>>);
+/// Sends writes to the PersistenceActor's writer and waits for their commit.
+pub struct PersistenceHandle(Option<(ActorRef<PersistMsg>, CommitQueue)>);
 
 impl PersistenceHandle {
     pub async fn commit(&self, writes: Vec<Write>) -> NodeResult<()> {
-        let Some(actor) = &self.0 else {
+        let Some((_, queue)) = &self.0 else {
             return Err(NodeError::Unavailable("persistence is not running".into()));
         };
-        match actor.call(|r| PersistMsg::Commit(writes, r), None).await {
-            Ok(CallResult::Success(Ok(()))) => Ok(()),
-            Ok(CallResult::Success(Err(e))) => Err(NodeError::Unavailable(e)),
-            _ => Err(NodeError::Unavailable("persistence is restarting".into())),
-        }
+        queue.commit(writes).await.map_err(NodeError::Unavailable)
     }
 
     /// Group-commit statistics since the persistence actor started.
     pub async fn stats(&self) -> Option<BatchStats> {
-        match self.0.as_ref()?.call(PersistMsg::Stats, None).await {
+        match self.0.as_ref()?.0.call(PersistMsg::Stats, None).await {
             Ok(CallResult::Success(s)) => Some(s),
             _ => None,
         }
@@ -100,7 +106,8 @@ impl Shared {
     }
 
     pub(crate) fn agent_supervisor(&self) -> NodeResult<ActorRef<AgentSupMsg>> {
-        read(&self.agent_sup).ok_or_else(|| NodeError::Unavailable("agent supervisor is not running".into()))
+        read(&self.agent_sup)
+            .ok_or_else(|| NodeError::Unavailable("agent supervisor is not running".into()))
     }
 }
 
@@ -131,7 +138,10 @@ impl Actor for NodeSupervisor {
         myself: ActorRef<Self::Msg>,
         shared: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
-        write(&shared.persistence, spawn_persistence(&shared, &myself).await?);
+        write(
+            &shared.persistence,
+            spawn_persistence(&shared, &myself).await?,
+        );
         write(&shared.agent_sup, spawn_agent_sup(&shared, &myself).await?);
         let mut shards = Vec::with_capacity(shared.config.shards);
         for index in 0..shared.config.shards.max(1) {
@@ -173,6 +183,11 @@ impl Actor for NodeSupervisor {
                 });
             }
             NodeMsg::RestartStorm { shard, restarts } => {
+                state
+                    .shared
+                    .supervision
+                    .restart_storms
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::error!(
                     shard,
                     restarts,
@@ -195,9 +210,12 @@ impl Actor for NodeSupervisor {
         };
         let id = cell.get_id();
         let shared = state.shared.clone();
-        if read(&shared.persistence).is_some_and(|p| p.get_id() == id) {
+        if read(&shared.persistence).is_some_and(|(p, _)| p.get_id() == id) {
             tracing::error!(error = %err, "persistence actor failed; restarting it");
-            write(&shared.persistence, spawn_persistence(&shared, &myself).await?);
+            write(
+                &shared.persistence,
+                spawn_persistence(&shared, &myself).await?,
+            );
         } else if read(&shared.agent_sup).is_some_and(|a| a.get_id() == id) {
             tracing::error!(error = %err, "agent supervisor failed; restarting it");
             write(&shared.agent_sup, spawn_agent_sup(&shared, &myself).await?);
@@ -218,7 +236,7 @@ impl Actor for NodeSupervisor {
 async fn spawn_persistence(
     shared: &Arc<Shared>,
     node: &ActorRef<NodeMsg>,
-) -> Result<ActorRef<PersistMsg>, ActorProcessingErr> {
+) -> Result<(ActorRef<PersistMsg>, CommitQueue), ActorProcessingErr> {
     let (p, _) = Actor::spawn_linked(
         None,
         PersistenceActor,
@@ -229,7 +247,10 @@ async fn spawn_persistence(
         node.get_cell(),
     )
     .await?;
-    Ok(p)
+    match p.call(PersistMsg::Queue, None).await? {
+        CallResult::Success(queue) => Ok((p, queue)),
+        _ => Err("the persistence actor did not answer".into()),
+    }
 }
 
 async fn spawn_agent_sup(
@@ -292,6 +313,7 @@ impl Node {
             events: Arc::default(),
             sessions: SessionRouter::default(),
             http,
+            supervision: SupervisionStats::default(),
             persistence: RwLock::new(None),
             agent_sup: RwLock::new(None),
         });

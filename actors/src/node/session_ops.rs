@@ -20,7 +20,9 @@ use crate::events::UserEvent;
 use crate::session::{SessionMsg, SessionPatch, TurnReply, TurnRequest};
 
 /// Customer types (`ext_type`) the Chat API accepts.
-pub const EXT_TYPES: [&str; 7] = ["web", "mobile", "telegram", "whatsapp", "email", "sip", "facebook"];
+pub const EXT_TYPES: [&str; 7] = [
+    "web", "mobile", "telegram", "whatsapp", "email", "sip", "facebook",
+];
 
 /// The create-session request body (the seed's shape).
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -62,8 +64,16 @@ fn check_contact(field: &str, value: &Option<String>, ty: FieldType) -> NodeResu
 
 impl Node {
     /// Opens a session on the agent's newest version; the greeting is its first message.
-    pub async fn create_session(&self, agent_id: AgentId, req: CreateSession) -> NodeResult<Session> {
-        let running = self.shared.agents.get(&agent_id).ok_or(NodeError::AgentNotRunning)?;
+    pub async fn create_session(
+        &self,
+        agent_id: AgentId,
+        req: CreateSession,
+    ) -> NodeResult<Session> {
+        let running = self
+            .shared
+            .agents
+            .get(&agent_id)
+            .ok_or(NodeError::AgentNotRunning)?;
         let rt = running.current();
         let ext_type = req.ext_type.unwrap_or_else(|| "web".into());
         if !EXT_TYPES.contains(&ext_type.as_str()) {
@@ -74,8 +84,14 @@ impl Node {
         }
         let email = check_contact("email", &req.email, FieldType::Email)?;
         let phone = check_contact("phone", &req.phone, FieldType::Phone)?;
-        if req.user_id.as_deref().is_some_and(|u| u.trim().is_empty() || u.len() > 256) {
-            return Err(NodeError::Invalid("user_id: must be 1 to 256 characters".into()));
+        if req
+            .user_id
+            .as_deref()
+            .is_some_and(|u| u.trim().is_empty() || u.len() > 256)
+        {
+            return Err(NodeError::Invalid(
+                "user_id: must be 1 to 256 characters".into(),
+            ));
         }
         let def = &rt.compiled.definition;
         let id = Uuid::now_v7();
@@ -132,15 +148,26 @@ impl Node {
         writes.push(Write::Session(Box::new(session.clone())));
         self.shared.persistence().commit(writes).await?;
         let events = &self.shared.events;
-        events.user(session.tenant_id, &session.user_id, UserEvent::ConversationCreated { session_id: id, agent_id });
-        if let Some(g) = greeting {
-            events.user(session.tenant_id, &session.user_id, UserEvent::ConversationNewMessage {
+        events.user(
+            session.tenant_id,
+            &session.user_id,
+            UserEvent::ConversationCreated {
                 session_id: id,
                 agent_id,
-                id: g.id,
-                role: g.role.as_str(),
-                text: g.text,
-            });
+            },
+        );
+        if let Some(g) = greeting {
+            events.user(
+                session.tenant_id,
+                &session.user_id,
+                UserEvent::ConversationNewMessage {
+                    session_id: id,
+                    agent_id,
+                    id: g.id,
+                    role: g.role.as_str(),
+                    text: g.text,
+                },
+            );
         }
         Ok(session)
     }
@@ -159,7 +186,12 @@ impl Node {
         Ok(self.shared.store.load_messages(id).await?)
     }
 
-    pub async fn update_session(&self, agent_id: AgentId, id: SessionId, patch: SessionPatch) -> NodeResult<Session> {
+    pub async fn update_session(
+        &self,
+        agent_id: AgentId,
+        id: SessionId,
+        patch: SessionPatch,
+    ) -> NodeResult<Session> {
         check_contact("email", &patch.email, FieldType::Email)?;
         check_contact("phone", &patch.phone, FieldType::Phone)?;
         self.shared
@@ -168,7 +200,12 @@ impl Node {
             .await
     }
 
-    pub async fn close_session(&self, agent_id: AgentId, id: SessionId, status: CloseStatus) -> NodeResult<Session> {
+    pub async fn close_session(
+        &self,
+        agent_id: AgentId,
+        id: SessionId,
+        status: CloseStatus,
+    ) -> NodeResult<Session> {
         self.shared
             .sessions
             .call(id, |r| SessionMsg::Close(agent_id, status, r))
@@ -193,7 +230,10 @@ impl Node {
     ) -> NodeResult<Vec<Conversation>> {
         let store = &self.shared.store;
         let mut out = Vec::new();
-        for session in store.sessions_for_user(tenant, agent, ext_id, ext_type).await? {
+        for session in store
+            .sessions_for_user(tenant, agent, ext_id, ext_type)
+            .await?
+        {
             let messages = store.load_messages(session.id).await?;
             out.push(Conversation { session, messages });
         }
@@ -208,7 +248,10 @@ impl Node {
         ext_id: &str,
     ) -> NodeResult<(AttachmentMeta, Bytes)> {
         let store = &self.shared.store;
-        let (session_id, meta, bytes) = store.get_attachment(id).await?.ok_or(NodeError::NotFound("attachment"))?;
+        let (session_id, meta, bytes) = store
+            .get_attachment(id)
+            .await?
+            .ok_or(NodeError::NotFound("attachment"))?;
         match store.load_session(session_id).await? {
             Some(s) if s.tenant_id == tenant && s.user_id == ext_id => Ok((meta, bytes)),
             _ => Err(NodeError::NotFound("attachment")),

@@ -130,7 +130,10 @@ impl SessionActorState {
         }
         if let Some(key) = &req.idempotency_key {
             if let Some(r) = live.replies.get(key) {
-                return Ok(TurnReply { replayed: true, ..r.clone() });
+                return Ok(TurnReply {
+                    replayed: true,
+                    ..r.clone()
+                });
             }
             if let Some(m) = shared.store.find_reply(live.session.id, key).await? {
                 return Ok(TurnReply {
@@ -172,7 +175,11 @@ impl SessionActorState {
                 size: a.bytes.len() as u64,
             };
             metas.push(meta.clone());
-            writes.push(Write::Attachment { session_id, meta, bytes: a.bytes });
+            writes.push(Write::Attachment {
+                session_id,
+                meta,
+                bytes: a.bytes,
+            });
         }
         let human = Message {
             id: live.session.message_count + 1,
@@ -202,7 +209,13 @@ impl SessionActorState {
             let events = shared.events.clone();
             let sink = move |t: &str| {
                 if streaming {
-                    events.session(session_id, SessionEvent::Delta { session_id, text: t.to_string() });
+                    events.session(
+                        session_id,
+                        SessionEvent::Delta {
+                            session_id,
+                            text: t.to_string(),
+                        },
+                    );
                 }
             };
             let input = TurnInput {
@@ -212,7 +225,12 @@ impl SessionActorState {
             };
             let outcome = agent
                 .backends
-                .run(&agent.compiled, session.llm_backend.as_deref(), &input, &sink)
+                .run(
+                    &agent.compiled,
+                    session.llm_backend.as_deref(),
+                    &input,
+                    &sink,
+                )
                 .await;
             live.history.pop();
             let (text, metadata, finish) = match outcome {
@@ -283,28 +301,45 @@ impl SessionActorState {
         let user_id = session.user_id.clone();
         for m in &new_messages {
             shared.events.session(session_id, SessionEvent::message(m));
-            shared.events.user(session.tenant_id, &user_id, UserEvent::ConversationNewMessage {
-                session_id,
-                agent_id: session.agent_id,
-                id: m.id,
-                role: m.role.as_str(),
-                text: m.text.clone(),
-            });
+            shared.events.user(
+                session.tenant_id,
+                &user_id,
+                UserEvent::ConversationNewMessage {
+                    session_id,
+                    agent_id: session.agent_id,
+                    id: m.id,
+                    role: m.role.as_str(),
+                    text: m.text.clone(),
+                },
+            );
         }
         if let SessionState::Closed(status) = session.state {
-            shared.events.session(session_id, SessionEvent::Close { session_id, status: status.as_str() });
-            shared.events.user(session.tenant_id, &user_id, UserEvent::ConversationClosed {
+            shared.events.session(
                 session_id,
-                agent_id: session.agent_id,
-                status: status.as_str(),
-            });
+                SessionEvent::Close {
+                    session_id,
+                    status: status.as_str(),
+                },
+            );
+            shared.events.user(
+                session.tenant_id,
+                &user_id,
+                UserEvent::ConversationClosed {
+                    session_id,
+                    agent_id: session.agent_id,
+                    status: status.as_str(),
+                },
+            );
         }
         let reply = TurnReply {
             response: ai.as_ref().map(|m| m.text.clone()).unwrap_or_default(),
             mode: session.mode,
             human_id: new_messages[0].id,
             ai_id: ai.as_ref().map(|m| m.id),
-            metadata: ai.as_ref().map(|m| m.metadata.clone()).unwrap_or(Value::Null),
+            metadata: ai
+                .as_ref()
+                .map(|m| m.metadata.clone())
+                .unwrap_or(Value::Null),
             replayed: false,
             status: session.status_str(),
         };
@@ -342,16 +377,21 @@ impl SessionActorState {
         if let Some(u) = patch.user_info {
             s.user_info = u;
         }
-        self.commit(vec![Write::Session(Box::new(s.clone()))]).await?;
+        self.commit(vec![Write::Session(Box::new(s.clone()))])
+            .await?;
         if mode_changed {
-            self.shared.events.user(s.tenant_id, &s.user_id, UserEvent::ConversationBotStatusModified {
-                session_id: Some(s.id),
-                agent_id: s.agent_id,
-                status: serde_json::to_value(s.mode)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default(),
-            });
+            self.shared.events.user(
+                s.tenant_id,
+                &s.user_id,
+                UserEvent::ConversationBotStatusModified {
+                    session_id: Some(s.id),
+                    agent_id: s.agent_id,
+                    status: serde_json::to_value(s.mode)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default(),
+                },
+            );
         }
         self.live.as_mut().expect("loaded above").session = s.clone();
         Ok(s)
@@ -365,17 +405,34 @@ impl SessionActorState {
         let mut s = live.session.clone();
         s.state = SessionState::Closed(status);
         s.closed_at = Some(Utc::now());
-        self.commit(vec![Write::Session(Box::new(s.clone()))]).await?;
+        self.commit(vec![Write::Session(Box::new(s.clone()))])
+            .await?;
         let events = &self.shared.events;
         if by_timer {
-            events.session(s.id, SessionEvent::Timeout { session_id: s.id, status: status.as_str() });
+            events.session(
+                s.id,
+                SessionEvent::Timeout {
+                    session_id: s.id,
+                    status: status.as_str(),
+                },
+            );
         }
-        events.session(s.id, SessionEvent::Close { session_id: s.id, status: status.as_str() });
-        events.user(s.tenant_id, &s.user_id, UserEvent::ConversationClosed {
-            session_id: s.id,
-            agent_id: s.agent_id,
-            status: status.as_str(),
-        });
+        events.session(
+            s.id,
+            SessionEvent::Close {
+                session_id: s.id,
+                status: status.as_str(),
+            },
+        );
+        events.user(
+            s.tenant_id,
+            &s.user_id,
+            UserEvent::ConversationClosed {
+                session_id: s.id,
+                agent_id: s.agent_id,
+                status: status.as_str(),
+            },
+        );
         self.live.as_mut().expect("loaded above").session = s.clone();
         Ok(s)
     }

@@ -7,4 +7,4 @@ mod shard;
 
 pub use actor::{NewAttachment, SessionActor, SessionMsg, SessionPatch, TurnReply, TurnRequest};
 pub use router::SessionRouter;
-pub use shard::{ShardArgs, ShardMsg, SessionShard};
+pub use shard::{SessionShard, ShardArgs, ShardMsg};

@@ -50,17 +50,31 @@ impl SessionRouter {
     }
 
     pub(crate) fn replace_shard(&self, index: usize, shard: ActorRef<ShardMsg>) {
-        if let Some(s) = self.shards.write().unwrap_or_else(|e| e.into_inner()).get_mut(index) {
+        if let Some(s) = self
+            .shards
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(index)
+        {
             *s = shard;
         }
     }
 
     pub(crate) fn shard(&self, index: usize) -> Option<ActorRef<ShardMsg>> {
-        self.shards.read().unwrap_or_else(|e| e.into_inner()).get(index).cloned()
+        self.shards
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(index)
+            .cloned()
     }
 
     pub fn shard_of(&self, id: &SessionId) -> usize {
-        let n = self.shards.read().unwrap_or_else(|e| e.into_inner()).len().max(1);
+        let n = self
+            .shards
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+            .max(1);
         (id.as_u128() as u64 % n as u64) as usize
     }
 
@@ -113,13 +127,16 @@ impl SessionRouter {
                 }
                 // Not delivered: the actor is passivating; route again.
                 Err(MessagingErr::SendErr(_)) | Err(MessagingErr::ChannelClosed) => {
-                    self.live.remove_if(&id, |_, e| e.actor.get_id() == actor.get_id());
+                    self.live
+                        .remove_if(&id, |_, e| e.actor.get_id() == actor.get_id());
                     tokio::task::yield_now().await;
                 }
                 Err(e) => return Err(NodeError::Internal(e.to_string())),
             }
         }
-        Err(NodeError::Unavailable("session is being moved; retry".into()))
+        Err(NodeError::Unavailable(
+            "session is being moved; retry".into(),
+        ))
     }
 
     /// Sends a message without waiting (timer ticks).

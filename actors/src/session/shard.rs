@@ -17,7 +17,9 @@ use crate::node::{NodeMsg, Shared};
 pub enum ShardMsg {
     Activate(SessionId, RpcReplyPort<NodeResult<ActorRef<SessionMsg>>>),
     /// Passivate sessions idle for longer than the configured time (0: all idle ones).
-    Passivate { idle_secs: u32 },
+    Passivate {
+        idle_secs: u32,
+    },
     /// Counts: (resident children, restarts so far).
     Stats(RpcReplyPort<(usize, u64)>),
 }
@@ -43,11 +45,18 @@ pub struct ShardState {
 }
 
 impl ShardState {
-    async fn spawn(&mut self, myself: &ActorRef<ShardMsg>, id: SessionId) -> NodeResult<ActorRef<SessionMsg>> {
+    async fn spawn(
+        &mut self,
+        myself: &ActorRef<ShardMsg>,
+        id: SessionId,
+    ) -> NodeResult<ActorRef<SessionMsg>> {
         let (actor, _) = Actor::spawn_linked(
             None,
             SessionActor,
-            SessionArgs { id, shared: self.shared.clone() },
+            SessionArgs {
+                id,
+                shared: self.shared.clone(),
+            },
             myself.get_cell(),
         )
         .await
@@ -64,11 +73,9 @@ impl ShardState {
             .children
             .keys()
             .filter(|id| {
-                self.shared
-                    .sessions
-                    .live
-                    .get(id)
-                    .is_none_or(|e| now.saturating_sub(e.last_used.load(Ordering::Relaxed)) >= idle_secs)
+                self.shared.sessions.live.get(id).is_none_or(|e| {
+                    now.saturating_sub(e.last_used.load(Ordering::Relaxed)) >= idle_secs
+                })
             })
             .copied()
             .collect();
@@ -110,7 +117,8 @@ impl Actor for SessionShard {
         let cfg = &args.shared.config;
         let idle_secs = cfg.passivate_after.as_secs().max(1) as u32;
         // Check a few times per idle period so sessions passivate close to on time.
-        let period = (cfg.passivate_after / 4).clamp(Duration::from_millis(250), Duration::from_secs(15));
+        let period =
+            (cfg.passivate_after / 4).clamp(Duration::from_millis(250), Duration::from_secs(15));
         myself.send_interval(period, move || ShardMsg::Passivate { idle_secs });
         Ok(ShardState {
             index: args.index,
@@ -160,7 +168,11 @@ impl Actor for SessionShard {
         match event {
             SupervisionEvent::ActorTerminated(cell, _, _) => {
                 if let Some(id) = state.by_actor.remove(&cell.get_id()) {
-                    if state.children.get(&id).is_some_and(|a| a.get_id() == cell.get_id()) {
+                    if state
+                        .children
+                        .get(&id)
+                        .is_some_and(|a| a.get_id() == cell.get_id())
+                    {
                         state.children.remove(&id);
                         state.shared.sessions.live.remove(&id);
                     }
@@ -172,8 +184,17 @@ impl Actor for SessionShard {
                     return Ok(());
                 };
                 state.children.remove(&id);
-                state.shared.sessions.live.remove_if(&id, |_, e| e.actor.get_id() == cell.get_id());
+                state
+                    .shared
+                    .sessions
+                    .live
+                    .remove_if(&id, |_, e| e.actor.get_id() == cell.get_id());
                 state.restarts += 1;
+                state
+                    .shared
+                    .supervision
+                    .session_restarts
+                    .fetch_add(1, Ordering::Relaxed);
                 let cfg = &state.shared.config;
                 let now = Instant::now();
                 state.recent_restarts.push_back(now);

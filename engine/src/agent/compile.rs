@@ -116,7 +116,8 @@ fn identifier_re() -> &'static Regex {
 
 /// Parses a definition; syntax and type errors come back path-addressed too.
 pub fn parse_definition(text: &str, format: Format) -> Result<AgentDefinition, ValidationErrors> {
-    let one = |path: String, message: String| ValidationErrors(vec![ValidationError { path, message }]);
+    let one =
+        |path: String, message: String| ValidationErrors(vec![ValidationError { path, message }]);
     match format {
         Format::Json => {
             let de = &mut serde_json::Deserializer::from_str(text);
@@ -168,7 +169,10 @@ pub fn compile(def: AgentDefinition) -> Result<CompiledAgent, ValidationErrors> 
         } else if let Some(first) = state_by_name.get(&s.name) {
             err(
                 format!("workflow[{i}].name"),
-                format!("duplicate state name {:?} (first at workflow[{first}])", s.name),
+                format!(
+                    "duplicate state name {:?} (first at workflow[{first}])",
+                    s.name
+                ),
             );
         } else {
             state_by_name.insert(s.name.clone(), i);
@@ -208,19 +212,20 @@ pub fn compile(def: AgentDefinition) -> Result<CompiledAgent, ValidationErrors> 
     let mut states = Vec::with_capacity(def.workflow.len());
     for (i, s) in def.workflow.iter().enumerate() {
         let mut tools = Vec::new();
-        let mut check_tool = |path: String, name: &str, tools: &mut Vec<Tool>| match Tool::parse(name) {
-            Some(t) if tools.contains(&t) => {
-                err(path, format!("tool {name:?} listed twice"));
-            }
-            Some(t) => tools.push(t),
-            None => err(
-                path,
-                format!(
-                    "unknown tool {name:?} (known: {})",
-                    Tool::ALL.map(|t| t.name()).join(", ")
+        let mut check_tool =
+            |path: String, name: &str, tools: &mut Vec<Tool>| match Tool::parse(name) {
+                Some(t) if tools.contains(&t) => {
+                    err(path, format!("tool {name:?} listed twice"));
+                }
+                Some(t) => tools.push(t),
+                None => err(
+                    path,
+                    format!(
+                        "unknown tool {name:?} (known: {})",
+                        Tool::ALL.map(|t| t.name()).join(", ")
+                    ),
                 ),
-            ),
-        };
+            };
         match &s.available_tools {
             ToolsDef::Plain(list) => {
                 for (j, t) in list.iter().enumerate() {
@@ -260,7 +265,10 @@ pub fn compile(def: AgentDefinition) -> Result<CompiledAgent, ValidationErrors> 
                     for (k, kw) in t.keywords().iter().enumerate() {
                         let kw = kw.trim().to_lowercase();
                         if kw.is_empty() {
-                            err(format!("{path}.when_keywords[{k}]"), "must not be empty".into());
+                            err(
+                                format!("{path}.when_keywords[{k}]"),
+                                "must not be empty".into(),
+                            );
                         } else {
                             keywords.push(kw);
                         }
@@ -286,23 +294,35 @@ pub fn compile(def: AgentDefinition) -> Result<CompiledAgent, ValidationErrors> 
         if !identifier_re().is_match(&f.field_name) {
             err(
                 format!("{path}.field_name"),
-                format!("{:?} is not a valid name (letters, digits, _; not starting with a digit)", f.field_name),
+                format!(
+                    "{:?} is not a valid name (letters, digits, _; not starting with a digit)",
+                    f.field_name
+                ),
             );
         } else if let Some(first) = field_names.insert(f.field_name.clone(), i) {
             err(
                 format!("{path}.field_name"),
-                format!("duplicate field {:?} (first at conversation_results[{first}])", f.field_name),
+                format!(
+                    "duplicate field {:?} (first at conversation_results[{first}])",
+                    f.field_name
+                ),
             );
         }
         if let Some(kind) = &f.kind {
             if kind != "FormInfoField" {
-                err(format!("{path}.kind"), format!("must be \"FormInfoField\", not {kind:?}"));
+                err(
+                    format!("{path}.kind"),
+                    format!("must be \"FormInfoField\", not {kind:?}"),
+                );
             }
         }
         match FieldType::parse(f.field_type.as_deref().unwrap_or("str")) {
             Ok(field_type) => fields.push(CompiledField {
                 name: f.field_name.clone(),
-                title: f.field_title.clone().unwrap_or_else(|| f.field_name.clone()),
+                title: f
+                    .field_title
+                    .clone()
+                    .unwrap_or_else(|| f.field_name.clone()),
                 description: f.field_description.clone(),
                 field_type,
             }),
@@ -312,62 +332,103 @@ pub fn compile(def: AgentDefinition) -> Result<CompiledAgent, ValidationErrors> 
 
     for (i, q) in def.knowledge.faq.iter().enumerate() {
         if q.question.trim().is_empty() {
-            err(format!("knowledge.faq[{i}].question"), "must not be empty".into());
+            err(
+                format!("knowledge.faq[{i}].question"),
+                "must not be empty".into(),
+            );
         }
         if q.answer.trim().is_empty() {
-            err(format!("knowledge.faq[{i}].answer"), "must not be empty".into());
+            err(
+                format!("knowledge.faq[{i}].answer"),
+                "must not be empty".into(),
+            );
         }
     }
 
     if def.session.max_duration == 0 {
-        err("session.max_duration".into(), "must be greater than 0".into());
+        err(
+            "session.max_duration".into(),
+            "must be greater than 0".into(),
+        );
     }
     if def.session.user_timeout == Some(0) {
-        err("session.user_timeout".into(), "must be greater than 0".into());
+        err(
+            "session.user_timeout".into(),
+            "must be greater than 0".into(),
+        );
     }
 
     // LLM backends.
     let mut backend_names = HashMap::new();
     for (i, b) in def.llm.iter().enumerate() {
         let path = format!("llm[{i}]");
-        let name = b.name.clone().unwrap_or_else(|| format!("{:?}-{i}", b.kind).to_lowercase());
+        let name = b
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{:?}-{i}", b.kind).to_lowercase());
         if let Some(first) = backend_names.insert(name.clone(), i) {
-            err(format!("{path}.name"), format!("duplicate backend name {name:?} (first at llm[{first}])"));
+            err(
+                format!("{path}.name"),
+                format!("duplicate backend name {name:?} (first at llm[{first}])"),
+            );
         }
         if !b.fallback && b.weight == 0 {
-            err(format!("{path}.weight"), "must be at least 1 (or mark the backend fallback)".into());
+            err(
+                format!("{path}.weight"),
+                "must be at least 1 (or mark the backend fallback)".into(),
+            );
         }
         if let Some(t) = b.timeout_secs {
             if !(t > 0.0 && t.is_finite()) {
-                err(format!("{path}.timeout_secs"), "must be a positive number".into());
+                err(
+                    format!("{path}.timeout_secs"),
+                    "must be a positive number".into(),
+                );
             }
         }
         if b.context_window == Some(0) {
-            err(format!("{path}.context_window"), "must be at least 1".into());
+            err(
+                format!("{path}.context_window"),
+                "must be at least 1".into(),
+            );
         }
-        let check_url = |field: &str, v: &Option<String>, errs: &mut dyn FnMut(String, String)| match v {
-            None => errs(format!("{path}.{field}"), format!("is required for kind {:?}", b.kind).to_lowercase()),
-            Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) => {
-                errs(format!("{path}.{field}"), format!("{u:?} is not an http(s) URL"))
-            }
-            Some(_) => {}
-        };
+        let check_url =
+            |field: &str, v: &Option<String>, errs: &mut dyn FnMut(String, String)| match v {
+                None => errs(
+                    format!("{path}.{field}"),
+                    format!("is required for kind {:?}", b.kind).to_lowercase(),
+                ),
+                Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) => errs(
+                    format!("{path}.{field}"),
+                    format!("{u:?} is not an http(s) URL"),
+                ),
+                Some(_) => {}
+            };
         match b.kind {
             BackendKind::Builtin => {}
             BackendKind::Webhook => check_url("url", &b.url, &mut err),
             BackendKind::Openai => {
                 check_url("base_url", &b.base_url, &mut err);
                 if b.model.as_deref().is_none_or(|m| m.trim().is_empty()) {
-                    err(format!("{path}.model"), "is required for kind openai".into());
+                    err(
+                        format!("{path}.model"),
+                        "is required for kind openai".into(),
+                    );
                 }
                 if b.max_tool_rounds == Some(0) {
-                    err(format!("{path}.max_tool_rounds"), "must be at least 1".into());
+                    err(
+                        format!("{path}.max_tool_rounds"),
+                        "must be at least 1".into(),
+                    );
                 }
             }
         }
     }
     if !def.llm.is_empty() && def.llm.iter().all(|b| b.fallback) {
-        err("llm".into(), "needs at least one backend that is not a fallback".into());
+        err(
+            "llm".into(),
+            "needs at least one backend that is not a fallback".into(),
+        );
     }
 
     if !errs.is_empty() {
@@ -428,7 +489,14 @@ conversation_results:
     fn compiles_the_seed_style_definition() {
         let a = parse_and_compile(SEED_STYLE, Format::Yaml).expect("valid");
         assert_eq!(a.init_state_name(), "SalesSupport");
-        assert_eq!(a.states[0].tools, vec![Tool::SendChatMessage, Tool::FinishSession, Tool::ChangeState]);
+        assert_eq!(
+            a.states[0].tools,
+            vec![
+                Tool::SendChatMessage,
+                Tool::FinishSession,
+                Tool::ChangeState
+            ]
+        );
         assert_eq!(a.states[0].transitions[0].target, 1);
         assert_eq!(a.states[0].transitions[0].keywords, vec!["buy"]);
         assert_eq!(a.fields.len(), 2);
@@ -437,29 +505,61 @@ conversation_results:
 
     #[test]
     fn unknown_transition_target_is_path_addressed() {
-        let bad = SEED_STYLE.replace("transitions: [SalesSupport]", "transitions: [SalesSupport, Sales]");
-        assert_eq!(messages(&bad), vec!["workflow[1].transitions[1]: unknown state \"Sales\""]);
+        let bad = SEED_STYLE.replace(
+            "transitions: [SalesSupport]",
+            "transitions: [SalesSupport, Sales]",
+        );
+        assert_eq!(
+            messages(&bad),
+            vec!["workflow[1].transitions[1]: unknown state \"Sales\""]
+        );
     }
 
     #[test]
     fn reports_every_problem() {
         let bad = SEED_STYLE
-            .replace("- name: Closing", "- name: SalesSupport\n    init_state: true")
+            .replace(
+                "- name: Closing",
+                "- name: SalesSupport\n    init_state: true",
+            )
             .replace("- FinishSession", "- Finish")
             .replace("field_type: email", "field_type: mail")
             .replace("field_name: Budget", "field_name: 9Budget");
         let m = messages(&bad);
-        assert!(m.contains(&"workflow[1].name: duplicate state name \"SalesSupport\" (first at workflow[0])".to_string()), "{m:?}");
-        assert!(m.contains(&"workflow[1].init_state: a second initial state (workflow[0] is already initial)".to_string()), "{m:?}");
+        assert!(
+            m.contains(
+                &"workflow[1].name: duplicate state name \"SalesSupport\" (first at workflow[0])"
+                    .to_string()
+            ),
+            "{m:?}"
+        );
+        assert!(
+            m.contains(
+                &"workflow[1].init_state: a second initial state (workflow[0] is already initial)"
+                    .to_string()
+            ),
+            "{m:?}"
+        );
         assert!(m.iter().any(|e| e.starts_with("workflow[0].available_tools.SingleStatefulOutboundAgent[1]: unknown tool \"Finish\"")), "{m:?}");
-        assert!(m.iter().any(|e| e.starts_with("conversation_results[1].field_type: unknown field type \"mail\"")), "{m:?}");
-        assert!(m.iter().any(|e| e.starts_with("conversation_results[0].field_name:")), "{m:?}");
+        assert!(
+            m.iter().any(|e| e
+                .starts_with("conversation_results[1].field_type: unknown field type \"mail\"")),
+            "{m:?}"
+        );
+        assert!(
+            m.iter()
+                .any(|e| e.starts_with("conversation_results[0].field_name:")),
+            "{m:?}"
+        );
     }
 
     #[test]
     fn missing_initial_state_and_syntax_errors() {
         let m = messages("name: x\nworkflow:\n  - name: A\n");
-        assert_eq!(m, vec!["workflow: no state has init_state: true (exactly one must)"]);
+        assert_eq!(
+            m,
+            vec!["workflow: no state has init_state: true (exactly one must)"]
+        );
         let m = messages("name: x\nworkflow:\n  - name: A\n    init_state: maybe\n");
         assert!(m[0].starts_with("workflow[0].init_state: "), "{m:?}");
         let m = messages("name: x\nworkflow: []\nbogus: 1\n");
@@ -469,7 +569,9 @@ conversation_results:
     #[test]
     fn backend_rules() {
         let base = "name: x\nworkflow:\n  - name: A\n    init_state: true\nllm:\n";
-        let m = messages(&format!("{base}  - kind: webhook\n  - kind: openai\n    base_url: ftp://x\n"));
+        let m = messages(&format!(
+            "{base}  - kind: webhook\n  - kind: openai\n    base_url: ftp://x\n"
+        ));
         assert_eq!(
             m,
             vec![
@@ -479,14 +581,24 @@ conversation_results:
             ]
         );
         let m = messages(&format!("{base}  - kind: builtin\n    fallback: true\n"));
-        assert_eq!(m, vec!["llm: needs at least one backend that is not a fallback"]);
+        assert_eq!(
+            m,
+            vec!["llm: needs at least one backend that is not a fallback"]
+        );
     }
 
     #[test]
     fn json_definitions_parse_too() {
         let json = r#"{"name":"j","workflow":[{"name":"A","init_state":true,"available_tools":["SendChatMessage"]}]}"#;
         assert!(parse_and_compile(json, Format::Json).is_ok());
-        let err = parse_and_compile(r#"{"name":"j","workflow":[{"init_state":true}]}"#, Format::Json).unwrap_err();
-        assert!(err.0[0].to_string().contains("missing field `name`"), "{err}");
+        let err = parse_and_compile(
+            r#"{"name":"j","workflow":[{"init_state":true}]}"#,
+            Format::Json,
+        )
+        .unwrap_err();
+        assert!(
+            err.0[0].to_string().contains("missing field `name`"),
+            "{err}"
+        );
     }
 }

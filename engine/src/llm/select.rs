@@ -4,7 +4,10 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use super::{BuiltinBackend, DeltaSink, Generation, LlmBackend, LlmError, OpenAiBackend, TurnInput, WebhookBackend};
+use super::{
+    BuiltinBackend, DeltaSink, Generation, LlmBackend, LlmError, OpenAiBackend, TurnInput,
+    WebhookBackend,
+};
 use crate::agent::{BackendDef, BackendKind, CompiledAgent};
 use crate::workflow::TurnContext;
 

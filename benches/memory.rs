@@ -1,0 +1,155 @@
+//! Resident memory per idle session actor at 100,000 sessions, against bare ractor actors
+//! measured in the same process. Prints RSS deltas from /proc/self/statm.
+//!
+//! `cargo bench --bench memory` (PARLEY_BENCH_SESSIONS overrides the count).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use parley_actors::session::TurnRequest;
+use parley_actors::{Node, NodeConfig};
+use parley_engine::agent::Format;
+use parley_engine::store::{SqliteStore, Store, Tenant};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use uuid::Uuid;
+
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+struct Bare;
+
+impl Actor for Bare {
+    type Msg = ();
+    type State = ();
+    type Arguments = ();
+
+    async fn pre_start(&self, _: ActorRef<()>, _: ()) -> Result<(), ActorProcessingErr> {
+        Ok(())
+    }
+}
+
+async fn run(n: usize) {
+    // Baseline: bare actors with no state.
+    let before = rss_bytes();
+    let mut bare = Vec::with_capacity(n);
+    for _ in 0..n {
+        bare.push(Actor::spawn(None, Bare, ()).await.unwrap().0);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let bare_per = (rss_bytes().saturating_sub(before)) as f64 / n as f64;
+    for a in &bare {
+        a.stop(None);
+    }
+    drop(bare);
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("mem.db")).await.unwrap();
+    store.migrate().await.unwrap();
+    let tenant = Tenant {
+        id: Uuid::now_v7(),
+        name: "m".into(),
+        api_key_hash: "x".into(),
+        created_at: Utc::now(),
+    };
+    store.create_tenant(&tenant).await.unwrap();
+    let config = NodeConfig {
+        passivate_after: Duration::from_secs(3600),
+        ..NodeConfig::default()
+    };
+    let node = Node::start(Arc::new(store), config).await.unwrap();
+    let (agent, _, _) = node
+        .create_agent(tenant.id, parley::bootstrap::DEMO_AGENT, Format::Yaml)
+        .await
+        .unwrap();
+    node.start_agent(tenant.id, agent.id).await.unwrap();
+
+    // Sessions are created in the store without actors; the first turn activates each.
+    let mut ids = Vec::with_capacity(n);
+    let mut pending = Vec::new();
+    for _ in 0..n {
+        let node = node.clone();
+        pending.push(tokio::spawn(async move {
+            node.create_session(agent.id, Default::default())
+                .await
+                .unwrap()
+                .id
+        }));
+        if pending.len() == 1000 {
+            for p in pending.drain(..) {
+                ids.push(p.await.unwrap());
+            }
+        }
+    }
+    for p in pending {
+        ids.push(p.await.unwrap());
+    }
+    // Warm the turn path (allocator arenas, statement caches) before measuring.
+    for &sid in ids.iter().take(1000) {
+        turn(&node, agent.id, sid).await;
+    }
+    let before = rss_bytes();
+    let mut pending = Vec::new();
+    for &sid in ids.iter().skip(1000) {
+        let node = node.clone();
+        pending.push(tokio::spawn(
+            async move { turn(&node, agent.id, sid).await },
+        ));
+        if pending.len() == 1000 {
+            for p in pending.drain(..) {
+                p.await.unwrap();
+            }
+        }
+    }
+    for p in pending {
+        p.await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let measured = n - 1000;
+    let per = (rss_bytes().saturating_sub(before)) as f64 / measured as f64;
+    println!("resident sessions: {}", node.resident_sessions());
+    println!(
+        "bare ractor actor:                 {:>8.0} bytes RSS each",
+        bare_per
+    );
+    println!(
+        "idle session actor after one turn: {:>8.0} bytes RSS each ({:.2} KiB; target <= 10 KiB)",
+        per,
+        per / 1024.0
+    );
+    println!("ratio session / bare actor:        {:>8.2}", per / bare_per);
+    node.shutdown().await;
+}
+
+async fn turn(node: &Node, agent: Uuid, sid: Uuid) {
+    node.turn(
+        sid,
+        TurnRequest {
+            agent_id: agent,
+            text: "What is the daily spending limit?".into(),
+            attachments: Vec::new(),
+            idempotency_key: None,
+        },
+    )
+    .await
+    .unwrap();
+}
+
+fn main() {
+    let n: usize = std::env::var("PARLEY_BENCH_SESSIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(run(n.max(2000)));
+}
