@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 
 use dashmap::DashMap;
 use parley_engine::agent::{parse_definition, BackendKind, CompiledAgent, Format};
-use parley_engine::llm::Backends;
+use parley_engine::llm::{Backends, DEFAULT_CONTEXT_WINDOW};
 use parley_engine::model::{AgentId, TenantId};
 use parley_engine::store::{AgentStatus, Store};
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
@@ -20,6 +20,8 @@ pub struct AgentRuntime {
     pub version: i64,
     pub compiled: Arc<CompiledAgent>,
     pub backends: Backends,
+    /// How many recent messages the backends look at: what a live session keeps in memory.
+    pub history_window: usize,
 }
 
 /// Loads, parses and compiles one stored version; the error is the reason shown as the
@@ -45,12 +47,23 @@ pub async fn build_runtime(
             }
         }
     }
+    // The builtin backend reads only the newest message; remote ones their context window.
+    let history_window = def
+        .llm
+        .iter()
+        .map(|b| match b.kind {
+            BackendKind::Builtin => 1,
+            _ => b.context_window.unwrap_or(DEFAULT_CONTEXT_WINDOW),
+        })
+        .max()
+        .unwrap_or(1);
     let compiled = parley_engine::agent::compile(def).map_err(|e| e.to_string())?;
     let backends = Backends::build(&compiled, http).map_err(|e| e.to_string())?;
     Ok(AgentRuntime {
         version,
         compiled: Arc::new(compiled),
         backends,
+        history_window,
     })
 }
 

@@ -100,12 +100,13 @@ where
         .subscribe()
 }
 
-fn publish<K, T>(map: &DashMap<K, Sender<T>>, key: &K, event: T)
+/// Builds the event only when someone listens.
+fn publish<K, T>(map: &DashMap<K, Sender<T>>, key: &K, event: impl FnOnce() -> T)
 where
     K: std::hash::Hash + Eq,
 {
     let gone = match map.get(key) {
-        Some(tx) => tx.send(Arc::new(event)).is_err(),
+        Some(tx) => tx.send(Arc::new(event())).is_err(),
         None => return,
     };
     // The last subscriber left: drop the channel (unless someone subscribed meanwhile).
@@ -132,11 +133,11 @@ impl EventHub {
         self.sessions.contains_key(id)
     }
 
-    pub fn session(&self, id: SessionId, event: SessionEvent) {
+    pub fn session(&self, id: SessionId, event: impl FnOnce() -> SessionEvent) {
         publish(&self.sessions, &id, event);
     }
 
-    pub fn user(&self, tenant: TenantId, user_id: &str, event: UserEvent) {
+    pub fn user(&self, tenant: TenantId, user_id: &str, event: impl FnOnce() -> UserEvent) {
         if self.users.is_empty() {
             return;
         }

@@ -148,26 +148,22 @@ impl Node {
         writes.push(Write::Session(Box::new(session.clone())));
         self.shared.persistence().commit(writes).await?;
         let events = &self.shared.events;
-        events.user(
-            session.tenant_id,
-            &session.user_id,
+        events.user(session.tenant_id, &session.user_id, || {
             UserEvent::ConversationCreated {
                 session_id: id,
                 agent_id,
-            },
-        );
+            }
+        });
         if let Some(g) = greeting {
-            events.user(
-                session.tenant_id,
-                &session.user_id,
+            events.user(session.tenant_id, &session.user_id, || {
                 UserEvent::ConversationNewMessage {
                     session_id: id,
                     agent_id,
                     id: g.id,
                     role: g.role.as_str(),
                     text: g.text,
-                },
-            );
+                }
+            });
         }
         Ok(session)
     }

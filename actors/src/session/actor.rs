@@ -23,6 +23,9 @@ use crate::node::Shared;
 
 /// How many recent idempotency keys a live session remembers without asking the store.
 const REMEMBERED_KEYS: usize = 64;
+/// Messages loaded when a session activates; more are loaded if its agent's backends look
+/// further back.
+const LOADED_HISTORY: u32 = 20;
 
 #[derive(Debug, Clone)]
 pub struct NewAttachment {
@@ -94,6 +97,7 @@ pub struct SessionActorState {
 
 struct Live {
     session: Session,
+    /// The newest messages of the log (the whole log is in the store).
     history: Vec<Message>,
     agent: Option<Arc<AgentRuntime>>,
     replies: HashMap<String, TurnReply>,
@@ -107,7 +111,7 @@ impl SessionActorState {
                 .load_session(self.id)
                 .await?
                 .ok_or(NodeError::NotFound("session"))?;
-            let history = store.load_messages(self.id).await?;
+            let history = store.load_recent_messages(self.id, LOADED_HISTORY).await?;
             self.live = Some(Box::new(Live {
                 session,
                 history,
@@ -162,6 +166,14 @@ impl SessionActorState {
                 a
             }
         };
+        // The backends look further back than what was loaded: load that much.
+        let loaded = live.history.len();
+        if loaded < agent.history_window && (loaded as i64) < live.session.message_count {
+            live.history = shared
+                .store
+                .load_recent_messages(live.session.id, agent.history_window as u32)
+                .await?;
+        }
 
         let now = Utc::now();
         let session_id = live.session.id;
@@ -209,13 +221,10 @@ impl SessionActorState {
             let events = shared.events.clone();
             let sink = move |t: &str| {
                 if streaming {
-                    events.session(
+                    events.session(session_id, || SessionEvent::Delta {
                         session_id,
-                        SessionEvent::Delta {
-                            session_id,
-                            text: t.to_string(),
-                        },
-                    );
+                        text: t.to_string(),
+                    });
                 }
             };
             let input = TurnInput {
@@ -300,36 +309,31 @@ impl SessionActorState {
         let live = self.live.as_mut().expect("loaded above");
         let user_id = session.user_id.clone();
         for m in &new_messages {
-            shared.events.session(session_id, SessionEvent::message(m));
-            shared.events.user(
-                session.tenant_id,
-                &user_id,
+            shared
+                .events
+                .session(session_id, || SessionEvent::message(m));
+            shared.events.user(session.tenant_id, &user_id, || {
                 UserEvent::ConversationNewMessage {
                     session_id,
                     agent_id: session.agent_id,
                     id: m.id,
                     role: m.role.as_str(),
                     text: m.text.clone(),
-                },
-            );
+                }
+            });
         }
         if let SessionState::Closed(status) = session.state {
-            shared.events.session(
+            shared.events.session(session_id, || SessionEvent::Close {
                 session_id,
-                SessionEvent::Close {
-                    session_id,
-                    status: status.as_str(),
-                },
-            );
-            shared.events.user(
-                session.tenant_id,
-                &user_id,
+                status: status.as_str(),
+            });
+            shared.events.user(session.tenant_id, &user_id, || {
                 UserEvent::ConversationClosed {
                     session_id,
                     agent_id: session.agent_id,
                     status: status.as_str(),
-                },
-            );
+                }
+            });
         }
         let reply = TurnReply {
             response: ai.as_ref().map(|m| m.text.clone()).unwrap_or_default(),
@@ -350,6 +354,12 @@ impl SessionActorState {
             live.replies.insert(key, reply.clone());
         }
         live.history.extend(new_messages);
+        // Keep memory bounded: trim to the window once the log is twice as long.
+        let window = live.agent.as_ref().map_or(1, |a| a.history_window).max(1);
+        if live.history.len() > 2 * window {
+            let excess = live.history.len() - window;
+            live.history.drain(..excess);
+        }
         live.session = session;
         Ok(reply)
     }
@@ -380,9 +390,7 @@ impl SessionActorState {
         self.commit(vec![Write::Session(Box::new(s.clone()))])
             .await?;
         if mode_changed {
-            self.shared.events.user(
-                s.tenant_id,
-                &s.user_id,
+            self.shared.events.user(s.tenant_id, &s.user_id, || {
                 UserEvent::ConversationBotStatusModified {
                     session_id: Some(s.id),
                     agent_id: s.agent_id,
@@ -390,8 +398,8 @@ impl SessionActorState {
                         .ok()
                         .and_then(|v| v.as_str().map(str::to_string))
                         .unwrap_or_default(),
-                },
-            );
+                }
+            });
         }
         self.live.as_mut().expect("loaded above").session = s.clone();
         Ok(s)
@@ -409,32 +417,54 @@ impl SessionActorState {
             .await?;
         let events = &self.shared.events;
         if by_timer {
-            events.session(
-                s.id,
-                SessionEvent::Timeout {
-                    session_id: s.id,
-                    status: status.as_str(),
-                },
-            );
+            events.session(s.id, || SessionEvent::Timeout {
+                session_id: s.id,
+                status: status.as_str(),
+            });
         }
-        events.session(
-            s.id,
-            SessionEvent::Close {
-                session_id: s.id,
-                status: status.as_str(),
-            },
-        );
-        events.user(
-            s.tenant_id,
-            &s.user_id,
-            UserEvent::ConversationClosed {
-                session_id: s.id,
-                agent_id: s.agent_id,
-                status: status.as_str(),
-            },
-        );
+        events.session(s.id, || SessionEvent::Close {
+            session_id: s.id,
+            status: status.as_str(),
+        });
+        events.user(s.tenant_id, &s.user_id, || UserEvent::ConversationClosed {
+            session_id: s.id,
+            agent_id: s.agent_id,
+            status: status.as_str(),
+        });
         self.live.as_mut().expect("loaded above").session = s.clone();
         Ok(s)
+    }
+}
+
+impl SessionActorState {
+    async fn dispatch(&mut self, message: SessionMsg) {
+        match message {
+            SessionMsg::Turn(req, reply) => {
+                let _ = reply.send(self.turn(req).await);
+            }
+            SessionMsg::Update(agent_id, patch, reply) => {
+                let _ = reply.send(self.update(agent_id, patch).await);
+            }
+            SessionMsg::Close(agent_id, status, reply) => {
+                let r = match self.live().await {
+                    Ok(l) if l.session.agent_id != agent_id => Err(NodeError::NotFound("session")),
+                    Ok(_) => self.close(status, false).await,
+                    Err(e) => Err(e),
+                };
+                let _ = reply.send(r);
+            }
+            SessionMsg::Tick => {
+                let due = match self.live().await {
+                    Ok(l) => l.session.due_timer(Utc::now()),
+                    Err(_) => None,
+                };
+                if let Some(status) = due {
+                    if let Err(e) = self.close(status, true).await {
+                        tracing::warn!(session = %self.id, error = %e, "timer close failed; retried on the next sweep");
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -461,33 +491,10 @@ impl Actor for SessionActor {
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        match message {
-            SessionMsg::Turn(req, reply) => {
-                let _ = reply.send(state.turn(req).await);
-            }
-            SessionMsg::Update(agent_id, patch, reply) => {
-                let _ = reply.send(state.update(agent_id, patch).await);
-            }
-            SessionMsg::Close(agent_id, status, reply) => {
-                let r = match state.live().await {
-                    Ok(l) if l.session.agent_id != agent_id => Err(NodeError::NotFound("session")),
-                    Ok(_) => state.close(status, false).await,
-                    Err(e) => Err(e),
-                };
-                let _ = reply.send(r);
-            }
-            SessionMsg::Tick => {
-                let due = match state.live().await {
-                    Ok(l) => l.session.due_timer(Utc::now()),
-                    Err(_) => None,
-                };
-                if let Some(status) = due {
-                    if let Err(e) = state.close(status, true).await {
-                        tracing::warn!(session = %state.id, error = %e, "timer close failed; retried on the next sweep");
-                    }
-                }
-            }
-        }
+        // ractor keeps this future inside every actor's task for the actor's whole life, so
+        // the large per-message futures are boxed: an idle session then costs only what it
+        // holds, not the size of its biggest handler.
+        Box::pin(state.dispatch(message)).await;
         Ok(())
     }
 }

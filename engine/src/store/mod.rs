@@ -137,6 +137,12 @@ pub trait Store: Send + Sync + 'static {
     async fn load_session(&self, session: SessionId) -> StoreResult<Option<Session>>;
     /// The session's log in order.
     async fn load_messages(&self, session: SessionId) -> StoreResult<Vec<Message>>;
+    /// The newest `limit` messages of the session's log, oldest first.
+    async fn load_recent_messages(
+        &self,
+        session: SessionId,
+        limit: u32,
+    ) -> StoreResult<Vec<Message>>;
     /// The AI message a run_v2 with this `Idempotency-Key` produced, if it was committed.
     async fn find_reply(&self, session: SessionId, key: &str) -> StoreResult<Option<Message>>;
     /// A customer's sessions (by `user_id` = ext_id and `ext_type`), newest first;

@@ -786,6 +786,28 @@ impl super::Store for SqliteStore {
         rows.iter().map(message_from_row).collect()
     }
 
+    async fn load_recent_messages(
+        &self,
+        session: SessionId,
+        limit: u32,
+    ) -> StoreResult<Vec<Message>> {
+        let sql = format!(
+            "SELECT {MESSAGE_COLS} FROM messages WHERE session_id = ? ORDER BY id DESC LIMIT ?"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(session.to_string())
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(map_err)?;
+        let mut out = rows
+            .iter()
+            .map(message_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        out.reverse();
+        Ok(out)
+    }
+
     async fn find_reply(&self, session: SessionId, key: &str) -> StoreResult<Option<Message>> {
         let sql = format!(
             "SELECT {MESSAGE_COLS} FROM messages WHERE session_id = ? AND idempotency_key = ?"

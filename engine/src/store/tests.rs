@@ -369,6 +369,17 @@ pub(crate) async fn suite_messages(store: &dyn Store) {
         vec![m1.clone(), m2.clone(), m3.clone()]
     );
     assert_eq!(store.load_messages(other.id).await.unwrap(), vec![o1]);
+    // The tail of a log, oldest first.
+    assert_eq!(
+        store.load_recent_messages(s.id, 2).await.unwrap(),
+        vec![m2.clone(), m3.clone()]
+    );
+    assert_eq!(store.load_recent_messages(s.id, 10).await.unwrap().len(), 3);
+    assert!(store
+        .load_recent_messages(Uuid::new_v4(), 5)
+        .await
+        .unwrap()
+        .is_empty());
     assert!(store
         .load_messages(Uuid::new_v4())
         .await
