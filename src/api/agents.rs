@@ -110,11 +110,8 @@ pub async fn start(
     AdminAuth(tenant): AdminAuth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let r = st
-        .node
-        .start_agent(tenant.id, parse_id(&id, "agent")?)
-        .await?;
-    Ok(Json(agent_json(&r)))
+    let id = parse_id(&id, "agent")?;
+    Ok(Json(agent_json(&st.node.start_agent(tenant.id, id).await?)))
 }
 
 pub async fn stop(
@@ -122,11 +119,8 @@ pub async fn stop(
     AdminAuth(tenant): AdminAuth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let r = st
-        .node
-        .stop_agent(tenant.id, parse_id(&id, "agent")?)
-        .await?;
-    Ok(Json(agent_json(&r)))
+    let id = parse_id(&id, "agent")?;
+    Ok(Json(agent_json(&st.node.stop_agent(tenant.id, id).await?)))
 }
 
 pub async fn rotate_token(

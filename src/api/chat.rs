@@ -1,8 +1,8 @@
 //! The Chat API (agent token): sessions and messages, as the seed documents them.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
-use axum::http::{header::CONTENT_TYPE, HeaderMap, HeaderValue, StatusCode};
+use axum::extract::{FromRequest, Multipart, Query, Request, State};
+use axum::http::{header::CONTENT_TYPE, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{agent_auth, parse_id, ApiJson};
+use super::extract::{AgentCaller, ApiJson};
 use super::AppState;
 
 pub fn session_json(s: &Session) -> Value {
@@ -34,12 +34,9 @@ pub fn message_json(m: &Message) -> Value {
 
 pub async fn create_session(
     State(st): State<AppState>,
-    Path(agent): Path<String>,
-    headers: HeaderMap,
+    caller: AgentCaller,
     body: Bytes,
 ) -> ApiResult<impl IntoResponse> {
-    let agent = parse_id(&agent, "agent")?;
-    agent_auth(&st, &headers, None, agent).await?;
     // An empty body is a session with every field defaulted.
     let req: CreateSession = if body.iter().all(u8::is_ascii_whitespace) {
         CreateSession::default()
@@ -47,35 +44,26 @@ pub async fn create_session(
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::invalid(format!("invalid session request: {e}")))?
     };
-    let s = st.node.create_session(agent, req).await?;
+    let s = st.node.create_session(caller.agent, req).await?;
     Ok((StatusCode::CREATED, Json(session_json(&s))))
 }
 
 pub async fn get_session(
     State(st): State<AppState>,
-    Path((agent, session)): Path<(String, String)>,
-    headers: HeaderMap,
+    caller: AgentCaller,
 ) -> ApiResult<Json<Value>> {
-    let agent = parse_id(&agent, "agent")?;
-    agent_auth(&st, &headers, None, agent).await?;
-    let s = st
-        .node
-        .session(agent, parse_id(&session, "session")?)
-        .await?;
+    let s = st.node.session(caller.agent, caller.session()?).await?;
     Ok(Json(session_json(&s)))
 }
 
 pub async fn update_session(
     State(st): State<AppState>,
-    Path((agent, session)): Path<(String, String)>,
-    headers: HeaderMap,
+    caller: AgentCaller,
     ApiJson(patch): ApiJson<SessionPatch>,
 ) -> ApiResult<Json<Value>> {
-    let agent = parse_id(&agent, "agent")?;
-    agent_auth(&st, &headers, None, agent).await?;
     let s = st
         .node
-        .update_session(agent, parse_id(&session, "session")?, patch)
+        .update_session(caller.agent, caller.session()?, patch)
         .await?;
     Ok(Json(session_json(&s)))
 }
@@ -87,13 +75,10 @@ pub struct CloseQuery {
 
 pub async fn close_session(
     State(st): State<AppState>,
-    Path((agent, session)): Path<(String, String)>,
+    caller: AgentCaller,
     Query(q): Query<CloseQuery>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
-    let agent = parse_id(&agent, "agent")?;
-    agent_auth(&st, &headers, None, agent).await?;
     // The status may come as ?status= or as {"status": …}.
     let body_status = if body.iter().all(u8::is_ascii_whitespace) {
         None
@@ -113,7 +98,7 @@ pub async fn close_session(
     };
     let s = st
         .node
-        .close_session(agent, parse_id(&session, "session")?, status)
+        .close_session(caller.agent, caller.session()?, status)
         .await?;
     Ok(Json(session_json(&s)))
 }
@@ -202,12 +187,10 @@ async fn read_message(st: &AppState, req: Request) -> ApiResult<(String, Vec<New
 
 pub async fn run_v2(
     State(st): State<AppState>,
-    Path((agent, session)): Path<(String, String)>,
+    caller: AgentCaller,
     req: Request,
 ) -> ApiResult<Response> {
-    let agent = parse_id(&agent, "agent")?;
-    let session = parse_id(&session, "session")?;
-    agent_auth(&st, req.headers(), None, agent).await?;
+    let session = caller.session()?;
     let idempotency_key = match req.headers().get("idempotency-key") {
         None => None,
         Some(v) => {
@@ -227,7 +210,7 @@ pub async fn run_v2(
         .turn(
             session,
             TurnRequest {
-                agent_id: agent,
+                agent_id: caller.agent,
                 text,
                 attachments,
                 idempotency_key,
@@ -250,30 +233,17 @@ pub async fn run_v2(
     Ok(resp)
 }
 
-pub async fn messages(
-    State(st): State<AppState>,
-    Path((agent, session)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> ApiResult<Json<Value>> {
-    let agent = parse_id(&agent, "agent")?;
-    agent_auth(&st, &headers, None, agent).await?;
-    let log = st
-        .node
-        .messages(agent, parse_id(&session, "session")?)
-        .await?;
+pub async fn messages(State(st): State<AppState>, caller: AgentCaller) -> ApiResult<Json<Value>> {
+    let session = caller.session()?;
+    let log = st.node.messages(caller.agent, session).await?;
     Ok(Json(json!({
         "session_id": session,
         "logs": log.iter().map(message_json).collect::<Vec<_>>(),
     })))
 }
 
-pub async fn capabilities(
-    State(st): State<AppState>,
-    Path(agent): Path<String>,
-    headers: HeaderMap,
-) -> ApiResult<Json<Value>> {
-    let agent = parse_id(&agent, "agent")?;
-    agent_auth(&st, &headers, None, agent).await?;
+/// Authentication is the whole check here: the answer is the same for every agent.
+pub async fn capabilities(_caller: AgentCaller) -> ApiResult<Json<Value>> {
     Ok(Json(json!({
         "has_stt": false,
         "has_tts": false,

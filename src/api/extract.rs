@@ -1,10 +1,12 @@
 //! Extractors that answer bad input with JSON errors, and the two kinds of credentials.
 
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use std::collections::HashMap;
+
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use axum::http::HeaderMap;
-use parley_engine::model::{AgentId, TenantId};
+use axum::http::{HeaderMap, StatusCode};
+use parley_engine::model::{AgentId, SessionId, TenantId};
 use parley_engine::store::Tenant;
 use serde::de::DeserializeOwned;
 
@@ -52,6 +54,46 @@ impl FromRequestParts<AppState> for AdminAuth {
     ) -> Result<Self, Self::Rejection> {
         let token = bearer(&parts.headers, None).ok_or_else(ApiError::unauthorized)?;
         Ok(AdminAuth(state.node.tenant_for_key(&token).await?))
+    }
+}
+
+/// A Chat API caller: the `{agent_id}` (and `{session_id}`) of the path, checked against
+/// the agent's token (`Authorization: Bearer`, or `?token=` on WebSocket upgrades).
+pub struct AgentCaller {
+    pub agent: AgentId,
+    session: Option<SessionId>,
+}
+
+impl AgentCaller {
+    /// The `{session_id}` of the path (routes without one never ask).
+    pub fn session(&self) -> ApiResult<SessionId> {
+        self.session
+            .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "session not found"))
+    }
+}
+
+impl FromRequestParts<AppState> for AgentCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map_err(|r| ApiError::from_rejection(r.status(), r.body_text()))?;
+        let agent = parse_id(params.get("agent_id").map_or("", String::as_str), "agent")?;
+        let query_token = parts.uri.query().and_then(|q| {
+            q.split('&')
+                .find_map(|kv| kv.strip_prefix("token="))
+                .map(str::to_string)
+        });
+        agent_auth(state, &parts.headers, query_token.as_deref(), agent).await?;
+        let session = params
+            .get("session_id")
+            .map(|s| parse_id(s, "session"))
+            .transpose()?;
+        Ok(AgentCaller { agent, session })
     }
 }
 

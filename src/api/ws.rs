@@ -15,7 +15,7 @@ use serde_json::json;
 use tokio::sync::{broadcast, mpsc};
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{agent_auth, bearer, parse_id};
+use super::extract::{agent_auth, bearer, parse_id, AgentCaller};
 use super::AppState;
 
 #[derive(Debug, Deserialize)]
@@ -26,14 +26,10 @@ pub struct WsQuery {
 
 pub async fn session_ws(
     State(st): State<AppState>,
-    Path((agent, session)): Path<(String, String)>,
-    Query(q): Query<WsQuery>,
-    headers: HeaderMap,
+    caller: AgentCaller,
     ws: WebSocketUpgrade,
 ) -> ApiResult<Response> {
-    let agent = parse_id(&agent, "agent")?;
-    let session = parse_id(&session, "session")?;
-    agent_auth(&st, &headers, q.token.as_deref(), agent).await?;
+    let (agent, session) = (caller.agent, caller.session()?);
     st.node.session(agent, session).await?;
     // Subscribe before upgrading so nothing published after this answer is missed.
     let events = st.node.events().subscribe_session(session);

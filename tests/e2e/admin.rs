@@ -87,6 +87,7 @@ async fn agents_crud_versions_and_tokens() {
     // A valid update sent back with the redacted secret keeps the stored secret.
     let mut def2 = got["definition"].clone();
     def2["task"] = json!("new task");
+    def2["name"] = json!("Hooked v2");
     let r = t
         .admin(Method::PUT, &format!("/api/v1/agents/{id}"))
         .json(&def2)
@@ -111,6 +112,7 @@ async fn agents_crud_versions_and_tokens() {
     let (_, list) = json_of(t.admin(Method::GET, "/api/v1/agents").send().await.unwrap()).await;
     assert_eq!(list["total"], 1);
     assert_eq!(list["agents"][0]["id"], id.as_str());
+    assert_eq!(list["agents"][0]["name"], "Hooked v2");
 
     // Token rotation: the old token stops working at once.
     let old = created["token"].as_str().unwrap().to_string();

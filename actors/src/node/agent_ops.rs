@@ -120,7 +120,7 @@ impl Node {
         let version = record.current_version + 1;
         self.shared
             .store
-            .add_agent_version(id, version, &to_json(&def)?, Utc::now())
+            .add_agent_version(id, version, &def.name, &to_json(&def)?, Utc::now())
             .await?;
         self.agent_sup_call(|r| AgentSupMsg::Reload(id, r)).await?;
         self.agent_record(tenant, id).await

@@ -353,7 +353,13 @@ impl SessionActorState {
             }
             live.replies.insert(key, reply.clone());
         }
-        live.history.extend(new_messages);
+        // Backends read roles and texts; metadata and attachments stay in the store only.
+        live.history
+            .extend(new_messages.into_iter().map(|m| Message {
+                metadata: Value::Null,
+                attachments: Vec::new(),
+                ..m
+            }));
         // Keep memory bounded: trim to the window once the log is twice as long.
         let window = live.agent.as_ref().map_or(1, |a| a.history_window).max(1);
         if live.history.len() > 2 * window {

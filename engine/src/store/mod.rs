@@ -108,11 +108,13 @@ pub trait Store: Send + Sync + 'static {
     // Agents.
     /// Inserts the agent and its version `record.current_version` with `definition`.
     async fn create_agent(&self, record: &AgentRecord, definition: &str) -> StoreResult<()>;
-    /// Adds a version and makes it current; fails with Conflict if it exists already.
+    /// Adds a version and makes it current (with the name it gives the agent); fails with
+    /// Conflict if it exists already.
     async fn add_agent_version(
         &self,
         agent: AgentId,
         version: i64,
+        name: &str,
         definition: &str,
         at: DateTime<Utc>,
     ) -> StoreResult<()>;

@@ -50,7 +50,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Page cache of the writer and of each reader, in KiB. The writer keeps the hot index pages
 /// of the write path; readers mostly fetch single rows.
 const WRITER_CACHE_KIB: u32 = 64 * 1024;
-const READER_CACHE_KIB: u32 = 16 * 1024;
+const READER_CACHE_KIB: u32 = 4 * 1024;
 
 /// WAL pages between automatic checkpoints (64 MiB at 4 KiB pages). SQLite's default of
 /// 1000 makes the writer copy the same hot pages back into the database again and again; a
@@ -550,6 +550,7 @@ impl super::Store for SqliteStore {
         &self,
         agent: AgentId,
         version: i64,
+        name: &str,
         definition: &str,
         at: DateTime<Utc>,
     ) -> StoreResult<()> {
@@ -568,8 +569,9 @@ impl super::Store for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;
-        sqlx::query("UPDATE agents SET current_version = ?, updated_at = ? WHERE id = ?")
+        sqlx::query("UPDATE agents SET current_version = ?, name = ?, updated_at = ? WHERE id = ?")
             .bind(version)
+            .bind(name)
             .bind(&at)
             .bind(&id)
             .execute(&mut *tx)

@@ -164,11 +164,12 @@ pub(crate) async fn suite_agents(store: &dyn Store) {
 
     // Versions.
     store
-        .add_agent_version(a.id, 2, "name: sales v2", at(50))
+        .add_agent_version(a.id, 2, "sales v2", "name: sales v2", at(50))
         .await
         .unwrap();
     let a2 = store.get_agent(a.id).await.unwrap().unwrap();
     assert_eq!(a2.current_version, 2);
+    assert_eq!(a2.name, "sales v2");
     assert_eq!(a2.updated_at, at(50));
     assert_eq!(a2.created_at, a.created_at);
     assert_eq!(
@@ -180,11 +181,11 @@ pub(crate) async fn suite_agents(store: &dyn Store) {
         Some("name: sales v2")
     );
     assert!(is_conflict(
-        store.add_agent_version(a.id, 2, "dup", at(60)).await
+        store.add_agent_version(a.id, 2, "d", "dup", at(60)).await
     ));
     assert!(is_conflict(
         store
-            .add_agent_version(Uuid::new_v4(), 1, "x", at(60))
+            .add_agent_version(Uuid::new_v4(), 1, "x", "x", at(60))
             .await
     ));
     assert_eq!(
