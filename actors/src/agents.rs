@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use dashmap::DashMap;
-use parley_engine::agent::{parse_definition, BackendKind, CompiledAgent, Format};
+use parley_engine::agent::{parse_definition, AgentDefinition, BackendKind, CompiledAgent, Format};
 use parley_engine::llm::{Backends, DEFAULT_CONTEXT_WINDOW};
 use parley_engine::model::{AgentId, TenantId};
 use parley_engine::store::{AgentStatus, Store};
@@ -24,6 +24,20 @@ pub struct AgentRuntime {
     pub history_window: usize,
 }
 
+/// What a valid definition still needs from the node's environment to run (API keys named
+/// by `api_key_env`).
+pub fn missing_environment(def: &AgentDefinition) -> Option<String> {
+    def.llm
+        .iter()
+        .enumerate()
+        .find_map(|(i, b)| match (b.kind, &b.api_key_env, &b.api_key) {
+            (BackendKind::Openai, Some(var), None) if std::env::var_os(var).is_none() => Some(
+                format!("llm[{i}].api_key_env: environment variable {var} is not set"),
+            ),
+            _ => None,
+        })
+}
+
 /// Loads, parses and compiles one stored version; the error is the reason shown as the
 /// agent's Error status.
 pub async fn build_runtime(
@@ -38,14 +52,8 @@ pub async fn build_runtime(
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("version {version} is missing"))?;
     let def = parse_definition(&text, Format::Json).map_err(|e| e.to_string())?;
-    for (i, b) in def.llm.iter().enumerate() {
-        if let (BackendKind::Openai, Some(var), None) = (b.kind, &b.api_key_env, &b.api_key) {
-            if std::env::var_os(var).is_none() {
-                return Err(format!(
-                    "llm[{i}].api_key_env: environment variable {var} is not set"
-                ));
-            }
-        }
+    if let Some(problem) = missing_environment(&def) {
+        return Err(problem);
     }
     // The builtin backend reads only the newest message; remote ones their context window.
     let history_window = def
@@ -252,9 +260,7 @@ impl AgentSupState {
                     .set_agent_status(id, AgentStatus::Error, Some(&reason))
                     .await?;
                 tracing::warn!(agent = %id, %reason, "agent failed to start");
-                return Err(NodeError::Invalid(format!(
-                    "the agent failed to start: {reason}"
-                )));
+                return Err(NodeError::StartFailed(reason));
             }
         };
         let actor = self.spawn(myself, id, runtime.clone()).await?;

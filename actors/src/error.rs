@@ -17,6 +17,8 @@ pub enum NodeError {
     InvalidDefinition(ValidationErrors),
     #[error("{0}")]
     Invalid(String),
+    #[error("the agent failed to start: {0}")]
+    StartFailed(String),
     #[error("{0}")]
     Conflict(String),
     #[error("temporarily unavailable: {0}")]

@@ -74,6 +74,9 @@ impl From<NodeError> for ApiError {
                 details: serde_json::to_value(&errs.0).ok(),
             },
             NodeError::Invalid(m) => ApiError::invalid(m),
+            NodeError::StartFailed(_) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "agent_start_failed", msg)
+            }
             NodeError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
             NodeError::Unavailable(_) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", msg)

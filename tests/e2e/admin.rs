@@ -196,6 +196,7 @@ async fn an_agent_that_cannot_start_is_in_error_with_the_reason() {
         .unwrap();
     let (status, body) = json_of(r).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(error_code(&body), "agent_start_failed");
     assert!(body["error"]["message"]
         .as_str()
         .unwrap()

@@ -174,3 +174,71 @@ async fn openai_backend_streams_and_changes_state_with_a_tool_call() {
         .expect("tool result sent back");
     assert_eq!(tool_msg["tool_call_id"], "call_1");
 }
+
+#[tokio::test]
+async fn the_webhook_sees_its_context_window_across_passivation() {
+    let t = TestServer::start_with(|c| c.node.passivate_after = Duration::from_secs(1)).await;
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<Value>::new()));
+    let s2 = seen.clone();
+    let hook = serve_fake(Router::new().route(
+        "/hook",
+        post(move |Json(body): Json<Value>| {
+            let seen = s2.clone();
+            async move {
+                seen.lock().unwrap().push(body["messages"].clone());
+                let n = body["messages"].as_array().unwrap().len();
+                Json(json!({"content": format!("reply {n}")}))
+            }
+        }),
+    ))
+    .await;
+    let agent = t
+        .agent(&basic_agent(&format!(
+            "llm:\n  - {{kind: webhook, url: '{hook}/hook', context_window: 4}}\n"
+        )))
+        .await;
+    let sid = t.session(&agent, json!({})).await;
+    for q in ["one", "two", "three"] {
+        t.say(&agent, &sid, q).await;
+    }
+    let contents = |m: &Value| -> Vec<String> {
+        m.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| {
+                format!(
+                    "{}:{}",
+                    x["role"].as_str().unwrap(),
+                    x["content"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+    let last = seen.lock().unwrap().last().cloned().unwrap();
+    // The window covers the greeting too: log ids 3 to 6 of 6.
+    assert_eq!(
+        contents(&last),
+        [
+            "assistant:reply 2",
+            "user:two",
+            "assistant:reply 4",
+            "user:three"
+        ]
+    );
+    eventually(10, "passivation", || async {
+        t.node().resident_sessions() == 0
+    })
+    .await;
+    t.say(&agent, &sid, "four").await;
+    let last = seen.lock().unwrap().last().cloned().unwrap();
+    // Re-activated from the store, the window is whole again: log ids 5 to 8.
+    assert_eq!(
+        contents(&last),
+        [
+            "assistant:reply 4",
+            "user:three",
+            "assistant:reply 4",
+            "user:four"
+        ]
+    );
+}

@@ -3,6 +3,7 @@
 use chrono::Utc;
 use parley_engine::agent::{compile, parse_definition, AgentDefinition, Format};
 use parley_engine::auth::{generate_secret, hash_secret, verify_secret};
+use parley_engine::llm::Backends;
 use parley_engine::model::{AgentId, TenantId};
 use parley_engine::store::{AgentRecord, AgentStatus, Tenant};
 use ractor::rpc::CallResult;
@@ -10,7 +11,7 @@ use ractor::RpcReplyPort;
 use uuid::Uuid;
 
 use super::Node;
-use crate::agents::AgentSupMsg;
+use crate::agents::{missing_environment, AgentSupMsg};
 use crate::error::{NodeError, NodeResult};
 
 /// Parses and validates; the definition comes back only when it compiles.
@@ -116,7 +117,16 @@ impl Node {
         let (record, previous) = self.agent(tenant, id).await?;
         let mut def = parse_definition(text, format).map_err(NodeError::InvalidDefinition)?;
         def.restore_secrets(&previous);
-        compile(def.clone()).map_err(NodeError::InvalidDefinition)?;
+        let compiled = compile(def.clone()).map_err(NodeError::InvalidDefinition)?;
+        // A running agent switches to the new version at once, so it must be able to run
+        // before it is stored: otherwise the store and the running agent would disagree.
+        Backends::build(&compiled, &self.shared.http)
+            .map_err(|e| NodeError::Invalid(e.to_string()))?;
+        if self.shared.agents.get(&id).is_some() {
+            if let Some(problem) = missing_environment(&def) {
+                return Err(NodeError::Invalid(problem));
+            }
+        }
         let version = record.current_version + 1;
         self.shared
             .store

@@ -166,12 +166,14 @@ impl SessionActorState {
                 a
             }
         };
-        // The backends look further back than what was loaded: load that much.
+        // The backends look further back than what is in memory: load that much (the new
+        // message makes up the rest of the window).
+        let needed = agent.history_window.saturating_sub(1);
         let loaded = live.history.len();
-        if loaded < agent.history_window && (loaded as i64) < live.session.message_count {
+        if loaded < needed && (loaded as i64) < live.session.message_count {
             live.history = shared
                 .store
-                .load_recent_messages(live.session.id, agent.history_window as u32)
+                .load_recent_messages(live.session.id, needed as u32)
                 .await?;
         }
 
@@ -360,10 +362,15 @@ impl SessionActorState {
                 attachments: Vec::new(),
                 ..m
             }));
-        // Keep memory bounded: trim to the window once the log is twice as long.
-        let window = live.agent.as_ref().map_or(1, |a| a.history_window).max(1);
-        if live.history.len() > 2 * window {
-            let excess = live.history.len() - window;
+        // Keep memory bounded. The next turn adds the customer's message itself, so a window
+        // of N needs N - 1 kept; trimming waits for a full window of excess (amortised).
+        let keep = live
+            .agent
+            .as_ref()
+            .map_or(1, |a| a.history_window)
+            .saturating_sub(1);
+        if live.history.len() > 2 * keep + 1 {
+            let excess = live.history.len() - keep;
             live.history.drain(..excess);
         }
         live.session = session;
