@@ -71,7 +71,7 @@ async fn run(n: usize) {
         .unwrap();
     node.start_agent(tenant.id, agent.id).await.unwrap();
 
-    // Sessions are created in the store without actors; the first turn activates each.
+    // Sessions are created in the store without actors.
     let mut ids = Vec::with_capacity(n);
     let mut pending = Vec::new();
     for _ in 0..n {
@@ -91,51 +91,50 @@ async fn run(n: usize) {
     for p in pending {
         ids.push(p.await.unwrap());
     }
-    // Warm up on a fifth of the sessions first, so the store's page caches (bounded, not
-    // per session) and the allocator's arenas have grown before measuring.
-    let warm = n / 5;
-    for chunk in ids[..warm].chunks(1000) {
-        let mut pending = Vec::new();
-        for &sid in chunk {
-            let node = node.clone();
-            pending.push(tokio::spawn(
-                async move { turn(&node, agent.id, sid).await },
-            ));
-        }
-        for p in pending {
-            p.await.unwrap();
-        }
-    }
+    // Activate every session (load it from the store into its actor), 1000 at a time.
     let before = rss_bytes();
-    let mut pending = Vec::new();
-    for &sid in ids.iter().skip(warm) {
-        let node = node.clone();
-        pending.push(tokio::spawn(
-            async move { turn(&node, agent.id, sid).await },
-        ));
-        if pending.len() == 1000 {
-            for p in pending.drain(..) {
-                p.await.unwrap();
-            }
+    for chunk in ids.chunks(1000) {
+        let waits: Vec<_> = chunk
+            .iter()
+            .map(|&sid| {
+                let node = node.clone();
+                tokio::spawn(async move { node.activate_session(sid).await.unwrap() })
+            })
+            .collect();
+        for w in waits {
+            w.await.unwrap();
         }
-    }
-    for p in pending {
-        p.await.unwrap();
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let measured = n - warm;
-    let per = (rss_bytes().saturating_sub(before)) as f64 / measured as f64;
+    let idle = (rss_bytes().saturating_sub(before)) as f64 / n as f64;
+
+    // Then one turn each: what a session that has spoken costs, store caches included.
+    let before = rss_bytes();
+    for chunk in ids.chunks(1000) {
+        let waits: Vec<_> = chunk
+            .iter()
+            .map(|&sid| {
+                let node = node.clone();
+                tokio::spawn(async move { turn(&node, agent.id, sid).await })
+            })
+            .collect();
+        for w in waits {
+            w.await.unwrap();
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let after_turn = idle + (rss_bytes().saturating_sub(before)) as f64 / n as f64;
     println!("resident sessions: {}", node.resident_sessions());
+    println!("bare ractor actor:                 {bare_per:>8.0} bytes RSS each");
     println!(
-        "bare ractor actor:                 {:>8.0} bytes RSS each",
-        bare_per
+        "idle resident session actor:       {idle:>8.0} bytes RSS each ({:.2} KiB; target <= 10 KiB)",
+        idle / 1024.0
     );
     println!(
-        "idle session actor after one turn: {:>8.0} bytes RSS each ({:.2} KiB; target <= 10 KiB)",
-        per,
-        per / 1024.0
+        "ratio idle session / bare actor:   {:>8.2}",
+        idle / bare_per
     );
-    println!("ratio session / bare actor:        {:>8.2}", per / bare_per);
+    println!("after one turn each:               {after_turn:>8.0} bytes RSS each (the store's page-cache growth included)");
     node.shutdown().await;
 }
 
@@ -162,5 +161,5 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(run(n.max(5000)));
+    rt.block_on(run(n.max(1000)));
 }

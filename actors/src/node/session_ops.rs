@@ -208,6 +208,11 @@ impl Node {
             .await
     }
 
+    /// Makes the session resident on this node, loaded from the store.
+    pub async fn activate_session(&self, id: SessionId) -> NodeResult<()> {
+        self.shared.sessions.call(id, SessionMsg::Activate).await
+    }
+
     /// Runs one customer message through the session's actor; answers after the commit.
     pub async fn turn(&self, session: SessionId, req: TurnRequest) -> NodeResult<TurnReply> {
         self.shared

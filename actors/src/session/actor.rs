@@ -78,6 +78,8 @@ pub enum SessionMsg {
     Close(AgentId, CloseStatus, RpcReplyPort<NodeResult<Session>>),
     /// A timer may be due: close the session if it is.
     Tick,
+    /// Load the session now (warm-up, or to check it can be rebuilt from the store).
+    Activate(RpcReplyPort<NodeResult<()>>),
 }
 
 pub struct SessionActor;
@@ -465,6 +467,9 @@ impl SessionActorState {
                     Err(e) => Err(e),
                 };
                 let _ = reply.send(r);
+            }
+            SessionMsg::Activate(reply) => {
+                let _ = reply.send(self.live().await.map(|_| ()));
             }
             SessionMsg::Tick => {
                 let due = match self.live().await {
