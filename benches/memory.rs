@@ -3,15 +3,14 @@
 //!
 //! `cargo bench --bench memory` (PARLEY_BENCH_SESSIONS overrides the count).
 
-use std::sync::Arc;
+mod support;
+
 use std::time::Duration;
 
-use chrono::Utc;
 use parley_actors::session::TurnRequest;
-use parley_actors::{Node, NodeConfig};
-use parley_engine::agent::Format;
-use parley_engine::store::{SqliteStore, Store, Tenant};
+use parley_actors::Node;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
+use support::bench_node;
 use uuid::Uuid;
 
 fn rss_bytes() -> u64 {
@@ -50,26 +49,8 @@ async fn run(n: usize) {
     }
     drop(bare);
 
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("mem.db")).await.unwrap();
-    store.migrate().await.unwrap();
-    let tenant = Tenant {
-        id: Uuid::now_v7(),
-        name: "m".into(),
-        api_key_hash: "x".into(),
-        created_at: Utc::now(),
-    };
-    store.create_tenant(&tenant).await.unwrap();
-    let config = NodeConfig {
-        passivate_after: Duration::from_secs(3600),
-        ..NodeConfig::default()
-    };
-    let node = Node::start(Arc::new(store), config).await.unwrap();
-    let (agent, _, _) = node
-        .create_agent(tenant.id, parley::bootstrap::DEMO_AGENT, Format::Yaml)
-        .await
-        .unwrap();
-    node.start_agent(tenant.id, agent.id).await.unwrap();
+    let bench = bench_node().await;
+    let (node, agent_id) = (bench.node.clone(), bench.agent);
 
     // Sessions are created in the store without actors.
     let mut ids = Vec::with_capacity(n);
@@ -77,7 +58,7 @@ async fn run(n: usize) {
     for _ in 0..n {
         let node = node.clone();
         pending.push(tokio::spawn(async move {
-            node.create_session(agent.id, Default::default())
+            node.create_session(agent_id, Default::default())
                 .await
                 .unwrap()
                 .id
@@ -115,7 +96,7 @@ async fn run(n: usize) {
             .iter()
             .map(|&sid| {
                 let node = node.clone();
-                tokio::spawn(async move { turn(&node, agent.id, sid).await })
+                tokio::spawn(async move { turn(&node, agent_id, sid).await })
             })
             .collect();
         for w in waits {

@@ -6,17 +6,18 @@
 //! `cargo bench --bench turns` prints criterion's figures and a summary with the ratio and
 //! the group-commit batch sizes.
 
+mod support;
+
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use criterion::{criterion_group, Criterion, Throughput};
 use parley_actors::session::TurnRequest;
-use parley_actors::{Node, NodeConfig};
-use parley_engine::agent::Format;
+use parley_actors::Node;
 use parley_engine::model::{Feedback, Message, Role, SessionId};
-use parley_engine::store::{SqliteStore, Store, Tenant, Write};
+use parley_engine::store::{SqliteStore, Store, Write};
+use support::{bench_node, BenchNode};
 use uuid::Uuid;
 
 /// Sessions driven concurrently (each has at most one turn in flight, like a customer).
@@ -49,45 +50,25 @@ struct Fixture {
     node: Node,
     agent: Uuid,
     sessions: Vec<SessionId>,
-    _dir: tempfile::TempDir,
+    _bench: BenchNode,
 }
 
 async fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("bench.db"))
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
-    let tenant = Tenant {
-        id: Uuid::now_v7(),
-        name: "bench".into(),
-        api_key_hash: "x".into(),
-        created_at: Utc::now(),
-    };
-    store.create_tenant(&tenant).await.unwrap();
-    let config = NodeConfig {
-        passivate_after: Duration::from_secs(3600),
-        ..NodeConfig::default()
-    };
-    let node = Node::start(Arc::new(store), config).await.unwrap();
-    let (agent, _, _) = node
-        .create_agent(tenant.id, parley::bootstrap::DEMO_AGENT, Format::Yaml)
-        .await
-        .unwrap();
-    node.start_agent(tenant.id, agent.id).await.unwrap();
+    let bench = bench_node().await;
+    let node = bench.node.clone();
     let mut sessions = Vec::new();
     for _ in 0..SESSIONS {
         let s = node
-            .create_session(agent.id, Default::default())
+            .create_session(bench.agent, Default::default())
             .await
             .unwrap();
         sessions.push(s.id);
     }
     Fixture {
         node,
-        agent: agent.id,
+        agent: bench.agent,
         sessions,
-        _dir: dir,
+        _bench: bench,
     }
 }
 

@@ -107,6 +107,19 @@ impl SqliteStore {
         })
     }
 
+    /// Runs an UPDATE meant for exactly one existing row; no such row is a Conflict.
+    async fn update_one<'q>(
+        &self,
+        query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+        missing: impl FnOnce() -> String,
+    ) -> StoreResult<()> {
+        let done = query.execute(&self.writer).await.map_err(map_err)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::Conflict(missing()));
+        }
+        Ok(())
+    }
+
     /// Waits for running queries and closes every connection (checkpointing the WAL).
     pub async fn close(&self) {
         self.reader.close().await;
@@ -502,16 +515,10 @@ impl super::Store for SqliteStore {
     }
 
     async fn set_tenant_key_hash(&self, tenant: TenantId, api_key_hash: &str) -> StoreResult<()> {
-        let done = sqlx::query("UPDATE tenants SET api_key_hash = ? WHERE id = ?")
+        let q = sqlx::query("UPDATE tenants SET api_key_hash = ? WHERE id = ?")
             .bind(api_key_hash)
-            .bind(tenant.to_string())
-            .execute(&self.writer)
-            .await
-            .map_err(map_err)?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::Conflict(format!("no tenant {tenant}")));
-        }
-        Ok(())
+            .bind(tenant.to_string());
+        self.update_one(q, || format!("no tenant {tenant}")).await
     }
 
     async fn create_agent(&self, record: &AgentRecord, definition: &str) -> StoreResult<()> {
@@ -628,30 +635,18 @@ impl super::Store for SqliteStore {
         reason: Option<&str>,
     ) -> StoreResult<()> {
         // updated_at tracks definition changes (add_agent_version), not run status.
-        let done = sqlx::query("UPDATE agents SET status = ?, status_reason = ? WHERE id = ?")
+        let q = sqlx::query("UPDATE agents SET status = ?, status_reason = ? WHERE id = ?")
             .bind(status.as_str())
             .bind(reason)
-            .bind(agent.to_string())
-            .execute(&self.writer)
-            .await
-            .map_err(map_err)?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::Conflict(format!("no agent {agent}")));
-        }
-        Ok(())
+            .bind(agent.to_string());
+        self.update_one(q, || format!("no agent {agent}")).await
     }
 
     async fn set_agent_token_hash(&self, agent: AgentId, token_hash: &str) -> StoreResult<()> {
-        let done = sqlx::query("UPDATE agents SET token_hash = ? WHERE id = ?")
+        let q = sqlx::query("UPDATE agents SET token_hash = ? WHERE id = ?")
             .bind(token_hash)
-            .bind(agent.to_string())
-            .execute(&self.writer)
-            .await
-            .map_err(map_err)?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::Conflict(format!("no agent {agent}")));
-        }
-        Ok(())
+            .bind(agent.to_string());
+        self.update_one(q, || format!("no agent {agent}")).await
     }
 
     async fn delete_agent(&self, agent: AgentId) -> StoreResult<bool> {
