@@ -2,6 +2,7 @@
 //! per customer (the conversation events). Publishing costs one map lookup when nobody
 //! listens.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use dashmap::DashMap;
@@ -32,10 +33,11 @@ pub enum SessionEvent {
         session_id: SessionId,
         status: &'static str,
     },
-    /// The session ended.
+    /// The session ended, with the results it collected.
     Close {
         session_id: SessionId,
         status: &'static str,
+        conversation_result: BTreeMap<String, Value>,
     },
 }
 
@@ -64,6 +66,7 @@ pub enum UserEvent {
         session_id: SessionId,
         agent_id: AgentId,
         status: &'static str,
+        conversation_result: BTreeMap<String, Value>,
     },
     ConversationNewMessage {
         session_id: SessionId,

@@ -23,6 +23,17 @@ async fn the_spec_matches_the_router() {
         .collect();
     assert_eq!(documented, routed);
     assert!(documented.len() >= 20);
+    let run = &spec["paths"]["/chatbot/{agent_id}/session/{session_id}/run_v2"]["post"];
+    assert_eq!(run["requestBody"]["required"], true);
+    assert!(run["requestBody"]["content"]["multipart/form-data"].is_object());
+    // Every schema a route refers to exists.
+    for r in spec.to_string().split("#/components/schemas/").skip(1) {
+        let name = r.split('"').next().unwrap();
+        assert!(
+            spec["components"]["schemas"][name].is_object(),
+            "missing schema {name}"
+        );
+    }
 
     // Every documented operation is served (never the unknown-route fallback).
     for (method, path) in &documented {

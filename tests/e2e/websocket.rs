@@ -124,7 +124,7 @@ async fn customer_events_cover_a_conversation() {
     assert_eq!(ev["type"], "CONVERSATION_CREATED");
     assert_eq!(ev["session_id"], sid.as_str());
     assert_eq!(next_json(&mut ws).await["type"], "CONVERSATION_NEW_MESSAGE"); // greeting
-    t.say(&a, &sid, "hello").await;
+    t.say(&a, &sid, "hello, I am eve@example.com").await;
     assert_eq!(next_json(&mut ws).await["role"], "HUMAN");
     assert_eq!(next_json(&mut ws).await["role"], "AI");
     let r = t
@@ -148,4 +148,5 @@ async fn customer_events_cover_a_conversation() {
     let ev = next_json(&mut ws).await;
     assert_eq!(ev["type"], "CONVERSATION_CLOSED");
     assert_eq!(ev["status"], "completed");
+    assert_eq!(ev["conversation_result"]["HumanEmail"], "eve@example.com");
 }

@@ -8,15 +8,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use parley_engine::model::{Session, SessionState};
 use parley_engine::store::{Store, Write};
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 
-pub use session_ops::{Conversation, CreateSession};
+pub use session_ops::{Conversation, CreateSession, EXT_TYPES};
 
 use crate::agents::{AgentDirectory, AgentSupArgs, AgentSupMsg, AgentSupervisor};
 use crate::error::{NodeError, NodeResult};
-use crate::events::EventHub;
+use crate::events::{EventHub, SessionEvent, UserEvent};
 use crate::persistence::{BatchStats, CommitQueue, PersistMsg, PersistenceActor, PersistenceArgs};
 use crate::session::{SessionMsg, SessionRouter, SessionShard, ShardArgs, ShardMsg};
 
@@ -101,6 +102,25 @@ impl PersistenceHandle {
 }
 
 impl Shared {
+    /// Tells the session's and the customer's subscribers that a session closed.
+    pub(crate) fn announce_close(&self, s: &Session) {
+        let SessionState::Closed(status) = s.state else {
+            return;
+        };
+        self.events.session(s.id, || SessionEvent::Close {
+            session_id: s.id,
+            status: status.as_str(),
+            conversation_result: s.conversation_result.clone(),
+        });
+        self.events
+            .user(s.tenant_id, &s.user_id, || UserEvent::ConversationClosed {
+                session_id: s.id,
+                agent_id: s.agent_id,
+                status: status.as_str(),
+                conversation_result: s.conversation_result.clone(),
+            });
+    }
+
     pub fn persistence(&self) -> PersistenceHandle {
         PersistenceHandle(read(&self.persistence))
     }

@@ -326,18 +326,8 @@ impl SessionActorState {
                 }
             });
         }
-        if let SessionState::Closed(status) = session.state {
-            shared.events.session(session_id, || SessionEvent::Close {
-                session_id,
-                status: status.as_str(),
-            });
-            shared.events.user(session.tenant_id, &user_id, || {
-                UserEvent::ConversationClosed {
-                    session_id,
-                    agent_id: session.agent_id,
-                    status: status.as_str(),
-                }
-            });
+        if session.is_closed() {
+            shared.announce_close(&session);
         }
         let reply = TurnReply {
             response: ai.as_ref().map(|m| m.text.clone()).unwrap_or_default(),
@@ -437,15 +427,7 @@ impl SessionActorState {
                 status: status.as_str(),
             });
         }
-        events.session(s.id, || SessionEvent::Close {
-            session_id: s.id,
-            status: status.as_str(),
-        });
-        events.user(s.tenant_id, &s.user_id, || UserEvent::ConversationClosed {
-            session_id: s.id,
-            agent_id: s.agent_id,
-            status: status.as_str(),
-        });
+        self.shared.announce_close(&s);
         self.live.as_mut().expect("loaded above").session = s.clone();
         Ok(s)
     }
