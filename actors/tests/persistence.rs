@@ -1,0 +1,235 @@
+//! The node over a real SQLite store whose commits can be made to fail: group commit
+//! batches concurrent turns, and a failed commit loses nothing acknowledged and breaks
+//! nothing after it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use parley_actors::session::TurnRequest;
+use parley_actors::{Node, NodeConfig, NodeError};
+use parley_engine::agent::Format;
+use parley_engine::model::{
+    AgentId, AttachmentMeta, Feedback, Message, Session, SessionId, TenantId,
+};
+use parley_engine::store::{
+    AgentRecord, AgentStatus, SqliteStore, Store, StoreError, StoreResult, Tenant, Write,
+};
+use uuid::Uuid;
+
+/// The real SQLite store, with a switch that makes commits fail like a full disk would.
+struct Switchable {
+    inner: SqliteStore,
+    failing: AtomicBool,
+}
+
+#[async_trait]
+impl Store for Switchable {
+    async fn migrate(&self) -> StoreResult<()> {
+        self.inner.migrate().await
+    }
+    async fn create_tenant(&self, t: &Tenant) -> StoreResult<()> {
+        self.inner.create_tenant(t).await
+    }
+    async fn list_tenants(&self) -> StoreResult<Vec<Tenant>> {
+        self.inner.list_tenants().await
+    }
+    async fn tenant_by_key_hash(&self, h: &str) -> StoreResult<Option<Tenant>> {
+        self.inner.tenant_by_key_hash(h).await
+    }
+    async fn set_tenant_key_hash(&self, t: TenantId, h: &str) -> StoreResult<()> {
+        self.inner.set_tenant_key_hash(t, h).await
+    }
+    async fn create_agent(&self, r: &AgentRecord, d: &str) -> StoreResult<()> {
+        self.inner.create_agent(r, d).await
+    }
+    async fn add_agent_version(
+        &self,
+        a: AgentId,
+        v: i64,
+        n: &str,
+        d: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        self.inner.add_agent_version(a, v, n, d, at).await
+    }
+    async fn get_agent(&self, a: AgentId) -> StoreResult<Option<AgentRecord>> {
+        self.inner.get_agent(a).await
+    }
+    async fn list_agents(&self, t: TenantId) -> StoreResult<Vec<AgentRecord>> {
+        self.inner.list_agents(t).await
+    }
+    async fn all_agents(&self) -> StoreResult<Vec<AgentRecord>> {
+        self.inner.all_agents().await
+    }
+    async fn get_agent_version(&self, a: AgentId, v: i64) -> StoreResult<Option<String>> {
+        self.inner.get_agent_version(a, v).await
+    }
+    async fn set_agent_status(
+        &self,
+        a: AgentId,
+        s: AgentStatus,
+        r: Option<&str>,
+    ) -> StoreResult<()> {
+        self.inner.set_agent_status(a, s, r).await
+    }
+    async fn set_agent_token_hash(&self, a: AgentId, h: &str) -> StoreResult<()> {
+        self.inner.set_agent_token_hash(a, h).await
+    }
+    async fn delete_agent(&self, a: AgentId) -> StoreResult<bool> {
+        self.inner.delete_agent(a).await
+    }
+    async fn commit(&self, batch: &[Write]) -> StoreResult<()> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("disk full".into()));
+        }
+        self.inner.commit(batch).await
+    }
+    async fn load_session(&self, s: SessionId) -> StoreResult<Option<Session>> {
+        self.inner.load_session(s).await
+    }
+    async fn load_messages(&self, s: SessionId) -> StoreResult<Vec<Message>> {
+        self.inner.load_messages(s).await
+    }
+    async fn load_recent_messages(&self, s: SessionId, n: u32) -> StoreResult<Vec<Message>> {
+        self.inner.load_recent_messages(s, n).await
+    }
+    async fn find_reply(&self, s: SessionId, k: &str) -> StoreResult<Option<Message>> {
+        self.inner.find_reply(s, k).await
+    }
+    async fn sessions_for_user(
+        &self,
+        t: TenantId,
+        a: Option<AgentId>,
+        e: &str,
+        x: &str,
+    ) -> StoreResult<Vec<Session>> {
+        self.inner.sessions_for_user(t, a, e, x).await
+    }
+    async fn due_sessions(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<(SessionId, AgentId)>> {
+        self.inner.due_sessions(now, limit).await
+    }
+    async fn set_feedback(&self, s: SessionId, l: i64, f: Feedback) -> StoreResult<bool> {
+        self.inner.set_feedback(s, l, f).await
+    }
+    async fn get_attachment(
+        &self,
+        id: Uuid,
+    ) -> StoreResult<Option<(SessionId, AttachmentMeta, Bytes)>> {
+        self.inner.get_attachment(id).await
+    }
+}
+
+const AGENT: &str = "name: T\nworkflow:\n  - name: A\n    init_state: true\nknowledge:\n  faq:\n    - {question: opening hours, answer: 9 to 17}\n";
+
+async fn node() -> (Node, Arc<Switchable>, AgentId, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let inner = SqliteStore::open(&dir.path().join("t.db")).await.unwrap();
+    let store = Arc::new(Switchable {
+        inner,
+        failing: AtomicBool::new(false),
+    });
+    store.migrate().await.unwrap();
+    let tenant = Tenant {
+        id: Uuid::now_v7(),
+        name: "t".into(),
+        api_key_hash: "h".into(),
+        created_at: Utc::now(),
+    };
+    store.create_tenant(&tenant).await.unwrap();
+    let node = Node::start(store.clone(), NodeConfig::default())
+        .await
+        .unwrap();
+    let (agent, _, _) = node
+        .create_agent(tenant.id, AGENT, Format::Yaml)
+        .await
+        .unwrap();
+    node.start_agent(tenant.id, agent.id).await.unwrap();
+    (node, store, agent.id, dir)
+}
+
+fn turn(agent: AgentId, text: &str) -> TurnRequest {
+    TurnRequest {
+        agent_id: agent,
+        text: text.into(),
+        attachments: Vec::new(),
+        idempotency_key: None,
+    }
+}
+
+#[tokio::test]
+async fn concurrent_turns_share_commits() {
+    let (node, _store, agent, _dir) = node().await;
+    let mut sessions = Vec::new();
+    for _ in 0..200 {
+        sessions.push(
+            node.create_session(agent, Default::default())
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    let before = node.shared().persistence().stats().await.unwrap();
+    let tasks: Vec<_> = sessions
+        .iter()
+        .map(|&sid| {
+            let node = node.clone();
+            tokio::spawn(async move { node.turn(sid, turn(agent, "opening hours?")).await })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap().response, "9 to 17");
+    }
+    let after = node.shared().persistence().stats().await.unwrap();
+    let (requests, batches) = (
+        after.requests - before.requests,
+        after.batches - before.batches,
+    );
+    assert_eq!(requests, 200);
+    assert!(batches < 200, "200 concurrent turns took {batches} commits");
+    for sid in sessions {
+        assert_eq!(node.messages(agent, sid).await.unwrap().len(), 2);
+    }
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_failed_commit_is_unavailable_and_leaves_no_trace() {
+    let (node, store, agent, _dir) = node().await;
+    let sid = node
+        .create_session(agent, Default::default())
+        .await
+        .unwrap()
+        .id;
+    node.turn(sid, turn(agent, "first")).await.unwrap();
+
+    store.failing.store(true, Ordering::SeqCst);
+    let err = node.turn(sid, turn(agent, "lost")).await.unwrap_err();
+    assert!(matches!(err, NodeError::Unavailable(_)), "{err:?}");
+    assert!(node
+        .create_session(agent, Default::default())
+        .await
+        .is_err());
+
+    store.failing.store(false, Ordering::SeqCst);
+    let r = node.turn(sid, turn(agent, "opening hours?")).await.unwrap();
+    // The refused turn took no log ids: the next one follows the last committed turn.
+    assert_eq!(r.human_id, 3);
+    let texts: Vec<String> = node
+        .messages(agent, sid)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.text)
+        .collect();
+    assert_eq!(texts.len(), 4);
+    assert!(!texts.contains(&"lost".to_string()));
+    assert_eq!(node.session(agent, sid).await.unwrap().message_count, 4);
+    node.shutdown().await;
+}
