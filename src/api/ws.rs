@@ -33,6 +33,7 @@ pub async fn session_ws(
     st.node.session(agent, session).await?;
     // Subscribe before upgrading so nothing published after this answer is missed.
     let events = st.node.events().subscribe_session(session);
+    let ws = ws.max_message_size(st.limits.max_body_bytes);
     Ok(ws.on_upgrade(move |socket| session_socket(st, agent, session, socket, events)))
 }
 
@@ -127,6 +128,8 @@ pub async fn user_ws(
         }
     };
     let mut events = st.node.events().subscribe_user(tenant, &user_id);
+    // Customers only listen here; anything they send is ignored, so keep it small.
+    let ws = ws.max_message_size(64 * 1024);
     Ok(ws.on_upgrade(move |mut socket| async move {
         loop {
             tokio::select! {
