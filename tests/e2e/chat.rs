@@ -480,3 +480,23 @@ async fn a_restart_storm_is_escalated_and_sessions_still_work() {
     let r = t.say(&a, &sid, "What are your opening hours?").await;
     assert_eq!(r["response"], "We are open from 9 to 17.");
 }
+
+#[tokio::test]
+async fn customer_activity_pushes_the_inactivity_deadline() {
+    let t = TestServer::start().await;
+    let a = t.agent(&basic_agent("session:\n  user_timeout: 2\n")).await;
+    let sid = t.session(&a, json!({})).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    t.say(&a, &sid, "still here").await;
+    // The deadline set at creation has passed, but the customer spoke since.
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert_eq!(t.get_session(&a, &sid).await["status"], "active");
+    eventually(
+        10,
+        "the session closes two seconds after the last message",
+        || async { t.get_session(&a, &sid).await["status"] == "user_timeout" },
+    )
+    .await;
+    let log = t.log(&a, &sid).await;
+    assert_eq!(log.len(), 3);
+}

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use parley_engine::llm::TurnInput;
 use parley_engine::model::{
     AgentId, AttachmentMeta, CloseStatus, Feedback, Message, Mode, Role, Session, SessionId,
@@ -103,6 +103,20 @@ struct Live {
     history: Vec<Message>,
     agent: Option<Arc<AgentRuntime>>,
     replies: HashMap<String, TurnReply>,
+    /// What the stored session row says, as far as this actor wrote it. An ordinary turn
+    /// only appends messages (the store rebuilds the count and last activity from the log
+    /// on load); the row is rewritten when the workflow moves or results change, when a
+    /// timer finds its deadline stale, and when the actor passivates.
+    written_count: i64,
+    written_deadline: Option<DateTime<Utc>>,
+}
+
+impl Live {
+    /// Records that the row now holds `session`.
+    fn written(&mut self, session: &Session) {
+        self.written_count = session.message_count;
+        self.written_deadline = session.next_deadline();
+    }
 }
 
 impl SessionActorState {
@@ -115,6 +129,9 @@ impl SessionActorState {
                 .ok_or(NodeError::NotFound("session"))?;
             let history = store.load_recent_messages(self.id, LOADED_HISTORY).await?;
             self.live = Some(Box::new(Live {
+                written_count: session.message_count,
+                // Unknown: the stored deadline may predate the newest turns.
+                written_deadline: None,
                 session,
                 history,
                 agent: None,
@@ -306,7 +323,12 @@ impl SessionActorState {
         for m in &new_messages {
             writes.push(Write::Message(Box::new(m.clone())));
         }
-        writes.push(Write::Session(Box::new(session.clone())));
+        let row_changed = session.workflow_state != live.session.workflow_state
+            || session.conversation_result != live.session.conversation_result
+            || session.state != live.session.state;
+        if row_changed {
+            writes.push(Write::Session(Box::new(session.clone())));
+        }
         self.commit(writes).await?;
 
         // Committed: only now does the live state move on and do subscribers hear of it.
@@ -365,6 +387,9 @@ impl SessionActorState {
             let excess = live.history.len() - keep;
             live.history.drain(..excess);
         }
+        if row_changed {
+            live.written(&session);
+        }
         live.session = session;
         Ok(reply)
     }
@@ -406,7 +431,9 @@ impl SessionActorState {
                 }
             });
         }
-        self.live.as_mut().expect("loaded above").session = s.clone();
+        let live = self.live.as_mut().expect("loaded above");
+        live.written(&s);
+        live.session = s.clone();
         Ok(s)
     }
 
@@ -428,12 +455,34 @@ impl SessionActorState {
             });
         }
         self.shared.announce_close(&s);
-        self.live.as_mut().expect("loaded above").session = s.clone();
+        let live = self.live.as_mut().expect("loaded above");
+        live.written(&s);
+        live.session = s.clone();
         Ok(s)
     }
 }
 
 impl SessionActorState {
+    /// Rewrites the session row from the live state (best effort: the log stays
+    /// authoritative for what the row may lack).
+    async fn write_row(&mut self) {
+        let Some(live) = self.live.as_mut() else {
+            return;
+        };
+        let s = live.session.clone();
+        match self
+            .shared
+            .persistence()
+            .commit(vec![Write::Session(Box::new(s.clone()))])
+            .await
+        {
+            Ok(()) => live.written(&s),
+            Err(e) => {
+                tracing::warn!(session = %self.id, error = %e, "could not store the session row")
+            }
+        }
+    }
+
     async fn dispatch(&mut self, message: SessionMsg) {
         match message {
             SessionMsg::Turn(req, reply) => {
@@ -454,14 +503,21 @@ impl SessionActorState {
                 let _ = reply.send(self.live().await.map(|_| ()));
             }
             SessionMsg::Tick => {
-                let due = match self.live().await {
-                    Ok(l) => l.session.due_timer(Utc::now()),
-                    Err(_) => None,
+                let (due, stale) = match self.live().await {
+                    Ok(l) => (
+                        l.session.due_timer(Utc::now()),
+                        l.written_deadline != l.session.next_deadline(),
+                    ),
+                    Err(_) => (None, false),
                 };
                 if let Some(status) = due {
                     if let Err(e) = self.close(status, true).await {
                         tracing::warn!(session = %self.id, error = %e, "timer close failed; retried on the next sweep");
                     }
+                } else if stale {
+                    // Turns moved the deadline without rewriting the row: store it, or the
+                    // sweep would keep finding this session due.
+                    self.write_row().await;
                 }
             }
         }
@@ -483,6 +539,23 @@ impl Actor for SessionActor {
             shared: args.shared,
             live: None,
         })
+    }
+
+    // A passivating session leaves its row up to date, so the timer sweep finds the right
+    // deadline without waking it.
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if state
+            .live
+            .as_ref()
+            .is_some_and(|l| l.written_count != l.session.message_count)
+        {
+            Box::pin(state.write_row()).await;
+        }
+        Ok(())
     }
 
     async fn handle(

@@ -136,6 +136,9 @@ pub trait Store: Send + Sync + 'static {
     // Sessions.
     /// Commits a batch in one transaction: all of it or nothing.
     async fn commit(&self, batch: &[Write]) -> StoreResult<()>;
+    /// The session with `message_count` and `last_activity` brought up to date from its
+    /// log: a group commit of an ordinary turn appends messages without rewriting the
+    /// session row, so the row alone may lag behind.
     async fn load_session(&self, session: SessionId) -> StoreResult<Option<Session>>;
     /// The session's log in order.
     async fn load_messages(&self, session: SessionId) -> StoreResult<Vec<Message>>;

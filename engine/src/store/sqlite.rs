@@ -765,12 +765,30 @@ impl super::Store for SqliteStore {
     }
 
     async fn load_session(&self, session: SessionId) -> StoreResult<Option<Session>> {
-        let row = sqlx::query("SELECT data FROM sessions WHERE id = ?")
-            .bind(session.to_string())
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(map_err)?;
-        row.as_ref().map(session_from_row).transpose()
+        // The newest message and the newest customer message come from the log itself:
+        // the session row may be older than its last turns (see Store::load_session).
+        let row = sqlx::query(
+            "SELECT s.data, \
+             (SELECT id FROM messages WHERE session_id = s.id ORDER BY id DESC LIMIT 1) AS last_id, \
+             (SELECT ts FROM messages WHERE session_id = s.id AND role = 'HUMAN' \
+              ORDER BY id DESC LIMIT 1) AS last_human_ts \
+             FROM sessions s WHERE s.id = ?",
+        )
+        .bind(session.to_string())
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(map_err)?;
+        let Some(row) = row else { return Ok(None) };
+        let mut s = session_from_row(&row)?;
+        let last_id: Option<i64> = row.try_get("last_id").map_err(map_err)?;
+        if let Some(id) = last_id.filter(|&id| id > s.message_count) {
+            s.message_count = id;
+        }
+        let last_human: Option<String> = row.try_get("last_human_ts").map_err(map_err)?;
+        if let Some(t) = last_human.as_deref().map(parse_ts).transpose()? {
+            s.last_activity = s.last_activity.max(t);
+        }
+        Ok(Some(s))
     }
 
     async fn load_messages(&self, session: SessionId) -> StoreResult<Vec<Message>> {
@@ -975,8 +993,10 @@ mod tests {
         let path = dir.path().join("nested/deeper/parley.db");
         let t = suite::tenant("acme", "key");
         let a = suite::agent(t.id, "bot");
-        let s = suite::session(t.id, a.id, "u1", 0);
+        let mut s = suite::session(t.id, a.id, "u1", 0);
         let m = suite::message(s.id, 1, Role::Human, "persist me");
+        s.message_count = 1;
+        s.last_activity = m.timestamp;
         {
             let store = SqliteStore::open(&path).await.unwrap();
             store.migrate().await.unwrap();

@@ -329,6 +329,25 @@ pub(crate) async fn suite_session_roundtrip(store: &dyn Store) {
     assert_eq!(store.load_session(bare.id).await.unwrap(), Some(bare));
 
     store.commit(&[]).await.unwrap();
+
+    // Turns appended without rewriting the row: the log brings the count and the last
+    // customer activity up to date.
+    let mut lagging = session(t, a, "u4", 3);
+    lagging.message_count = 0;
+    store.commit(&[w_session(&lagging)]).await.unwrap();
+    let human = message(lagging.id, 1, Role::Human, "hi");
+    let ai = message(lagging.id, 2, Role::Ai, "hello");
+    store
+        .commit(&[w_message(&human), w_message(&ai)])
+        .await
+        .unwrap();
+    let loaded = store.load_session(lagging.id).await.unwrap().unwrap();
+    assert_eq!(loaded.message_count, 2);
+    assert_eq!(
+        loaded.last_activity,
+        lagging.last_activity.max(human.timestamp)
+    );
+    assert_eq!(loaded.workflow_state, lagging.workflow_state);
 }
 
 pub(crate) async fn suite_messages(store: &dyn Store) {
@@ -409,8 +428,11 @@ pub(crate) async fn suite_messages(store: &dyn Store) {
 
 pub(crate) async fn suite_duplicate_message_conflict(store: &dyn Store) {
     let (t, a) = (Uuid::new_v4(), Uuid::new_v4());
-    let s1 = session(t, a, "u1", 0);
+    let mut s1 = session(t, a, "u1", 0);
     let m1 = message(s1.id, 1, Role::Human, "original");
+    // A session row that matches its log (load_session reconciles the two).
+    s1.message_count = 1;
+    s1.last_activity = m1.timestamp;
     store
         .commit(&[w_session(&s1), w_message(&m1)])
         .await
@@ -463,7 +485,10 @@ pub(crate) async fn suite_duplicate_message_conflict(store: &dyn Store) {
         .await
         .unwrap();
     assert_eq!(store.load_messages(s1.id).await.unwrap(), vec![m1, dup]);
-    assert_eq!(store.load_session(s1.id).await.unwrap(), Some(s1b));
+    // The row is s1b; the log has grown past its count to message 2.
+    let loaded = store.load_session(s1.id).await.unwrap().unwrap();
+    assert_eq!(loaded.workflow_state, "changed");
+    assert_eq!(loaded.message_count, 2);
 }
 
 pub(crate) async fn suite_idempotency(store: &dyn Store) {
