@@ -126,7 +126,7 @@ async fn bare(
             for (role, id) in [(Role::Human, *next_id - 1), (Role::Ai, *next_id)] {
                 let metadata = if role == Role::Ai {
                     serde_json::json!({"backend": "knowledge-base", "state": "SalesSupport",
-                        "backend_metadata": {"source": "faq", "score": 4.942, "query_terms": 4}})
+                        "backend_metadata": {"source": "faq", "score": 4.942}})
                 } else {
                     serde_json::Value::Null
                 };

@@ -21,6 +21,14 @@ use crate::error::{NodeError, NodeResult};
 use crate::events::{SessionEvent, UserEvent};
 use crate::node::Shared;
 
+/// `[{backend, error}]` for the AI message's metadata.
+fn failures_json(failures: &[(String, parley_engine::llm::LlmError)]) -> Value {
+    failures
+        .iter()
+        .map(|(n, e)| json!({"backend": n, "error": e.kind()}))
+        .collect()
+}
+
 /// How many recent idempotency keys a live session remembers without asking the store.
 const REMEMBERED_KEYS: usize = 64;
 /// Messages loaded when a session activates; more are loaded if its agent's backends look
@@ -231,12 +239,15 @@ impl SessionActorState {
             panic!("fault injection: a turn panicked inside its session actor");
         }
 
-        let mut session = live.session.clone();
-        session.last_activity = now;
-        session.message_count = human.id;
+        let human_id = human.id;
         let mut new_messages = vec![human];
+        // What the turn changes besides the log; the session itself is updated only after
+        // the commit (and cloned only when its row has to be written).
+        let mut workflow_state = None;
+        let mut results = None;
+        let mut finish = None;
 
-        let ai = if session.mode == Mode::Regular {
+        if live.session.mode == Mode::Regular {
             live.history.push(new_messages[0].clone());
             let streaming = shared.events.has_session_subscribers(&session_id);
             let events = shared.events.clone();
@@ -250,56 +261,50 @@ impl SessionActorState {
             };
             let input = TurnInput {
                 agent_id: req.agent_id,
-                session: &session,
+                session: &live.session,
                 history: &live.history,
             };
             let outcome = agent
                 .backends
                 .run(
                     &agent.compiled,
-                    session.llm_backend.as_deref(),
+                    live.session.llm_backend.as_deref(),
                     &input,
                     &sink,
                 )
                 .await;
             live.history.pop();
-            let (text, metadata, finish) = match outcome {
+            let (text, metadata) = match outcome {
                 Ok(out) => {
                     let mut meta = json!({
                         "backend": out.backend,
                         "state": out.ctx.state().name,
                     });
                     if !out.generation.metadata.is_null() {
-                        meta["backend_metadata"] = out.generation.metadata.clone();
+                        meta["backend_metadata"] = out.generation.metadata;
                     }
                     if !out.ctx.rejected.is_empty() {
                         meta["rejected_actions"] = json!(out.ctx.rejected);
                     }
                     if !out.failures.is_empty() {
-                        meta["failed_backends"] = json!(out
-                            .failures
-                            .iter()
-                            .map(|(n, e)| json!({"backend": n, "error": e.kind()}))
-                            .collect::<Vec<_>>());
+                        meta["failed_backends"] = failures_json(&out.failures);
                     }
-                    let finish = out.ctx.finish;
-                    session.workflow_state = out.ctx.state().name.clone();
-                    session.conversation_result = out.ctx.into_results();
-                    (out.generation.content, meta, finish)
+                    finish = out.ctx.finish;
+                    if out.ctx.state().name != live.session.workflow_state {
+                        workflow_state = Some(out.ctx.state().name.clone());
+                    }
+                    if *out.ctx.results() != live.session.conversation_result {
+                        results = Some(out.ctx.into_results());
+                    }
+                    (out.generation.content, meta)
                 }
                 Err(f) => (
                     agent.compiled.definition.error_message.clone(),
-                    json!({
-                        "turn_failed": true,
-                        "failed_backends": f.failures.iter()
-                            .map(|(n, e)| json!({"backend": n, "error": e.kind()}))
-                            .collect::<Vec<_>>(),
-                    }),
-                    None,
+                    json!({"turn_failed": true, "failed_backends": failures_json(&f.failures)}),
                 ),
             };
-            let ai = Message {
-                id: session.message_count + 1,
+            new_messages.push(Message {
+                id: human_id + 1,
                 session_id,
                 role: Role::Ai,
                 text,
@@ -308,37 +313,54 @@ impl SessionActorState {
                 metadata,
                 feedback: Feedback::None,
                 idempotency_key: req.idempotency_key.clone(),
-            };
-            session.message_count = ai.id;
-            if let Some(status) = finish {
-                session.state = SessionState::Closed(status);
-                session.closed_at = Some(ai.timestamp);
-            }
-            new_messages.push(ai.clone());
-            Some(ai)
-        } else {
-            None
-        };
+            });
+        }
+        let last_id = new_messages.last().map_or(human_id, |m| m.id);
 
         for m in &new_messages {
             writes.push(Write::Message(Box::new(m.clone())));
         }
-        let row_changed = session.workflow_state != live.session.workflow_state
-            || session.conversation_result != live.session.conversation_result
-            || session.state != live.session.state;
-        if row_changed {
-            writes.push(Write::Session(Box::new(session.clone())));
+        // The row is rewritten only when more than the log changed (see `Live`).
+        let updated =
+            (workflow_state.is_some() || results.is_some() || finish.is_some()).then(|| {
+                let mut s = live.session.clone();
+                s.last_activity = now;
+                s.message_count = last_id;
+                if let Some(w) = workflow_state {
+                    s.workflow_state = w;
+                }
+                if let Some(r) = results {
+                    s.conversation_result = r;
+                }
+                if let Some(status) = finish {
+                    s.state = SessionState::Closed(status);
+                    s.closed_at = Some(Utc::now());
+                }
+                s
+            });
+        if let Some(s) = &updated {
+            writes.push(Write::Session(Box::new(s.clone())));
         }
         self.commit(writes).await?;
 
         // Committed: only now does the live state move on and do subscribers hear of it.
         let live = self.live.as_mut().expect("loaded above");
-        let user_id = session.user_id.clone();
+        match updated {
+            Some(s) => {
+                live.written(&s);
+                live.session = s;
+            }
+            None => {
+                live.session.last_activity = now;
+                live.session.message_count = last_id;
+            }
+        }
+        let session = &live.session;
         for m in &new_messages {
             shared
                 .events
                 .session(session_id, || SessionEvent::message(m));
-            shared.events.user(session.tenant_id, &user_id, || {
+            shared.events.user(session.tenant_id, &session.user_id, || {
                 UserEvent::ConversationNewMessage {
                     session_id,
                     agent_id: session.agent_id,
@@ -349,17 +371,15 @@ impl SessionActorState {
             });
         }
         if session.is_closed() {
-            shared.announce_close(&session);
+            shared.announce_close(session);
         }
+        let ai = new_messages.get(1);
         let reply = TurnReply {
-            response: ai.as_ref().map(|m| m.text.clone()).unwrap_or_default(),
+            response: ai.map(|m| m.text.clone()).unwrap_or_default(),
             mode: session.mode,
-            human_id: new_messages[0].id,
-            ai_id: ai.as_ref().map(|m| m.id),
-            metadata: ai
-                .as_ref()
-                .map(|m| m.metadata.clone())
-                .unwrap_or(Value::Null),
+            human_id,
+            ai_id: ai.map(|m| m.id),
+            metadata: ai.map(|m| m.metadata.clone()).unwrap_or(Value::Null),
             replayed: false,
             status: session.status_str(),
         };
@@ -387,10 +407,6 @@ impl SessionActorState {
             let excess = live.history.len() - keep;
             live.history.drain(..excess);
         }
-        if row_changed {
-            live.written(&session);
-        }
-        live.session = session;
         Ok(reply)
     }
 

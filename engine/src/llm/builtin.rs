@@ -6,7 +6,6 @@ use serde_json::json;
 
 use super::{DeltaSink, Generation, LlmBackend, LlmError, TurnInput};
 use crate::agent::BackendDef;
-use crate::knowledge::tokenize;
 use crate::results::{find_email, find_phone, FieldType};
 use crate::workflow::{Action, Tool, TurnContext};
 
@@ -94,7 +93,6 @@ impl LlmBackend for BuiltinBackend {
             }
         }
 
-        let query_terms = tokenize(text);
         let hit = agent.knowledge.search(text, 1).into_iter().next();
         let (content, source, score) = match hit {
             Some(h) => (
@@ -114,7 +112,6 @@ impl LlmBackend for BuiltinBackend {
             metadata: json!({
                 "source": source,
                 "score": (score * 1000.0).round() / 1000.0,
-                "query_terms": query_terms.len(),
             }),
             content,
         })
