@@ -353,22 +353,9 @@ impl Node {
         &self.shared.events
     }
 
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.shared.store
-    }
-
     /// Session actors resident on this node.
     pub fn resident_sessions(&self) -> usize {
         self.shared.sessions.resident()
-    }
-
-    /// Passivates every session idle for `idle_secs` or more, in every shard.
-    pub fn passivate_idle(&self, idle_secs: u32) {
-        for i in 0..self.shared.config.shards.max(1) {
-            if let Some(s) = self.shared.sessions.shard(i) {
-                let _ = s.send_message(ShardMsg::Passivate { idle_secs });
-            }
-        }
     }
 
     /// Stops the tree: sessions finish the messages already in their mailboxes, then the

@@ -20,8 +20,6 @@ pub enum ShardMsg {
     Passivate {
         idle_secs: u32,
     },
-    /// Counts: (resident children, restarts so far).
-    Stats(RpcReplyPort<(usize, u64)>),
 }
 
 pub struct SessionShard;
@@ -41,7 +39,6 @@ pub struct ShardState {
     /// Passivating sessions and the activations waiting for them to finish.
     draining: HashMap<SessionId, Vec<RpcReplyPort<NodeResult<ActorRef<SessionMsg>>>>>,
     recent_restarts: VecDeque<Instant>,
-    restarts: u64,
 }
 
 impl ShardState {
@@ -128,7 +125,6 @@ impl Actor for SessionShard {
             by_actor: HashMap::new(),
             draining: HashMap::new(),
             recent_restarts: VecDeque::new(),
-            restarts: 0,
         })
     }
 
@@ -151,9 +147,6 @@ impl Actor for SessionShard {
                 }
             }
             ShardMsg::Passivate { idle_secs } => state.passivate(idle_secs),
-            ShardMsg::Stats(reply) => {
-                let _ = reply.send((state.children.len(), state.restarts));
-            }
         }
         Ok(())
     }
@@ -189,7 +182,6 @@ impl Actor for SessionShard {
                     .sessions
                     .live
                     .remove_if(&id, |_, e| e.actor.get_id() == cell.get_id());
-                state.restarts += 1;
                 state
                     .shared
                     .supervision

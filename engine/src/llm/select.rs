@@ -67,14 +67,6 @@ impl Backends {
         Ok(Backends { list })
     }
 
-    pub fn from_list(list: Vec<NamedBackend>) -> Backends {
-        Backends { list }
-    }
-
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.list.iter().map(|b| b.name.as_str())
-    }
-
     /// Picks the primary backend of a new session by weight. The pick is a function of the
     /// session id (its random bits), so it is stable for the session.
     pub fn choose(&self, session_id: Uuid) -> &str {
