@@ -48,7 +48,7 @@ async fn session_lifecycle() {
         .http
         .put(t.url(&format!("/chatbot/{}/session/{sid}", a.id)))
         .bearer_auth(&a.token)
-        .json(&json!({"name": "Ann B.", "language": "de"}))
+        .json(&json!({"name": "Ann B.", "language": "de", "email": "Ann.B@Example.org", "phone": "+49 (151) 234-567"}))
         .send()
         .await
         .unwrap();
@@ -56,6 +56,8 @@ async fn session_lifecycle() {
     assert_eq!(status, StatusCode::OK, "{s}");
     assert_eq!(s["name"], "Ann B.");
     assert_eq!(s["language"], "de");
+    assert_eq!(s["email"], "ann.b@example.org");
+    assert_eq!(s["phone"], "+49151234567");
 
     let log = t.log(&a, &sid).await;
     let roles: Vec<&str> = log.iter().map(|m| m["role"].as_str().unwrap()).collect();

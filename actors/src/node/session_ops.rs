@@ -186,10 +186,11 @@ impl Node {
         &self,
         agent_id: AgentId,
         id: SessionId,
-        patch: SessionPatch,
+        mut patch: SessionPatch,
     ) -> NodeResult<Session> {
-        check_contact("email", &patch.email, FieldType::Email)?;
-        check_contact("phone", &patch.phone, FieldType::Phone)?;
+        // Stored the way a new session stores them (lower-case e-mail, digits-only phone).
+        patch.email = check_contact("email", &patch.email, FieldType::Email)?;
+        patch.phone = check_contact("phone", &patch.phone, FieldType::Phone)?;
         self.shared
             .sessions
             .call(id, |r| SessionMsg::Update(agent_id, patch.clone(), r))
