@@ -17,7 +17,7 @@ use criterion::{criterion_group, Criterion, Throughput};
 use parley_actors::session::TurnRequest;
 use parley_actors::Node;
 use parley_engine::model::{Feedback, Message, Role, SessionId};
-use parley_engine::store::{SqliteStore, Store, Write};
+use parley_engine::store::{Epoch, SessionWrites, SqliteStore, Store, Write};
 use support::{bench_node, BenchNode};
 use uuid::Uuid;
 
@@ -119,9 +119,10 @@ async fn bare(
     let mut done = 0u64;
     while done < turns {
         let n = batch.min((turns - done) as usize);
-        let mut writes = Vec::with_capacity(n * 2);
+        let mut groups = Vec::with_capacity(n);
         for k in 0..n {
             let session_id = sessions[k % sessions.len()];
+            let mut writes = Vec::with_capacity(2);
             *next_id += 2;
             for (role, id) in [(Role::Human, *next_id - 1), (Role::Ai, *next_id)] {
                 let metadata = if role == Role::Ai {
@@ -142,8 +143,14 @@ async fn bare(
                     idempotency_key: None,
                 })));
             }
+            // The newest epoch there can be: the baseline is never fenced.
+            groups.push(SessionWrites {
+                session: session_id,
+                epoch: Epoch::MAX,
+                writes,
+            });
         }
-        store.commit(&writes).await.unwrap();
+        store.commit(&groups).await.unwrap();
         done += n as u64;
     }
     let d = start.elapsed();

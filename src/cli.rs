@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use parley_engine::agent::{parse_and_compile, Format};
 
-use crate::server::{self, ServeConfig};
+use crate::server::{self, ClusterConfig, ServeConfig};
 
 #[derive(Debug, Parser)]
 #[command(name = "parley", version, about = "An actor-based conversation engine")]
@@ -20,7 +20,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server (HTTP + WebSocket API) on the embedded store by default.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Create or upgrade the store's schema, then exit.
     Migrate(StoreArgs),
     /// Work with agent definitions offline.
@@ -39,8 +39,8 @@ pub struct StoreArgs {
     /// Where the embedded store and the generated admin key live.
     #[arg(long, env = "PARLEY_DATA_DIR", default_value = "./parley-data")]
     pub data_dir: PathBuf,
-    /// `sqlite://PATH` (default: DATA_DIR/parley.db).
-    #[arg(long, env = "PARLEY_DATABASE_URL")]
+    /// `sqlite://PATH` (default: DATA_DIR/parley.db) or `postgres://USER@HOST/DB`.
+    #[arg(long, env = "PARLEY_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
 }
 
@@ -78,6 +78,23 @@ pub struct ServeArgs {
     /// Do not create demo agents in an empty store.
     #[arg(long)]
     pub no_examples: bool,
+    /// Redis shared by the nodes of a cluster (`redis://HOST:PORT`); without it this
+    /// node serves alone.
+    #[arg(long, env = "PARLEY_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// This node's id in the cluster (default: generated, printed at start).
+    #[arg(long, env = "PARLEY_NODE_ID")]
+    pub node_id: Option<String>,
+    /// The base URL other nodes forward requests to (default: http://LISTEN).
+    #[arg(long, env = "PARLEY_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
+    /// Name of the cluster: the prefix of its keys in Redis, so clusters can share one.
+    #[arg(long, env = "PARLEY_CLUSTER", default_value = "parley")]
+    pub cluster: String,
+    /// Milliseconds a node's lease lasts without a heartbeat (it beats four times per
+    /// lease); a node silent this long loses its sessions to the others.
+    #[arg(long, env = "PARLEY_LEASE_TTL_MS", default_value_t = 2000)]
+    pub lease_ttl_ms: u64,
 }
 
 fn init_logging(level: &str, format: LogFormat) {
@@ -109,7 +126,7 @@ pub fn run(cli: Cli) -> ExitCode {
         }),
         Command::Serve(args) => {
             init_logging(&args.log_level, args.log_format);
-            runtime(serve(args))
+            runtime(serve(*args))
         }
     }
 }
@@ -171,9 +188,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     cfg.limits.max_body_bytes = args.max_body_bytes;
     cfg.examples_dir = args.examples_dir;
     cfg.load_examples = !args.no_examples;
+    cfg.cluster = ClusterConfig {
+        redis_url: args.redis_url,
+        node_id: args.node_id,
+        advertise_url: args.advertise_url,
+        name: args.cluster,
+        lease_ttl: Duration::from_millis(args.lease_ttl_ms.max(100)),
+    };
     let server = server::start(cfg).await?;
     let base = format!("http://{}", server.addr);
     println!("parley {} listening on {base}", env!("CARGO_PKG_VERSION"));
+    let me = server.node.registry().node();
+    if server.node.registry().clustered() {
+        println!("node {} of cluster, reachable at {}", me.id, me.url);
+    }
     // Secrets are printed to the terminal once, never logged.
     if let Some(key) = &server.tenant.generated_key {
         let file = server

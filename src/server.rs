@@ -6,7 +6,10 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use parley_actors::{Node, NodeConfig};
-use parley_engine::store::{SqliteStore, Store};
+use parley_engine::registry::{
+    LocalRegistry, NodeInfo, RedisRegistry, RedisRegistryConfig, Registry,
+};
+use parley_engine::store::{PgStore, SqliteStore, Store};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -25,6 +28,33 @@ pub struct ServeConfig {
     /// Create and start the agents of `examples_dir` when the store has none.
     pub load_examples: bool,
     pub examples_dir: PathBuf,
+    pub cluster: ClusterConfig,
+}
+
+/// How this node finds the others. Without a Redis URL it is a cluster of one.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub redis_url: Option<String>,
+    /// This node's id (default: generated).
+    pub node_id: Option<String>,
+    /// The base URL other nodes reach this one at (default: http://LISTEN address).
+    pub advertise_url: Option<String>,
+    /// Prefix of this cluster's keys in Redis.
+    pub name: String,
+    /// A node whose heartbeat stops for this long loses its sessions to the others.
+    pub lease_ttl: std::time::Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            redis_url: None,
+            node_id: None,
+            advertise_url: None,
+            name: "parley".into(),
+            lease_ttl: std::time::Duration::from_secs(2),
+        }
+    }
 }
 
 impl ServeConfig {
@@ -38,6 +68,7 @@ impl ServeConfig {
             limits: Limits::default(),
             load_examples: true,
             examples_dir: PathBuf::from("examples/agents"),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -55,9 +86,13 @@ pub async fn open_store(cfg: &ServeConfig) -> anyhow::Result<Arc<dyn Store>> {
             {
                 PathBuf::from(p)
             } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-                anyhow::bail!("--database-url: Postgres is not supported by this build yet; use sqlite://PATH or leave it out for the embedded store");
+                let store = PgStore::connect(url)
+                    .await
+                    .context("--database-url: connecting to Postgres")?;
+                store.migrate().await.context("running migrations")?;
+                return Ok(Arc::new(store));
             } else {
-                anyhow::bail!("--database-url: expected sqlite://PATH");
+                anyhow::bail!("--database-url: expected sqlite://PATH or postgres://…");
             }
         }
     };
@@ -66,6 +101,37 @@ pub async fn open_store(cfg: &ServeConfig) -> anyhow::Result<Arc<dyn Store>> {
         .with_context(|| format!("opening {}", path.display()))?;
     store.migrate().await.context("running migrations")?;
     Ok(Arc::new(store))
+}
+
+/// The registry a config names, for a node reachable at `addr`.
+fn registry(cfg: &ClusterConfig, addr: SocketAddr) -> anyhow::Result<Arc<dyn Registry>> {
+    let id = cfg
+        .node_id
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()[..12].to_string());
+    let url = match &cfg.advertise_url {
+        Some(u) => u.trim_end_matches('/').to_string(),
+        None if addr.ip().is_unspecified() => {
+            anyhow::bail!("--advertise-url is required when listening on {addr}: other nodes need an address they can reach")
+        }
+        None => format!("http://{addr}"),
+    };
+    let node = NodeInfo { id, url };
+    Ok(match &cfg.redis_url {
+        None => Arc::new(LocalRegistry::new(node)),
+        Some(redis) => Arc::new(
+            RedisRegistry::new(
+                node,
+                RedisRegistryConfig {
+                    url: redis.clone(),
+                    prefix: cfg.name.clone(),
+                    lease_ttl: cfg.lease_ttl,
+                    timeout: (cfg.lease_ttl / 4).max(std::time::Duration::from_millis(100)),
+                },
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+        ),
+    })
 }
 
 pub struct Server {
@@ -81,7 +147,13 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<Server> {
     let store = open_store(&cfg).await?;
     let tenant =
         bootstrap::ensure_tenant(store.as_ref(), &cfg.data_dir, cfg.admin_key.as_deref()).await?;
-    let node = Node::start(store, cfg.node.clone()).await?;
+    // Bound first: the registry advertises the address actually bound (port 0 in tests).
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("binding {}", cfg.listen))?;
+    let addr = listener.local_addr()?;
+    let registry = registry(&cfg.cluster, addr)?;
+    let node = Node::start_in_cluster(store, registry, cfg.node.clone()).await?;
     let demo_agents = if cfg.load_examples {
         bootstrap::load_examples(&node, tenant.tenant, &cfg.examples_dir).await?
     } else {
@@ -90,11 +162,8 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<Server> {
     let app = api::router(AppState {
         node: node.clone(),
         limits: cfg.limits,
+        forwarder: api::forward::client(),
     });
-    let listener = tokio::net::TcpListener::bind(cfg.listen)
-        .await
-        .with_context(|| format!("binding {}", cfg.listen))?;
-    let addr = listener.local_addr()?;
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -103,7 +172,8 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<Server> {
             })
             .await
     });
-    tracing::info!(%addr, "listening");
+    let me = node.registry().node();
+    tracing::info!(%addr, node = %me.id, url = %me.url, "listening");
     Ok(Server {
         addr,
         node,

@@ -9,7 +9,7 @@ use dashmap::DashMap;
 use parley_engine::agent::{parse_definition, AgentDefinition, BackendKind, CompiledAgent, Format};
 use parley_engine::llm::{Backends, DEFAULT_CONTEXT_WINDOW};
 use parley_engine::model::{AgentId, TenantId};
-use parley_engine::store::{AgentStatus, Store};
+use parley_engine::store::{AgentRecord, AgentStatus, Store};
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
 use crate::error::{NodeError, NodeResult};
@@ -193,6 +193,9 @@ pub enum AgentSupMsg {
     Stop(AgentId, RpcReplyPort<NodeResult<()>>),
     /// The agent got a new version: compile it and make it current if running.
     Reload(AgentId, RpcReplyPort<NodeResult<()>>),
+    /// Catch up with changes other nodes of the cluster made in the store: start agents
+    /// that run there, stop those stopped or deleted there, load new versions and tokens.
+    Sync(RpcReplyPort<()>),
 }
 
 pub struct AgentSupervisor;
@@ -278,7 +281,8 @@ impl AgentSupState {
         Ok(())
     }
 
-    async fn stop(&mut self, id: AgentId) -> NodeResult<()> {
+    /// Stops the agent's actor here, leaving the stored status alone.
+    fn stop_here(&mut self, id: AgentId) {
         if let Some((_, running)) = self.args.directory.running.remove(&id) {
             let actor = running
                 .actor
@@ -288,6 +292,50 @@ impl AgentSupState {
             self.by_cell.remove(&actor.get_id());
             actor.stop(Some("agent stopped".into()));
         }
+    }
+
+    async fn sync(&mut self, myself: &ActorRef<AgentSupMsg>) -> NodeResult<()> {
+        let records = self.args.store.all_agents().await?;
+        let stored: HashMap<AgentId, &AgentRecord> = records.iter().map(|r| (r.id, r)).collect();
+        let here: Vec<AgentId> = self
+            .args
+            .directory
+            .running
+            .iter()
+            .map(|e| *e.key())
+            .collect();
+        for id in here {
+            match stored.get(&id) {
+                Some(r) if r.status == AgentStatus::Running => {
+                    let Some(running) = self.args.directory.get(&id) else {
+                        continue;
+                    };
+                    let stale_token = *running.token_hash.read().unwrap_or_else(|e| e.into_inner())
+                        != r.token_hash;
+                    if running.current().version != r.current_version || stale_token {
+                        if let Err(e) = self.reload(id).await {
+                            tracing::warn!(agent = %id, error = %e, "could not load the agent's new version");
+                        }
+                    }
+                }
+                _ => {
+                    tracing::info!(agent = %id, "agent stopped or deleted on another node; stopping it here");
+                    self.stop_here(id);
+                }
+            }
+        }
+        for r in records.iter().filter(|r| r.status == AgentStatus::Running) {
+            if !self.args.directory.running.contains_key(&r.id) {
+                if let Err(e) = self.start(myself, r.id).await {
+                    tracing::warn!(agent = %r.id, error = %e, "could not start an agent that runs on another node");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn stop(&mut self, id: AgentId) -> NodeResult<()> {
+        self.stop_here(id);
         if self.args.store.get_agent(id).await?.is_some() {
             self.args
                 .store
@@ -366,6 +414,12 @@ impl Actor for AgentSupervisor {
             }
             AgentSupMsg::Reload(id, reply) => {
                 let _ = reply.send(state.reload(id).await);
+            }
+            AgentSupMsg::Sync(reply) => {
+                if let Err(e) = state.sync(&myself).await {
+                    tracing::warn!(error = %e, "could not sync agents with the store");
+                }
+                let _ = reply.send(());
             }
         }
         Ok(())

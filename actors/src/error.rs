@@ -1,6 +1,7 @@
 //! The errors the node reports to its callers (the HTTP layer maps them to statuses).
 
 use parley_engine::agent::ValidationErrors;
+use parley_engine::registry::RegistryError;
 use parley_engine::store::StoreError;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -23,6 +24,9 @@ pub enum NodeError {
     Conflict(String),
     #[error("temporarily unavailable: {0}")]
     Unavailable(String),
+    /// Another node owns the session now (its URL, when known); nothing was changed here.
+    #[error("the session moved to another node; retry")]
+    Moved(Option<String>),
     #[error("the session failed while handling this request and was restarted")]
     SessionCrashed,
     #[error("internal error: {0}")]
@@ -40,3 +44,11 @@ impl From<StoreError> for NodeError {
 }
 
 pub type NodeResult<T> = Result<T, NodeError>;
+
+impl From<RegistryError> for NodeError {
+    fn from(e: RegistryError) -> Self {
+        match e {
+            RegistryError::Unavailable(m) => NodeError::Unavailable(m),
+        }
+    }
+}

@@ -133,7 +133,9 @@ impl EventHub {
     }
 
     pub fn has_session_subscribers(&self, id: &SessionId) -> bool {
-        self.sessions.contains_key(id)
+        self.sessions
+            .get(id)
+            .is_some_and(|tx| tx.receiver_count() > 0)
     }
 
     pub fn session(&self, id: SessionId, event: impl FnOnce() -> SessionEvent) {

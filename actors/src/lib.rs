@@ -16,4 +16,4 @@ pub mod persistence;
 pub mod session;
 
 pub use error::NodeError;
-pub use node::{Node, NodeConfig};
+pub use node::{Node, NodeConfig, Route};

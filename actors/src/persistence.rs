@@ -14,25 +14,34 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use parley_engine::store::{Store, Write};
+use parley_engine::store::{SessionWrites, Store};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::{mpsc, oneshot, Notify};
 
-type Reply = oneshot::Sender<Result<(), String>>;
+/// Why a commit did not happen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommitError {
+    /// The session was claimed by another owner since these writes' epoch.
+    Fenced,
+    /// The store failed (or the writer is restarting).
+    Failed(String),
+}
+
+type Reply = oneshot::Sender<Result<(), CommitError>>;
 
 /// What sessions use to commit: a clone of the writer's queue.
 #[derive(Clone)]
-pub struct CommitQueue(mpsc::UnboundedSender<(Vec<Write>, Reply)>);
+pub struct CommitQueue(mpsc::UnboundedSender<(SessionWrites, Reply)>);
 
 impl CommitQueue {
     /// Commits the writes (in one transaction with whatever else is queued) and waits.
-    pub async fn commit(&self, writes: Vec<Write>) -> Result<(), String> {
+    pub async fn commit(&self, writes: SessionWrites) -> Result<(), CommitError> {
         let (tx, rx) = oneshot::channel();
         self.0
             .send((writes, tx))
-            .map_err(|_| "the persistence writer is restarting".to_string())?;
+            .map_err(|_| CommitError::Failed("the persistence writer is restarting".into()))?;
         rx.await
-            .unwrap_or_else(|_| Err("the persistence writer stopped".into()))
+            .unwrap_or_else(|_| Err(CommitError::Failed("the persistence writer stopped".into())))
     }
 }
 
@@ -82,7 +91,7 @@ pub struct PersistenceState {
 /// Commits batches until told to stop, then commits what is still queued and returns.
 async fn writer(
     store: Arc<dyn Store>,
-    mut rx: mpsc::UnboundedReceiver<(Vec<Write>, Reply)>,
+    mut rx: mpsc::UnboundedReceiver<(SessionWrites, Reply)>,
     max_batch: usize,
     stats: Arc<Mutex<BatchStats>>,
     stop: Arc<Notify>,
@@ -106,26 +115,34 @@ async fn writer(
                 _ = stop.notified() => { stopping = true; continue; }
             }
         }
-        let mut writes = Vec::with_capacity(requests.len() * 3);
+        let mut batch = Vec::with_capacity(requests.len());
         let mut waiters = Vec::with_capacity(requests.len());
         for (w, reply) in requests.drain(..) {
-            writes.extend(w);
+            batch.push(w);
             waiters.push(reply);
         }
         let started = Instant::now();
-        let result = store.commit(&writes).await.map_err(|e| {
+        let result = store.commit(&batch).await.map_err(|e| {
             tracing::error!(error = %e, requests = waiters.len(), "group commit failed");
-            e.to_string()
+            CommitError::Failed(e.to_string())
         });
         if let Ok(mut s) = stats.lock() {
             s.batches += 1;
             s.requests += waiters.len() as u64;
-            s.writes += writes.len() as u64;
+            s.writes += batch.iter().map(|g| g.writes.len() as u64).sum::<u64>();
             s.largest_batch = s.largest_batch.max(waiters.len() as u64);
             s.commit_seconds += started.elapsed().as_secs_f64();
         }
-        for w in waiters {
-            let _ = w.send(result.clone());
+        for (group, w) in batch.iter().zip(waiters) {
+            let r = match &result {
+                Ok(fenced) if fenced.contains(&group.session) => {
+                    tracing::warn!(session = %group.session, epoch = group.epoch, "writes refused: the session has a newer owner");
+                    Err(CommitError::Fenced)
+                }
+                Ok(_) => Ok(()),
+                Err(e) => Err(e.clone()),
+            };
+            let _ = w.send(r);
         }
     }
 }

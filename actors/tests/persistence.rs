@@ -15,7 +15,8 @@ use parley_engine::model::{
     AgentId, AttachmentMeta, Feedback, Message, Session, SessionId, TenantId,
 };
 use parley_engine::store::{
-    AgentRecord, AgentStatus, SqliteStore, Store, StoreError, StoreResult, Tenant, Write,
+    AgentRecord, AgentStatus, Epoch, SessionWrites, SqliteStore, Store, StoreError, StoreResult,
+    Tenant,
 };
 use uuid::Uuid;
 
@@ -81,11 +82,14 @@ impl Store for Switchable {
     async fn delete_agent(&self, a: AgentId) -> StoreResult<bool> {
         self.inner.delete_agent(a).await
     }
-    async fn commit(&self, batch: &[Write]) -> StoreResult<()> {
+    async fn commit(&self, batch: &[SessionWrites]) -> StoreResult<Vec<SessionId>> {
         if self.failing.load(Ordering::SeqCst) {
             return Err(StoreError::Unavailable("disk full".into()));
         }
         self.inner.commit(batch).await
+    }
+    async fn claim_session(&self, s: SessionId) -> StoreResult<Option<Epoch>> {
+        self.inner.claim_session(s).await
     }
     async fn load_session(&self, s: SessionId) -> StoreResult<Option<Session>> {
         self.inner.load_session(s).await

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod knowledge;
 pub mod llm;
 pub mod model;
+pub mod registry;
 pub mod results;
 pub mod store;
 pub mod workflow;

@@ -1,6 +1,6 @@
 //! API errors: `{"error": {"code", "message", "details"?}}` with the matching status.
 
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use parley_actors::NodeError;
@@ -12,7 +12,17 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub details: Option<Value>,
+    /// For `session_moved`: the new owner's URL, when known (see [`MovedTo`]).
+    pub moved_to: Option<String>,
 }
+
+/// Response extension of a `session_moved` error naming the new owner, so the routing
+/// layer can remember it and forward the client's retry straight there.
+#[derive(Debug, Clone)]
+pub struct MovedTo(pub String);
+
+/// Header of a `session_moved` error: a forwarding node retries elsewhere on seeing it.
+pub const SESSION_MOVED_HEADER: &str = "x-parley-session-moved";
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
@@ -21,6 +31,7 @@ impl ApiError {
             code,
             message: message.into(),
             details: None,
+            moved_to: None,
         }
     }
 
@@ -68,10 +79,12 @@ impl From<NodeError> for ApiError {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "agent_not_running", msg)
             }
             NodeError::InvalidDefinition(errs) => ApiError {
-                status: StatusCode::UNPROCESSABLE_ENTITY,
-                code: "invalid_definition",
-                message: errs.to_string(),
                 details: serde_json::to_value(&errs.0).ok(),
+                ..ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_definition",
+                    errs.to_string(),
+                )
             },
             NodeError::Invalid(m) => ApiError::invalid(m),
             NodeError::StartFailed(_) => {
@@ -81,6 +94,10 @@ impl From<NodeError> for ApiError {
             NodeError::Unavailable(_) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", msg)
             }
+            NodeError::Moved(url) => ApiError {
+                moved_to: url,
+                ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "session_moved", msg)
+            },
             NodeError::SessionCrashed => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "session_restarted", msg)
             }
@@ -102,7 +119,16 @@ impl IntoResponse for ApiError {
         if let Some(d) = self.details {
             error["details"] = d;
         }
-        (self.status, Json(json!({ "error": error }))).into_response()
+        let mut response = (self.status, Json(json!({ "error": error }))).into_response();
+        if self.code == "session_moved" {
+            let headers = response.headers_mut();
+            headers.insert(SESSION_MOVED_HEADER, HeaderValue::from_static("1"));
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            if let Some(url) = self.moved_to {
+                response.extensions_mut().insert(MovedTo(url));
+            }
+        }
+        response
     }
 }
 

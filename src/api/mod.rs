@@ -3,8 +3,10 @@
 
 mod agents;
 mod chat;
+mod cluster;
 pub mod error;
 mod extract;
+pub mod forward;
 mod openapi;
 mod public;
 mod ws;
@@ -21,6 +23,8 @@ use error::ApiError;
 pub struct AppState {
     pub node: Node,
     pub limits: Limits,
+    /// Client for requests forwarded to the node that owns a session.
+    pub forwarder: reqwest::Client,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -87,6 +91,7 @@ pub fn routes() -> Vec<(RouteDoc, MethodRouter<AppState>)> {
         route!(post, "/api/v1/agents/{agent_id}/start", agents::start, Admin, "agents", "Start an agent (status Running, or Error with the reason)"),
         route!(post, "/api/v1/agents/{agent_id}/stop", agents::stop, Admin, "agents", "Stop an agent"),
         route!(post, "/api/v1/agents/{agent_id}/token", agents::rotate_token, Admin, "agents", "Rotate the agent's chat API token; answers the new token once"),
+        route!(get, "/api/v1/admin/cluster", cluster::status, Admin, "admin", "This node, the cluster's live nodes and the registry's counters"),
         route!(post, "/chatbot/{agent_id}/session", chat::create_session, Agent, "chat", "Start a session"),
         route!(get, "/chatbot/{agent_id}/session/{session_id}", chat::get_session, Agent, "chat", "Session metadata"),
         route!(put, "/chatbot/{agent_id}/session/{session_id}", chat::update_session, Agent, "chat", "Update session metadata"),
@@ -130,7 +135,14 @@ pub fn router(state: AppState) -> Router {
     }
     let mut app = Router::new();
     for (path, mr) in by_path {
-        app = app.route(path, mr.fallback(method_not_allowed));
+        let mut mr = mr.fallback(method_not_allowed);
+        if path.contains("{session_id}") {
+            mr = mr.route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                forward::session_routing,
+            ));
+        }
+        app = app.route(path, mr);
     }
     app.fallback(not_found)
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))

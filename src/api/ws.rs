@@ -5,10 +5,11 @@ use std::sync::Arc;
 
 use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::Response;
 use parley_actors::events::SessionEvent;
 use parley_actors::session::TurnRequest;
+use parley_actors::{NodeError, Route};
 use parley_engine::model::{AgentId, SessionId};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -16,6 +17,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{agent_auth, bearer, parse_id, AgentCaller};
+use super::forward;
 use super::AppState;
 
 #[derive(Debug, Deserialize)]
@@ -27,10 +29,27 @@ pub struct WsQuery {
 pub async fn session_ws(
     State(st): State<AppState>,
     caller: AgentCaller,
+    headers: HeaderMap,
+    uri: Uri,
     ws: WebSocketUpgrade,
 ) -> ApiResult<Response> {
     let (agent, session) = (caller.agent, caller.session()?);
     st.node.session(agent, session).await?;
+    let forwarded = forward::is_forwarded(&headers);
+    if !forwarded {
+        if let Route::Remote(owner) = st.node.route(session).await? {
+            return proxy(&st, session, &owner, &uri, &headers, ws).await;
+        }
+    }
+    // The socket keeps the session resident (and claimed) here, so turns sent to any node
+    // reach this node and their events reach the socket.
+    match st.node.activate_session(session).await {
+        Ok(()) => {}
+        Err(NodeError::Moved(Some(owner))) if !forwarded => {
+            return proxy(&st, session, &owner, &uri, &headers, ws).await;
+        }
+        Err(e) => return Err(e.into()),
+    }
     // Subscribe before upgrading so nothing published after this answer is missed.
     let events = st.node.events().subscribe_session(session);
     let ws = ws.max_message_size(st.limits.max_body_bytes);
@@ -111,6 +130,89 @@ async fn session_socket(
             },
         }
     }
+}
+
+/// Serves the socket through the node that owns the session: frames are relayed both
+/// ways until either side closes.
+async fn proxy(
+    st: &AppState,
+    session: SessionId,
+    owner: &str,
+    uri: &Uri,
+    headers: &HeaderMap,
+    ws: WebSocketUpgrade,
+) -> ApiResult<Response> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let target = format!(
+        "{}{}",
+        owner.replacen("http", "ws", 1),
+        uri.path_and_query().map_or("/", |p| p.as_str())
+    );
+    let mut request = target
+        .into_client_request()
+        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "owner_failed", e.to_string()))?;
+    if let Some(auth) = headers.get(header::AUTHORIZATION) {
+        request
+            .headers_mut()
+            .insert(header::AUTHORIZATION, auth.clone());
+    }
+    let me = HeaderValue::from_str(&st.node.registry().node().id)
+        .unwrap_or_else(|_| HeaderValue::from_static("node"));
+    request.headers_mut().insert(forward::FORWARDED_BY, me);
+    let (upstream, _) = match tokio_tungstenite::connect_async(request).await {
+        Ok(c) => c,
+        Err(e) => {
+            st.node.forget_owner(session);
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "owner_unreachable",
+                format!("the node that owns the session does not answer ({e}); retry"),
+            ));
+        }
+    };
+    let ws = ws.max_message_size(st.limits.max_body_bytes);
+    Ok(ws.on_upgrade(move |socket| relay(socket, upstream)))
+}
+
+async fn relay<S>(socket: WebSocket, upstream: tokio_tungstenite::WebSocketStream<S>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message as Up;
+    let (mut down_tx, mut down_rx) = socket.split();
+    let (mut up_tx, mut up_rx) = upstream.split();
+    loop {
+        tokio::select! {
+            m = down_rx.next() => {
+                let m = match m {
+                    Some(Ok(WsMessage::Text(t))) => Up::text(t.as_str()),
+                    Some(Ok(WsMessage::Binary(b))) => Up::binary(b),
+                    Some(Ok(WsMessage::Ping(p))) => Up::Ping(p),
+                    Some(Ok(WsMessage::Pong(p))) => Up::Pong(p),
+                    Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => break,
+                };
+                if up_tx.send(m).await.is_err() {
+                    break;
+                }
+            }
+            m = up_rx.next() => {
+                let m = match m {
+                    Some(Ok(Up::Text(t))) => WsMessage::Text(t.as_str().into()),
+                    Some(Ok(Up::Binary(b))) => WsMessage::Binary(b),
+                    Some(Ok(Up::Ping(p))) => WsMessage::Ping(p),
+                    Some(Ok(Up::Pong(p))) => WsMessage::Pong(p),
+                    Some(Ok(Up::Frame(_))) => continue,
+                    Some(Ok(Up::Close(_))) | None | Some(Err(_)) => break,
+                };
+                if down_tx.send(m).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = up_tx.close().await;
+    let _ = down_tx.close().await;
 }
 
 pub async fn user_ws(

@@ -8,17 +8,21 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use parley_engine::model::{AgentId, SessionId};
 use parley_engine::model::{Session, SessionState};
-use parley_engine::store::{Store, Write};
+use parley_engine::registry::{Claim, Lease, LocalRegistry, NodeInfo, Registry};
+use parley_engine::store::{Epoch, SessionWrites, Store, Write};
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 
-pub use session_ops::{Conversation, CreateSession, EXT_TYPES};
+pub use session_ops::{Conversation, CreateSession, Route, EXT_TYPES};
 
-use crate::agents::{AgentDirectory, AgentSupArgs, AgentSupMsg, AgentSupervisor};
+use crate::agents::{AgentDirectory, AgentSupArgs, AgentSupMsg, AgentSupervisor, RunningAgent};
 use crate::error::{NodeError, NodeResult};
 use crate::events::{EventHub, SessionEvent, UserEvent};
-use crate::persistence::{BatchStats, CommitQueue, PersistMsg, PersistenceActor, PersistenceArgs};
+use crate::persistence::{
+    BatchStats, CommitError, CommitQueue, PersistMsg, PersistenceActor, PersistenceArgs,
+};
 use crate::session::{SessionMsg, SessionRouter, SessionShard, ShardArgs, ShardMsg};
 
 #[derive(Debug, Clone)]
@@ -58,6 +62,11 @@ pub struct Shared {
     pub agents: Arc<AgentDirectory>,
     pub events: Arc<EventHub>,
     pub sessions: SessionRouter,
+    /// Who owns which session in the cluster.
+    pub registry: Arc<dyn Registry>,
+    /// Set while the node leaves the cluster: passivating sessions then skip releasing
+    /// their claims one by one, since leaving frees them all at once.
+    pub leaving: AtomicBool,
     pub http: reqwest::Client,
     pub supervision: SupervisionStats,
     persistence: RwLock<Option<(ActorRef<PersistMsg>, CommitQueue)>>,
@@ -85,11 +94,25 @@ fn write<T>(slot: &RwLock<Option<T>>, value: T) {
 pub struct PersistenceHandle(Option<(ActorRef<PersistMsg>, CommitQueue)>);
 
 impl PersistenceHandle {
-    pub async fn commit(&self, writes: Vec<Write>) -> NodeResult<()> {
+    /// Commits one session's writes under the epoch of its owner's claim.
+    pub async fn commit(
+        &self,
+        session: SessionId,
+        epoch: Epoch,
+        writes: Vec<Write>,
+    ) -> NodeResult<()> {
         let Some((_, queue)) = &self.0 else {
             return Err(NodeError::Unavailable("persistence is not running".into()));
         };
-        queue.commit(writes).await.map_err(NodeError::Unavailable)
+        let group = SessionWrites {
+            session,
+            epoch,
+            writes,
+        };
+        queue.commit(group).await.map_err(|e| match e {
+            CommitError::Fenced => NodeError::Moved(None),
+            CommitError::Failed(m) => NodeError::Unavailable(m),
+        })
     }
 
     /// Group-commit statistics since the persistence actor started.
@@ -125,15 +148,38 @@ impl Shared {
         PersistenceHandle(read(&self.persistence))
     }
 
+    /// The running agent; in a cluster, an agent started on another node a moment ago is
+    /// started here on first use rather than waiting for the next sync.
+    pub(crate) async fn running_agent(&self, id: AgentId) -> NodeResult<Arc<RunningAgent>> {
+        if let Some(a) = self.agents.get(&id) {
+            return Ok(a);
+        }
+        if self.registry.clustered() {
+            let sup = self.agent_supervisor()?;
+            let _ = sup.call(AgentSupMsg::Sync, None).await;
+            if let Some(a) = self.agents.get(&id) {
+                return Ok(a);
+            }
+        }
+        Err(NodeError::AgentNotRunning)
+    }
+
     pub(crate) fn agent_supervisor(&self) -> NodeResult<ActorRef<AgentSupMsg>> {
         read(&self.agent_sup)
             .ok_or_else(|| NodeError::Unavailable("agent supervisor is not running".into()))
     }
 }
 
+/// How often a node of a cluster catches up with agent changes made on other nodes.
+const AGENT_SYNC: Duration = Duration::from_secs(1);
+
 pub enum NodeMsg {
     /// Ask the store for sessions whose timer is due and tick them.
     SweepTimers,
+    /// Renew this node's lease in the registry.
+    Heartbeat,
+    /// Catch up with agent changes made on other nodes.
+    SyncAgents,
     /// A shard saw too many session restarts.
     RestartStorm { shard: usize, restarts: usize },
 }
@@ -146,6 +192,7 @@ pub struct NodeState {
     shared: Arc<Shared>,
     shards: Vec<ActorRef<ShardMsg>>,
     sweeping: Arc<AtomicBool>,
+    beating: Arc<AtomicBool>,
 }
 
 impl Actor for NodeSupervisor {
@@ -169,10 +216,17 @@ impl Actor for NodeSupervisor {
         }
         shared.sessions.set_shards(shards.clone());
         myself.send_interval(shared.config.timer_sweep, || NodeMsg::SweepTimers);
+        if shared.registry.clustered() {
+            // Several beats per lease, so one slow round trip does not cost the lease.
+            let period = (shared.registry.lease_ttl() / 4).max(Duration::from_millis(50));
+            myself.send_interval(period, || NodeMsg::Heartbeat);
+            myself.send_interval(AGENT_SYNC, || NodeMsg::SyncAgents);
+        }
         Ok(NodeState {
             shared,
             shards,
             sweeping: Arc::default(),
+            beating: Arc::default(),
         })
     }
 
@@ -191,13 +245,45 @@ impl Actor for NodeSupervisor {
                 let shared = state.shared.clone();
                 let flag = state.sweeping.clone();
                 tokio::spawn(async move {
+                    shared
+                        .sessions
+                        .forget_idle_owners(shared.config.passivate_after);
                     match shared.store.due_sessions(chrono::Utc::now(), 1000).await {
                         Ok(due) => {
                             for (id, _agent) in due {
+                                // Another live node owns it: that node's sweep ticks it.
+                                if !shared.sessions.is_resident(&id)
+                                    && !matches!(shared.registry.remote_owner(id).await, Ok(None))
+                                {
+                                    continue;
+                                }
                                 let _ = shared.sessions.tell(id, SessionMsg::Tick).await;
                             }
                         }
                         Err(e) => tracing::warn!(error = %e, "timer sweep failed"),
+                    }
+                    flag.store(false, Ordering::Release);
+                });
+            }
+            NodeMsg::SyncAgents => {
+                if let Ok(sup) = state.shared.agent_supervisor() {
+                    // Fire and forget: the supervisor's mailbox serialises syncs.
+                    let _ = sup.cast(AgentSupMsg::Sync(ractor::concurrency::oneshot().0.into()));
+                }
+            }
+            NodeMsg::Heartbeat => {
+                if state.beating.swap(true, Ordering::AcqRel) {
+                    return Ok(());
+                }
+                let shared = state.shared.clone();
+                let flag = state.beating.clone();
+                tokio::spawn(async move {
+                    match shared.registry.heartbeat().await {
+                        Ok(Lease::Renewed) => {}
+                        Ok(Lease::Lost) => revalidate(&shared).await,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "heartbeat failed; sessions owned here keep being served")
+                        }
                     }
                     flag.store(false, Ordering::Release);
                 });
@@ -250,6 +336,30 @@ impl Actor for NodeSupervisor {
             state.shards[index] = shard;
         }
         Ok(())
+    }
+}
+
+/// The lease had lapsed, so other nodes may have claimed sessions that live here: claim
+/// each again and let go of those that have a new owner. (Their stale writes would be
+/// fenced anyway; this just stops serving them from here.)
+async fn revalidate(shared: &Arc<Shared>) {
+    let ids: Vec<SessionId> = shared.sessions.live.iter().map(|e| *e.key()).collect();
+    tracing::warn!(
+        sessions = ids.len(),
+        "lease had expired; re-claiming resident sessions"
+    );
+    for id in ids {
+        match shared.registry.claim(id).await {
+            Ok(Claim::Mine) => {}
+            Ok(Claim::Owned(owner)) => {
+                tracing::warn!(session = %id, owner = %owner.id, "session was taken over; letting it go");
+                shared.sessions.evict(id);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "re-claiming failed; retried on the next heartbeat");
+                return;
+            }
+        }
     }
 }
 
@@ -322,6 +432,24 @@ impl Node {
     /// Builds the actor tree on a migrated store and restarts the agents that were
     /// running when the node last stopped.
     pub async fn start(store: Arc<dyn Store>, config: NodeConfig) -> NodeResult<Node> {
+        let local = LocalRegistry::new(NodeInfo {
+            id: "local".into(),
+            url: String::new(),
+        });
+        Node::start_in_cluster(store, Arc::new(local), config).await
+    }
+
+    /// Like [`Node::start`], as one node of a cluster that shares `registry` (and the
+    /// store). Joins the registry first; if it is unreachable the node still starts, and
+    /// claims answer Unavailable until it is back.
+    pub async fn start_in_cluster(
+        store: Arc<dyn Store>,
+        registry: Arc<dyn Registry>,
+        config: NodeConfig,
+    ) -> NodeResult<Node> {
+        if let Err(e) = registry.join().await {
+            tracing::warn!(error = %e, "cannot reach the registry yet; retrying on every heartbeat");
+        }
         let http = reqwest::Client::builder()
             .pool_idle_timeout(Duration::from_secs(90))
             .build()
@@ -332,6 +460,8 @@ impl Node {
             agents: Arc::default(),
             events: Arc::default(),
             sessions: SessionRouter::default(),
+            registry,
+            leaving: AtomicBool::new(false),
             http,
             supervision: SupervisionStats::default(),
             persistence: RwLock::new(None),
@@ -358,9 +488,15 @@ impl Node {
         self.shared.sessions.resident()
     }
 
+    pub fn registry(&self) -> &Arc<dyn Registry> {
+        &self.shared.registry
+    }
+
     /// Stops the tree: sessions finish the messages already in their mailboxes, then the
-    /// persistence actor commits what it accepted, then everything stops.
+    /// persistence actor commits what it accepted, then everything stops and the node
+    /// leaves the cluster, so its sessions can be claimed elsewhere at once.
     pub async fn shutdown(&self) {
+        self.shared.leaving.store(true, Ordering::Release);
         let wait = Some(Duration::from_secs(10));
         for i in 0..self.shared.config.shards.max(1) {
             if let Some(s) = self.shared.sessions.shard(i) {
@@ -374,5 +510,8 @@ impl Node {
             .stop_children_and_wait(Some("node shutdown".into()), wait)
             .await;
         self.supervisor.stop_and_wait(None, wait).await.ok();
+        if let Err(e) = self.shared.registry.leave().await {
+            tracing::warn!(error = %e, "could not leave the registry; claims lapse with the lease");
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! The Chat API operations: sessions, turns, conversations, feedback, attachments.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::Utc;
@@ -9,7 +10,7 @@ use parley_engine::model::{
     SessionState, TenantId,
 };
 use parley_engine::results::FieldType;
-use parley_engine::store::Write;
+use parley_engine::store::{Write, FIRST_EPOCH};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -18,6 +19,14 @@ use super::Node;
 use crate::error::{NodeError, NodeResult};
 use crate::events::UserEvent;
 use crate::session::{SessionMsg, SessionPatch, TurnReply, TurnRequest};
+
+/// Where a session's requests are served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    Local,
+    /// Base URL of the owning node.
+    Remote(Arc<str>),
+}
 
 /// Customer types (`ext_type`) the Chat API accepts.
 pub const EXT_TYPES: [&str; 7] = [
@@ -69,11 +78,7 @@ impl Node {
         agent_id: AgentId,
         req: CreateSession,
     ) -> NodeResult<Session> {
-        let running = self
-            .shared
-            .agents
-            .get(&agent_id)
-            .ok_or(NodeError::AgentNotRunning)?;
+        let running = self.shared.running_agent(agent_id).await?;
         let rt = running.current();
         let ext_type = req.ext_type.unwrap_or_else(|| "web".into());
         if !EXT_TYPES.contains(&ext_type.as_str()) {
@@ -146,7 +151,10 @@ impl Node {
             writes.push(Write::Message(Box::new(g.clone())));
         }
         writes.push(Write::Session(Box::new(session.clone())));
-        self.shared.persistence().commit(writes).await?;
+        self.shared
+            .persistence()
+            .commit(id, FIRST_EPOCH, writes)
+            .await?;
         let events = &self.shared.events;
         events.user(session.tenant_id, &session.user_id, || {
             UserEvent::ConversationCreated {
@@ -207,6 +215,36 @@ impl Node {
             .sessions
             .call(id, |r| SessionMsg::Close(agent_id, status, r))
             .await
+    }
+
+    /// Where requests for the session are served: here, or by the live node that owns it.
+    /// Sessions resident here and owners already seen cost no registry round trip.
+    pub async fn route(&self, id: SessionId) -> NodeResult<Route> {
+        let sessions = &self.shared.sessions;
+        if !self.shared.registry.clustered() || sessions.is_resident(&id) {
+            return Ok(Route::Local);
+        }
+        if let Some(url) = sessions.known_owner(&id) {
+            return Ok(Route::Remote(url));
+        }
+        Ok(match self.shared.registry.remote_owner(id).await? {
+            Some(owner) => {
+                sessions.remember_owner(id, &owner.url);
+                Route::Remote(owner.url.into())
+            }
+            None => Route::Local,
+        })
+    }
+
+    /// Forgets the owner [`Node::route`] remembered (it did not answer, or no longer owns
+    /// the session).
+    pub fn forget_owner(&self, id: SessionId) {
+        self.shared.sessions.forget_owner(&id);
+    }
+
+    /// Remembers the owner a [`NodeError::Moved`] named.
+    pub fn remember_owner(&self, id: SessionId, url: &str) {
+        self.shared.sessions.remember_owner(id, url);
     }
 
     /// Makes the session resident on this node, loaded from the store.

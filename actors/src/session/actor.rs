@@ -11,7 +11,8 @@ use parley_engine::model::{
     AgentId, AttachmentMeta, CloseStatus, Feedback, Message, Mode, Role, Session, SessionId,
     SessionState,
 };
-use parley_engine::store::Write;
+use parley_engine::registry::Claim;
+use parley_engine::store::{Epoch, Write};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -103,6 +104,11 @@ pub struct SessionActorState {
     id: SessionId,
     shared: Arc<Shared>,
     live: Option<Box<Live>>,
+    /// The epoch of this actor's claim on the session (0: not claimed yet).
+    epoch: Epoch,
+    /// Set once another node owns the session (with its URL when known): everything left
+    /// in the mailbox is answered Moved, and the actor stops without writing.
+    moved: Option<Option<String>>,
 }
 
 struct Live {
@@ -128,8 +134,49 @@ impl Live {
 }
 
 impl SessionActorState {
+    /// Claims the session for this node: in the registry (unless another live node owns
+    /// it), then in the store, whose raised epoch fences any previous owner's late writes.
+    async fn claim(&mut self) -> NodeResult<()> {
+        if let Some(url) = &self.moved {
+            return Err(NodeError::Moved(url.clone()));
+        }
+        if let Claim::Owned(owner) = self.shared.registry.claim(self.id).await? {
+            self.lost(Some(owner.url));
+            return Err(NodeError::Moved(self.moved.clone().flatten()));
+        }
+        match self.shared.store.claim_session(self.id).await {
+            Ok(Some(epoch)) => {
+                self.epoch = epoch;
+                Ok(())
+            }
+            Ok(None) => {
+                self.release().await;
+                Err(NodeError::NotFound("session"))
+            }
+            Err(e) => {
+                self.release().await;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Another node owns the session: drop the state (the store has everything that was
+    /// acknowledged) and have the shard stop this actor.
+    fn lost(&mut self, owner_url: Option<String>) {
+        self.moved = Some(owner_url);
+        self.live = None;
+        self.shared.sessions.evict(self.id);
+    }
+
+    async fn release(&self) {
+        if let Err(e) = self.shared.registry.release(self.id).await {
+            tracing::warn!(session = %self.id, error = %e, "could not release the claim; it lapses with the lease");
+        }
+    }
+
     async fn live(&mut self) -> NodeResult<&mut Live> {
         if self.live.is_none() {
+            self.claim().await?;
             let store = &self.shared.store;
             let session = store
                 .load_session(self.id)
@@ -149,8 +196,16 @@ impl SessionActorState {
         Ok(self.live.as_mut().expect("loaded above"))
     }
 
-    async fn commit(&self, writes: Vec<Write>) -> NodeResult<()> {
-        self.shared.persistence().commit(writes).await
+    async fn commit(&mut self, writes: Vec<Write>) -> NodeResult<()> {
+        let r = self
+            .shared
+            .persistence()
+            .commit(self.id, self.epoch, writes)
+            .await;
+        if let Err(NodeError::Moved(_)) = &r {
+            self.lost(None);
+        }
+        r
     }
 
     async fn turn(&mut self, req: TurnRequest) -> NodeResult<TurnReply> {
@@ -181,10 +236,7 @@ impl SessionActorState {
         if live.session.is_closed() {
             return Err(NodeError::SessionClosed);
         }
-        let running = shared
-            .agents
-            .get(&req.agent_id)
-            .ok_or(NodeError::AgentNotRunning)?;
+        let running = shared.running_agent(req.agent_id).await?;
         let agent = match &live.agent {
             Some(a) if a.version == live.session.agent_version => a.clone(),
             _ => {
@@ -482,17 +534,15 @@ impl SessionActorState {
     /// Rewrites the session row from the live state (best effort: the log stays
     /// authoritative for what the row may lack).
     async fn write_row(&mut self) {
-        let Some(live) = self.live.as_mut() else {
+        let Some(s) = self.live.as_ref().map(|l| l.session.clone()) else {
             return;
         };
-        let s = live.session.clone();
-        match self
-            .shared
-            .persistence()
-            .commit(vec![Write::Session(Box::new(s.clone()))])
-            .await
-        {
-            Ok(()) => live.written(&s),
+        match self.commit(vec![Write::Session(Box::new(s.clone()))]).await {
+            Ok(()) => {
+                if let Some(live) = self.live.as_mut() {
+                    live.written(&s);
+                }
+            }
             Err(e) => {
                 tracing::warn!(session = %self.id, error = %e, "could not store the session row")
             }
@@ -554,6 +604,8 @@ impl Actor for SessionActor {
             id: args.id,
             shared: args.shared,
             live: None,
+            epoch: 0,
+            moved: None,
         })
     }
 
@@ -570,6 +622,14 @@ impl Actor for SessionActor {
             .is_some_and(|l| l.written_count != l.session.message_count)
         {
             Box::pin(state.write_row()).await;
+        }
+        // A node that is leaving frees all its claims at once afterwards.
+        let leaving = state
+            .shared
+            .leaving
+            .load(std::sync::atomic::Ordering::Acquire);
+        if state.epoch > 0 && state.moved.is_none() && !leaving {
+            state.release().await;
         }
         Ok(())
     }

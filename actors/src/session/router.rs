@@ -3,7 +3,7 @@
 //! rejected unprocessed and simply routed again.
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use dashmap::DashMap;
@@ -27,6 +27,9 @@ pub(crate) struct LiveEntry {
 pub struct SessionRouter {
     epoch: Instant,
     pub(crate) live: DashMap<SessionId, LiveEntry>,
+    /// Owners on other nodes seen lately, with when they were last used (seconds since
+    /// `epoch`): requests for them are forwarded without asking the registry.
+    remote: DashMap<SessionId, (Arc<str>, AtomicU32)>,
     shards: RwLock<Vec<ActorRef<ShardMsg>>>,
 }
 
@@ -35,6 +38,7 @@ impl Default for SessionRouter {
         SessionRouter {
             epoch: Instant::now(),
             live: DashMap::new(),
+            remote: DashMap::new(),
             shards: RwLock::new(Vec::new()),
         }
     }
@@ -81,6 +85,42 @@ impl SessionRouter {
     /// Sessions with a live actor on this node.
     pub fn resident(&self) -> usize {
         self.live.len()
+    }
+
+    pub fn is_resident(&self, id: &SessionId) -> bool {
+        self.live.contains_key(id)
+    }
+
+    pub(crate) fn known_owner(&self, id: &SessionId) -> Option<Arc<str>> {
+        let e = self.remote.get(id)?;
+        e.1.store(self.now_secs(), Ordering::Relaxed);
+        Some(e.0.clone())
+    }
+
+    pub(crate) fn remember_owner(&self, id: SessionId, url: &str) {
+        self.remote
+            .insert(id, (Arc::from(url), AtomicU32::new(self.now_secs())));
+    }
+
+    pub(crate) fn forget_owner(&self, id: &SessionId) {
+        self.remote.remove(id);
+    }
+
+    /// Drops remembered owners not used for `idle`, so the map stays as small as the
+    /// traffic this node forwards.
+    pub(crate) fn forget_idle_owners(&self, idle: std::time::Duration) {
+        let now = self.now_secs();
+        let idle = idle.as_secs() as u32;
+        self.remote
+            .retain(|_, (_, used)| now.saturating_sub(used.load(Ordering::Relaxed)) < idle);
+    }
+
+    /// Lets go of a session that now belongs to another node: its actor finishes what is
+    /// queued (answering Moved) and stops.
+    pub(crate) fn evict(&self, id: SessionId) {
+        if let Some(shard) = self.shard(self.shard_of(&id)) {
+            let _ = shard.send_message(ShardMsg::Evict(id));
+        }
     }
 
     pub(crate) fn insert(&self, id: SessionId, actor: ActorRef<SessionMsg>) {

@@ -20,6 +20,8 @@ pub enum ShardMsg {
     Passivate {
         idle_secs: u32,
     },
+    /// Stop the session's actor now: another node owns the session.
+    Evict(SessionId),
 }
 
 pub struct SessionShard;
@@ -74,16 +76,24 @@ impl ShardState {
                     now.saturating_sub(e.last_used.load(Ordering::Relaxed)) >= idle_secs
                 })
             })
+            // A session with a WebSocket open here stays resident (and claimed by this
+            // node), so turns that reach other nodes are forwarded here and its events
+            // reach the socket.
+            .filter(|id| !self.shared.events.has_session_subscribers(id))
             .copied()
             .collect();
         for id in idle {
-            if let Some(actor) = self.children.remove(&id) {
-                self.shared.sessions.live.remove(&id);
-                // Messages already queued are still handled; later ones are refused and
-                // re-routed, and wait here until this actor is gone.
-                if actor.drain().is_ok() {
-                    self.draining.insert(id, Vec::new());
-                }
+            self.stop_child(id);
+        }
+    }
+
+    fn stop_child(&mut self, id: SessionId) {
+        if let Some(actor) = self.children.remove(&id) {
+            self.shared.sessions.live.remove(&id);
+            // Messages already queued are still handled; later ones are refused and
+            // re-routed, and wait here until this actor is gone.
+            if actor.drain().is_ok() {
+                self.draining.insert(id, Vec::new());
             }
         }
     }
@@ -147,6 +157,7 @@ impl Actor for SessionShard {
                 }
             }
             ShardMsg::Passivate { idle_secs } => state.passivate(idle_secs),
+            ShardMsg::Evict(id) => state.stop_child(id),
         }
         Ok(())
     }

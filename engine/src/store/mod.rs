@@ -2,6 +2,8 @@
 //! Postgres. Session writes arrive in batches from the persistence actor and are committed
 //! in one transaction per batch (group commit).
 
+pub mod pg_testing;
+mod postgres;
 mod sqlite;
 #[cfg(test)]
 pub(crate) mod tests;
@@ -11,6 +13,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 use crate::model::{AgentId, AttachmentMeta, Feedback, Message, Session, SessionId, TenantId};
@@ -94,6 +97,23 @@ pub enum Write {
     },
 }
 
+/// An ownership claim on a session. Each claim ([`Store::claim_session`]) raises the
+/// session's epoch; a node's writes carry the epoch it claimed with, and the store refuses
+/// them once a newer claim exists, so an owner that lost its lease (paused, partitioned)
+/// can never overwrite its successor.
+pub type Epoch = i64;
+
+/// The epoch of a session that was just created: nobody can have claimed it before.
+pub const FIRST_EPOCH: Epoch = 1;
+
+/// One session's writes in a batch, under the claim its actor holds.
+#[derive(Debug, Clone)]
+pub struct SessionWrites {
+    pub session: SessionId,
+    pub epoch: Epoch,
+    pub writes: Vec<Write>,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Creates or upgrades the schema.
@@ -134,8 +154,13 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_agent(&self, agent: AgentId) -> StoreResult<bool>;
 
     // Sessions.
-    /// Commits a batch in one transaction: all of it or nothing.
-    async fn commit(&self, batch: &[Write]) -> StoreResult<()>;
+    /// Commits a batch in one transaction: all of it or nothing, except that the writes of
+    /// sessions claimed since (stored epoch above theirs) are left out. Answers those
+    /// sessions ("fenced").
+    async fn commit(&self, batch: &[SessionWrites]) -> StoreResult<Vec<SessionId>>;
+    /// Claims the session for a new owner: raises its epoch and answers it (None if there
+    /// is no such session). Writes under older epochs are refused from now on.
+    async fn claim_session(&self, session: SessionId) -> StoreResult<Option<Epoch>>;
     /// The session with `message_count` and `last_activity` brought up to date from its
     /// log: a group commit of an ordinary turn appends messages without rewriting the
     /// session row, so the row alone may lag behind.

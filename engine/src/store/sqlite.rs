@@ -7,7 +7,7 @@
 //! statements serve every batch size from the statement cache.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::LazyLock;
@@ -27,18 +27,27 @@ use sqlx::sqlite::{
 use sqlx::Row;
 use uuid::Uuid;
 
-use super::{AgentRecord, AgentStatus, StoreError, StoreResult, Tenant, Write};
+use super::{
+    AgentRecord, AgentStatus, Epoch, SessionWrites, StoreError, StoreResult, Tenant, Write,
+};
 use crate::model::{
     AgentId, AttachmentMeta, Feedback, Message, Role, Session, SessionId, TenantId,
 };
 
 /// The schema, oldest first: (version, description, SQL). The files follow sqlx's
 /// `<version>_<description>.sql` naming so the `migrate!` macro could read them too.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../../migrations/sqlite/0001_init.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../../migrations/sqlite/0001_init.sql"),
+    ),
+    (
+        2,
+        "session_epoch",
+        include_str!("../../migrations/sqlite/0002_session_epoch.sql"),
+    ),
+];
 
 /// The most rows one multi-row statement writes; a power of two (see [`chunk_sizes`]).
 /// 256 rows × 10 columns stays far below SQLite's 32766 bound parameters.
@@ -322,9 +331,10 @@ static BATCH_SQL: LazyLock<BatchSql> = LazyLock::new(|| BatchSql {
     // tenant_id, agent_id and created_at never change, so the upsert leaves them (and the
     // index entries on them) alone.
     sessions: BatchSql::build(
+        // The epoch is set when the row is created; later claims raise it (claim_session).
         "INSERT INTO sessions (id, tenant_id, agent_id, user_id, ext_type, state, \
-         next_deadline, created_at, updated_at, data)",
-        10,
+         next_deadline, created_at, updated_at, data, epoch)",
+        11,
         " ON CONFLICT (id) DO UPDATE SET user_id = excluded.user_id, \
          ext_type = excluded.ext_type, state = excluded.state, \
          next_deadline = excluded.next_deadline, updated_at = excluded.updated_at, \
@@ -348,6 +358,7 @@ static BATCH_SQL: LazyLock<BatchSql> = LazyLock::new(|| BatchSql {
 /// A session's columns, serialised before the transaction starts.
 struct SessionRow<'a> {
     session: &'a Session,
+    epoch: Epoch,
     id: String,
     tenant_id: String,
     agent_id: String,
@@ -357,9 +368,10 @@ struct SessionRow<'a> {
 }
 
 impl<'a> SessionRow<'a> {
-    fn new(session: &'a Session) -> StoreResult<Self> {
+    fn new(session: &'a Session, epoch: Epoch) -> StoreResult<Self> {
         Ok(SessionRow {
             session,
+            epoch,
             id: session.id.to_string(),
             tenant_id: session.tenant_id.to_string(),
             agent_id: session.agent_id.to_string(),
@@ -417,6 +429,35 @@ impl<'a> AttachmentRow<'a> {
 }
 
 const TENANT_COLS: &str = "id, name, api_key_hash, created_at";
+
+/// The stored epochs of the batch's sessions (those that exist). Read inside the batch's
+/// transaction, which holds SQLite's single write lock, so no claim can slip in between
+/// this check and the writes.
+async fn stored_epochs(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    batch: &[SessionWrites],
+) -> StoreResult<HashMap<SessionId, Epoch>> {
+    let ids: HashSet<SessionId> = batch.iter().map(|g| g.session).collect();
+    let ids: Vec<SessionId> = ids.into_iter().collect();
+    let mut stored = HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(MAX_ROWS) {
+        let sql = format!(
+            "SELECT id, epoch FROM sessions WHERE id IN ({})",
+            vec!["?"; chunk.len()].join(",")
+        );
+        let mut q = sqlx::query(&sql);
+        for id in chunk {
+            q = q.bind(id.to_string());
+        }
+        for row in q.fetch_all(&mut **tx).await.map_err(map_err)? {
+            stored.insert(
+                parse_uuid(&col::<String>(&row, "id")?)?,
+                col(&row, "epoch")?,
+            );
+        }
+    }
+    Ok(stored)
+}
 
 fn tenant_from_row(row: &SqliteRow) -> StoreResult<Tenant> {
     Ok(Tenant {
@@ -673,44 +714,52 @@ impl super::Store for SqliteStore {
         Ok(done.rows_affected() > 0)
     }
 
-    async fn commit(&self, batch: &[Write]) -> StoreResult<()> {
+    async fn commit(&self, batch: &[SessionWrites]) -> StoreResult<Vec<SessionId>> {
         if batch.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
+        let mut tx = self.writer.begin().await.map_err(map_err)?;
+        let stored = stored_epochs(&mut tx, batch).await?;
+        let current = |g: &&SessionWrites| stored.get(&g.session).is_none_or(|&e| g.epoch >= e);
+        let fenced: Vec<SessionId> = batch
+            .iter()
+            .filter(|g| !current(g))
+            .map(|g| g.session)
+            .collect();
         // Group by kind. A session written several times keeps its first slot and its last
         // version.
-        let mut sessions: Vec<&Session> = Vec::new();
+        let mut sessions: Vec<(&Session, Epoch)> = Vec::new();
         let mut slot: HashMap<SessionId, usize> = HashMap::new();
         let mut messages = Vec::new();
         let mut attachments = Vec::new();
-        for write in batch {
-            match write {
-                Write::Session(s) => match slot.get(&s.id) {
-                    Some(&i) => sessions[i] = s,
-                    None => {
-                        slot.insert(s.id, sessions.len());
-                        sessions.push(s);
-                    }
-                },
-                Write::Message(m) => messages.push(MessageRow::new(m)?),
-                Write::Attachment {
-                    session_id,
-                    meta,
-                    bytes,
-                } => attachments.push(AttachmentRow::new(*session_id, meta, bytes)?),
+        for group in batch.iter().filter(current) {
+            for write in &group.writes {
+                match write {
+                    Write::Session(s) => match slot.get(&s.id) {
+                        Some(&i) => sessions[i] = (s, group.epoch),
+                        None => {
+                            slot.insert(s.id, sessions.len());
+                            sessions.push((s, group.epoch));
+                        }
+                    },
+                    Write::Message(m) => messages.push(MessageRow::new(m)?),
+                    Write::Attachment {
+                        session_id,
+                        meta,
+                        bytes,
+                    } => attachments.push(AttachmentRow::new(*session_id, meta, bytes)?),
+                }
             }
         }
         let sessions = sessions
             .into_iter()
-            .map(SessionRow::new)
+            .map(|(s, epoch)| SessionRow::new(s, epoch))
             .collect::<StoreResult<Vec<_>>>()?;
         let updated_at = ts(Utc::now());
         let sql = &*BATCH_SQL;
 
-        // Everything is serialised before BEGIN, so the transaction holds the write lock for
-        // SQL only. Rows are bound by value: sqlx copies borrowed arguments before handing
-        // them to its worker thread, and moving the strings avoids that.
-        let mut tx = self.writer.begin().await.map_err(map_err)?;
+        // Rows are bound by value: sqlx copies borrowed arguments before handing them to its
+        // worker thread, and moving the strings avoids that.
         let (n_sessions, mut rows) = (sessions.len(), sessions.into_iter());
         for n in chunk_sizes(n_sessions) {
             let mut q = sqlx::query(BatchSql::get(&sql.sessions, n));
@@ -725,7 +774,8 @@ impl super::Store for SqliteStore {
                     .bind(r.next_deadline)
                     .bind(r.created_at)
                     .bind(&updated_at)
-                    .bind(r.data);
+                    .bind(r.data)
+                    .bind(r.epoch);
             }
             q.execute(&mut *tx).await.map_err(map_err)?;
         }
@@ -761,7 +811,16 @@ impl super::Store for SqliteStore {
             q.execute(&mut *tx).await.map_err(map_err)?;
         }
         // Any error above returns early and drops `tx`, which rolls the whole batch back.
-        tx.commit().await.map_err(map_err)
+        tx.commit().await.map_err(map_err)?;
+        Ok(fenced)
+    }
+
+    async fn claim_session(&self, session: SessionId) -> StoreResult<Option<Epoch>> {
+        sqlx::query_scalar("UPDATE sessions SET epoch = epoch + 1 WHERE id = ? RETURNING epoch")
+            .bind(session.to_string())
+            .fetch_optional(&self.writer)
+            .await
+            .map_err(map_err)
     }
 
     async fn load_session(&self, session: SessionId) -> StoreResult<Option<Session>> {
@@ -975,6 +1034,7 @@ mod tests {
         suite_due_sessions,
         suite_sessions_for_user,
         suite_large_batch,
+        suite_fencing,
     );
 
     #[test]
@@ -1003,10 +1063,10 @@ mod tests {
             store.create_tenant(&t).await.unwrap();
             store.create_agent(&a, "def").await.unwrap();
             store
-                .commit(&[
+                .commit(&suite::grouped(&[
                     Write::Session(Box::new(s.clone())),
                     Write::Message(Box::new(m.clone())),
-                ])
+                ]))
                 .await
                 .unwrap();
             store.close().await;
@@ -1119,7 +1179,7 @@ mod tests {
                 .collect();
             let started = Instant::now();
             for batch in &batches {
-                store.commit(batch).await.unwrap();
+                store.commit(&suite::grouped(batch)).await.unwrap();
             }
             let secs = started.elapsed().as_secs_f64();
             println!(

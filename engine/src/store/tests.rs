@@ -8,7 +8,9 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{AgentRecord, AgentStatus, Store, StoreError, Tenant, Write};
+use super::{
+    AgentRecord, AgentStatus, SessionWrites, Store, StoreError, Tenant, Write, FIRST_EPOCH,
+};
 use crate::model::{
     AgentId, AttachmentMeta, CloseStatus, Feedback, Message, Mode, Role, Session, SessionId,
     SessionState, TenantId,
@@ -101,6 +103,34 @@ fn w_session(s: &Session) -> Write {
 
 fn w_message(m: &Message) -> Write {
     Write::Message(Box::new(m.clone()))
+}
+
+/// The writes grouped by session, each under the first epoch.
+pub(crate) fn grouped(writes: &[Write]) -> Vec<SessionWrites> {
+    let mut groups: Vec<SessionWrites> = Vec::new();
+    for w in writes {
+        let session = match w {
+            Write::Session(s) => s.id,
+            Write::Message(m) => m.session_id,
+            Write::Attachment { session_id, .. } => *session_id,
+        };
+        match groups.iter_mut().find(|g| g.session == session) {
+            Some(g) => g.writes.push(w.clone()),
+            None => groups.push(SessionWrites {
+                session,
+                epoch: FIRST_EPOCH,
+                writes: vec![w.clone()],
+            }),
+        }
+    }
+    groups
+}
+
+/// Commits writes made under the first claim of their sessions (never fenced).
+async fn commit(store: &dyn Store, writes: &[Write]) -> Result<(), StoreError> {
+    let fenced = store.commit(&grouped(writes)).await?;
+    assert!(fenced.is_empty(), "unexpectedly fenced: {fenced:?}");
+    Ok(())
 }
 
 fn is_conflict<T: std::fmt::Debug>(r: Result<T, StoreError>) -> bool {
@@ -265,7 +295,7 @@ pub(crate) async fn suite_agents(store: &dyn Store) {
             out.push((s.id, file.id));
         }
     }
-    store.commit(&batch).await.unwrap();
+    commit(store, &batch).await.unwrap();
 
     assert!(store.delete_agent(a.id).await.unwrap());
     assert_eq!(store.get_agent(a.id).await.unwrap(), None);
@@ -291,7 +321,7 @@ pub(crate) async fn suite_session_roundtrip(store: &dyn Store) {
     let (t, a) = (Uuid::new_v4(), Uuid::new_v4());
     let s = session(t, a, "u1", 0);
     assert_eq!(store.load_session(s.id).await.unwrap(), None);
-    store.commit(&[w_session(&s)]).await.unwrap();
+    commit(store, &[w_session(&s)]).await.unwrap();
     assert_eq!(store.load_session(s.id).await.unwrap(), Some(s.clone()));
 
     // Several versions in one batch: the last one wins.
@@ -304,8 +334,7 @@ pub(crate) async fn suite_session_roundtrip(store: &dyn Store) {
     v3.mode = Mode::Operator;
     v3.conversation_result.insert("done".into(), json!(true));
     let other = session(t, a, "u2", 1);
-    store
-        .commit(&[w_session(&v2), w_session(&other), w_session(&v3)])
+    commit(store, &[w_session(&v2), w_session(&other), w_session(&v3)])
         .await
         .unwrap();
     assert_eq!(store.load_session(s.id).await.unwrap(), Some(v3));
@@ -325,20 +354,19 @@ pub(crate) async fn suite_session_roundtrip(store: &dyn Store) {
     bare.conversation_result.clear();
     bare.kwargs.clear();
     bare.user_info = serde_json::Value::Null;
-    store.commit(&[w_session(&bare)]).await.unwrap();
+    commit(store, &[w_session(&bare)]).await.unwrap();
     assert_eq!(store.load_session(bare.id).await.unwrap(), Some(bare));
 
-    store.commit(&[]).await.unwrap();
+    commit(store, &[]).await.unwrap();
 
     // Turns appended without rewriting the row: the log brings the count and the last
     // customer activity up to date.
     let mut lagging = session(t, a, "u4", 3);
     lagging.message_count = 0;
-    store.commit(&[w_session(&lagging)]).await.unwrap();
+    commit(store, &[w_session(&lagging)]).await.unwrap();
     let human = message(lagging.id, 1, Role::Human, "hi");
     let ai = message(lagging.id, 2, Role::Ai, "hello");
-    store
-        .commit(&[w_message(&human), w_message(&ai)])
+    commit(store, &[w_message(&human), w_message(&ai)])
         .await
         .unwrap();
     let loaded = store.load_session(lagging.id).await.unwrap().unwrap();
@@ -368,19 +396,20 @@ pub(crate) async fn suite_messages(store: &dyn Store) {
     m3.feedback = Feedback::Bad;
     let o1 = message(other.id, 1, Role::Operator, "other session");
     s.message_count = 2;
-    store
-        .commit(&[
+    commit(
+        store,
+        &[
             w_session(&s),
             w_message(&m1),
             w_message(&m2),
             w_session(&other),
             w_message(&o1),
-        ])
-        .await
-        .unwrap();
+        ],
+    )
+    .await
+    .unwrap();
     s.message_count = 3;
-    store
-        .commit(&[w_session(&s), w_message(&m3)])
+    commit(store, &[w_session(&s), w_message(&m3)])
         .await
         .unwrap();
 
@@ -422,7 +451,7 @@ pub(crate) async fn suite_messages(store: &dyn Store) {
         .collect();
     let mut batch = vec![w_session(&third)];
     batch.extend(logs.iter().map(w_message));
-    store.commit(&batch).await.unwrap();
+    commit(store, &batch).await.unwrap();
     assert_eq!(store.load_messages(third.id).await.unwrap(), logs);
 }
 
@@ -433,8 +462,7 @@ pub(crate) async fn suite_duplicate_message_conflict(store: &dyn Store) {
     // A session row that matches its log (load_session reconciles the two).
     s1.message_count = 1;
     s1.last_activity = m1.timestamp;
-    store
-        .commit(&[w_session(&s1), w_message(&m1)])
+    commit(store, &[w_session(&s1), w_message(&m1)])
         .await
         .unwrap();
 
@@ -462,7 +490,7 @@ pub(crate) async fn suite_duplicate_message_conflict(store: &dyn Store) {
         },
         w_message(&clash),
     ];
-    assert!(is_conflict(store.commit(&batch).await));
+    assert!(is_conflict(commit(store, &batch).await));
     assert_eq!(store.load_session(s1.id).await.unwrap(), Some(s1.clone()));
     assert_eq!(store.load_messages(s1.id).await.unwrap(), vec![m1.clone()]);
     assert_eq!(store.load_session(fresh.id).await.unwrap(), None);
@@ -472,16 +500,13 @@ pub(crate) async fn suite_duplicate_message_conflict(store: &dyn Store) {
     // The same id twice inside one batch fails it too.
     let dup = message(s1.id, 2, Role::Ai, "twice");
     assert!(is_conflict(
-        store
-            .commit(&[w_session(&s1b), w_message(&dup), w_message(&dup)])
-            .await
+        commit(store, &[w_session(&s1b), w_message(&dup), w_message(&dup)]).await
     ));
     assert_eq!(store.load_session(s1.id).await.unwrap(), Some(s1.clone()));
     assert_eq!(store.load_messages(s1.id).await.unwrap(), vec![m1.clone()]);
 
     // The store is still usable afterwards.
-    store
-        .commit(&[w_session(&s1b), w_message(&dup)])
+    commit(store, &[w_session(&s1b), w_message(&dup)])
         .await
         .unwrap();
     assert_eq!(store.load_messages(s1.id).await.unwrap(), vec![m1, dup]);
@@ -500,16 +525,18 @@ pub(crate) async fn suite_idempotency(store: &dyn Store) {
     reply.idempotency_key = Some("key-1".into());
     let mut other_reply = message(other.id, 1, Role::Ai, "other");
     other_reply.idempotency_key = Some("key-2".into());
-    store
-        .commit(&[
+    commit(
+        store,
+        &[
             w_session(&s),
             w_message(&human),
             w_message(&reply),
             w_session(&other),
             w_message(&other_reply),
-        ])
-        .await
-        .unwrap();
+        ],
+    )
+    .await
+    .unwrap();
 
     assert_eq!(
         store.find_reply(s.id, "key-1").await.unwrap(),
@@ -525,7 +552,7 @@ pub(crate) async fn suite_idempotency(store: &dyn Store) {
     // A key answers once per session.
     let mut again = message(s.id, 3, Role::Ai, "again");
     again.idempotency_key = Some("key-1".into());
-    assert!(is_conflict(store.commit(&[w_message(&again)]).await));
+    assert!(is_conflict(commit(store, &[w_message(&again)]).await));
     assert_eq!(store.load_messages(s.id).await.unwrap().len(), 2);
 }
 
@@ -534,8 +561,7 @@ pub(crate) async fn suite_feedback(store: &dyn Store) {
     let s = session(t, a, "u1", 0);
     let m1 = message(s.id, 1, Role::Human, "q");
     let m2 = message(s.id, 2, Role::Ai, "a");
-    store
-        .commit(&[w_session(&s), w_message(&m1), w_message(&m2)])
+    commit(store, &[w_session(&s), w_message(&m1), w_message(&m2)])
         .await
         .unwrap();
 
@@ -572,8 +598,9 @@ pub(crate) async fn suite_attachments(store: &dyn Store) {
         content_type: "text/plain".into(),
         size: 0,
     };
-    store
-        .commit(&[
+    commit(
+        store,
+        &[
             w_session(&s),
             Write::Attachment {
                 session_id: s.id,
@@ -585,9 +612,10 @@ pub(crate) async fn suite_attachments(store: &dyn Store) {
                 meta: empty.clone(),
                 bytes: Bytes::new(),
             },
-        ])
-        .await
-        .unwrap();
+        ],
+    )
+    .await
+    .unwrap();
 
     let (sid, meta, bytes) = store.get_attachment(big.id).await.unwrap().unwrap();
     assert_eq!((sid, meta), (s.id, big.clone()));
@@ -599,13 +627,15 @@ pub(crate) async fn suite_attachments(store: &dyn Store) {
 
     // Stored bytes are never replaced.
     assert!(is_conflict(
-        store
-            .commit(&[Write::Attachment {
+        commit(
+            store,
+            &[Write::Attachment {
                 session_id: s.id,
                 meta: big.clone(),
                 bytes: Bytes::from_static(b"other"),
-            }])
-            .await
+            }]
+        )
+        .await
     ));
     let (_, _, bytes) = store.get_attachment(big.id).await.unwrap().unwrap();
     assert_eq!(bytes.len(), binary.len());
@@ -626,15 +656,17 @@ pub(crate) async fn suite_due_sessions(store: &dyn Store) {
     let mut closed = mk(0, 10, None); // would be due at 10, but closed
     closed.state = SessionState::Closed(CloseStatus::Completed);
     closed.closed_at = Some(at(5));
-    store
-        .commit(&[
+    commit(
+        store,
+        &[
             w_session(&early),
             w_session(&inactive),
             w_session(&late),
             w_session(&closed),
-        ])
-        .await
-        .unwrap();
+        ],
+    )
+    .await
+    .unwrap();
 
     let ids = |v: Vec<(SessionId, AgentId)>| v.into_iter().map(|(s, _)| s).collect::<Vec<_>>();
     assert!(store.due_sessions(at(49), 10).await.unwrap().is_empty());
@@ -667,8 +699,7 @@ pub(crate) async fn suite_due_sessions(store: &dyn Store) {
     let mut ended = early.clone();
     ended.state = SessionState::Closed(CloseStatus::Timeout);
     ended.closed_at = Some(at(100));
-    store
-        .commit(&[w_session(&touched), w_session(&ended)])
+    commit(store, &[w_session(&touched), w_session(&ended)])
         .await
         .unwrap();
     assert!(store.due_sessions(at(200), 10).await.unwrap().is_empty());
@@ -693,7 +724,7 @@ pub(crate) async fn suite_sessions_for_user(store: &dyn Store) {
         .into_iter()
         .map(w_session)
         .collect();
-    store.commit(&batch).await.unwrap();
+    commit(store, &batch).await.unwrap();
 
     assert_eq!(
         store
@@ -757,7 +788,7 @@ pub(crate) async fn suite_large_batch(store: &dyn Store) {
         batch.push(w_message(&human));
         batch.push(w_message(&ai));
     }
-    store.commit(&batch).await.unwrap();
+    commit(store, &batch).await.unwrap();
 
     for s in [&sessions[0], &sessions[200], &sessions[sessions.len() - 1]] {
         assert_eq!(store.load_session(s.id).await.unwrap().as_ref(), Some(s));
@@ -779,4 +810,145 @@ pub(crate) async fn suite_large_batch(store: &dyn Store) {
         n
     };
     assert_eq!(total, turns * 2);
+}
+
+/// A claim raises the epoch; writes under an older epoch are left out of the batch (and
+/// named), while the rest of the batch commits.
+pub(crate) async fn suite_fencing(store: &dyn Store) {
+    let t = tenant("acme", "k");
+    let a = agent(t.id, "bot");
+    store.create_tenant(&t).await.unwrap();
+    store.create_agent(&a, "def").await.unwrap();
+    let mut s = session(t.id, a.id, "u1", 0);
+    let other = session(t.id, a.id, "u2", 0);
+    commit(store, &[w_session(&s), w_session(&other)])
+        .await
+        .unwrap();
+
+    assert_eq!(store.claim_session(Uuid::new_v4()).await.unwrap(), None);
+    let e2 = store.claim_session(s.id).await.unwrap().unwrap();
+    assert_eq!(e2, FIRST_EPOCH + 1);
+    let e3 = store.claim_session(s.id).await.unwrap().unwrap();
+    assert_eq!(e3, e2 + 1);
+
+    // The old owner (epoch 2) and an unrelated session share a batch.
+    let late = message(s.id, 1, Role::Human, "late write");
+    let fine = message(other.id, 1, Role::Human, "fine");
+    s.workflow_state = "Stale".into();
+    let batch = vec![
+        SessionWrites {
+            session: s.id,
+            epoch: e2,
+            writes: vec![w_message(&late), w_session(&s)],
+        },
+        SessionWrites {
+            session: other.id,
+            epoch: FIRST_EPOCH,
+            writes: vec![w_message(&fine)],
+        },
+    ];
+    assert_eq!(store.commit(&batch).await.unwrap(), vec![s.id]);
+    assert!(store.load_messages(s.id).await.unwrap().is_empty());
+    let kept = store.load_session(s.id).await.unwrap().unwrap();
+    assert_ne!(kept.workflow_state, "Stale");
+    assert_eq!(store.load_messages(other.id).await.unwrap(), vec![fine]);
+
+    // The current owner writes, and its session row keeps the claimed epoch.
+    let current = message(s.id, 1, Role::Human, "current owner");
+    let batch = vec![SessionWrites {
+        session: s.id,
+        epoch: e3,
+        writes: vec![w_message(&current), w_session(&s)],
+    }];
+    assert!(store.commit(&batch).await.unwrap().is_empty());
+    assert_eq!(store.load_messages(s.id).await.unwrap(), vec![current]);
+    assert_eq!(store.claim_session(s.id).await.unwrap(), Some(e3 + 1));
+}
+
+/// Claims race group commits made under the old epoch by several writers at once, each
+/// rewriting the session row too: once claim_session has answered, no write of the old
+/// epoch lands, and each racing commit either landed before the claim or was fenced whole.
+pub(crate) async fn suite_concurrent_fencing(store: &dyn Store) {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    const WRITERS: i64 = 4;
+    // Bounds a writer that is never fenced (the claim never happened).
+    const MAX_ATTEMPTS: i64 = 10_000;
+    let (t, a) = (Uuid::new_v4(), Uuid::new_v4());
+    let s = session(t, a, "u1", 0);
+    commit(store, &[w_session(&s)]).await.unwrap();
+    let claimed = AtomicBool::new(false);
+    let landed_so_far = AtomicUsize::new(0);
+    let state = |id: i64| format!("written with message {id}");
+
+    let writer = |w: i64| {
+        let (s, claimed, landed_so_far) = (&s, &claimed, &landed_so_far);
+        async move {
+            let mut landed = Vec::new();
+            // Each writer goes on until it is fenced, so every one of them races the claim.
+            for k in 1..=MAX_ATTEMPTS {
+                let id = w * MAX_ATTEMPTS + k;
+                let mut row = s.clone();
+                row.workflow_state = state(id);
+                let batch = [SessionWrites {
+                    session: s.id,
+                    epoch: FIRST_EPOCH,
+                    writes: vec![
+                        w_message(&message(s.id, id, Role::Human, "hi")),
+                        w_session(&row),
+                    ],
+                }];
+                let after_claim = claimed.load(Ordering::SeqCst);
+                let fenced = store.commit(&batch).await.unwrap();
+                if !fenced.is_empty() {
+                    assert_eq!(fenced, vec![s.id]);
+                    return landed;
+                }
+                assert!(
+                    !after_claim,
+                    "message {id} of the old epoch landed after the claim answered"
+                );
+                landed.push(id);
+                landed_so_far.fetch_add(1, Ordering::SeqCst);
+            }
+            panic!("writer {w} was never fenced");
+        }
+    };
+    let claimer = async {
+        // Let the writers get going first.
+        while landed_so_far.load(Ordering::SeqCst) < 8 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        let epoch = store.claim_session(s.id).await.unwrap();
+        claimed.store(true, Ordering::SeqCst);
+        epoch
+    };
+    let (epoch, landed) = futures::join!(
+        claimer,
+        futures::future::join_all((1..=WRITERS).map(writer))
+    );
+    assert_eq!(epoch, Some(FIRST_EPOCH + 1));
+
+    // Exactly the commits that answered "landed" are in the log and the row.
+    let mut landed: Vec<i64> = landed.into_iter().flatten().collect();
+    landed.sort_unstable();
+    let log: Vec<i64> = store
+        .load_messages(s.id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(log, landed);
+    let row = store.load_session(s.id).await.unwrap().unwrap();
+    assert!(landed.iter().any(|&id| row.workflow_state == state(id)));
+
+    // The new owner writes.
+    let next = message(s.id, 1, Role::Ai, "new owner");
+    let batch = [SessionWrites {
+        session: s.id,
+        epoch: FIRST_EPOCH + 1,
+        writes: vec![w_message(&next)],
+    }];
+    assert!(store.commit(&batch).await.unwrap().is_empty());
 }

@@ -1,0 +1,297 @@
+//! The Redis registry. Keys (all under the cluster's prefix):
+//! - `{prefix}:node:{id}` = the node's URL, with a TTL its heartbeat renews (the lease);
+//! - `{prefix}:owner:{session}` = the owning node's id. A claim is valid only while that
+//!   node's lease key exists, so a dead node's sessions are free the moment its lease
+//!   expires, and a draining node frees them all by deleting its lease.
+//!
+//! Every decision (claim, lookup, release) is one Lua script, so it is atomic and one
+//! round trip.
+
+use std::time::Duration;
+
+use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use ::redis::Script;
+use async_trait::async_trait;
+use tokio::sync::Mutex;
+
+use super::{Claim, Lease, NodeInfo, Registry, RegistryError, RegistryResult, RegistryStats};
+use crate::model::SessionId;
+
+/// A claim outlives passivation only by accident (a crash before release); this bounds how
+/// long such a leftover key stays.
+const OWNER_KEY_TTL_SECS: u64 = 7 * 24 * 3600;
+
+#[derive(Debug, Clone)]
+pub struct RedisRegistryConfig {
+    pub url: String,
+    /// Key prefix, so several clusters (or test runs) can share one Redis.
+    pub prefix: String,
+    /// How long a lease lasts without a heartbeat.
+    pub lease_ttl: Duration,
+    /// How long one command may take before the registry counts as unreachable.
+    pub timeout: Duration,
+}
+
+/// Answers `{owner, url}` of the session's live owner, or claims it for ARGV[1].
+const CLAIM: &str = r#"
+local cur = redis.call('GET', KEYS[1])
+if cur and cur ~= ARGV[1] then
+  local url = redis.call('GET', ARGV[2] .. cur)
+  if url then return {cur, url} end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
+if cur and cur ~= ARGV[1] then return {ARGV[1], '', 'takeover'} end
+return {ARGV[1], ''}
+"#;
+
+/// Answers `{owner, url}` if a live node other than ARGV[1] owns the session.
+const LOOKUP: &str = r#"
+local cur = redis.call('GET', KEYS[1])
+if cur and cur ~= ARGV[1] then
+  local url = redis.call('GET', ARGV[2] .. cur)
+  if url then return {cur, url} end
+end
+return {}
+"#;
+
+/// Deletes the claim if it is still ARGV[1]'s.
+const RELEASE: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"#;
+
+pub struct RedisRegistry {
+    node: NodeInfo,
+    cfg: RedisRegistryConfig,
+    client: ::redis::Client,
+    /// Made on first use, so a node starts while Redis is down; once made, it reconnects
+    /// by itself.
+    conn: Mutex<Option<ConnectionManager>>,
+    claim: Script,
+    lookup: Script,
+    release: Script,
+    stats: RegistryStats,
+}
+
+impl RedisRegistry {
+    /// Checks the URL; connects lazily.
+    pub fn new(node: NodeInfo, cfg: RedisRegistryConfig) -> RegistryResult<Self> {
+        let client = ::redis::Client::open(cfg.url.as_str())
+            .map_err(|e| RegistryError::Unavailable(format!("--redis-url: {e}")))?;
+        Ok(RedisRegistry {
+            node,
+            cfg,
+            client,
+            conn: Mutex::new(None),
+            claim: Script::new(CLAIM),
+            lookup: Script::new(LOOKUP),
+            release: Script::new(RELEASE),
+            stats: RegistryStats::default(),
+        })
+    }
+
+    fn node_key(&self, id: &str) -> String {
+        format!("{}:node:{id}", self.cfg.prefix)
+    }
+
+    fn node_key_prefix(&self) -> String {
+        format!("{}:node:", self.cfg.prefix)
+    }
+
+    fn owner_key(&self, session: SessionId) -> String {
+        format!("{}:owner:{session}", self.cfg.prefix)
+    }
+
+    async fn conn(&self) -> RegistryResult<ConnectionManager> {
+        let mut slot = self.conn.lock().await;
+        if let Some(c) = slot.as_ref() {
+            return Ok(c.clone());
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(self.cfg.timeout)
+            .set_response_timeout(self.cfg.timeout)
+            .set_number_of_retries(1)
+            .set_max_delay(200);
+        let made = tokio::time::timeout(
+            self.cfg.timeout * 2,
+            ConnectionManager::new_with_config(self.client.clone(), config),
+        )
+        .await
+        .map_err(|_| RegistryError::Unavailable("connecting to Redis timed out".into()))?
+        .map_err(|e| self.failed(e))?;
+        *slot = Some(made.clone());
+        Ok(made)
+    }
+
+    fn failed(&self, e: ::redis::RedisError) -> RegistryError {
+        RegistryStats::bump(&self.stats.errors);
+        RegistryError::Unavailable(e.to_string())
+    }
+
+    /// Runs one command (a round trip), counting it.
+    async fn run<T: ::redis::FromRedisValue>(
+        &self,
+        f: impl AsyncFnOnce(&mut ConnectionManager) -> ::redis::RedisResult<T>,
+    ) -> RegistryResult<T> {
+        let mut conn = self.conn().await?;
+        RegistryStats::bump(&self.stats.commands);
+        match tokio::time::timeout(self.cfg.timeout, f(&mut conn)).await {
+            Ok(r) => r.map_err(|e| self.failed(e)),
+            Err(_) => {
+                RegistryStats::bump(&self.stats.errors);
+                Err(RegistryError::Unavailable(
+                    "Redis did not answer in time".into(),
+                ))
+            }
+        }
+    }
+
+    fn ttl_millis(&self) -> u64 {
+        self.cfg.lease_ttl.as_millis().max(1) as u64
+    }
+}
+
+#[async_trait]
+impl Registry for RedisRegistry {
+    fn node(&self) -> &NodeInfo {
+        &self.node
+    }
+
+    fn clustered(&self) -> bool {
+        true
+    }
+
+    async fn join(&self) -> RegistryResult<()> {
+        self.heartbeat().await.map(|_| ())
+    }
+
+    async fn claim(&self, session: SessionId) -> RegistryResult<Claim> {
+        RegistryStats::bump(&self.stats.claims);
+        let (key, prefix) = (self.owner_key(session), self.node_key_prefix());
+        let answer: Vec<String> = self
+            .run(async |c| {
+                self.claim
+                    .key(&key)
+                    .arg(&self.node.id)
+                    .arg(&prefix)
+                    .arg(OWNER_KEY_TTL_SECS)
+                    .invoke_async(c)
+                    .await
+            })
+            .await?;
+        match answer.as_slice() {
+            [owner, url] if *owner != self.node.id => {
+                RegistryStats::bump(&self.stats.claims_lost);
+                Ok(Claim::Owned(NodeInfo {
+                    id: owner.clone(),
+                    url: url.clone(),
+                }))
+            }
+            [_, _, takeover] if takeover == "takeover" => {
+                RegistryStats::bump(&self.stats.takeovers);
+                Ok(Claim::Mine)
+            }
+            _ => Ok(Claim::Mine),
+        }
+    }
+
+    async fn remote_owner(&self, session: SessionId) -> RegistryResult<Option<NodeInfo>> {
+        RegistryStats::bump(&self.stats.lookups);
+        let (key, prefix) = (self.owner_key(session), self.node_key_prefix());
+        let answer: Vec<String> = self
+            .run(async |c| {
+                self.lookup
+                    .key(&key)
+                    .arg(&self.node.id)
+                    .arg(&prefix)
+                    .invoke_async(c)
+                    .await
+            })
+            .await?;
+        Ok(match answer.as_slice() {
+            [owner, url] => Some(NodeInfo {
+                id: owner.clone(),
+                url: url.clone(),
+            }),
+            _ => None,
+        })
+    }
+
+    async fn release(&self, session: SessionId) -> RegistryResult<()> {
+        RegistryStats::bump(&self.stats.releases);
+        let key = self.owner_key(session);
+        let _: i64 = self
+            .run(async |c| {
+                self.release
+                    .key(&key)
+                    .arg(&self.node.id)
+                    .invoke_async(c)
+                    .await
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn heartbeat(&self) -> RegistryResult<Lease> {
+        RegistryStats::bump(&self.stats.heartbeats);
+        let (key, ttl) = (self.node_key(&self.node.id), self.ttl_millis());
+        // SET … GET answers the previous value: none means the lease had lapsed.
+        let previous: Option<String> = self
+            .run(async |c| {
+                ::redis::cmd("SET")
+                    .arg(&key)
+                    .arg(&self.node.url)
+                    .arg("PX")
+                    .arg(ttl)
+                    .arg("GET")
+                    .query_async(c)
+                    .await
+            })
+            .await?;
+        Ok(if previous.is_some() {
+            Lease::Renewed
+        } else {
+            Lease::Lost
+        })
+    }
+
+    async fn leave(&self) -> RegistryResult<()> {
+        let key = self.node_key(&self.node.id);
+        let _: i64 = self
+            .run(async |c| ::redis::cmd("DEL").arg(&key).query_async(c).await)
+            .await?;
+        Ok(())
+    }
+
+    async fn nodes(&self) -> RegistryResult<Vec<NodeInfo>> {
+        let pattern = format!("{}*", self.node_key_prefix());
+        let keys: Vec<String> = self
+            .run(async |c| ::redis::cmd("KEYS").arg(&pattern).query_async(c).await)
+            .await?;
+        let mut nodes = Vec::with_capacity(keys.len());
+        let prefix = self.node_key_prefix();
+        for key in keys {
+            let url: Option<String> = self
+                .run(async |c| ::redis::cmd("GET").arg(&key).query_async(c).await)
+                .await?;
+            if let (Some(id), Some(url)) = (key.strip_prefix(&prefix), url) {
+                nodes.push(NodeInfo {
+                    id: id.to_string(),
+                    url,
+                });
+            }
+        }
+        nodes.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(nodes)
+    }
+
+    fn lease_ttl(&self) -> Duration {
+        self.cfg.lease_ttl
+    }
+
+    fn stats(&self) -> &RegistryStats {
+        &self.stats
+    }
+}

@@ -1,0 +1,1147 @@
+//! Postgres implementation of the store: for several nodes sharing one database.
+//!
+//! A pool of connections opened lazily, so a node starts (and answers Unavailable) while
+//! the database is down and recovers by itself when it comes back. Group commits write each
+//! kind of row with one statement per batch: the columns travel as arrays and `UNNEST`
+//! turns them back into rows, so the statement text (and the prepared statement cached for
+//! it) is the same for every batch size.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use serde::de::DeserializeOwned;
+use sqlx::encode::IsNull;
+use sqlx::error::{BoxDynError, ErrorKind};
+use sqlx::migrate::{MigrateError, Migration, MigrationSource, MigrationType, Migrator};
+use sqlx::postgres::types::Oid;
+use sqlx::postgres::{
+    PgArgumentBuffer, PgArguments, PgConnectOptions, PgHasArrayType, PgPool, PgPoolOptions, PgRow,
+    PgTypeInfo, PgValueFormat, PgValueRef,
+};
+use sqlx::{Postgres, Row};
+use uuid::Uuid;
+
+use super::{
+    AgentRecord, AgentStatus, Epoch, SessionWrites, StoreError, StoreResult, Tenant, Write,
+};
+use crate::model::{
+    AgentId, AttachmentMeta, Feedback, Message, Role, Session, SessionId, TenantId,
+};
+
+/// The schema, oldest first: (version, description, SQL), named like sqlx's
+/// `<version>_<description>.sql` files.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "init",
+    include_str!("../../migrations/postgres/0001_init.sql"),
+)];
+
+/// Connections per store. Group commits take one at a time; the rest serve reads.
+const POOL_SIZE: u32 = 16;
+
+/// How long a call waits for a connection (including opening one) before it answers
+/// Unavailable, so a database that is down fails calls quickly instead of hanging them.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The store on a Postgres database.
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// A store on the database at `url` (`postgres://user:password@host:port/database`).
+    /// Connects lazily: this succeeds while the database is down, and calls answer
+    /// Unavailable until it is back. Async because the pool starts its maintenance task on
+    /// the current Tokio runtime. Call [`Store::migrate`](super::Store::migrate) before use.
+    pub async fn connect(url: &str) -> StoreResult<PgStore> {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Unavailable(format!("bad Postgres URL: {e}")))?
+            .application_name("parley");
+        let pool = PgPoolOptions::new()
+            .max_connections(POOL_SIZE)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            // Pings an idle connection before handing it out: after a restart or failover,
+            // every pooled connection is dead, and without the ping each would fail one
+            // call before the pool noticed.
+            .test_before_acquire(true)
+            .connect_lazy_with(options);
+        Ok(PgStore { pool })
+    }
+
+    /// Waits for running queries and closes every connection.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Runs an UPDATE meant for exactly one existing row; no such row is a Conflict.
+    async fn update_one<'q>(
+        &self,
+        query: sqlx::query::Query<'q, Postgres, PgArguments>,
+        missing: impl FnOnce() -> String,
+    ) -> StoreResult<()> {
+        let done = query.execute(&self.pool).await.map_err(map_err)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::Conflict(missing()));
+        }
+        Ok(())
+    }
+}
+
+/// A uuid in Postgres' native binary form. sqlx's own impl needs its `uuid` feature, which
+/// this workspace does not enable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct PgUuid(Uuid);
+
+/// The built-in OIDs of `uuid` and `uuid[]`, fixed in every Postgres.
+const UUID_OID: Oid = Oid(2950);
+const UUID_ARRAY_OID: Oid = Oid(2951);
+
+impl sqlx::Type<Postgres> for PgUuid {
+    fn type_info() -> PgTypeInfo {
+        PgTypeInfo::with_oid(UUID_OID)
+    }
+}
+
+impl PgHasArrayType for PgUuid {
+    fn array_type_info() -> PgTypeInfo {
+        PgTypeInfo::with_oid(UUID_ARRAY_OID)
+    }
+}
+
+impl sqlx::Encode<'_, Postgres> for PgUuid {
+    fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
+        buf.extend_from_slice(self.0.as_bytes());
+        Ok(IsNull::No)
+    }
+}
+
+impl sqlx::Decode<'_, Postgres> for PgUuid {
+    fn decode(value: PgValueRef<'_>) -> Result<Self, BoxDynError> {
+        let id = match value.format() {
+            PgValueFormat::Binary => Uuid::from_slice(value.as_bytes()?)?,
+            PgValueFormat::Text => value.as_str()?.parse()?,
+        };
+        Ok(PgUuid(id))
+    }
+}
+
+/// The migrations compiled into the binary (the `migrate!` macro needs sqlx's `macros`
+/// feature, which this workspace does not enable).
+#[derive(Debug)]
+struct Embedded;
+
+impl MigrationSource<'static> for Embedded {
+    fn resolve(self) -> BoxFuture<'static, Result<Vec<Migration>, BoxDynError>> {
+        Box::pin(async {
+            Ok(MIGRATIONS
+                .iter()
+                .map(|&(version, description, sql)| {
+                    Migration::new(
+                        version,
+                        Cow::Borrowed(description),
+                        MigrationType::Simple,
+                        Cow::Borrowed(sql),
+                        false,
+                    )
+                })
+                .collect())
+        })
+    }
+}
+
+fn map_migrate_err(e: MigrateError) -> StoreError {
+    match e {
+        MigrateError::Execute(e) => map_err(e),
+        // Applied migrations that differ from ours: the database belongs to another build.
+        other => StoreError::Corrupt(format!("schema migration: {other}")),
+    }
+}
+
+/// Sorts sqlx errors into the store's three kinds.
+fn map_err(e: sqlx::Error) -> StoreError {
+    match e {
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default().into_owned();
+            let msg = format!("{} ({code})", db.message());
+            match db.kind() {
+                ErrorKind::UniqueViolation
+                | ErrorKind::ForeignKeyViolation
+                | ErrorKind::NotNullViolation
+                | ErrorKind::CheckViolation => StoreError::Conflict(msg),
+                // By SQLSTATE class.
+                _ => match code.get(..2) {
+                    // Integrity constraint violations; data exceptions: a value Postgres
+                    // cannot hold, such as a NUL character in text, is refused like a
+                    // duplicate would be.
+                    Some("23" | "22") => StoreError::Conflict(msg),
+                    // data_corrupted, index_corrupted
+                    _ if code == "XX001" || code == "XX002" => StoreError::Corrupt(msg),
+                    // Connection, resource, shutdown, deadlock and serialization failures,
+                    // and a schema that is not there yet: try again later.
+                    _ => StoreError::Unavailable(msg),
+                },
+            }
+        }
+        e @ (sqlx::Error::RowNotFound
+        | sqlx::Error::TypeNotFound { .. }
+        | sqlx::Error::ColumnIndexOutOfBounds { .. }
+        | sqlx::Error::ColumnNotFound(_)
+        | sqlx::Error::ColumnDecode { .. }
+        | sqlx::Error::Decode(_)) => StoreError::Corrupt(e.to_string()),
+        e => StoreError::Unavailable(e.to_string()),
+    }
+}
+
+/// A timestamp as unix nanoseconds (see the schema for why). Instants outside 1677-2262
+/// do not fit and are refused.
+fn ts(t: DateTime<Utc>) -> StoreResult<i64> {
+    t.timestamp_nanos_opt()
+        .ok_or_else(|| StoreError::Conflict(format!("timestamp {t} is out of range")))
+}
+
+fn from_ts(nanos: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_nanos(nanos)
+}
+
+/// A deadline in whole milliseconds, rounded up so `due_sessions` never reports a session
+/// before its timer is actually due.
+fn deadline_millis(t: DateTime<Utc>) -> i64 {
+    let ms = t.timestamp_millis();
+    if t.timestamp_subsec_nanos() % 1_000_000 == 0 {
+        ms
+    } else {
+        ms + 1
+    }
+}
+
+fn parse_json<T: DeserializeOwned>(s: &str, what: &str) -> StoreResult<T> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("bad {what} JSON: {e}")))
+}
+
+fn to_json<T: serde::Serialize + ?Sized>(v: &T, what: &str) -> StoreResult<String> {
+    serde_json::to_string(v).map_err(|e| StoreError::Corrupt(format!("{what} to JSON: {e}")))
+}
+
+fn feedback_str(f: Feedback) -> &'static str {
+    match f {
+        Feedback::Good => "GOOD",
+        Feedback::Bad => "BAD",
+        Feedback::None => "NONE",
+    }
+}
+
+fn parse_feedback(s: &str) -> StoreResult<Feedback> {
+    match s {
+        "GOOD" => Ok(Feedback::Good),
+        "BAD" => Ok(Feedback::Bad),
+        "NONE" => Ok(Feedback::None),
+        _ => Err(StoreError::Corrupt(format!("bad feedback {s:?}"))),
+    }
+}
+
+fn col<'r, T>(row: &'r PgRow, name: &str) -> StoreResult<T>
+where
+    T: sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres>,
+{
+    row.try_get(name).map_err(map_err)
+}
+
+fn id_col(row: &PgRow, name: &str) -> StoreResult<Uuid> {
+    col::<PgUuid>(row, name).map(|id| id.0)
+}
+
+fn ts_col(row: &PgRow, name: &str) -> StoreResult<DateTime<Utc>> {
+    col(row, name).map(from_ts)
+}
+
+/// Upserts the batch's session rows. tenant_id, agent_id and created_at never change, and
+/// the epoch is set when the row is created and raised only by claims, so the update leaves
+/// them alone.
+const UPSERT_SESSIONS: &str = "\
+    INSERT INTO sessions (id, tenant_id, agent_id, user_id, ext_type, state, next_deadline, \
+                          created_at, updated_at, data, epoch) \
+    SELECT id, tenant_id, agent_id, user_id, ext_type, state, next_deadline, created_at, $11, \
+           data, epoch \
+    FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], \
+                $7::int8[], $8::int8[], $9::text[], $10::int8[]) \
+         AS r(id, tenant_id, agent_id, user_id, ext_type, state, next_deadline, created_at, \
+              data, epoch) \
+    ON CONFLICT (id) DO UPDATE SET user_id = excluded.user_id, ext_type = excluded.ext_type, \
+        state = excluded.state, next_deadline = excluded.next_deadline, \
+        updated_at = excluded.updated_at, data = excluded.data";
+
+/// A plain INSERT: a message id that exists already fails the batch (history is
+/// append-only).
+const INSERT_MESSAGES: &str = "\
+    INSERT INTO messages (session_id, id, role, text, ts, attachments, metadata, feedback, \
+                          idempotency_key) \
+    SELECT * FROM UNNEST($1::uuid[], $2::int8[], $3::text[], $4::text[], $5::int8[], \
+                         $6::text[], $7::text[], $8::text[], $9::text[])";
+
+const INSERT_ATTACHMENTS: &str = "\
+    INSERT INTO attachments (id, session_id, filename, content_type, size, bytes) \
+    SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::int8[], \
+                         $6::bytea[])";
+
+/// A session row, serialised before the transaction starts.
+struct SessionRow<'a> {
+    session: &'a Session,
+    epoch: Epoch,
+    next_deadline: Option<i64>,
+    created_at: i64,
+    data: String,
+}
+
+impl<'a> SessionRow<'a> {
+    fn new(session: &'a Session, epoch: Epoch) -> StoreResult<Self> {
+        Ok(SessionRow {
+            session,
+            epoch,
+            next_deadline: session.next_deadline().map(deadline_millis),
+            created_at: ts(session.created_at)?,
+            data: to_json(session, "session")?,
+        })
+    }
+}
+
+struct MessageRow<'a> {
+    message: &'a Message,
+    ts: i64,
+    attachments: Option<String>,
+    metadata: Option<String>,
+}
+
+impl<'a> MessageRow<'a> {
+    fn new(message: &'a Message) -> StoreResult<Self> {
+        Ok(MessageRow {
+            message,
+            ts: ts(message.timestamp)?,
+            // Empty lists and null metadata (the common case) are stored as NULL.
+            attachments: (!message.attachments.is_empty())
+                .then(|| to_json(&message.attachments, "attachments"))
+                .transpose()?,
+            metadata: (!message.metadata.is_null())
+                .then(|| to_json(&message.metadata, "metadata"))
+                .transpose()?,
+        })
+    }
+}
+
+struct AttachmentRow<'a> {
+    session_id: SessionId,
+    meta: &'a AttachmentMeta,
+    size: i64,
+    bytes: &'a [u8],
+}
+
+/// One column of a multi-row statement, bound as an array for `UNNEST`.
+fn column<'r, T, U>(rows: &'r [T], f: impl Fn(&'r T) -> U) -> Vec<U> {
+    rows.iter().map(f).collect()
+}
+
+/// One session group's rows, serialised before the transaction starts so that the
+/// transaction (and the row locks it holds) lasts only as long as the statements.
+struct GroupRows<'a> {
+    /// The last version of each session the group writes.
+    sessions: Vec<SessionRow<'a>>,
+    messages: Vec<MessageRow<'a>>,
+    attachments: Vec<AttachmentRow<'a>>,
+}
+
+impl<'a> GroupRows<'a> {
+    fn new(group: &'a SessionWrites) -> StoreResult<Self> {
+        let mut rows = GroupRows {
+            sessions: Vec::new(),
+            messages: Vec::new(),
+            attachments: Vec::new(),
+        };
+        let mut last: HashMap<SessionId, &Session> = HashMap::new();
+        for write in &group.writes {
+            match write {
+                Write::Session(s) => {
+                    last.insert(s.id, s);
+                }
+                Write::Message(m) => rows.messages.push(MessageRow::new(m)?),
+                Write::Attachment {
+                    session_id,
+                    meta,
+                    bytes,
+                } => rows.attachments.push(AttachmentRow {
+                    session_id: *session_id,
+                    meta,
+                    size: i64::try_from(meta.size).map_err(|_| {
+                        StoreError::Corrupt(format!("attachment size {}", meta.size))
+                    })?,
+                    bytes,
+                }),
+            }
+        }
+        rows.sessions = last
+            .into_values()
+            .map(|s| SessionRow::new(s, group.epoch))
+            .collect::<StoreResult<_>>()?;
+        Ok(rows)
+    }
+}
+
+/// Locks the batch's existing session rows (in id order, so concurrent batches cannot
+/// deadlock on them) and answers their stored epochs. A claim is an UPDATE of the same row,
+/// so it waits for this transaction, or this lock waits for the claim and then reads the
+/// raised epoch: no claim can slip in between the check and the writes.
+///
+/// FOR NO KEY UPDATE rather than FOR SHARE: the batch goes on to update these rows, and two
+/// batches holding shared locks on one row would deadlock upgrading them.
+async fn lock_epochs(
+    tx: &mut sqlx::Transaction<'_, Postgres>,
+    sorted_ids: Vec<PgUuid>,
+) -> StoreResult<HashMap<SessionId, Epoch>> {
+    let rows = sqlx::query(
+        "SELECT id, epoch FROM sessions WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE",
+    )
+    .bind(sorted_ids)
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(map_err)?;
+    rows.iter()
+        .map(|row| Ok((id_col(row, "id")?, col(row, "epoch")?)))
+        .collect()
+}
+
+const TENANT_COLS: &str = "id, name, api_key_hash, created_at";
+
+fn tenant_from_row(row: &PgRow) -> StoreResult<Tenant> {
+    Ok(Tenant {
+        id: id_col(row, "id")?,
+        name: col(row, "name")?,
+        api_key_hash: col(row, "api_key_hash")?,
+        created_at: ts_col(row, "created_at")?,
+    })
+}
+
+const AGENT_COLS: &str = "id, tenant_id, name, status, status_reason, current_version, \
+                          token_hash, created_at, updated_at";
+
+fn agent_from_row(row: &PgRow) -> StoreResult<AgentRecord> {
+    let status: &str = col(row, "status")?;
+    Ok(AgentRecord {
+        id: id_col(row, "id")?,
+        tenant_id: id_col(row, "tenant_id")?,
+        name: col(row, "name")?,
+        status: AgentStatus::parse(status)
+            .ok_or_else(|| StoreError::Corrupt(format!("bad agent status {status:?}")))?,
+        status_reason: col(row, "status_reason")?,
+        current_version: col(row, "current_version")?,
+        token_hash: col(row, "token_hash")?,
+        created_at: ts_col(row, "created_at")?,
+        updated_at: ts_col(row, "updated_at")?,
+    })
+}
+
+const MESSAGE_COLS: &str =
+    "session_id, id, role, text, ts, attachments, metadata, feedback, idempotency_key";
+
+fn message_from_row(row: &PgRow) -> StoreResult<Message> {
+    let role: &str = col(row, "role")?;
+    let attachments: Option<&str> = col(row, "attachments")?;
+    let metadata: Option<&str> = col(row, "metadata")?;
+    Ok(Message {
+        id: col(row, "id")?,
+        session_id: id_col(row, "session_id")?,
+        role: Role::parse(role).ok_or_else(|| StoreError::Corrupt(format!("bad role {role:?}")))?,
+        text: col(row, "text")?,
+        timestamp: ts_col(row, "ts")?,
+        attachments: match attachments {
+            Some(a) => parse_json(a, "attachments")?,
+            None => Vec::new(),
+        },
+        metadata: match metadata {
+            Some(m) => parse_json(m, "metadata")?,
+            None => serde_json::Value::Null,
+        },
+        feedback: parse_feedback(col(row, "feedback")?)?,
+        idempotency_key: col(row, "idempotency_key")?,
+    })
+}
+
+fn session_from_row(row: &PgRow) -> StoreResult<Session> {
+    parse_json(col(row, "data")?, "session")
+}
+
+#[async_trait]
+impl super::Store for PgStore {
+    async fn migrate(&self) -> StoreResult<()> {
+        // sqlx's migrator holds an advisory lock while it runs, so nodes booting together
+        // apply each migration once.
+        let migrator = Migrator::new(Embedded).await.map_err(map_migrate_err)?;
+        migrator.run(&self.pool).await.map_err(map_migrate_err)
+    }
+
+    async fn create_tenant(&self, tenant: &Tenant) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO tenants (id, name, api_key_hash, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(PgUuid(tenant.id))
+        .bind(&tenant.name)
+        .bind(&tenant.api_key_hash)
+        .bind(ts(tenant.created_at)?)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn list_tenants(&self) -> StoreResult<Vec<Tenant>> {
+        let sql = format!("SELECT {TENANT_COLS} FROM tenants ORDER BY created_at, id");
+        let rows = sqlx::query(&sql)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?;
+        rows.iter().map(tenant_from_row).collect()
+    }
+
+    async fn tenant_by_key_hash(&self, api_key_hash: &str) -> StoreResult<Option<Tenant>> {
+        let sql = format!("SELECT {TENANT_COLS} FROM tenants WHERE api_key_hash = $1");
+        let row = sqlx::query(&sql)
+            .bind(api_key_hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?;
+        row.as_ref().map(tenant_from_row).transpose()
+    }
+
+    async fn set_tenant_key_hash(&self, tenant: TenantId, api_key_hash: &str) -> StoreResult<()> {
+        let q = sqlx::query("UPDATE tenants SET api_key_hash = $1 WHERE id = $2")
+            .bind(api_key_hash)
+            .bind(PgUuid(tenant));
+        self.update_one(q, || format!("no tenant {tenant}")).await
+    }
+
+    async fn create_agent(&self, record: &AgentRecord, definition: &str) -> StoreResult<()> {
+        let id = PgUuid(record.id);
+        let created_at = ts(record.created_at)?;
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        sqlx::query(&format!(
+            "INSERT INTO agents ({AGENT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        ))
+        .bind(id)
+        .bind(PgUuid(record.tenant_id))
+        .bind(&record.name)
+        .bind(record.status.as_str())
+        .bind(record.status_reason.as_deref())
+        .bind(record.current_version)
+        .bind(&record.token_hash)
+        .bind(created_at)
+        .bind(ts(record.updated_at)?)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        sqlx::query(
+            "INSERT INTO agent_versions (agent_id, version, definition, created_at) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(id)
+        .bind(record.current_version)
+        .bind(definition)
+        .bind(created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn add_agent_version(
+        &self,
+        agent: AgentId,
+        version: i64,
+        name: &str,
+        definition: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let id = PgUuid(agent);
+        let at = ts(at)?;
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        // A missing agent fails the foreign key, so this is a Conflict too.
+        sqlx::query(
+            "INSERT INTO agent_versions (agent_id, version, definition, created_at) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(id)
+        .bind(version)
+        .bind(definition)
+        .bind(at)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        sqlx::query(
+            "UPDATE agents SET current_version = $1, name = $2, updated_at = $3 WHERE id = $4",
+        )
+        .bind(version)
+        .bind(name)
+        .bind(at)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn get_agent(&self, agent: AgentId) -> StoreResult<Option<AgentRecord>> {
+        let sql = format!("SELECT {AGENT_COLS} FROM agents WHERE id = $1");
+        let row = sqlx::query(&sql)
+            .bind(PgUuid(agent))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?;
+        row.as_ref().map(agent_from_row).transpose()
+    }
+
+    async fn list_agents(&self, tenant: TenantId) -> StoreResult<Vec<AgentRecord>> {
+        let sql =
+            format!("SELECT {AGENT_COLS} FROM agents WHERE tenant_id = $1 ORDER BY created_at, id");
+        let rows = sqlx::query(&sql)
+            .bind(PgUuid(tenant))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?;
+        rows.iter().map(agent_from_row).collect()
+    }
+
+    async fn all_agents(&self) -> StoreResult<Vec<AgentRecord>> {
+        let sql = format!("SELECT {AGENT_COLS} FROM agents ORDER BY tenant_id, created_at, id");
+        let rows = sqlx::query(&sql)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?;
+        rows.iter().map(agent_from_row).collect()
+    }
+
+    async fn get_agent_version(&self, agent: AgentId, version: i64) -> StoreResult<Option<String>> {
+        let row = sqlx::query(
+            "SELECT definition FROM agent_versions WHERE agent_id = $1 AND version = $2",
+        )
+        .bind(PgUuid(agent))
+        .bind(version)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?;
+        row.as_ref().map(|r| col(r, "definition")).transpose()
+    }
+
+    async fn set_agent_status(
+        &self,
+        agent: AgentId,
+        status: AgentStatus,
+        reason: Option<&str>,
+    ) -> StoreResult<()> {
+        // updated_at tracks definition changes (add_agent_version), not run status.
+        let q = sqlx::query("UPDATE agents SET status = $1, status_reason = $2 WHERE id = $3")
+            .bind(status.as_str())
+            .bind(reason)
+            .bind(PgUuid(agent));
+        self.update_one(q, || format!("no agent {agent}")).await
+    }
+
+    async fn set_agent_token_hash(&self, agent: AgentId, token_hash: &str) -> StoreResult<()> {
+        let q = sqlx::query("UPDATE agents SET token_hash = $1 WHERE id = $2")
+            .bind(token_hash)
+            .bind(PgUuid(agent));
+        self.update_one(q, || format!("no agent {agent}")).await
+    }
+
+    async fn delete_agent(&self, agent: AgentId) -> StoreResult<bool> {
+        let id = PgUuid(agent);
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        for sql in [
+            "DELETE FROM messages WHERE session_id IN (SELECT id FROM sessions WHERE agent_id = $1)",
+            "DELETE FROM attachments WHERE session_id IN (SELECT id FROM sessions WHERE agent_id = $1)",
+            "DELETE FROM sessions WHERE agent_id = $1",
+            "DELETE FROM agent_versions WHERE agent_id = $1",
+        ] {
+            sqlx::query(sql)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        }
+        let done = sqlx::query("DELETE FROM agents WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn commit(&self, batch: &[SessionWrites]) -> StoreResult<Vec<SessionId>> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let groups = batch
+            .iter()
+            .map(GroupRows::new)
+            .collect::<StoreResult<Vec<_>>>()?;
+        let mut ids: Vec<PgUuid> = batch.iter().map(|g| PgUuid(g.session)).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let updated_at = ts(Utc::now())?;
+
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        let stored = lock_epochs(&mut tx, ids).await?;
+        let current = |g: &SessionWrites| stored.get(&g.session).is_none_or(|&e| g.epoch >= e);
+        let fenced: Vec<SessionId> = batch
+            .iter()
+            .filter(|g| !current(g))
+            .map(|g| g.session)
+            .collect();
+
+        // Gather the current groups' rows by kind. A session written several times keeps
+        // its last version.
+        let mut sessions: HashMap<SessionId, SessionRow> = HashMap::new();
+        let mut messages = Vec::new();
+        let mut attachments = Vec::new();
+        for (_, rows) in batch.iter().zip(groups).filter(|(g, _)| current(g)) {
+            for s in rows.sessions {
+                sessions.insert(s.session.id, s);
+            }
+            messages.extend(rows.messages);
+            attachments.extend(rows.attachments);
+        }
+
+        if !sessions.is_empty() {
+            // In id order, the order lock_epochs locked them in.
+            let mut s: Vec<SessionRow> = sessions.into_values().collect();
+            s.sort_unstable_by_key(|r| r.session.id);
+            sqlx::query(UPSERT_SESSIONS)
+                .bind(column(&s, |r| PgUuid(r.session.id)))
+                .bind(column(&s, |r| PgUuid(r.session.tenant_id)))
+                .bind(column(&s, |r| PgUuid(r.session.agent_id)))
+                .bind(column(&s, |r| r.session.user_id.as_str()))
+                .bind(column(&s, |r| r.session.ext_type.as_str()))
+                .bind(column(&s, |r| r.session.status_str()))
+                .bind(column(&s, |r| r.next_deadline))
+                .bind(column(&s, |r| r.created_at))
+                .bind(column(&s, |r| r.data.as_str()))
+                .bind(column(&s, |r| r.epoch))
+                .bind(updated_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        }
+        if !messages.is_empty() {
+            let m = &messages;
+            sqlx::query(INSERT_MESSAGES)
+                .bind(column(m, |r| PgUuid(r.message.session_id)))
+                .bind(column(m, |r| r.message.id))
+                .bind(column(m, |r| r.message.role.as_str()))
+                .bind(column(m, |r| r.message.text.as_str()))
+                .bind(column(m, |r| r.ts))
+                .bind(column(m, |r| r.attachments.as_deref()))
+                .bind(column(m, |r| r.metadata.as_deref()))
+                .bind(column(m, |r| feedback_str(r.message.feedback)))
+                .bind(column(m, |r| r.message.idempotency_key.as_deref()))
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        }
+        if !attachments.is_empty() {
+            let a = &attachments;
+            sqlx::query(INSERT_ATTACHMENTS)
+                .bind(column(a, |r| PgUuid(r.meta.id)))
+                .bind(column(a, |r| PgUuid(r.session_id)))
+                .bind(column(a, |r| r.meta.filename.as_str()))
+                .bind(column(a, |r| r.meta.content_type.as_str()))
+                .bind(column(a, |r| r.size))
+                .bind(column(a, |r| r.bytes))
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        }
+        // Any error above returns early and drops `tx`, which rolls the whole batch back.
+        tx.commit().await.map_err(map_err)?;
+        Ok(fenced)
+    }
+
+    async fn claim_session(&self, session: SessionId) -> StoreResult<Option<Epoch>> {
+        sqlx::query_scalar("UPDATE sessions SET epoch = epoch + 1 WHERE id = $1 RETURNING epoch")
+            .bind(PgUuid(session))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)
+    }
+
+    async fn load_session(&self, session: SessionId) -> StoreResult<Option<Session>> {
+        // The newest message and the newest customer message come from the log itself:
+        // the session row may be older than its last turns (see Store::load_session).
+        let row = sqlx::query(
+            "SELECT s.data, \
+             (SELECT id FROM messages WHERE session_id = s.id ORDER BY id DESC LIMIT 1) AS last_id, \
+             (SELECT ts FROM messages WHERE session_id = s.id AND role = 'HUMAN' \
+              ORDER BY id DESC LIMIT 1) AS last_human_ts \
+             FROM sessions s WHERE s.id = $1",
+        )
+        .bind(PgUuid(session))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?;
+        let Some(row) = row else { return Ok(None) };
+        let mut s = session_from_row(&row)?;
+        let last_id: Option<i64> = col(&row, "last_id")?;
+        if let Some(id) = last_id.filter(|&id| id > s.message_count) {
+            s.message_count = id;
+        }
+        let last_human: Option<i64> = col(&row, "last_human_ts")?;
+        if let Some(t) = last_human.map(from_ts) {
+            s.last_activity = s.last_activity.max(t);
+        }
+        Ok(Some(s))
+    }
+
+    async fn load_messages(&self, session: SessionId) -> StoreResult<Vec<Message>> {
+        let sql = format!("SELECT {MESSAGE_COLS} FROM messages WHERE session_id = $1 ORDER BY id");
+        let rows = sqlx::query(&sql)
+            .bind(PgUuid(session))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?;
+        rows.iter().map(message_from_row).collect()
+    }
+
+    async fn load_recent_messages(
+        &self,
+        session: SessionId,
+        limit: u32,
+    ) -> StoreResult<Vec<Message>> {
+        let sql = format!(
+            "SELECT {MESSAGE_COLS} FROM messages WHERE session_id = $1 ORDER BY id DESC LIMIT $2"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(PgUuid(session))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?;
+        let mut out = rows
+            .iter()
+            .map(message_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        out.reverse();
+        Ok(out)
+    }
+
+    async fn find_reply(&self, session: SessionId, key: &str) -> StoreResult<Option<Message>> {
+        let sql = format!(
+            "SELECT {MESSAGE_COLS} FROM messages WHERE session_id = $1 AND idempotency_key = $2"
+        );
+        let row = sqlx::query(&sql)
+            .bind(PgUuid(session))
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?;
+        row.as_ref().map(message_from_row).transpose()
+    }
+
+    async fn sessions_for_user(
+        &self,
+        tenant: TenantId,
+        agent: Option<AgentId>,
+        ext_id: &str,
+        ext_type: &str,
+    ) -> StoreResult<Vec<Session>> {
+        let rows = sqlx::query(
+            "SELECT data FROM sessions \
+             WHERE tenant_id = $1 AND user_id = $2 AND ext_type = $3 \
+               AND ($4::uuid IS NULL OR agent_id = $4) \
+             ORDER BY created_at DESC, id DESC",
+        )
+        .bind(PgUuid(tenant))
+        .bind(ext_id)
+        .bind(ext_type)
+        .bind(agent.map(PgUuid))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        rows.iter().map(session_from_row).collect()
+    }
+
+    async fn due_sessions(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<(SessionId, AgentId)>> {
+        // Closed sessions have no deadline, so the partial index holds open ones only.
+        let rows = sqlx::query(
+            "SELECT id, agent_id FROM sessions \
+             WHERE next_deadline IS NOT NULL AND next_deadline <= $1 \
+             ORDER BY next_deadline, id LIMIT $2",
+        )
+        .bind(now.timestamp_millis())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        rows.iter()
+            .map(|r| Ok((id_col(r, "id")?, id_col(r, "agent_id")?)))
+            .collect()
+    }
+
+    async fn set_feedback(
+        &self,
+        session: SessionId,
+        log_id: i64,
+        feedback: Feedback,
+    ) -> StoreResult<bool> {
+        let done =
+            sqlx::query("UPDATE messages SET feedback = $1 WHERE session_id = $2 AND id = $3")
+                .bind(feedback_str(feedback))
+                .bind(PgUuid(session))
+                .bind(log_id)
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn get_attachment(
+        &self,
+        id: Uuid,
+    ) -> StoreResult<Option<(SessionId, AttachmentMeta, Bytes)>> {
+        let row = sqlx::query(
+            "SELECT id, session_id, filename, content_type, size, bytes \
+             FROM attachments WHERE id = $1",
+        )
+        .bind(PgUuid(id))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let size: i64 = col(&row, "size")?;
+        let meta = AttachmentMeta {
+            id: id_col(&row, "id")?,
+            filename: col(&row, "filename")?,
+            content_type: col(&row, "content_type")?,
+            size: u64::try_from(size)
+                .map_err(|_| StoreError::Corrupt(format!("attachment size {size}")))?,
+        };
+        let bytes: Vec<u8> = col(&row, "bytes")?;
+        Ok(Some((
+            id_col(&row, "session_id")?,
+            meta,
+            Bytes::from(bytes),
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::store::pg_testing::{fresh_database, TestDatabase};
+    use crate::store::tests as suite;
+    use crate::store::Store;
+
+    /// A migrated store on a database of its own, or None if Postgres is unreachable.
+    async fn fresh_store() -> Option<(PgStore, TestDatabase)> {
+        let db = fresh_database().await?;
+        let store = PgStore::connect(db.url()).await.unwrap();
+        store.migrate().await.unwrap();
+        Some((store, db))
+    }
+
+    async fn finish(store: PgStore, db: TestDatabase) {
+        store.close().await;
+        db.drop_now().await;
+    }
+
+    /// Runs one suite function on a fresh database.
+    macro_rules! on_postgres {
+        ($($name:ident),* $(,)?) => {$(
+            #[tokio::test]
+            async fn $name() {
+                let Some((store, db)) = fresh_store().await else { return };
+                suite::$name(&store).await;
+                finish(store, db).await;
+            }
+        )*};
+    }
+
+    on_postgres!(
+        suite_tenants,
+        suite_agents,
+        suite_session_roundtrip,
+        suite_messages,
+        suite_duplicate_message_conflict,
+        suite_idempotency,
+        suite_feedback,
+        suite_attachments,
+        suite_due_sessions,
+        suite_sessions_for_user,
+        suite_large_batch,
+        suite_fencing,
+        suite_concurrent_fencing,
+    );
+
+    #[tokio::test]
+    async fn unreachable_database_answers_unavailable_quickly() {
+        // Nothing listens on port 1.
+        let store = PgStore::connect("postgres://postgres@127.0.0.1:1/parley")
+            .await
+            .unwrap();
+        let started = Instant::now();
+        let result = store.load_session(Uuid::new_v4()).await;
+        assert!(
+            matches!(result, Err(StoreError::Unavailable(_))),
+            "{result:?}"
+        );
+        assert!(started.elapsed() < ACQUIRE_TIMEOUT + Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn bad_url_is_unavailable() {
+        assert!(matches!(
+            PgStore::connect("postgres://host:port/db").await,
+            Err(StoreError::Unavailable(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn store_recovers_after_its_connections_are_killed() {
+        let Some((store, db)) = fresh_store().await else {
+            return;
+        };
+        let t = suite::tenant("acme", "key");
+        store.create_tenant(&t).await.unwrap();
+        // Several connections open at once, so the pool holds more than one dead one.
+        let reads = (0..4).map(|_| store.list_tenants());
+        for r in futures::future::join_all(reads).await {
+            assert_eq!(r.unwrap(), vec![t.clone()]);
+        }
+        assert!(db.terminate_connections().await.unwrap() > 0);
+
+        let mut failures = 0;
+        loop {
+            match store.tenant_by_key_hash("key").await {
+                Ok(found) => {
+                    assert_eq!(found, Some(t.clone()));
+                    break;
+                }
+                Err(StoreError::Unavailable(_)) if failures < 2 => failures += 1,
+                Err(e) => panic!("not recovered after {failures} failures: {e}"),
+            }
+        }
+        // Writes work again too.
+        let s = suite::session(t.id, Uuid::new_v4(), "u1", 0);
+        let fenced = store
+            .commit(&suite::grouped(&[Write::Session(Box::new(s.clone()))]))
+            .await
+            .unwrap();
+        assert!(fenced.is_empty());
+        assert_eq!(store.load_session(s.id).await.unwrap(), Some(s));
+        finish(store, db).await;
+    }
+
+    #[tokio::test]
+    async fn concurrent_migrations_agree() {
+        let Some(db) = fresh_database().await else {
+            return;
+        };
+        // Nodes booting together on an empty database.
+        let (a, b) = (
+            PgStore::connect(db.url()).await.unwrap(),
+            PgStore::connect(db.url()).await.unwrap(),
+        );
+        let (ra, rb) = futures::join!(a.migrate(), b.migrate());
+        ra.unwrap();
+        rb.unwrap();
+        a.migrate().await.unwrap();
+        assert!(a.list_tenants().await.unwrap().is_empty());
+        b.close().await;
+        finish(a, db).await;
+    }
+
+    #[tokio::test]
+    async fn unmigrated_store_is_unavailable() {
+        let Some(db) = fresh_database().await else {
+            return;
+        };
+        let store = PgStore::connect(db.url()).await.unwrap();
+        assert!(matches!(
+            store.load_session(Uuid::new_v4()).await,
+            Err(StoreError::Unavailable(_))
+        ));
+        finish(store, db).await;
+    }
+
+    #[tokio::test]
+    async fn bad_rows_are_corrupt_not_panics() {
+        let Some((store, db)) = fresh_store().await else {
+            return;
+        };
+        let (sid, aid) = (Uuid::new_v4(), Uuid::new_v4());
+        sqlx::query(
+            "INSERT INTO sessions (id, tenant_id, agent_id, user_id, ext_type, state, \
+             next_deadline, created_at, updated_at, data) \
+             VALUES ($1, $1, $1, 'u', 'x', 'active', 0, 0, 0, '{broken')",
+        )
+        .bind(PgUuid(sid))
+        .execute(&store.pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO messages (session_id, id, role, text, ts, feedback) \
+             VALUES ($1, 1, 'ROBOT', 't', 0, 'MEH')",
+        )
+        .bind(PgUuid(sid))
+        .execute(&store.pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO agents (id, tenant_id, name, status, current_version, token_hash, \
+             created_at, updated_at) VALUES ($1, $1, 'n', 'Sleeping', 1, 'h', 0, 0)",
+        )
+        .bind(PgUuid(aid))
+        .execute(&store.pool)
+        .await
+        .unwrap();
+
+        let corrupt = |r: &StoreError| matches!(r, StoreError::Corrupt(_));
+        assert!(corrupt(&store.load_session(sid).await.unwrap_err()));
+        assert!(corrupt(&store.load_messages(sid).await.unwrap_err()));
+        assert!(corrupt(&store.get_agent(aid).await.unwrap_err()));
+        finish(store, db).await;
+    }
+
+    /// Postgres text cannot hold NUL characters (SQLite's can): such a batch is refused as a
+    /// Conflict, not retried as if the database were down, and the store stays usable.
+    #[tokio::test]
+    async fn nul_in_text_is_a_conflict() {
+        let Some((store, db)) = fresh_store().await else {
+            return;
+        };
+        let s = suite::session(Uuid::new_v4(), Uuid::new_v4(), "u1", 0);
+        let bad = suite::message(s.id, 1, Role::Human, "nul \0 here");
+        let result = store
+            .commit(&suite::grouped(&[
+                Write::Session(Box::new(s.clone())),
+                Write::Message(Box::new(bad)),
+            ]))
+            .await;
+        assert!(matches!(result, Err(StoreError::Conflict(_))), "{result:?}");
+        assert_eq!(store.load_session(s.id).await.unwrap(), None);
+        store
+            .commit(&suite::grouped(&[Write::Session(Box::new(s.clone()))]))
+            .await
+            .unwrap();
+        assert_eq!(store.load_session(s.id).await.unwrap(), Some(s));
+        finish(store, db).await;
+    }
+}
