@@ -12,6 +12,8 @@ use super::AppState;
 /// trips to Redis, forwarded requests).
 pub async fn status(State(st): State<AppState>, _admin: AdminAuth) -> ApiResult<Json<Value>> {
     let registry = st.node.registry();
+    // Counted before this request's own round trips.
+    let counts = registry.stats().snapshot();
     // The node list needs the registry; the rest is this node's own and always answers.
     let (nodes, registry_error) = match registry.nodes().await {
         Ok(n) => (Some(n), None),
@@ -24,6 +26,6 @@ pub async fn status(State(st): State<AppState>, _admin: AdminAuth) -> ApiResult<
         "nodes": nodes,
         "registry_error": registry_error,
         "resident_sessions": st.node.resident_sessions(),
-        "registry": registry.stats().snapshot(),
+        "registry": counts,
     })))
 }
