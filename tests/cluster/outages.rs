@@ -156,12 +156,16 @@ async fn redis_restart_during_traffic_recovers_by_itself() {
         human_texts(&http, &a.url, &agent, &fresh).await,
         ["claimed"]
     );
-    let st = cluster_status(&http, &a.url).await;
-    assert_eq!(
-        st["nodes"].as_array().unwrap().len(),
-        2,
-        "both nodes re-registered: {st}"
-    );
+    // Both nodes re-register with their next heartbeats.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let st = cluster_status(&http, &a.url).await;
+        if st["nodes"].as_array().is_some_and(|n| n.len() == 2) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "nodes did not re-register: {st}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     drop((a, b));
     svc.db.drop_now().await;
 }
