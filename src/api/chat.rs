@@ -175,6 +175,13 @@ async fn read_message(st: &AppState, req: Request) -> ApiResult<(String, Vec<New
     if message.trim().is_empty() && attachments.is_empty() {
         return Err(ApiError::invalid("message: required and must not be empty"));
     }
+    // Postgres text cannot hold NUL; refusing it here keeps one bad message from failing
+    // the group commit it would share with other sessions' turns.
+    if message.contains('\0') {
+        return Err(ApiError::invalid(
+            "message: must not contain NUL characters",
+        ));
+    }
     let chars = message.chars().count();
     if chars > st.limits.max_message_chars {
         return Err(ApiError::too_large(format!(

@@ -112,8 +112,8 @@ async fn session_socket(
                         let _ = err_tx.send(ApiError::invalid("send {\"type\":\"message\",\"message\":\"…\"} or plain text"));
                         continue;
                     };
-                    if cm.message.trim().is_empty() || cm.message.chars().count() > st.limits.max_message_chars {
-                        let _ = err_tx.send(ApiError::invalid("message: must be 1 to max_message_chars characters"));
+                    if cm.message.trim().is_empty() || cm.message.contains('\0') || cm.message.chars().count() > st.limits.max_message_chars {
+                        let _ = err_tx.send(ApiError::invalid("message: must be 1 to max_message_chars characters, without NUL"));
                         continue;
                     }
                     let (node, err_tx) = (st.node.clone(), err_tx.clone());

@@ -121,6 +121,21 @@ async fn errors_are_json_with_the_right_status() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 
+    // 422: a message with a NUL character (no store can keep it in text).
+    let r = t
+        .http
+        .post(chat(&format!("/session/{sid}/run_v2")))
+        .bearer_auth(&a.token)
+        .json(&json!({"message": "nul \u{0} inside"}))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = json_of(r).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "validation_error")
+    );
+
     // 404: unknown agent, unknown session, malformed ids.
     let r = t
         .http

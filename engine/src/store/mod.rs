@@ -1,5 +1,5 @@
-//! The durable store: one trait, implemented on SQLite (embedded default) and later on
-//! Postgres. Session writes arrive in batches from the persistence actor and are committed
+//! The durable store: one trait, implemented on SQLite (embedded default) and on Postgres
+//! (several nodes). Session writes arrive in batches from the persistence actor and are committed
 //! in one transaction per batch (group commit).
 
 pub mod pg_testing;

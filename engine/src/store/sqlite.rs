@@ -1035,6 +1035,7 @@ mod tests {
         suite_sessions_for_user,
         suite_large_batch,
         suite_fencing,
+        suite_concurrent_fencing,
     );
 
     #[test]
