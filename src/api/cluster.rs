@@ -12,7 +12,6 @@ use super::AppState;
 /// trips to Redis, forwarded requests).
 pub async fn status(State(st): State<AppState>, _admin: AdminAuth) -> ApiResult<Json<Value>> {
     let registry = st.node.registry();
-    // Counted before this request's own round trips.
     let counts = registry.stats().snapshot();
     // The node list needs the registry; the rest is this node's own and always answers.
     let (nodes, registry_error) = match registry.nodes().await {

@@ -69,7 +69,9 @@ pub struct RegistryStats {
     pub heartbeats: AtomicU64,
     /// Requests this node forwarded to a session's owner.
     pub forwards: AtomicU64,
-    /// Round trips to the registry's server, heartbeats included.
+    /// Round trips to the registry's server on behalf of sessions (claims, lookups,
+    /// releases): what the turn path may cost. Heartbeats are counted apart, and listing
+    /// the nodes (an admin read) not at all.
     pub commands: AtomicU64,
     pub errors: AtomicU64,
 }

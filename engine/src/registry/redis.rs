@@ -130,13 +130,12 @@ impl RedisRegistry {
         RegistryError::Unavailable(e.to_string())
     }
 
-    /// Runs one command (a round trip), counting it.
+    /// Runs one command (a round trip).
     async fn run<T: ::redis::FromRedisValue>(
         &self,
         f: impl AsyncFnOnce(&mut ConnectionManager) -> ::redis::RedisResult<T>,
     ) -> RegistryResult<T> {
         let mut conn = self.conn().await?;
-        RegistryStats::bump(&self.stats.commands);
         match tokio::time::timeout(self.cfg.timeout, f(&mut conn)).await {
             Ok(r) => r.map_err(|e| self.failed(e)),
             Err(_) => {
@@ -169,6 +168,7 @@ impl Registry for RedisRegistry {
 
     async fn claim(&self, session: SessionId) -> RegistryResult<Claim> {
         RegistryStats::bump(&self.stats.claims);
+        RegistryStats::bump(&self.stats.commands);
         let (key, prefix) = (self.owner_key(session), self.node_key_prefix());
         let answer: Vec<String> = self
             .run(async |c| {
@@ -199,6 +199,7 @@ impl Registry for RedisRegistry {
 
     async fn remote_owner(&self, session: SessionId) -> RegistryResult<Option<NodeInfo>> {
         RegistryStats::bump(&self.stats.lookups);
+        RegistryStats::bump(&self.stats.commands);
         let (key, prefix) = (self.owner_key(session), self.node_key_prefix());
         let answer: Vec<String> = self
             .run(async |c| {
@@ -221,6 +222,7 @@ impl Registry for RedisRegistry {
 
     async fn release(&self, session: SessionId) -> RegistryResult<()> {
         RegistryStats::bump(&self.stats.releases);
+        RegistryStats::bump(&self.stats.commands);
         let key = self.owner_key(session);
         let _: i64 = self
             .run(async |c| {
