@@ -116,6 +116,10 @@ impl AgentDirectory {
     pub fn get(&self, id: &AgentId) -> Option<Arc<RunningAgent>> {
         self.running.get(id).map(|e| e.clone())
     }
+
+    pub fn running_count(&self) -> usize {
+        self.running.len()
+    }
 }
 
 pub enum AgentMsg {

@@ -11,10 +11,12 @@
 //! The actor supervises the writer: if the writer dies the actor fails, and the node
 //! supervisor starts a new one.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use parley_engine::store::{SessionWrites, Store};
+use parley_engine::telemetry;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::{mpsc, oneshot, Notify};
 
@@ -31,15 +33,26 @@ type Reply = oneshot::Sender<Result<(), CommitError>>;
 
 /// What sessions use to commit: a clone of the writer's queue.
 #[derive(Clone)]
-pub struct CommitQueue(mpsc::UnboundedSender<(SessionWrites, Reply)>);
+pub struct CommitQueue {
+    tx: mpsc::UnboundedSender<(SessionWrites, Reply)>,
+    /// Requests sent and not yet taken by the writer (the queue is unbounded, so this is
+    /// what shows a writer falling behind).
+    depth: Arc<AtomicUsize>,
+}
 
 impl CommitQueue {
+    pub fn depth(&self) -> usize {
+        self.depth.load(Ordering::Relaxed)
+    }
+
     /// Commits the writes (in one transaction with whatever else is queued) and waits.
     pub async fn commit(&self, writes: SessionWrites) -> Result<(), CommitError> {
         let (tx, rx) = oneshot::channel();
-        self.0
-            .send((writes, tx))
-            .map_err(|_| CommitError::Failed("the persistence writer is restarting".into()))?;
+        self.depth.fetch_add(1, Ordering::Relaxed);
+        self.tx.send((writes, tx)).map_err(|_| {
+            self.depth.fetch_sub(1, Ordering::Relaxed);
+            CommitError::Failed("the persistence writer is restarting".into())
+        })?;
         rx.await
             .unwrap_or_else(|_| Err(CommitError::Failed("the persistence writer stopped".into())))
     }
@@ -92,6 +105,7 @@ pub struct PersistenceState {
 async fn writer(
     store: Arc<dyn Store>,
     mut rx: mpsc::UnboundedReceiver<(SessionWrites, Reply)>,
+    depth: Arc<AtomicUsize>,
     max_batch: usize,
     stats: Arc<Mutex<BatchStats>>,
     stop: Arc<Notify>,
@@ -115,6 +129,7 @@ async fn writer(
                 _ = stop.notified() => { stopping = true; continue; }
             }
         }
+        depth.fetch_sub(requests.len(), Ordering::Relaxed);
         let mut batch = Vec::with_capacity(requests.len());
         let mut waiters = Vec::with_capacity(requests.len());
         for (w, reply) in requests.drain(..) {
@@ -126,12 +141,20 @@ async fn writer(
             tracing::error!(error = %e, requests = waiters.len(), "group commit failed");
             CommitError::Failed(e.to_string())
         });
+        let elapsed = started.elapsed().as_secs_f64();
+        metrics::histogram!(telemetry::COMMIT_SECONDS).record(elapsed);
+        metrics::histogram!(telemetry::COMMIT_BATCH).record(waiters.len() as f64);
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        metrics::counter!(telemetry::COMMITS_TOTAL, "outcome" => outcome).increment(1);
+        if let Ok(fenced) = &result {
+            metrics::counter!(telemetry::FENCED_TOTAL).increment(fenced.len() as u64);
+        }
         if let Ok(mut s) = stats.lock() {
             s.batches += 1;
             s.requests += waiters.len() as u64;
             s.writes += batch.iter().map(|g| g.writes.len() as u64).sum::<u64>();
             s.largest_batch = s.largest_batch.max(waiters.len() as u64);
-            s.commit_seconds += started.elapsed().as_secs_f64();
+            s.commit_seconds += elapsed;
         }
         for (group, w) in batch.iter().zip(waiters) {
             let r = match &result {
@@ -158,26 +181,26 @@ impl Actor for PersistenceActor {
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
         let (tx, rx) = mpsc::unbounded_channel();
+        let depth = Arc::new(AtomicUsize::new(0));
         let stats = Arc::new(Mutex::new(BatchStats::default()));
         let stop = Arc::new(Notify::new());
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
         let (store, max_batch) = (args.store, args.max_batch.max(1));
-        let (st, sp) = (stats.clone(), stop.clone());
+        let (st, sp, d) = (stats.clone(), stop.clone(), depth.clone());
         let writer = std::thread::Builder::new()
             .name("parley-commit".into())
             .spawn(move || {
-                let done =
-                    rt.block_on(
-                        async move { tokio::spawn(writer(store, rx, max_batch, st, sp)).await },
-                    );
+                let done = rt.block_on(async move {
+                    tokio::spawn(writer(store, rx, d, max_batch, st, sp)).await
+                });
                 if let Err(e) = done {
                     let _ = myself.send_message(PersistMsg::WriterDied(e.to_string()));
                 }
             })?;
         Ok(PersistenceState {
-            queue: CommitQueue(tx),
+            queue: CommitQueue { tx, depth },
             stats,
             stop,
             writer: Some(writer),

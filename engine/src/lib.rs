@@ -9,4 +9,5 @@ pub mod model;
 pub mod registry;
 pub mod results;
 pub mod store;
+pub mod telemetry;
 pub mod workflow;

@@ -7,6 +7,7 @@ mod cluster;
 pub mod error;
 mod extract;
 pub mod forward;
+mod observe;
 mod openapi;
 mod public;
 mod ws;
@@ -106,6 +107,8 @@ pub fn routes() -> Vec<(RouteDoc, MethodRouter<AppState>)> {
         route!(patch, "/api/v1/public/sessions/{session_id}/logs/{log_id}", public::feedback, Public, "public", "Set the customer's reaction (GOOD, BAD, NONE) to a message"),
         route!(get, "/api/openapi.json", openapi::spec, None, "system", "This document"),
         route!(get, "/healthz", health, None, "system", "Liveness"),
+        route!(get, "/readyz", observe::readyz, None, "system", "Readiness: 200 when the store and the registry answer, else 503 saying which does not"),
+        route!(get, "/metrics", observe::metrics, None, "system", "Prometheus metrics (text exposition format)"),
     ]
 }
 
@@ -144,7 +147,9 @@ pub fn router(state: AppState) -> Router {
         }
         app = app.route(path, mr);
     }
+    observe::prometheus();
     app.fallback(not_found)
+        .layer(axum::middleware::from_fn(observe::track))
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
         .with_state(state)
 }

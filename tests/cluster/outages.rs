@@ -108,6 +108,11 @@ async fn redis_restart_during_traffic_recovers_by_itself() {
     let fresh = create_session(&http, &b.url, &agent).await;
 
     redis.stop();
+    // Not ready without the registry, and saying why.
+    let (status, body) = json_of(http.get(format!("{}/readyz", b.url)).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["store"], "ok", "{body}");
+    assert_ne!(body["registry"], "ok", "{body}");
     // The owner serves its session without Redis.
     let (status, body) = say(&http, &a.url, &agent, &owned, "two", None)
         .await
@@ -201,6 +206,9 @@ async fn postgres_outage_during_traffic_recovers_by_itself() {
     assert_eq!(status, StatusCode::OK);
 
     proxy.cut().await;
+    let (status, body) = json_of(http.get(format!("{}/readyz", a.url)).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_ne!(body["store"], "ok", "{body}");
     for base in [&a.url, &b.url] {
         let started = Instant::now();
         let (status, body) = say(&http, base, &agent, &sid, "during", None)

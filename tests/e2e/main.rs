@@ -6,6 +6,7 @@ mod admin;
 mod backends;
 mod chat;
 mod durability;
+mod observe;
 mod openapi;
 mod public;
 mod websocket;

@@ -12,6 +12,7 @@ use parley_engine::model::{AgentId, SessionId};
 use parley_engine::model::{Session, SessionState};
 use parley_engine::registry::{Claim, Lease, LocalRegistry, NodeInfo, Registry};
 use parley_engine::store::{Epoch, SessionWrites, Store, Write};
+use parley_engine::telemetry;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 
@@ -115,6 +116,11 @@ impl PersistenceHandle {
         })
     }
 
+    /// Session write requests waiting for the writer.
+    pub fn queue_depth(&self) -> usize {
+        self.0.as_ref().map_or(0, |(_, q)| q.depth())
+    }
+
     /// Group-commit statistics since the persistence actor started.
     pub async fn stats(&self) -> Option<BatchStats> {
         match self.0.as_ref()?.0.call(PersistMsg::Stats, None).await {
@@ -130,6 +136,8 @@ impl Shared {
         let SessionState::Closed(status) = s.state else {
             return;
         };
+        metrics::counter!(telemetry::SESSIONS_CLOSED_TOTAL, "status" => status.as_str())
+            .increment(1);
         self.events.session(s.id, || SessionEvent::Close {
             session_id: s.id,
             status: status.as_str(),
@@ -318,15 +326,18 @@ impl Actor for NodeSupervisor {
         let shared = state.shared.clone();
         if read(&shared.persistence).is_some_and(|(p, _)| p.get_id() == id) {
             tracing::error!(error = %err, "persistence actor failed; restarting it");
+            metrics::counter!(telemetry::RESTARTS_TOTAL, "kind" => "persistence").increment(1);
             write(
                 &shared.persistence,
                 spawn_persistence(&shared, &myself).await?,
             );
         } else if read(&shared.agent_sup).is_some_and(|a| a.get_id() == id) {
             tracing::error!(error = %err, "agent supervisor failed; restarting it");
+            metrics::counter!(telemetry::RESTARTS_TOTAL, "kind" => "agent_supervisor").increment(1);
             write(&shared.agent_sup, spawn_agent_sup(&shared, &myself).await?);
         } else if let Some(index) = state.shards.iter().position(|s| s.get_id() == id) {
             tracing::error!(shard = index, error = %err, "session shard failed; restarting it");
+            metrics::counter!(telemetry::RESTARTS_TOTAL, "kind" => "session_shard").increment(1);
             shared
                 .sessions
                 .live
@@ -490,6 +501,64 @@ impl Node {
 
     pub fn registry(&self) -> &Arc<dyn Registry> {
         &self.shared.registry
+    }
+
+    /// Whether the store answers (a cheap read).
+    pub async fn store_ready(&self) -> NodeResult<()> {
+        self.shared.store.get_agent(uuid::Uuid::nil()).await?;
+        Ok(())
+    }
+
+    /// Whether the registry answers (the in-process one always does).
+    pub async fn registry_ready(&self) -> NodeResult<()> {
+        Ok(self.shared.registry.ping().await?)
+    }
+
+    /// Sets the gauges that are read rather than counted (call before rendering metrics).
+    pub fn sample_metrics(&self) {
+        use metrics::{counter, gauge};
+        let shared = &self.shared;
+        let resident = shared.sessions.resident();
+        gauge!(telemetry::SESSIONS_RESIDENT).set(resident as f64);
+        let agents = shared.agents.running_count();
+        for (kind, n) in [
+            ("node_supervisor", 1),
+            (
+                "persistence",
+                usize::from(read(&shared.persistence).is_some()),
+            ),
+            (
+                "agent_supervisor",
+                usize::from(read(&shared.agent_sup).is_some()),
+            ),
+            ("agent", agents),
+            ("session_shard", shared.config.shards.max(1)),
+            ("session", resident),
+        ] {
+            gauge!(telemetry::ACTORS, "kind" => kind).set(n as f64);
+        }
+        gauge!(telemetry::MAILBOX_DEPTH_MAX, "kind" => "session")
+            .set(shared.sessions.deepest_mailbox() as f64);
+        let queued = shared.persistence().queue_depth();
+        gauge!(telemetry::COMMIT_QUEUE).set(queued as f64);
+        gauge!(telemetry::MAILBOX_DEPTH_MAX, "kind" => "persistence").set(queued as f64);
+        if let Some(rss) = telemetry::resident_memory_bytes() {
+            gauge!(telemetry::RESIDENT_MEMORY).set(rss as f64);
+        }
+        let r = shared.registry.stats().snapshot();
+        for (op, v) in [
+            ("claim", r.claims),
+            ("claim_lost", r.claims_lost),
+            ("takeover", r.takeovers),
+            ("lookup", r.lookups),
+            ("release", r.releases),
+            ("heartbeat", r.heartbeats),
+            ("forward", r.forwards),
+            ("error", r.errors),
+        ] {
+            counter!(telemetry::REGISTRY_OPS_TOTAL, "op" => op).absolute(v);
+        }
+        counter!(telemetry::REGISTRY_ROUND_TRIPS_TOTAL).absolute(r.commands);
     }
 
     /// Stops the tree: sessions finish the messages already in their mailboxes, then the

@@ -11,6 +11,7 @@ use parley_engine::model::{
 };
 use parley_engine::results::FieldType;
 use parley_engine::store::{Write, FIRST_EPOCH};
+use parley_engine::telemetry;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -155,6 +156,7 @@ impl Node {
             .persistence()
             .commit(id, FIRST_EPOCH, writes)
             .await?;
+        metrics::counter!(telemetry::SESSIONS_CREATED_TOTAL).increment(1);
         let events = &self.shared.events;
         events.user(session.tenant_id, &session.user_id, || {
             UserEvent::ConversationCreated {
@@ -254,9 +256,10 @@ impl Node {
 
     /// Runs one customer message through the session's actor; answers after the commit.
     pub async fn turn(&self, session: SessionId, req: TurnRequest) -> NodeResult<TurnReply> {
+        let span = tracing::Span::current();
         self.shared
             .sessions
-            .call(session, |r| SessionMsg::Turn(req.clone(), r))
+            .call(session, |r| SessionMsg::Turn(req.clone(), span.clone(), r))
             .await
     }
 

@@ -13,8 +13,10 @@ use parley_engine::model::{
 };
 use parley_engine::registry::Claim;
 use parley_engine::store::{Epoch, Write};
+use parley_engine::telemetry;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde_json::{json, Value};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::agents::AgentRuntime;
@@ -28,6 +30,20 @@ fn failures_json(failures: &[(String, parley_engine::llm::LlmError)]) -> Value {
         .iter()
         .map(|(n, e)| json!({"backend": n, "error": e.kind()}))
         .collect()
+}
+
+/// A turn's outcome as a metric label.
+fn outcome<T>(r: &NodeResult<T>) -> &'static str {
+    match r {
+        Ok(_) => "ok",
+        Err(NodeError::NotFound(_)) => "not_found",
+        Err(NodeError::SessionClosed) => "session_closed",
+        Err(NodeError::AgentNotRunning) => "agent_not_running",
+        Err(NodeError::Invalid(_) | NodeError::InvalidDefinition(_)) => "invalid",
+        Err(NodeError::Moved(_)) => "session_moved",
+        Err(NodeError::Unavailable(_)) => "unavailable",
+        Err(_) => "error",
+    }
 }
 
 /// How many recent idempotency keys a live session remembers without asking the store.
@@ -82,7 +98,13 @@ pub struct SessionPatch {
 }
 
 pub enum SessionMsg {
-    Turn(TurnRequest, RpcReplyPort<NodeResult<TurnReply>>),
+    /// A customer message, with the span of the request that brought it (its request id),
+    /// so the turn's log lines carry it.
+    Turn(
+        TurnRequest,
+        tracing::Span,
+        RpcReplyPort<NodeResult<TurnReply>>,
+    ),
     Update(AgentId, SessionPatch, RpcReplyPort<NodeResult<Session>>),
     Close(AgentId, CloseStatus, RpcReplyPort<NodeResult<Session>>),
     /// A timer may be due: close the session if it is.
@@ -551,8 +573,14 @@ impl SessionActorState {
 
     async fn dispatch(&mut self, message: SessionMsg) {
         match message {
-            SessionMsg::Turn(req, reply) => {
-                let _ = reply.send(self.turn(req).await);
+            SessionMsg::Turn(req, span, reply) => {
+                let started = std::time::Instant::now();
+                let turn = tracing::info_span!(parent: &span, "turn", session = %self.id);
+                let r = self.turn(req).instrument(turn).await;
+                metrics::histogram!(telemetry::TURN_SECONDS)
+                    .record(started.elapsed().as_secs_f64());
+                metrics::counter!(telemetry::TURNS_TOTAL, "outcome" => outcome(&r)).increment(1);
+                let _ = reply.send(r);
             }
             SessionMsg::Update(agent_id, patch, reply) => {
                 let _ = reply.send(self.update(agent_id, patch).await);

@@ -18,10 +18,42 @@ use crate::error::{NodeError, NodeResult};
 /// How often a message is re-routed after landing on a passivating actor.
 const ROUTE_ATTEMPTS: usize = 5;
 
+/// Resident sessions looked at when sampling mailbox depth, so a scrape stays cheap on a
+/// node with a million sessions.
+const MAILBOX_SAMPLE: usize = 10_000;
+
+/// Counts one request as pending on its session while alive.
+struct Pending<'a> {
+    router: &'a SessionRouter,
+    id: SessionId,
+}
+
+impl<'a> Pending<'a> {
+    fn new(router: &'a SessionRouter, id: SessionId) -> Self {
+        if let Some(e) = router.live.get(&id) {
+            e.pending.fetch_add(1, Ordering::Relaxed);
+        }
+        Pending { router, id }
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if let Some(e) = self.router.live.get(&self.id) {
+            let _ = e
+                .pending
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        }
+    }
+}
+
 pub(crate) struct LiveEntry {
     pub actor: ActorRef<SessionMsg>,
     /// Seconds since the router's epoch when the session was last routed to.
     pub last_used: AtomicU32,
+    /// Requests sent to the actor and not answered yet: its mailbox depth (approximately:
+    /// ractor does not expose the mailbox itself).
+    pub pending: AtomicU32,
 }
 
 pub struct SessionRouter {
@@ -129,6 +161,7 @@ impl SessionRouter {
             LiveEntry {
                 actor,
                 last_used: AtomicU32::new(self.now_secs()),
+                pending: AtomicU32::new(0),
             },
         );
     }
@@ -159,6 +192,7 @@ impl SessionRouter {
     ) -> NodeResult<T> {
         for _ in 0..ROUTE_ATTEMPTS {
             let actor = self.actor_for(id).await?;
+            let _pending = Pending::new(self, id);
             match actor.call(&make, None).await {
                 Ok(CallResult::Success(r)) => return r,
                 // Dropped with the request unprocessed-or-mid-way: the actor failed.
@@ -177,6 +211,16 @@ impl SessionRouter {
         Err(NodeError::Unavailable(
             "session is being moved; retry".into(),
         ))
+    }
+
+    /// The deepest mailbox among (a sample of) the resident sessions.
+    pub fn deepest_mailbox(&self) -> u32 {
+        self.live
+            .iter()
+            .take(MAILBOX_SAMPLE)
+            .map(|e| e.pending.load(Ordering::Relaxed))
+            .max()
+            .unwrap_or(0)
     }
 
     /// Sends a message without waiting (timer ticks).

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parley_engine::model::SessionId;
+use parley_engine::telemetry;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
 use super::actor::{SessionActor, SessionArgs, SessionMsg};
@@ -62,6 +63,7 @@ impl ShardState {
         .map_err(|e| NodeError::Internal(format!("spawning session actor: {e}")))?;
         self.children.insert(id, actor.clone());
         self.by_actor.insert(actor.get_id(), id);
+        metrics::counter!(telemetry::ACTIVATIONS_TOTAL).increment(1);
         self.shared.sessions.insert(id, actor.clone());
         Ok(actor)
     }
@@ -89,6 +91,7 @@ impl ShardState {
 
     fn stop_child(&mut self, id: SessionId) {
         if let Some(actor) = self.children.remove(&id) {
+            metrics::counter!(telemetry::PASSIVATIONS_TOTAL).increment(1);
             self.shared.sessions.live.remove(&id);
             // Messages already queued are still handled; later ones are refused and
             // re-routed, and wait here until this actor is gone.
@@ -198,6 +201,7 @@ impl Actor for SessionShard {
                     .supervision
                     .session_restarts
                     .fetch_add(1, Ordering::Relaxed);
+                metrics::counter!(telemetry::RESTARTS_TOTAL, "kind" => "session").increment(1);
                 let cfg = &state.shared.config;
                 let now = Instant::now();
                 state.recent_restarts.push_back(now);

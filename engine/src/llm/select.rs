@@ -9,6 +9,7 @@ use super::{
     WebhookBackend,
 };
 use crate::agent::{BackendDef, BackendKind, CompiledAgent};
+use crate::telemetry;
 use crate::workflow::TurnContext;
 
 pub struct NamedBackend {
@@ -120,7 +121,15 @@ impl Backends {
                 &input.session.workflow_state,
                 &input.session.conversation_result,
             );
-            match b.backend.generate(input, &mut ctx, deltas).await {
+            let started = std::time::Instant::now();
+            let result = b.backend.generate(input, &mut ctx, deltas).await;
+            let kind = b.backend.kind();
+            metrics::histogram!(telemetry::LLM_SECONDS, "backend" => kind)
+                .record(started.elapsed().as_secs_f64());
+            let outcome = result.as_ref().map_or_else(|e| e.kind(), |_| "ok");
+            metrics::counter!(telemetry::LLM_REQUESTS_TOTAL, "backend" => kind, "outcome" => outcome)
+                .increment(1);
+            match result {
                 Ok(generation) => {
                     return Ok(TurnOutcome {
                         backend: b.name.clone(),

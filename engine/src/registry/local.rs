@@ -52,6 +52,10 @@ impl Registry for LocalRegistry {
         Ok(Lease::Renewed)
     }
 
+    async fn ping(&self) -> RegistryResult<()> {
+        Ok(())
+    }
+
     async fn leave(&self) -> RegistryResult<()> {
         Ok(())
     }

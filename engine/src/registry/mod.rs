@@ -127,6 +127,8 @@ pub trait Registry: Send + Sync + 'static {
     async fn release(&self, session: SessionId) -> RegistryResult<()>;
     /// Renews this node's lease.
     async fn heartbeat(&self) -> RegistryResult<Lease>;
+    /// Whether the registry answers (readiness).
+    async fn ping(&self) -> RegistryResult<()>;
     /// Leaves the cluster: every claim of this node is free at once.
     async fn leave(&self) -> RegistryResult<()>;
     /// The live nodes.

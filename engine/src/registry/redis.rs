@@ -259,6 +259,13 @@ impl Registry for RedisRegistry {
         })
     }
 
+    async fn ping(&self) -> RegistryResult<()> {
+        let _: String = self
+            .run(async |c| ::redis::cmd("PING").query_async(c).await)
+            .await?;
+        Ok(())
+    }
+
     async fn leave(&self) -> RegistryResult<()> {
         let key = self.node_key(&self.node.id);
         let _: i64 = self
@@ -268,12 +275,32 @@ impl Registry for RedisRegistry {
     }
 
     async fn nodes(&self) -> RegistryResult<Vec<NodeInfo>> {
-        let pattern = format!("{}*", self.node_key_prefix());
-        let keys: Vec<String> = self
-            .run(async |c| ::redis::cmd("KEYS").arg(&pattern).query_async(c).await)
-            .await?;
-        let mut nodes = Vec::with_capacity(keys.len());
+        // SCAN rather than KEYS: the keyspace holds a key per owned session, and KEYS
+        // would block Redis while it walks them all.
         let prefix = self.node_key_prefix();
+        let pattern = format!("{prefix}*");
+        let mut keys: Vec<String> = Vec::new();
+        let mut cursor = 0u64;
+        loop {
+            let (next, batch): (u64, Vec<String>) = self
+                .run(async |c| {
+                    ::redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(1000)
+                        .query_async(c)
+                        .await
+                })
+                .await?;
+            keys.extend(batch);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        let mut nodes = Vec::with_capacity(keys.len());
         for key in keys {
             let url: Option<String> = self
                 .run(async |c| ::redis::cmd("GET").arg(&key).query_async(c).await)

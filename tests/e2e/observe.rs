@@ -1,0 +1,100 @@
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::support::*;
+
+/// After some traffic, `/metrics` holds the documented families with their labels, and
+/// `promtool check metrics` accepts the exposition (promtool is required in CI).
+#[tokio::test]
+async fn metrics_cover_turns_commits_http_and_pass_promtool() {
+    let t = TestServer::start().await;
+    let a = t.agent(&basic_agent("")).await;
+    let sid = t.session(&a, json!({})).await;
+    t.say(&a, &sid, "What are your opening hours?").await;
+    let r = t.http.get(t.url("/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    let text = r.text().await.unwrap();
+    for family in [
+        "parley_turns_total{outcome=\"ok\"}",
+        "parley_turn_duration_seconds_bucket",
+        "parley_llm_requests_total{backend=\"builtin\",outcome=\"ok\"}",
+        "parley_llm_request_duration_seconds_bucket",
+        "parley_persistence_commits_total{outcome=\"ok\"}",
+        "parley_persistence_batch_size_bucket",
+        "parley_persistence_commit_duration_seconds_bucket",
+        "parley_sessions_created_total",
+        "parley_sessions_resident",
+        "parley_session_activations_total",
+        "parley_actors{kind=\"session_shard\"}",
+        "parley_mailbox_depth_max{kind=\"session\"}",
+        "parley_process_resident_memory_bytes",
+        "parley_registry_operations_total{op=\"claim\"}",
+        "parley_http_requests_total{route=\"/chatbot/{agent_id}/session/{session_id}/run_v2\",method=\"POST\",status=\"200\"}",
+        "parley_http_request_duration_seconds_bucket",
+    ] {
+        assert!(text.contains(family), "{family} missing from:\n{text}");
+    }
+    assert!(!text.contains(&sid), "a session id leaked into a label");
+    assert!(
+        !text.contains(&a.token) && !text.contains(ADMIN_KEY),
+        "a secret leaked"
+    );
+
+    let promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    match promtool {
+        Ok(mut child) => {
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(text.as_bytes())
+                .unwrap();
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "promtool rejects the exposition:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Err(_) if std::env::var("PARLEY_REQUIRE_SERVICES").is_ok_and(|v| v == "1") => {
+            panic!("promtool is required in CI (Debian package prometheus)")
+        }
+        Err(_) => eprintln!("skipping the promtool check: promtool not installed"),
+    }
+}
+
+/// Every answer carries a request id: the caller's, or a new one.
+#[tokio::test]
+async fn requests_get_an_id_and_readiness_reports_the_store() {
+    let t = TestServer::start().await;
+    let r = t
+        .http
+        .get(t.url("/healthz"))
+        .header("x-request-id", "abc-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-request-id"], "abc-123");
+    let r = t.http.get(t.url("/nope")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(r.headers()["x-request-id"].len(), 16);
+    let (status, body) = json_of(t.http.get(t.url("/readyz")).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body,
+        json!({"ready": true, "store": "ok", "registry": "ok"})
+    );
+}
