@@ -26,6 +26,31 @@ pub enum Command {
     /// Work with agent definitions offline.
     #[command(subcommand)]
     Agent(AgentCommand),
+    /// Print a running node's actor tree (admin API).
+    Tree(TreeCli),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TreeCli {
+    /// The node's base URL.
+    #[arg(long, env = "PARLEY_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// The tenant's admin API key.
+    #[arg(long, env = "PARLEY_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: String,
+    /// Only actors of this kind, as a flat list (node_supervisor, persistence,
+    /// agent_supervisor, agent, session_shard, session).
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// Levels below the node to show.
+    #[arg(long, default_value_t = 2)]
+    pub depth: usize,
+    /// Children shown per actor (the rest are counted).
+    #[arg(long, default_value_t = 10)]
+    pub limit: usize,
+    /// Redraw every SECONDS until interrupted.
+    #[arg(long, value_name = "SECONDS")]
+    pub watch: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -123,6 +148,17 @@ pub fn run(cli: Cli) -> ExitCode {
             server::open_store(&cfg).await?;
             println!("store is up to date");
             Ok(())
+        }),
+        Command::Tree(t) => runtime(async move {
+            let watch = t.watch.map(|s| Duration::from_secs(s.max(1)));
+            let args = crate::tree::TreeArgs {
+                url: t.url,
+                admin_key: t.admin_key,
+                kind: t.kind,
+                depth: t.depth,
+                limit: t.limit.max(1),
+            };
+            crate::tree::run(args, watch).await
         }),
         Command::Serve(args) => {
             init_logging(&args.log_level, args.log_format);

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use parley_actors::{Node, NodeConfig};
 use parley_engine::registry::{
     LocalRegistry, NodeInfo, RedisRegistry, RedisRegistryConfig, Registry,
@@ -165,6 +166,13 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<Server> {
         forwarder: api::forward::client(),
     });
     let (tx, rx) = oneshot::channel::<()>();
+    // Without TCP_NODELAY, the small frames of a streamed answer wait for the peer's
+    // delayed ACK (40 ms per WebSocket turn, measured).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
     let task = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async {

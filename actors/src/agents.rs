@@ -82,9 +82,16 @@ pub struct RunningAgent {
     pub token_hash: RwLock<String>,
     current: RwLock<Arc<AgentRuntime>>,
     actor: RwLock<ActorRef<AgentMsg>>,
+    /// When the agent started on this node, and how often its actor was restarted since.
+    pub started: std::time::Instant,
+    pub restarts: std::sync::atomic::AtomicU32,
 }
 
 impl RunningAgent {
+    pub fn actor(&self) -> ActorRef<AgentMsg> {
+        self.actor.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     pub fn current(&self) -> Arc<AgentRuntime> {
         self.current
             .read()
@@ -119,6 +126,13 @@ impl AgentDirectory {
 
     pub fn running_count(&self) -> usize {
         self.running.len()
+    }
+
+    /// The running agents, by id.
+    pub fn all(&self) -> Vec<Arc<RunningAgent>> {
+        let mut all: Vec<_> = self.running.iter().map(|e| e.value().clone()).collect();
+        all.sort_by_key(|a| a.id);
+        all
     }
 }
 
@@ -275,6 +289,8 @@ impl AgentSupState {
                 token_hash: RwLock::new(record.token_hash),
                 current: RwLock::new(runtime),
                 actor: RwLock::new(actor),
+                started: std::time::Instant::now(),
+                restarts: std::sync::atomic::AtomicU32::new(0),
             }),
         );
         store
@@ -445,6 +461,11 @@ impl Actor for AgentSupervisor {
             if let Some(running) = state.args.directory.get(&id) {
                 let actor = state.spawn(&myself, id, running.current()).await?;
                 *running.actor.write().unwrap_or_else(|e| e.into_inner()) = actor;
+                running
+                    .restarts
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                metrics::counter!(parley_engine::telemetry::RESTARTS_TOTAL, "kind" => "agent")
+                    .increment(1);
             }
         } else if let SupervisionEvent::ActorTerminated(cell, _, _) = &event {
             state.by_cell.remove(&cell.get_id());

@@ -1,6 +1,7 @@
 //! The HTTP and WebSocket API. Every route is declared once in [`routes`], with the
 //! documentation `/api/openapi.json` is built from, so the two cannot drift apart.
 
+mod actors;
 mod agents;
 mod chat;
 mod cluster;
@@ -92,6 +93,10 @@ pub fn routes() -> Vec<(RouteDoc, MethodRouter<AppState>)> {
         route!(post, "/api/v1/agents/{agent_id}/start", agents::start, Admin, "agents", "Start an agent (status Running, or Error with the reason)"),
         route!(post, "/api/v1/agents/{agent_id}/stop", agents::stop, Admin, "agents", "Stop an agent"),
         route!(post, "/api/v1/agents/{agent_id}/token", agents::rotate_token, Admin, "agents", "Rotate the agent's chat API token; answers the new token once"),
+        route!(get, "/api/v1/admin/actors", actors::list, Admin, "admin", "The node's actor tree: an actor (default the node; `parent=`) and a page of its children, filtered by `kind` and `status`"),
+        route!(post, "/api/v1/admin/actors/{actor}/stop", actors::stop, Admin, "admin", "Stop one session actor now (`session:<id>`); the next request activates it again"),
+        route!(post, "/api/v1/admin/actors/{actor}/restart", actors::restart, Admin, "admin", "Stop one session actor and activate it again from the store"),
+        route!(post, "/api/v1/admin/sessions/passivate", actors::passivate, Admin, "admin", "Passivate idle sessions now (`idle_secs`, default 0)"),
         route!(get, "/api/v1/admin/cluster", cluster::status, Admin, "admin", "This node, the cluster's live nodes and the registry's counters"),
         route!(post, "/chatbot/{agent_id}/session", chat::create_session, Agent, "chat", "Start a session"),
         route!(get, "/chatbot/{agent_id}/session/{session_id}", chat::get_session, Agent, "chat", "Session metadata"),

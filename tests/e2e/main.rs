@@ -2,6 +2,7 @@
 
 mod support;
 
+mod actors;
 mod admin;
 mod backends;
 mod chat;

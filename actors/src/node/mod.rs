@@ -2,6 +2,7 @@
 //! layer calls (agent administration and the Chat API operations).
 
 mod agent_ops;
+mod introspect;
 mod session_ops;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -16,6 +17,7 @@ use parley_engine::telemetry;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 
+pub use introspect::{ActorInfo, ActorPage, ActorQuery};
 pub use session_ops::{Conversation, CreateSession, Route, EXT_TYPES};
 
 use crate::agents::{AgentDirectory, AgentSupArgs, AgentSupMsg, AgentSupervisor, RunningAgent};
@@ -81,6 +83,21 @@ pub struct SupervisionStats {
     pub session_restarts: AtomicU64,
     /// Restart storms escalated to the node.
     pub restart_storms: AtomicU64,
+    /// When the node's own children (by introspection id: `persistence`,
+    /// `agent_supervisor`, `shard:N`) last started, and how often each was restarted.
+    pub(crate) started: dashmap::DashMap<String, std::time::Instant>,
+    pub(crate) restarts: dashmap::DashMap<String, u32>,
+}
+
+impl SupervisionStats {
+    fn started(&self, id: String) {
+        self.started.insert(id, std::time::Instant::now());
+    }
+
+    fn restarted(&self, id: String) {
+        *self.restarts.entry(id.clone()).or_insert(0) += 1;
+        self.started(id);
+    }
 }
 
 fn read<T: Clone>(slot: &RwLock<Option<T>>) -> Option<T> {
@@ -218,6 +235,9 @@ impl Actor for NodeSupervisor {
             spawn_persistence(&shared, &myself).await?,
         );
         write(&shared.agent_sup, spawn_agent_sup(&shared, &myself).await?);
+        for id in ["node", "persistence", "agent_supervisor"] {
+            shared.supervision.started(id.into());
+        }
         let mut shards = Vec::with_capacity(shared.config.shards);
         for index in 0..shared.config.shards.max(1) {
             shards.push(spawn_shard(&shared, &myself, index).await?);
@@ -327,6 +347,7 @@ impl Actor for NodeSupervisor {
         if read(&shared.persistence).is_some_and(|(p, _)| p.get_id() == id) {
             tracing::error!(error = %err, "persistence actor failed; restarting it");
             metrics::counter!(telemetry::RESTARTS_TOTAL, "kind" => "persistence").increment(1);
+            shared.supervision.restarted("persistence".into());
             write(
                 &shared.persistence,
                 spawn_persistence(&shared, &myself).await?,
@@ -334,10 +355,12 @@ impl Actor for NodeSupervisor {
         } else if read(&shared.agent_sup).is_some_and(|a| a.get_id() == id) {
             tracing::error!(error = %err, "agent supervisor failed; restarting it");
             metrics::counter!(telemetry::RESTARTS_TOTAL, "kind" => "agent_supervisor").increment(1);
+            shared.supervision.restarted("agent_supervisor".into());
             write(&shared.agent_sup, spawn_agent_sup(&shared, &myself).await?);
         } else if let Some(index) = state.shards.iter().position(|s| s.get_id() == id) {
             tracing::error!(shard = index, error = %err, "session shard failed; restarting it");
             metrics::counter!(telemetry::RESTARTS_TOTAL, "kind" => "session_shard").increment(1);
+            shared.supervision.restarted(format!("shard:{index}"));
             shared
                 .sessions
                 .live

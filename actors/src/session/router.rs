@@ -54,6 +54,8 @@ pub(crate) struct LiveEntry {
     /// Requests sent to the actor and not answered yet: its mailbox depth (approximately:
     /// ractor does not expose the mailbox itself).
     pub pending: AtomicU32,
+    /// Seconds since the router's epoch when the actor was activated.
+    pub since: u32,
 }
 
 pub struct SessionRouter {
@@ -63,6 +65,17 @@ pub struct SessionRouter {
     /// `epoch`): requests for them are forwarded without asking the registry.
     remote: DashMap<SessionId, (Arc<str>, AtomicU32)>,
     shards: RwLock<Vec<ActorRef<ShardMsg>>>,
+    /// What each shard reports about itself (for introspection).
+    pub(crate) shard_stats: RwLock<Vec<Arc<ShardStats>>>,
+    /// Restarts of sessions that are resident now (forgotten when they passivate).
+    pub(crate) restarts: DashMap<SessionId, u32>,
+}
+
+/// A shard's own figures, published for introspection without asking the shard.
+#[derive(Debug)]
+pub struct ShardStats {
+    pub children: std::sync::atomic::AtomicUsize,
+    pub started: Instant,
 }
 
 impl Default for SessionRouter {
@@ -72,6 +85,8 @@ impl Default for SessionRouter {
             live: DashMap::new(),
             remote: DashMap::new(),
             shards: RwLock::new(Vec::new()),
+            shard_stats: RwLock::new(Vec::new()),
+            restarts: DashMap::new(),
         }
     }
 }
@@ -83,6 +98,26 @@ impl SessionRouter {
 
     pub(crate) fn set_shards(&self, shards: Vec<ActorRef<ShardMsg>>) {
         *self.shards.write().unwrap_or_else(|e| e.into_inner()) = shards;
+    }
+
+    pub(crate) fn set_shard_stats(&self, index: usize, stats: Arc<ShardStats>) {
+        let mut all = self.shard_stats.write().unwrap_or_else(|e| e.into_inner());
+        if all.len() <= index {
+            all.resize_with(index + 1, || stats.clone());
+        }
+        all[index] = stats;
+    }
+
+    pub(crate) fn shard_stats(&self, index: usize) -> Option<Arc<ShardStats>> {
+        self.shard_stats
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(index)
+            .cloned()
+    }
+
+    pub(crate) fn shard_count(&self) -> usize {
+        self.shards.read().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     pub(crate) fn replace_shard(&self, index: usize, shard: ActorRef<ShardMsg>) {
@@ -162,6 +197,7 @@ impl SessionRouter {
                 actor,
                 last_used: AtomicU32::new(self.now_secs()),
                 pending: AtomicU32::new(0),
+                since: self.now_secs(),
             },
         );
     }

@@ -3,7 +3,7 @@
 //! a shard sees a restart storm.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,6 +12,7 @@ use parley_engine::telemetry;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
 use super::actor::{SessionActor, SessionArgs, SessionMsg};
+use super::router::ShardStats;
 use crate::error::{NodeError, NodeResult};
 use crate::node::{NodeMsg, Shared};
 
@@ -42,6 +43,7 @@ pub struct ShardState {
     /// Passivating sessions and the activations waiting for them to finish.
     draining: HashMap<SessionId, Vec<RpcReplyPort<NodeResult<ActorRef<SessionMsg>>>>>,
     recent_restarts: VecDeque<Instant>,
+    stats: Arc<ShardStats>,
 }
 
 impl ShardState {
@@ -89,7 +91,14 @@ impl ShardState {
         }
     }
 
+    fn publish(&self) {
+        self.stats
+            .children
+            .store(self.children.len(), Ordering::Relaxed);
+    }
+
     fn stop_child(&mut self, id: SessionId) {
+        self.shared.sessions.restarts.remove(&id);
         if let Some(actor) = self.children.remove(&id) {
             metrics::counter!(telemetry::PASSIVATIONS_TOTAL).increment(1);
             self.shared.sessions.live.remove(&id);
@@ -130,6 +139,13 @@ impl Actor for SessionShard {
         let period =
             (cfg.passivate_after / 4).clamp(Duration::from_millis(250), Duration::from_secs(15));
         myself.send_interval(period, move || ShardMsg::Passivate { idle_secs });
+        let stats = Arc::new(ShardStats {
+            children: AtomicUsize::new(0),
+            started: Instant::now(),
+        });
+        args.shared
+            .sessions
+            .set_shard_stats(args.index, stats.clone());
         Ok(ShardState {
             index: args.index,
             shared: args.shared,
@@ -138,6 +154,7 @@ impl Actor for SessionShard {
             by_actor: HashMap::new(),
             draining: HashMap::new(),
             recent_restarts: VecDeque::new(),
+            stats,
         })
     }
 
@@ -162,6 +179,7 @@ impl Actor for SessionShard {
             ShardMsg::Passivate { idle_secs } => state.passivate(idle_secs),
             ShardMsg::Evict(id) => state.stop_child(id),
         }
+        state.publish();
         Ok(())
     }
 
@@ -202,6 +220,7 @@ impl Actor for SessionShard {
                     .session_restarts
                     .fetch_add(1, Ordering::Relaxed);
                 metrics::counter!(telemetry::RESTARTS_TOTAL, "kind" => "session").increment(1);
+                *state.shared.sessions.restarts.entry(id).or_insert(0) += 1;
                 let cfg = &state.shared.config;
                 let now = Instant::now();
                 state.recent_restarts.push_back(now);
@@ -229,6 +248,7 @@ impl Actor for SessionShard {
             }
             _ => {}
         }
+        state.publish();
         Ok(())
     }
 }

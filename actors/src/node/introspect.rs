@@ -1,0 +1,338 @@
+//! The live supervision tree as operators see it: each actor's kind, id, status, mailbox
+//! depth, restarts, uptime and children, paginated so a node with a million sessions still
+//! answers at once; and the few actions an operator may take on one actor.
+//!
+//! Actors are named `node`, `persistence`, `agent_supervisor`, `agent:<id>`, `shard:<n>`
+//! and `session:<id>`.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use ractor::ActorCell;
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::{read, Node};
+use crate::error::{NodeError, NodeResult};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ActorInfo {
+    /// node_supervisor, persistence, agent_supervisor, agent, session_shard, session.
+    pub kind: &'static str,
+    pub id: String,
+    /// ractor's own id for the actor.
+    pub actor_id: String,
+    /// ractor's status: Running, Draining, Stopping, ...
+    pub status: String,
+    /// Requests queued or in progress, where known (sessions and the persistence writer);
+    /// ractor does not expose other mailboxes.
+    pub mailbox: Option<u64>,
+    pub restarts: u64,
+    pub uptime_secs: u64,
+    pub children: u64,
+}
+
+/// An actor and one page of its children.
+#[derive(Debug, Clone, Serialize)]
+pub struct ActorPage {
+    pub actor: ActorInfo,
+    pub children: Vec<ActorInfo>,
+    /// Children that match the filters (all pages).
+    pub total: u64,
+    pub offset: usize,
+    pub limit: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ActorQuery {
+    /// Whose children to list (default: the node).
+    pub parent: Option<String>,
+    pub kind: Option<String>,
+    pub status: Option<String>,
+    pub offset: usize,
+    pub limit: usize,
+}
+
+fn status_of(cell: &ActorCell) -> String {
+    format!("{:?}", cell.get_status())
+}
+
+fn secs_since(t: Option<Instant>) -> u64 {
+    t.map_or(0, |t| t.elapsed().as_secs())
+}
+
+fn matches(a: &ActorInfo, q: &ActorQuery) -> bool {
+    q.kind.as_deref().is_none_or(|k| k == a.kind)
+        && q.status
+            .as_deref()
+            .is_none_or(|s| s.eq_ignore_ascii_case(&a.status))
+}
+
+impl Node {
+    fn node_started(&self, id: &str) -> Option<Instant> {
+        self.shared.supervision.started.get(id).map(|e| *e)
+    }
+
+    fn node_restarts(&self, id: &str) -> u64 {
+        self.shared
+            .supervision
+            .restarts
+            .get(id)
+            .map_or(0, |e| u64::from(*e))
+    }
+
+    fn root_info(&self) -> ActorInfo {
+        ActorInfo {
+            kind: "node_supervisor",
+            id: "node".into(),
+            actor_id: self.supervisor.get_id().to_string(),
+            status: status_of(&self.supervisor.get_cell()),
+            mailbox: None,
+            restarts: 0,
+            uptime_secs: secs_since(self.node_started("node")),
+            children: 2 + self.shared.sessions.shard_count() as u64,
+        }
+    }
+
+    fn persistence_info(&self) -> Option<ActorInfo> {
+        let (actor, queue) = read(&self.shared.persistence)?;
+        Some(ActorInfo {
+            kind: "persistence",
+            id: "persistence".into(),
+            actor_id: actor.get_id().to_string(),
+            status: status_of(&actor.get_cell()),
+            mailbox: Some(queue.depth() as u64),
+            restarts: self.node_restarts("persistence"),
+            uptime_secs: secs_since(self.node_started("persistence")),
+            children: 0,
+        })
+    }
+
+    fn agent_sup_info(&self) -> Option<ActorInfo> {
+        let actor = read(&self.shared.agent_sup)?;
+        Some(ActorInfo {
+            kind: "agent_supervisor",
+            id: "agent_supervisor".into(),
+            actor_id: actor.get_id().to_string(),
+            status: status_of(&actor.get_cell()),
+            mailbox: None,
+            restarts: self.node_restarts("agent_supervisor"),
+            uptime_secs: secs_since(self.node_started("agent_supervisor")),
+            children: self.shared.agents.running_count() as u64,
+        })
+    }
+
+    fn shard_info(&self, index: usize) -> Option<ActorInfo> {
+        let actor = self.shared.sessions.shard(index)?;
+        let stats = self.shared.sessions.shard_stats(index);
+        let id = format!("shard:{index}");
+        Some(ActorInfo {
+            kind: "session_shard",
+            actor_id: actor.get_id().to_string(),
+            status: status_of(&actor.get_cell()),
+            mailbox: None,
+            restarts: self.node_restarts(&id),
+            uptime_secs: secs_since(stats.as_ref().map(|s| s.started)),
+            children: stats.map_or(0, |s| s.children.load(Ordering::Relaxed) as u64),
+            id,
+        })
+    }
+
+    fn agent_infos(&self) -> Vec<ActorInfo> {
+        self.shared
+            .agents
+            .all()
+            .into_iter()
+            .map(|a| {
+                let actor = a.actor();
+                ActorInfo {
+                    kind: "agent",
+                    id: format!("agent:{}", a.id),
+                    actor_id: actor.get_id().to_string(),
+                    status: status_of(&actor.get_cell()),
+                    mailbox: None,
+                    restarts: u64::from(a.restarts.load(Ordering::Relaxed)),
+                    uptime_secs: a.started.elapsed().as_secs(),
+                    children: 0,
+                }
+            })
+            .collect()
+    }
+
+    fn session_info(&self, id: Uuid) -> Option<ActorInfo> {
+        let sessions = &self.shared.sessions;
+        let e = sessions.live.get(&id)?;
+        Some(ActorInfo {
+            kind: "session",
+            id: format!("session:{id}"),
+            actor_id: e.actor.get_id().to_string(),
+            status: status_of(&e.actor.get_cell()),
+            mailbox: Some(u64::from(e.pending.load(Ordering::Relaxed))),
+            restarts: sessions.restarts.get(&id).map_or(0, |r| u64::from(*r)),
+            uptime_secs: u64::from(sessions.now_secs().saturating_sub(e.since)),
+            children: 0,
+        })
+    }
+
+    /// One page of resident sessions (of one shard, or all), filtered, without copying
+    /// more than the page.
+    fn session_page(&self, shard: Option<usize>, q: &ActorQuery) -> (Vec<ActorInfo>, u64) {
+        let sessions = &self.shared.sessions;
+        let mut total = 0u64;
+        let mut page = Vec::with_capacity(q.limit.min(1000));
+        for e in sessions.live.iter() {
+            if shard.is_some_and(|s| sessions.shard_of(e.key()) != s) {
+                continue;
+            }
+            if q.status.is_some() {
+                let Some(info) = self.session_info(*e.key()) else {
+                    continue;
+                };
+                if !matches(&info, q) {
+                    continue;
+                }
+            }
+            if total as usize >= q.offset && page.len() < q.limit {
+                if let Some(info) = self.session_info(*e.key()) {
+                    page.push(info);
+                }
+            }
+            total += 1;
+        }
+        (page, total)
+    }
+
+    /// The actor named `id`, if it is alive on this node.
+    pub fn actor_info(&self, id: &str) -> Option<ActorInfo> {
+        match id {
+            "node" => Some(self.root_info()),
+            "persistence" => self.persistence_info(),
+            "agent_supervisor" => self.agent_sup_info(),
+            _ => {
+                let (kind, rest) = id.split_once(':')?;
+                match kind {
+                    "shard" => self.shard_info(rest.parse().ok()?),
+                    "agent" => {
+                        let want = format!("agent:{rest}");
+                        self.agent_infos().into_iter().find(|a| a.id == want)
+                    }
+                    "session" => self.session_info(Uuid::parse_str(rest).ok()?),
+                    _ => None,
+                }
+            }
+        }
+    }
+
+    /// An actor (the node by default) and a page of its children; with `kind` and no
+    /// parent, every actor of that kind on the node.
+    pub fn actors(&self, q: &ActorQuery) -> NodeResult<ActorPage> {
+        let parent = q.parent.as_deref().unwrap_or("node");
+        let actor = self
+            .actor_info(parent)
+            .ok_or(NodeError::NotFound("actor"))?;
+        let (children, total) = match (q.parent.is_none(), q.kind.as_deref()) {
+            // A flat listing of one kind across the tree.
+            (true, Some("session")) => self.session_page(None, q),
+            (true, Some(_)) => self.page(self.everything_but_sessions(), q),
+            _ => match actor.kind {
+                "node_supervisor" => self.page(self.node_children(), q),
+                "agent_supervisor" => self.page(self.agent_infos(), q),
+                "session_shard" => {
+                    let index = parent.strip_prefix("shard:").and_then(|i| i.parse().ok());
+                    self.session_page(index, q)
+                }
+                _ => (Vec::new(), 0),
+            },
+        };
+        Ok(ActorPage {
+            actor,
+            children,
+            total,
+            offset: q.offset,
+            limit: q.limit,
+        })
+    }
+
+    fn node_children(&self) -> Vec<ActorInfo> {
+        let mut all: Vec<ActorInfo> = self.persistence_info().into_iter().collect();
+        all.extend(self.agent_sup_info());
+        all.extend((0..self.shared.sessions.shard_count()).filter_map(|i| self.shard_info(i)));
+        all
+    }
+
+    fn everything_but_sessions(&self) -> Vec<ActorInfo> {
+        let mut all = vec![self.root_info()];
+        all.extend(self.node_children());
+        all.extend(self.agent_infos());
+        all
+    }
+
+    fn page(&self, all: Vec<ActorInfo>, q: &ActorQuery) -> (Vec<ActorInfo>, u64) {
+        let matching: Vec<ActorInfo> = all.into_iter().filter(|a| matches(a, q)).collect();
+        let total = matching.len() as u64;
+        (
+            matching.into_iter().skip(q.offset).take(q.limit).collect(),
+            total,
+        )
+    }
+
+    /// Stops a session actor now (its state is in the store; the next request activates it
+    /// again). Other actors are supervised parts of the node and are not stopped by hand.
+    pub async fn stop_actor(&self, id: &str) -> NodeResult<()> {
+        let session = self.session_of(id)?;
+        self.stop_session(session).await
+    }
+
+    /// Stops a session actor and activates it again from the store.
+    pub async fn restart_actor(&self, id: &str) -> NodeResult<()> {
+        let session = self.session_of(id)?;
+        self.stop_session(session).await?;
+        self.activate_session(session).await
+    }
+
+    async fn stop_session(&self, session: Uuid) -> NodeResult<()> {
+        self.shared.sessions.evict(session);
+        self.wait_gone(session).await
+    }
+
+    fn session_of(&self, id: &str) -> NodeResult<Uuid> {
+        let session = id
+            .strip_prefix("session:")
+            .and_then(|s| Uuid::parse_str(s).ok());
+        match session {
+            Some(s) if self.shared.sessions.is_resident(&s) => Ok(s),
+            Some(_) => Err(NodeError::NotFound("actor")),
+            None if self.actor_info(id).is_some() => Err(NodeError::Invalid(format!(
+                "{id}: only session actors can be stopped or restarted by hand; the others are the node's own and restart themselves"
+            ))),
+            None => Err(NodeError::NotFound("actor")),
+        }
+    }
+
+    async fn wait_gone(&self, session: Uuid) -> NodeResult<()> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.shared.sessions.is_resident(&session) {
+            if Instant::now() > deadline {
+                return Err(NodeError::Unavailable(
+                    "the session is still stopping".into(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(())
+    }
+
+    /// Passivates every session idle for at least `idle_secs` now; answers how many
+    /// sessions were resident before and after.
+    pub async fn passivate_idle(&self, idle_secs: u32) -> (usize, usize) {
+        let before = self.shared.sessions.resident();
+        for i in 0..self.shared.sessions.shard_count() {
+            if let Some(s) = self.shared.sessions.shard(i) {
+                let _ = s.send_message(crate::session::ShardMsg::Passivate { idle_secs });
+            }
+        }
+        // Shards handle it in their own time; give them a moment to report.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        (before, self.shared.sessions.resident())
+    }
+}
