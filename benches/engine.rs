@@ -88,7 +88,9 @@ fn benches(c: &mut Criterion) {
         history.push(message(&s, 2 * i as i64 + 2, Role::Ai, "An answer."));
     }
     history.push(message(&s, 9, Role::Human, questions[0]));
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     g.bench_function("workflow_step_builtin", |b| {
         b.iter(|| {
             let input = TurnInput {

@@ -63,6 +63,10 @@ pub async fn session_routing(
     let Some(id) = session_param(&params) else {
         return next.run(req).await;
     };
+    // A node alone has nowhere to forward to: no buffering, no lookups.
+    if !st.node.registry().clustered() {
+        return next.run(req).await;
+    }
     if req.method() == Method::GET || is_forwarded(req.headers()) {
         return serve_here(&st, id, req, next).await;
     }

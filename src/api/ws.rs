@@ -11,6 +11,7 @@ use parley_actors::events::SessionEvent;
 use parley_actors::session::TurnRequest;
 use parley_actors::{NodeError, Route};
 use parley_engine::model::{AgentId, SessionId};
+use parley_engine::registry::RegistryStats;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::{broadcast, mpsc};
@@ -177,6 +178,7 @@ async fn proxy(
                 ));
             }
         };
+    RegistryStats::bump(&st.node.registry().stats().forwards);
     let ws = ws
         .max_message_size(st.limits.max_body_bytes)
         .read_buffer_size(WS_READ_BUFFER);
