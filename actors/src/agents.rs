@@ -254,7 +254,14 @@ impl AgentSupState {
         Ok(actor)
     }
 
-    async fn start(&mut self, myself: &ActorRef<AgentSupMsg>, id: AgentId) -> NodeResult<()> {
+    /// Starts the agent here. `announce`: tell customers its status changed (not when this
+    /// node merely catches up with an agent already running elsewhere).
+    async fn start(
+        &mut self,
+        myself: &ActorRef<AgentSupMsg>,
+        id: AgentId,
+        announce: bool,
+    ) -> NodeResult<()> {
         if self.args.directory.running.contains_key(&id) {
             return Ok(());
         }
@@ -296,7 +303,9 @@ impl AgentSupState {
         store
             .set_agent_status(id, AgentStatus::Running, None)
             .await?;
-        self.status_event(id, AgentStatus::Running);
+        if announce {
+            self.status_event(id, AgentStatus::Running);
+        }
         tracing::info!(agent = %id, version = record.current_version, "agent started");
         Ok(())
     }
@@ -346,7 +355,7 @@ impl AgentSupState {
         }
         for r in records.iter().filter(|r| r.status == AgentStatus::Running) {
             if !self.args.directory.running.contains_key(&r.id) {
-                if let Err(e) = self.start(myself, r.id).await {
+                if let Err(e) = self.start(myself, r.id, false).await {
                     tracing::warn!(agent = %r.id, error = %e, "could not start an agent that runs on another node");
                 }
             }
@@ -427,7 +436,7 @@ impl Actor for AgentSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             AgentSupMsg::Start(id, reply) => {
-                let _ = reply.send(state.start(&myself, id).await);
+                let _ = reply.send(state.start(&myself, id, true).await);
             }
             AgentSupMsg::Stop(id, reply) => {
                 let _ = reply.send(state.stop(id).await);

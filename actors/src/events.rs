@@ -2,14 +2,14 @@
 //! per customer (the conversation events). Publishing costs one map lookup when nobody
 //! listens.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use dashmap::DashMap;
 use parley_engine::model::{AgentId, Message, SessionId, TenantId};
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 
 const CHANNEL_CAPACITY: usize = 256;
 
@@ -80,6 +80,10 @@ pub enum UserEvent {
         agent_id: AgentId,
         status: String,
     },
+    /// An event another node produced for a customer whose socket is on this node, as that
+    /// node serialised it.
+    #[serde(untagged)]
+    Relayed(Value),
 }
 
 type Sender<T> = broadcast::Sender<Arc<T>>;
@@ -92,6 +96,10 @@ fn user_key(tenant: TenantId, user_id: &str) -> String {
 pub struct EventHub {
     sessions: DashMap<SessionId, Sender<SessionEvent>>,
     users: DashMap<String, Sender<UserEvent>>,
+    /// Customers whose sockets are on other nodes of the cluster (refreshed every second).
+    elsewhere: RwLock<Arc<HashSet<String>>>,
+    /// Where events for those customers go to be relayed (cluster only).
+    outbox: OnceLock<mpsc::UnboundedSender<(String, String)>>,
 }
 
 fn subscribe<K, T>(map: &DashMap<K, Sender<T>>, key: K) -> broadcast::Receiver<Arc<T>>
@@ -143,10 +151,50 @@ impl EventHub {
     }
 
     pub fn user(&self, tenant: TenantId, user_id: &str, event: impl FnOnce() -> UserEvent) {
-        if self.users.is_empty() {
+        let elsewhere = self
+            .elsewhere
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if self.users.is_empty() && elsewhere.is_empty() {
             return;
         }
-        publish(&self.users, &user_key(tenant, user_id), event);
+        let key = user_key(tenant, user_id);
+        let relay = self.outbox.get().filter(|_| elsewhere.contains(&key));
+        let Some(outbox) = relay else {
+            publish(&self.users, &key, event);
+            return;
+        };
+        let event = event();
+        if let Ok(json) = serde_json::to_string(&event) {
+            let _ = outbox.send((key.clone(), json));
+        }
+        publish(&self.users, &key, || event);
+    }
+
+    /// Relays this node's events for customers watched on other nodes through `outbox`.
+    pub fn relay_to(&self, outbox: mpsc::UnboundedSender<(String, String)>) {
+        let _ = self.outbox.set(outbox);
+    }
+
+    pub fn set_watched_elsewhere(&self, keys: HashSet<String>) {
+        *self.elsewhere.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(keys);
+    }
+
+    /// Customers with a socket on this node.
+    pub fn watched_here(&self) -> HashSet<String> {
+        self.users
+            .iter()
+            .filter(|e| e.value().receiver_count() > 0)
+            .map(|e| e.key().clone())
+            .collect()
+    }
+
+    /// Delivers an event another node relayed.
+    pub fn relayed(&self, key: &str, json: &str) {
+        if let Ok(v) = serde_json::from_str::<Value>(json) {
+            publish(&self.users, &key.to_string(), || UserEvent::Relayed(v));
+        }
     }
 
     /// Sends an event to every connected customer (agent status changes).

@@ -183,3 +183,76 @@ async fn websocket_on_another_node_reaches_the_owner() {
     drop(nodes);
     svc.db.drop_now().await;
 }
+
+/// A customer's socket (`/ws/{user_id}`) on one node receives the events of their
+/// conversations served by another node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn customer_events_reach_a_socket_on_another_node() {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let Some(svc) = Services::get().await else {
+        return;
+    };
+    let o = svc.nodes(2000);
+    let nodes = start_nodes(&["u1", "u2"], &o);
+    let http = client();
+    let agent = create_agent(&http, &nodes[0].url, &agent_yaml("")).await;
+    let ws_url = format!(
+        "{}/ws/customer-7?agent_id={}&token={}",
+        nodes[1].url.replacen("http", "ws", 1),
+        agent.id,
+        agent.token
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url).await.unwrap();
+    // The nodes exchange who watches whom once a second.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let (status, body) = json_of(
+        http.post(format!("{}/chatbot/{}/session", nodes[0].url, agent.id))
+            .bearer_auth(&agent.token)
+            .json(&serde_json::json!({"user_id": "customer-7"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let sid = body["session_id"].as_str().unwrap().to_string();
+    let (status, _) = say(&http, &nodes[0].url, &agent, &sid, "hello from afar", None)
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !seen
+        .iter()
+        .any(|(t, x): &(String, String)| t == "CONVERSATION_NEW_MESSAGE" && x == "hello from afar")
+    {
+        let msg = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .unwrap_or_else(|_| panic!("events did not arrive; got {seen:?}"))
+            .unwrap()
+            .unwrap();
+        if let Message::Text(t) = msg {
+            let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+            seen.push((
+                v["type"].as_str().unwrap_or("").to_string(),
+                v["text"].as_str().unwrap_or("").to_string(),
+            ));
+            assert_eq!(v["session_id"].as_str().unwrap_or(&sid), sid, "{v}");
+        }
+    }
+    assert_eq!(
+        seen.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>(),
+        [
+            "CONVERSATION_CREATED",
+            "CONVERSATION_NEW_MESSAGE",
+            "CONVERSATION_NEW_MESSAGE"
+        ],
+        "created, the greeting, the customer's message: {seen:?}"
+    );
+    drop(ws);
+    drop(nodes);
+    svc.db.drop_now().await;
+}

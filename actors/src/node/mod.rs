@@ -5,6 +5,7 @@ mod agent_ops;
 mod introspect;
 mod session_ops;
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -203,7 +204,8 @@ pub enum NodeMsg {
     SweepTimers,
     /// Renew this node's lease in the registry.
     Heartbeat,
-    /// Catch up with agent changes made on other nodes.
+    /// Catch up with agent changes made on other nodes, and exchange which customers
+    /// have sockets where.
     SyncAgents,
     /// A shard saw too many session restarts.
     RestartStorm { shard: usize, restarts: usize },
@@ -218,6 +220,9 @@ pub struct NodeState {
     shards: Vec<ActorRef<ShardMsg>>,
     sweeping: Arc<AtomicBool>,
     beating: Arc<AtomicBool>,
+    syncing_watches: Arc<AtomicBool>,
+    /// The customers this node last told the registry it watches.
+    watched: Arc<tokio::sync::Mutex<HashSet<String>>>,
 }
 
 impl Actor for NodeSupervisor {
@@ -255,6 +260,8 @@ impl Actor for NodeSupervisor {
             shards,
             sweeping: Arc::default(),
             beating: Arc::default(),
+            syncing_watches: Arc::default(),
+            watched: Arc::default(),
         })
     }
 
@@ -297,6 +304,17 @@ impl Actor for NodeSupervisor {
                 if let Ok(sup) = state.shared.agent_supervisor() {
                     // Fire and forget: the supervisor's mailbox serialises syncs.
                     let _ = sup.cast(AgentSupMsg::Sync(ractor::concurrency::oneshot().0.into()));
+                }
+                if !state.syncing_watches.swap(true, Ordering::AcqRel) {
+                    let (shared, flag, last) = (
+                        state.shared.clone(),
+                        state.syncing_watches.clone(),
+                        state.watched.clone(),
+                    );
+                    tokio::spawn(async move {
+                        sync_watches(&shared, &last).await;
+                        flag.store(false, Ordering::Release);
+                    });
                 }
             }
             NodeMsg::Heartbeat => {
@@ -370,6 +388,27 @@ impl Actor for NodeSupervisor {
             state.shards[index] = shard;
         }
         Ok(())
+    }
+}
+
+/// Tells the registry which customers have sockets here (what changed, and a refresh of
+/// the entry's lifetime), and learns which have sockets elsewhere.
+async fn sync_watches(shared: &Arc<Shared>, last: &tokio::sync::Mutex<HashSet<String>>) {
+    let now = shared.events.watched_here();
+    let mut last = last.lock().await;
+    let added: Vec<String> = now.difference(&last).cloned().collect();
+    let removed: Vec<String> = last.difference(&now).cloned().collect();
+    if !now.is_empty() || !removed.is_empty() {
+        match shared.registry.update_watched_users(&added, &removed).await {
+            Ok(()) => *last = now,
+            Err(e) => {
+                tracing::debug!(error = %e, "could not publish this node's watched customers")
+            }
+        }
+    }
+    match shared.registry.users_watched_elsewhere().await {
+        Ok(keys) => shared.events.set_watched_elsewhere(keys),
+        Err(e) => tracing::debug!(error = %e, "could not read the customers watched elsewhere"),
     }
 }
 
@@ -505,6 +544,7 @@ impl Node {
             .await
             .map_err(|e| NodeError::Internal(format!("starting the node: {e}")))?;
         let node = Node { shared, supervisor };
+        node.relay_user_events();
         node.resume_agents().await?;
         Ok(node)
     }
@@ -524,6 +564,30 @@ impl Node {
 
     pub fn registry(&self) -> &Arc<dyn Registry> {
         &self.shared.registry
+    }
+
+    /// In a cluster: delivers events other nodes relay for customers whose sockets are here,
+    /// and relays this node's events for customers whose sockets are elsewhere.
+    fn relay_user_events(&self) {
+        let Some(mut inbound) = self.shared.registry.relayed_user_events() else {
+            return;
+        };
+        let events = self.shared.events.clone();
+        tokio::spawn(async move {
+            while let Some((key, json)) = inbound.recv().await {
+                events.relayed(&key, &json);
+            }
+        });
+        let (tx, mut outbound) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
+        self.shared.events.relay_to(tx);
+        let registry = self.shared.registry.clone();
+        tokio::spawn(async move {
+            while let Some((key, json)) = outbound.recv().await {
+                if let Err(e) = registry.publish_user_event(&key, &json).await {
+                    tracing::debug!(error = %e, "could not relay a customer event");
+                }
+            }
+        });
     }
 
     /// Whether the store answers (a cheap read).

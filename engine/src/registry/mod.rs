@@ -136,4 +136,33 @@ pub trait Registry: Send + Sync + 'static {
     /// How long a lease lasts without a heartbeat.
     fn lease_ttl(&self) -> std::time::Duration;
     fn stats(&self) -> &RegistryStats;
+
+    // Customer events across nodes: a customer's socket (`/ws/{user_id}`) lives on one
+    // node, their sessions on any. Nodes publish the customers they watch; a node that
+    // produces an event for a customer watched elsewhere relays it.
+
+    /// Replaces the set of customers (`tenant/user` keys) watched on this node: `added`
+    /// since the last call, `removed` since the last call.
+    async fn update_watched_users(
+        &self,
+        _added: &[String],
+        _removed: &[String],
+    ) -> RegistryResult<()> {
+        Ok(())
+    }
+    /// Customers watched on other nodes.
+    async fn users_watched_elsewhere(&self) -> RegistryResult<std::collections::HashSet<String>> {
+        Ok(std::collections::HashSet::new())
+    }
+    /// Relays a customer's event (its JSON) to the nodes watching them.
+    async fn publish_user_event(&self, _key: &str, _json: &str) -> RegistryResult<()> {
+        Ok(())
+    }
+    /// The events other nodes relay to this one, as `(key, json)`; None for a node alone.
+    /// Call once: it starts the subscription.
+    fn relayed_user_events(
+        &self,
+    ) -> Option<tokio::sync::mpsc::UnboundedReceiver<(String, String)>> {
+        None
+    }
 }

@@ -7,12 +7,13 @@
 //! Every decision (claim, lookup, release) is one Lua script, so it is atomic and one
 //! round trip.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::Script;
 use async_trait::async_trait;
-use tokio::sync::Mutex;
+use tokio::sync::{mpsc, Mutex};
 
 use super::{Claim, Lease, NodeInfo, Registry, RegistryError, RegistryResult, RegistryStats};
 use crate::model::SessionId;
@@ -98,6 +99,14 @@ impl RedisRegistry {
 
     fn node_key_prefix(&self) -> String {
         format!("{}:node:", self.cfg.prefix)
+    }
+
+    fn watching_key(&self, node: &str) -> String {
+        format!("{}:watching:{node}", self.cfg.prefix)
+    }
+
+    fn user_events_channel(&self) -> String {
+        format!("{}:user-events", self.cfg.prefix)
     }
 
     fn owner_key(&self, session: SessionId) -> String {
@@ -323,4 +332,109 @@ impl Registry for RedisRegistry {
     fn stats(&self) -> &RegistryStats {
         &self.stats
     }
+
+    async fn update_watched_users(
+        &self,
+        added: &[String],
+        removed: &[String],
+    ) -> RegistryResult<()> {
+        let key = self.watching_key(&self.node.id);
+        // Outlives this node's lease only briefly, so a dead node's watches fade.
+        let ttl = self.ttl_millis() * 3;
+        let _: () = self
+            .run(async |c| {
+                let mut p = ::redis::pipe();
+                if !added.is_empty() {
+                    p.cmd("SADD").arg(&key).arg(added).ignore();
+                }
+                if !removed.is_empty() {
+                    p.cmd("SREM").arg(&key).arg(removed).ignore();
+                }
+                p.cmd("PEXPIRE").arg(&key).arg(ttl).ignore();
+                p.query_async(c).await
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn users_watched_elsewhere(&self) -> RegistryResult<HashSet<String>> {
+        let others: Vec<String> = self
+            .nodes()
+            .await?
+            .into_iter()
+            .filter(|n| n.id != self.node.id)
+            .map(|n| self.watching_key(&n.id))
+            .collect();
+        if others.is_empty() {
+            return Ok(HashSet::new());
+        }
+        self.run(async |c| ::redis::cmd("SUNION").arg(&others).query_async(c).await)
+            .await
+    }
+
+    async fn publish_user_event(&self, key: &str, json: &str) -> RegistryResult<()> {
+        let payload =
+            serde_json::json!({"from": self.node.id, "key": key, "event": json}).to_string();
+        let channel = self.user_events_channel();
+        let _: i64 = self
+            .run(async |c| {
+                ::redis::cmd("PUBLISH")
+                    .arg(&channel)
+                    .arg(&payload)
+                    .query_async(c)
+                    .await
+            })
+            .await?;
+        Ok(())
+    }
+
+    fn relayed_user_events(&self) -> Option<mpsc::UnboundedReceiver<(String, String)>> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (client, channel, me) = (
+            self.client.clone(),
+            self.user_events_channel(),
+            self.node.id.clone(),
+        );
+        tokio::spawn(async move {
+            // Resubscribes whenever the connection drops (Redis restarts included), until
+            // nobody reads the events any more.
+            while !tx.is_closed() {
+                if let Err(e) = relay(&client, &channel, &me, &tx).await {
+                    tracing::debug!(error = %e, "customer event subscription lost; resubscribing");
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        });
+        Some(rx)
+    }
+}
+
+/// Forwards relayed customer events from other nodes until the subscription ends.
+async fn relay(
+    client: &::redis::Client,
+    channel: &str,
+    me: &str,
+    tx: &mpsc::UnboundedSender<(String, String)>,
+) -> ::redis::RedisResult<()> {
+    use futures::StreamExt;
+    let mut pubsub = client.get_async_pubsub().await?;
+    pubsub.subscribe(channel).await?;
+    let mut messages = pubsub.on_message();
+    while let Some(msg) = messages.next().await {
+        let Ok(payload) = msg.get_payload::<String>() else {
+            continue;
+        };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&payload) else {
+            continue;
+        };
+        if v["from"].as_str() == Some(me) {
+            continue;
+        }
+        if let (Some(key), Some(event)) = (v["key"].as_str(), v["event"].as_str()) {
+            if tx.send((key.to_string(), event.to_string())).is_err() {
+                break;
+            }
+        }
+    }
+    Ok(())
 }
