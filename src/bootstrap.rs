@@ -3,11 +3,13 @@
 
 use std::path::{Path, PathBuf};
 
+use anyhow::Context;
 use chrono::Utc;
 use parley_actors::Node;
 use parley_engine::agent::Format;
 use parley_engine::auth::{generate_secret, hash_secret};
 use parley_engine::model::{AgentId, TenantId};
+use parley_engine::secrets::SecretBox;
 use parley_engine::store::{Store, Tenant};
 use uuid::Uuid;
 
@@ -64,6 +66,26 @@ pub async fn ensure_tenant(
         generated_key: generated.then_some(key),
         key_file,
     })
+}
+
+/// The master key that seals connection secrets: the given one, else the one in
+/// `<data-dir>/secret.key`, else a new one written there (mode 0600).
+pub fn master_key(data_dir: &Path, given: Option<&str>) -> anyhow::Result<SecretBox> {
+    if let Some(text) = given {
+        return SecretBox::from_text(text).context("--secret-key");
+    }
+    let path = data_dir.join("secret.key");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => SecretBox::from_text(&text).with_context(|| format!("{}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = SecretBox::generate_key();
+            write_secret_file(&path, &key)
+                .with_context(|| format!("writing {}", path.display()))?;
+            tracing::info!(file = %path.display(), "generated the master key for connection secrets");
+            Ok(SecretBox::from_text(&key)?)
+        }
+        Err(e) => Err(anyhow::anyhow!("reading {}: {e}", path.display())),
+    }
 }
 
 fn write_secret_file(path: &Path, secret: &str) -> anyhow::Result<()> {

@@ -84,6 +84,10 @@ pub struct ServeArgs {
     /// The tenant's admin API key; generated on first start when not given.
     #[arg(long, env = "PARLEY_ADMIN_KEY", hide_env_values = true)]
     pub admin_key: Option<String>,
+    /// Master key sealing connection secrets at rest: 32 bytes as 64 hex digits or base64
+    /// (default: DATA_DIR/secret.key, generated). Every node of a cluster needs the same.
+    #[arg(long, env = "PARLEY_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<String>,
     #[arg(long, env = "PARLEY_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
     #[arg(long, env = "PARLEY_LOG_FORMAT", value_enum, default_value = "text")]
@@ -219,6 +223,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     cfg.listen = args.listen;
     cfg.database_url = args.store.database_url;
     cfg.admin_key = args.admin_key;
+    cfg.secret_key = args.secret_key;
     cfg.node.passivate_after = Duration::from_secs(args.passivate_after.max(1));
     cfg.node.shards = args.shards.max(1);
     cfg.limits.max_body_bytes = args.max_body_bytes;

@@ -24,6 +24,8 @@ pub struct ServeConfig {
     /// `sqlite://PATH`; default `<data_dir>/parley.db`.
     pub database_url: Option<String>,
     pub admin_key: Option<String>,
+    /// Master key for connection secrets (default: `<data_dir>/secret.key`, generated).
+    pub secret_key: Option<String>,
     pub node: NodeConfig,
     pub limits: Limits,
     /// Create and start the agents of `examples_dir` when the store has none.
@@ -65,6 +67,7 @@ impl ServeConfig {
             data_dir,
             database_url: None,
             admin_key: None,
+            secret_key: None,
             node: NodeConfig::default(),
             limits: Limits::default(),
             load_examples: true,
@@ -144,8 +147,12 @@ pub struct Server {
     task: JoinHandle<std::io::Result<()>>,
 }
 
-pub async fn start(cfg: ServeConfig) -> anyhow::Result<Server> {
+pub async fn start(mut cfg: ServeConfig) -> anyhow::Result<Server> {
+    if cfg.cluster.redis_url.is_some() && cfg.secret_key.is_none() {
+        anyhow::bail!("--secret-key is required with --redis-url: every node must seal and open connection secrets with the same key");
+    }
     let store = open_store(&cfg).await?;
+    cfg.node.secrets = bootstrap::master_key(&cfg.data_dir, cfg.secret_key.as_deref())?;
     let tenant =
         bootstrap::ensure_tenant(store.as_ref(), &cfg.data_dir, cfg.admin_key.as_deref()).await?;
     // Bound first: the registry advertises the address actually bound (port 0 in tests).

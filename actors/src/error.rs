@@ -18,6 +18,9 @@ pub enum NodeError {
     InvalidDefinition(ValidationErrors),
     #[error("{0}")]
     Invalid(String),
+    /// Fields of a request that do not validate, each with its path.
+    #[error("invalid fields: {0}")]
+    InvalidFields(ValidationErrors),
     #[error("the agent failed to start: {0}")]
     StartFailed(String),
     #[error("{0}")]

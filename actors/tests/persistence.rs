@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use parley_actors::session::TurnRequest;
 use parley_actors::{Node, NodeConfig, NodeError};
 use parley_engine::agent::Format;
+use parley_engine::connection::{ConnectionId, ConnectionRecord};
 use parley_engine::model::{
     AgentId, AttachmentMeta, Feedback, Message, Session, SessionId, TenantId,
 };
@@ -90,6 +91,18 @@ impl Store for Switchable {
     }
     async fn claim_session(&self, s: SessionId) -> StoreResult<Option<Epoch>> {
         self.inner.claim_session(s).await
+    }
+    async fn put_connection(&self, c: &ConnectionRecord) -> StoreResult<()> {
+        self.inner.put_connection(c).await
+    }
+    async fn get_connection(&self, id: ConnectionId) -> StoreResult<Option<ConnectionRecord>> {
+        self.inner.get_connection(id).await
+    }
+    async fn list_connections(&self, t: TenantId) -> StoreResult<Vec<ConnectionRecord>> {
+        self.inner.list_connections(t).await
+    }
+    async fn delete_connection(&self, id: ConnectionId) -> StoreResult<bool> {
+        self.inner.delete_connection(id).await
     }
     async fn load_session(&self, s: SessionId) -> StoreResult<Option<Session>> {
         self.inner.load_session(s).await

@@ -3,11 +3,14 @@
 
 pub mod agent;
 pub mod auth;
+pub mod connection;
+pub mod inbound;
 pub mod knowledge;
 pub mod llm;
 pub mod model;
 pub mod registry;
 pub mod results;
+pub mod secrets;
 pub mod store;
 pub mod telemetry;
 pub mod workflow;

@@ -87,6 +87,10 @@ impl From<NodeError> for ApiError {
                 )
             },
             NodeError::Invalid(m) => ApiError::invalid(m),
+            NodeError::InvalidFields(errs) => ApiError {
+                details: serde_json::to_value(&errs.0).ok(),
+                ..ApiError::invalid(errs.to_string())
+            },
             NodeError::StartFailed(_) => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "agent_start_failed", msg)
             }

@@ -5,6 +5,7 @@ mod actors;
 mod agents;
 mod chat;
 mod cluster;
+mod connections;
 pub mod error;
 mod extract;
 pub mod forward;
@@ -98,6 +99,11 @@ pub fn routes() -> Vec<(RouteDoc, MethodRouter<AppState>)> {
         route!(post, "/api/v1/admin/actors/{actor}/restart", actors::restart, Admin, "admin", "Stop one session actor and activate it again from the store"),
         route!(post, "/api/v1/admin/sessions/passivate", actors::passivate, Admin, "admin", "Passivate idle sessions now (`idle_secs`, default 0)"),
         route!(get, "/api/v1/admin/cluster", cluster::status, Admin, "admin", "This node, the cluster's live nodes and the registry's counters"),
+        route!(post, "/api/v1/connections", connections::create, Admin, "connections", "Create a platform connection (secrets are write-only)"),
+        route!(get, "/api/v1/connections", connections::list, Admin, "connections", "List connections (`platform`, `status`, `q` filters) with summary counts"),
+        route!(get, "/api/v1/connections/{connection_id}", connections::get, Admin, "connections", "A connection; secrets appear as `<name>_set` flags"),
+        route!(patch, "/api/v1/connections/{connection_id}", connections::update, Admin, "connections", "Change a connection; secrets given are rotated, `null` removes an optional field"),
+        route!(delete, "/api/v1/connections/{connection_id}", connections::delete, Admin, "connections", "Delete a connection"),
         route!(post, "/chatbot/{agent_id}/session", chat::create_session, Agent, "chat", "Start a session"),
         route!(get, "/chatbot/{agent_id}/session/{session_id}", chat::get_session, Agent, "chat", "Session metadata"),
         route!(put, "/chatbot/{agent_id}/session/{session_id}", chat::update_session, Agent, "chat", "Update session metadata"),

@@ -121,6 +121,7 @@ impl NodeProc {
             .args(["--node-id", id, "--cluster", o.cluster])
             .args(["--database-url", o.database_url, "--redis-url", o.redis_url])
             .args(["--admin-key", ADMIN_KEY, "--log-level", "warn"])
+            .args(["--secret-key", &"ab".repeat(32)])
             .args(["--lease-ttl-ms", &o.lease_ttl_ms.to_string()])
             .arg("--data-dir")
             .arg(dir.path())

@@ -6,6 +6,7 @@ mod actors;
 mod admin;
 mod backends;
 mod chat;
+mod connections;
 mod durability;
 mod observe;
 mod openapi;

@@ -2,6 +2,7 @@
 //! layer calls (agent administration and the Chat API operations).
 
 mod agent_ops;
+mod connection_ops;
 mod introspect;
 mod session_ops;
 
@@ -18,6 +19,7 @@ use parley_engine::telemetry;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 
+pub use connection_ops::{ConnectionFilter, ConnectionPatch, ConnectionSummary, NewConnection};
 pub use introspect::{ActorInfo, ActorPage, ActorQuery};
 pub use session_ops::{Conversation, CreateSession, Route, EXT_TYPES};
 
@@ -43,6 +45,9 @@ pub struct NodeConfig {
     /// is a restart storm: it is escalated to the node and logged.
     pub restart_limit: u32,
     pub restart_window: Duration,
+    /// Seals connection secrets at rest. The default is a random key that lives as long
+    /// as the process (tests, benches); servers pass the deployment's master key.
+    pub secrets: parley_engine::secrets::SecretBox,
 }
 
 impl Default for NodeConfig {
@@ -54,6 +59,10 @@ impl Default for NodeConfig {
             max_batch: 4096,
             restart_limit: 10,
             restart_window: Duration::from_secs(10),
+            secrets: parley_engine::secrets::SecretBox::from_text(
+                &parley_engine::secrets::SecretBox::generate_key(),
+            )
+            .expect("a generated key is valid"),
         }
     }
 }

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
+use crate::connection::{ConnectionId, ConnectionRecord};
 use crate::model::{AgentId, AttachmentMeta, Feedback, Message, Session, SessionId, TenantId};
 
 #[derive(Debug, thiserror::Error)]
@@ -201,4 +202,12 @@ pub trait Store: Send + Sync + 'static {
         &self,
         id: uuid::Uuid,
     ) -> StoreResult<Option<(SessionId, AttachmentMeta, Bytes)>>;
+
+    // Platform connections.
+    /// Inserts the connection or replaces it whole.
+    async fn put_connection(&self, connection: &ConnectionRecord) -> StoreResult<()>;
+    async fn get_connection(&self, id: ConnectionId) -> StoreResult<Option<ConnectionRecord>>;
+    /// The tenant's connections, oldest first.
+    async fn list_connections(&self, tenant: TenantId) -> StoreResult<Vec<ConnectionRecord>>;
+    async fn delete_connection(&self, id: ConnectionId) -> StoreResult<bool>;
 }

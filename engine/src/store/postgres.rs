@@ -14,6 +14,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+
+use crate::connection::{ConnectionId, ConnectionRecord};
 use futures::future::BoxFuture;
 use serde::de::DeserializeOwned;
 use sqlx::encode::IsNull;
@@ -36,11 +38,18 @@ use crate::model::{
 
 /// The schema, oldest first: (version, description, SQL), named like sqlx's
 /// `<version>_<description>.sql` files.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../../migrations/postgres/0001_init.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        2,
+        "connections",
+        include_str!("../../migrations/postgres/0002_connections.sql"),
+    ),
+];
 
 /// Connections per store. Group commits take one at a time; the rest serve reads.
 const POOL_SIZE: u32 = 16;
@@ -938,6 +947,53 @@ impl super::Store for PgStore {
             Bytes::from(bytes),
         )))
     }
+
+    async fn put_connection(&self, c: &ConnectionRecord) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO connections (id, tenant_id, created_at, data) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (id) DO UPDATE SET data = excluded.data",
+        )
+        .bind(c.id.to_string())
+        .bind(c.tenant_id.to_string())
+        .bind(
+            c.created_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+        )
+        .bind(to_json(c, "connection")?)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn get_connection(&self, id: ConnectionId) -> StoreResult<Option<ConnectionRecord>> {
+        let data: Option<String> = sqlx::query_scalar("SELECT data FROM connections WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?;
+        data.map(|d| parse_json(&d, "connection")).transpose()
+    }
+
+    async fn list_connections(&self, tenant: TenantId) -> StoreResult<Vec<ConnectionRecord>> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT data FROM connections WHERE tenant_id = $1 ORDER BY created_at, id",
+        )
+        .bind(tenant.to_string())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        rows.iter().map(|d| parse_json(d, "connection")).collect()
+    }
+
+    async fn delete_connection(&self, id: ConnectionId) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM connections WHERE id = $1")
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(done.rows_affected() > 0)
+    }
 }
 
 #[cfg(test)]
@@ -988,6 +1044,7 @@ mod tests {
         suite_large_batch,
         suite_fencing,
         suite_concurrent_fencing,
+        suite_connections,
     );
 
     #[tokio::test]

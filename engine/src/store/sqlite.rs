@@ -27,6 +27,8 @@ use sqlx::sqlite::{
 use sqlx::Row;
 use uuid::Uuid;
 
+use crate::connection::{ConnectionId, ConnectionRecord};
+
 use super::{
     AgentRecord, AgentStatus, Epoch, SessionWrites, StoreError, StoreResult, Tenant, Write,
 };
@@ -46,6 +48,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "session_epoch",
         include_str!("../../migrations/sqlite/0002_session_epoch.sql"),
+    ),
+    (
+        3,
+        "connections",
+        include_str!("../../migrations/sqlite/0003_connections.sql"),
     ),
 ];
 
@@ -984,6 +991,50 @@ impl super::Store for SqliteStore {
             Bytes::from(bytes),
         )))
     }
+
+    async fn put_connection(&self, c: &ConnectionRecord) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO connections (id, tenant_id, created_at, data) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (id) DO UPDATE SET data = excluded.data",
+        )
+        .bind(c.id.to_string())
+        .bind(c.tenant_id.to_string())
+        .bind(ts(c.created_at))
+        .bind(to_json(c, "connection")?)
+        .execute(&self.writer)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn get_connection(&self, id: ConnectionId) -> StoreResult<Option<ConnectionRecord>> {
+        let data: Option<String> = sqlx::query_scalar("SELECT data FROM connections WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(map_err)?;
+        data.map(|d| parse_json(&d, "connection")).transpose()
+    }
+
+    async fn list_connections(&self, tenant: TenantId) -> StoreResult<Vec<ConnectionRecord>> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT data FROM connections WHERE tenant_id = ? ORDER BY created_at, id",
+        )
+        .bind(tenant.to_string())
+        .fetch_all(&self.reader)
+        .await
+        .map_err(map_err)?;
+        rows.iter().map(|d| parse_json(d, "connection")).collect()
+    }
+
+    async fn delete_connection(&self, id: ConnectionId) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM connections WHERE id = ?")
+            .bind(id.to_string())
+            .execute(&self.writer)
+            .await
+            .map_err(map_err)?;
+        Ok(done.rows_affected() > 0)
+    }
 }
 
 #[cfg(test)]
@@ -1036,6 +1087,7 @@ mod tests {
         suite_large_batch,
         suite_fencing,
         suite_concurrent_fencing,
+        suite_connections,
     );
 
     #[test]

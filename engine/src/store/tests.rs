@@ -952,3 +952,64 @@ pub(crate) async fn suite_concurrent_fencing(store: &dyn Store) {
     }];
     assert!(store.commit(&batch).await.unwrap().is_empty());
 }
+
+/// Connections round-trip whole (sealed secrets included), per tenant, oldest first; a put
+/// of an existing id replaces it; deletes answer whether there was one.
+pub(crate) async fn suite_connections(store: &dyn Store) {
+    use crate::connection::{ConnectionRecord, ConnectionStatus};
+    use crate::inbound::Platform;
+    let (a, b) = (tenant("acme", "ka"), tenant("globex", "kb"));
+    store.create_tenant(&a).await.unwrap();
+    store.create_tenant(&b).await.unwrap();
+    let make = |t: TenantId, name: &str, secs: i64| ConnectionRecord {
+        id: Uuid::new_v4(),
+        tenant_id: t,
+        name: name.into(),
+        platform: Platform::Telegram,
+        description: Some("support bot".into()),
+        enabled: false,
+        status: ConnectionStatus::Active,
+        status_error: None,
+        status_at: at(secs),
+        config: json!({"mode": "polling", "streaming": true})
+            .as_object()
+            .unwrap()
+            .clone(),
+        secrets_sealed: "v1:c2VhbGVk".into(),
+        advanced: json!({"x": 1}),
+        rate_limits: json!({"per_chat_per_sec": 1}),
+        created_at: at(secs),
+        updated_at: at(secs),
+    };
+    let first = make(a.id, "first", 10);
+    let second = make(a.id, "second", 20);
+    let other = make(b.id, "theirs", 5);
+    for c in [&second, &first, &other] {
+        store.put_connection(c).await.unwrap();
+    }
+    assert_eq!(
+        store.get_connection(first.id).await.unwrap(),
+        Some(first.clone())
+    );
+    assert_eq!(store.get_connection(Uuid::new_v4()).await.unwrap(), None);
+    assert_eq!(
+        store.list_connections(a.id).await.unwrap(),
+        vec![first.clone(), second.clone()]
+    );
+    assert_eq!(
+        store.list_connections(b.id).await.unwrap(),
+        vec![other.clone()]
+    );
+
+    let mut changed = first.clone();
+    changed.enabled = true;
+    changed.status = ConnectionStatus::Error;
+    changed.status_error = Some("getMe: 401 Unauthorized".into());
+    changed.updated_at = at(30);
+    store.put_connection(&changed).await.unwrap();
+    assert_eq!(store.get_connection(first.id).await.unwrap(), Some(changed));
+
+    assert!(store.delete_connection(first.id).await.unwrap());
+    assert!(!store.delete_connection(first.id).await.unwrap());
+    assert_eq!(store.list_connections(a.id).await.unwrap(), vec![second]);
+}

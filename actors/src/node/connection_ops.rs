@@ -1,0 +1,273 @@
+//! Platform connections (admin API): create, list, read, change, delete. Secrets are
+//! sealed before they reach the store and never leave the node again except to the
+//! platform itself.
+
+use std::collections::BTreeMap;
+
+use chrono::Utc;
+use parley_engine::connection::{
+    apply_config, public_view, CheckedConfig, ConnectionId, ConnectionRecord, ConnectionStatus,
+};
+use parley_engine::inbound::Platform;
+use parley_engine::model::TenantId;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use super::Node;
+use crate::error::{NodeError, NodeResult};
+
+/// `POST /api/v1/connections`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewConnection {
+    pub name: String,
+    pub platform: Platform,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default)]
+    pub config: Map<String, Value>,
+    #[serde(default)]
+    pub advanced: Option<Value>,
+    #[serde(default)]
+    pub rate_limits: Option<Value>,
+}
+
+/// `PATCH /api/v1/connections/{id}`: absent fields stay; config fields merge (a secret
+/// given is rotated, `null` removes an optional field).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionPatch {
+    pub name: Option<String>,
+    /// Immutable: accepted only when it names the current platform.
+    pub platform: Option<Platform>,
+    pub description: Option<String>,
+    pub enabled: Option<bool>,
+    pub config: Option<Map<String, Value>>,
+    pub advanced: Option<Value>,
+    pub rate_limits: Option<Value>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionFilter {
+    pub platform: Option<Platform>,
+    pub status: Option<ConnectionStatus>,
+    /// Part of the name, any case.
+    pub q: Option<String>,
+}
+
+/// Counts over all the tenant's connections.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ConnectionSummary {
+    pub total: usize,
+    pub connected: usize,
+    pub error: usize,
+}
+
+fn check_name(name: &str) -> NodeResult<String> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 200 {
+        return Err(NodeError::Invalid("name: 1 to 200 characters".into()));
+    }
+    Ok(name.to_string())
+}
+
+fn check_object(what: &str, v: Option<Value>) -> NodeResult<Value> {
+    match v {
+        None | Some(Value::Null) => Ok(json!({})),
+        Some(v @ Value::Object(_)) => Ok(v),
+        Some(_) => Err(NodeError::Invalid(format!("{what}: must be an object"))),
+    }
+}
+
+impl Node {
+    fn open_config(&self, r: &ConnectionRecord) -> NodeResult<CheckedConfig> {
+        let secrets = self
+            .shared
+            .config
+            .secrets
+            .open(&r.secrets_sealed)
+            .map_err(|e| NodeError::Internal(format!("connection {}: {e}", r.id)))?;
+        let secrets: BTreeMap<String, String> = serde_json::from_str(&secrets)
+            .map_err(|e| NodeError::Internal(format!("connection {}: secrets: {e}", r.id)))?;
+        Ok(CheckedConfig {
+            public: r.config.clone(),
+            secrets,
+        })
+    }
+
+    fn seal(&self, secrets: &BTreeMap<String, String>) -> NodeResult<String> {
+        let json =
+            serde_json::to_string(secrets).map_err(|e| NodeError::Internal(e.to_string()))?;
+        Ok(self.shared.config.secrets.seal(&json))
+    }
+
+    /// The connection as operators see it: secrets replaced by `<name>_set` flags.
+    pub fn connection_json(&self, r: &ConnectionRecord) -> NodeResult<Value> {
+        let config = self.open_config(r)?;
+        Ok(json!({
+            "id": r.id,
+            "name": r.name,
+            "platform": r.platform,
+            "description": r.description,
+            "enabled": r.enabled,
+            "status": r.status.as_str(),
+            "status_error": r.status_error,
+            "status_at": r.status_at.to_rfc3339(),
+            "config": public_view(r.platform, &config),
+            "advanced": r.advanced,
+            "rate_limits": r.rate_limits,
+            "inbound_url": format!("/hooks/{}", r.id),
+            "created_at": r.created_at.to_rfc3339(),
+            "updated_at": r.updated_at.to_rfc3339(),
+        }))
+    }
+
+    async fn name_taken(
+        &self,
+        tenant: TenantId,
+        name: &str,
+        except: Option<ConnectionId>,
+    ) -> NodeResult<()> {
+        let taken = self
+            .shared
+            .store
+            .list_connections(tenant)
+            .await?
+            .iter()
+            .any(|c| c.name.eq_ignore_ascii_case(name) && Some(c.id) != except);
+        if taken {
+            return Err(NodeError::Conflict(format!(
+                "a connection named {name:?} exists already"
+            )));
+        }
+        Ok(())
+    }
+
+    pub async fn create_connection(
+        &self,
+        tenant: TenantId,
+        req: NewConnection,
+    ) -> NodeResult<ConnectionRecord> {
+        let name = check_name(&req.name)?;
+        let empty = CheckedConfig {
+            public: Map::new(),
+            secrets: BTreeMap::new(),
+        };
+        let config =
+            apply_config(req.platform, &empty, &req.config).map_err(NodeError::InvalidFields)?;
+        let advanced = check_object("advanced", req.advanced)?;
+        let rate_limits = check_object("rate_limits", req.rate_limits)?;
+        self.name_taken(tenant, &name, None).await?;
+        let now = Utc::now();
+        let record = ConnectionRecord {
+            id: uuid::Uuid::now_v7(),
+            tenant_id: tenant,
+            name,
+            platform: req.platform,
+            description: req.description,
+            enabled: req.enabled,
+            status: ConnectionStatus::Active,
+            status_error: None,
+            status_at: now,
+            secrets_sealed: self.seal(&config.secrets)?,
+            config: config.public,
+            advanced,
+            rate_limits,
+            created_at: now,
+            updated_at: now,
+        };
+        self.shared.store.put_connection(&record).await?;
+        Ok(record)
+    }
+
+    pub async fn connection(
+        &self,
+        tenant: TenantId,
+        id: ConnectionId,
+    ) -> NodeResult<ConnectionRecord> {
+        match self.shared.store.get_connection(id).await? {
+            // Another tenant's connection is "not found", so ids do not leak.
+            Some(c) if c.tenant_id == tenant => Ok(c),
+            _ => Err(NodeError::NotFound("connection")),
+        }
+    }
+
+    pub async fn list_connections(
+        &self,
+        tenant: TenantId,
+        filter: &ConnectionFilter,
+    ) -> NodeResult<(Vec<ConnectionRecord>, ConnectionSummary)> {
+        let all = self.shared.store.list_connections(tenant).await?;
+        let summary = ConnectionSummary {
+            total: all.len(),
+            connected: all
+                .iter()
+                .filter(|c| c.status == ConnectionStatus::Connected)
+                .count(),
+            error: all
+                .iter()
+                .filter(|c| c.status == ConnectionStatus::Error)
+                .count(),
+        };
+        let q = filter.q.as_deref().map(str::to_lowercase);
+        let shown = all
+            .into_iter()
+            .filter(|c| filter.platform.is_none_or(|p| c.platform == p))
+            .filter(|c| filter.status.is_none_or(|s| c.status == s))
+            .filter(|c| {
+                q.as_deref()
+                    .is_none_or(|q| c.name.to_lowercase().contains(q))
+            })
+            .collect();
+        Ok((shown, summary))
+    }
+
+    pub async fn update_connection(
+        &self,
+        tenant: TenantId,
+        id: ConnectionId,
+        patch: ConnectionPatch,
+    ) -> NodeResult<ConnectionRecord> {
+        let mut r = self.connection(tenant, id).await?;
+        if patch.platform.is_some_and(|p| p != r.platform) {
+            return Err(NodeError::Invalid(
+                "platform: cannot be changed; create a new connection".into(),
+            ));
+        }
+        if let Some(name) = &patch.name {
+            let name = check_name(name)?;
+            self.name_taken(tenant, &name, Some(id)).await?;
+            r.name = name;
+        }
+        if let Some(d) = patch.description {
+            r.description = Some(d).filter(|d| !d.is_empty());
+        }
+        if let Some(e) = patch.enabled {
+            r.enabled = e;
+        }
+        if let Some(changes) = &patch.config {
+            let current = self.open_config(&r)?;
+            let next =
+                apply_config(r.platform, &current, changes).map_err(NodeError::InvalidFields)?;
+            r.secrets_sealed = self.seal(&next.secrets)?;
+            r.config = next.public;
+        }
+        if patch.advanced.is_some() {
+            r.advanced = check_object("advanced", patch.advanced)?;
+        }
+        if patch.rate_limits.is_some() {
+            r.rate_limits = check_object("rate_limits", patch.rate_limits)?;
+        }
+        r.updated_at = Utc::now();
+        self.shared.store.put_connection(&r).await?;
+        Ok(r)
+    }
+
+    pub async fn delete_connection(&self, tenant: TenantId, id: ConnectionId) -> NodeResult<()> {
+        self.connection(tenant, id).await?;
+        self.shared.store.delete_connection(id).await?;
+        Ok(())
+    }
+}

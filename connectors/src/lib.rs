@@ -1,0 +1,42 @@
+//! Channel connectors, one module per platform: verify an inbound delivery, parse it into
+//! the engine's [`InboundMessage`](parley_engine::inbound::InboundMessage), and send or
+//! edit messages through the platform's API with its errors mapped. No actors here: the
+//! actor layer owns queues, rate limits and retries. Every platform's base URL is
+//! configurable, so tests (and self-hosted API servers) work.
+
+pub mod discord;
+pub mod error;
+pub mod slack;
+pub mod teams;
+pub mod telegram;
+pub mod webhook;
+pub mod whatsapp;
+
+pub use error::{ConnectorError, ConnectorResult};
+
+use parley_engine::inbound::InboundMessage;
+
+/// What an inbound delivery turned out to be, once verified.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Delivery {
+    /// A customer's message: run a turn.
+    Message(InboundMessage),
+    /// The platform checks the endpoint: answer with this body (Slack url_verification
+    /// challenge, WhatsApp hub.challenge, Discord PONG as JSON).
+    Handshake(String),
+    /// A delivery status of a message we sent (WhatsApp statuses).
+    Status {
+        message_id: String,
+        status: String,
+        error: Option<String>,
+    },
+    /// Verified but nothing to do (our own bot's messages, edits, unsupported types).
+    Ignored(&'static str),
+}
+
+/// A message the platform accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sent {
+    /// The platform's id of the message (to edit it later).
+    pub message_id: String,
+}

@@ -1,0 +1,123 @@
+//! Secrets at rest (bot tokens, signing secrets): sealed with XChaCha20-Poly1305 under the
+//! deployment's master key. A sealed value is `v1:` + base64(nonce ‖ ciphertext), so the
+//! scheme can change without guessing what an old value is.
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+
+const PREFIX: &str = "v1:";
+const NONCE_LEN: usize = 24;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretError {
+    #[error("the master key must be 32 bytes, as 64 hex digits or base64")]
+    BadKey,
+    #[error("a sealed secret could not be opened (wrong master key, or corrupt)")]
+    Unsealable,
+}
+
+/// The master key, kept out of Debug output.
+#[derive(Clone)]
+pub struct SecretBox {
+    cipher: XChaCha20Poly1305,
+}
+
+impl std::fmt::Debug for SecretBox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretBox(…)")
+    }
+}
+
+impl SecretBox {
+    /// From 32 key bytes given as 64 hex digits or base64.
+    pub fn from_text(text: &str) -> Result<SecretBox, SecretError> {
+        let text = text.trim();
+        let bytes = hex::decode(text)
+            .ok()
+            .or_else(|| B64.decode(text).ok())
+            .filter(|b| b.len() == 32)
+            .ok_or(SecretError::BadKey)?;
+        Ok(SecretBox {
+            cipher: XChaCha20Poly1305::new_from_slice(&bytes).map_err(|_| SecretError::BadKey)?,
+        })
+    }
+
+    /// A new random key, as the text [`SecretBox::from_text`] reads.
+    pub fn generate_key() -> String {
+        hex::encode(XChaCha20Poly1305::generate_key(&mut OsRng))
+    }
+
+    pub fn seal(&self, plaintext: &str) -> String {
+        let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+        let sealed = self
+            .cipher
+            .encrypt(&nonce, plaintext.as_bytes())
+            .expect("encrypting in memory does not fail");
+        let mut out = nonce.to_vec();
+        out.extend(sealed);
+        format!("{PREFIX}{}", B64.encode(out))
+    }
+
+    pub fn open(&self, sealed: &str) -> Result<String, SecretError> {
+        let raw = sealed
+            .strip_prefix(PREFIX)
+            .and_then(|b| B64.decode(b).ok())
+            .filter(|r| r.len() > NONCE_LEN)
+            .ok_or(SecretError::Unsealable)?;
+        let (nonce, ciphertext) = raw.split_at(NONCE_LEN);
+        let plain = self
+            .cipher
+            .decrypt(XNonce::from_slice(nonce), ciphertext)
+            .map_err(|_| SecretError::Unsealable)?;
+        String::from_utf8(plain).map_err(|_| SecretError::Unsealable)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seals_and_opens_and_refuses_tampering_or_the_wrong_key() {
+        let key = SecretBox::generate_key();
+        let b = SecretBox::from_text(&key).unwrap();
+        let sealed = b.seal("123456:ABC-telegram-token");
+        assert!(sealed.starts_with("v1:"));
+        assert!(!sealed.contains("telegram"));
+        assert_ne!(
+            sealed,
+            b.seal("123456:ABC-telegram-token"),
+            "a fresh nonce each time"
+        );
+        assert_eq!(b.open(&sealed).unwrap(), "123456:ABC-telegram-token");
+
+        let other = SecretBox::from_text(&SecretBox::generate_key()).unwrap();
+        assert_eq!(other.open(&sealed), Err(SecretError::Unsealable));
+        let mut tampered = sealed.clone().into_bytes();
+        let last = tampered.len() - 3;
+        tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
+        assert_eq!(
+            b.open(&String::from_utf8(tampered).unwrap()),
+            Err(SecretError::Unsealable)
+        );
+        assert_eq!(b.open("plain"), Err(SecretError::Unsealable));
+        assert_eq!(format!("{b:?}"), "SecretBox(…)");
+    }
+
+    #[test]
+    fn keys_are_32_bytes_in_hex_or_base64() {
+        let hex_key = "00".repeat(32);
+        assert!(SecretBox::from_text(&hex_key).is_ok());
+        assert!(SecretBox::from_text(&B64.encode([7u8; 32])).is_ok());
+        assert_eq!(
+            SecretBox::from_text("short").unwrap_err(),
+            SecretError::BadKey
+        );
+        assert_eq!(
+            SecretBox::from_text(&"00".repeat(31)).unwrap_err(),
+            SecretError::BadKey
+        );
+    }
+}

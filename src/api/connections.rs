@@ -1,0 +1,102 @@
+//! Admin API: platform connections (tenant admin key). Secrets are write-only: answers
+//! carry `<secret>_set` flags instead.
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use parley_actors::node::{ConnectionFilter, ConnectionPatch, NewConnection};
+use parley_engine::connection::ConnectionStatus;
+use parley_engine::inbound::Platform;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::{ApiError, ApiResult};
+use super::extract::{parse_id, AdminAuth, ApiJson};
+use super::AppState;
+
+pub async fn create(
+    State(st): State<AppState>,
+    AdminAuth(tenant): AdminAuth,
+    ApiJson(req): ApiJson<NewConnection>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let c = st.node.create_connection(tenant.id, req).await?;
+    Ok((StatusCode::CREATED, Json(st.node.connection_json(&c)?)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    platform: Option<String>,
+    status: Option<String>,
+    q: Option<String>,
+}
+
+pub async fn list(
+    State(st): State<AppState>,
+    AdminAuth(tenant): AdminAuth,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let Query(q) = q.map_err(|e| ApiError::invalid(e.body_text()))?;
+    let platform = q
+        .platform
+        .map(|p| {
+            serde_json::from_value::<Platform>(Value::String(p.clone()))
+                .map_err(|_| ApiError::invalid(format!("platform: unknown platform {p:?}")))
+        })
+        .transpose()?;
+    let status = q
+        .status
+        .map(|s| {
+            ConnectionStatus::parse(&s)
+                .ok_or_else(|| ApiError::invalid(format!("status: unknown status {s:?}")))
+        })
+        .transpose()?;
+    let filter = ConnectionFilter {
+        platform,
+        status,
+        q: q.q.filter(|s| !s.is_empty()),
+    };
+    let (shown, summary) = st.node.list_connections(tenant.id, &filter).await?;
+    let connections = shown
+        .iter()
+        .map(|c| st.node.connection_json(c))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(
+        json!({"connections": connections, "summary": summary}),
+    ))
+}
+
+pub async fn get(
+    State(st): State<AppState>,
+    AdminAuth(tenant): AdminAuth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let c = st
+        .node
+        .connection(tenant.id, parse_id(&id, "connection")?)
+        .await?;
+    Ok(Json(st.node.connection_json(&c)?))
+}
+
+pub async fn update(
+    State(st): State<AppState>,
+    AdminAuth(tenant): AdminAuth,
+    Path(id): Path<String>,
+    ApiJson(patch): ApiJson<ConnectionPatch>,
+) -> ApiResult<Json<Value>> {
+    let id = parse_id(&id, "connection")?;
+    let c = st.node.update_connection(tenant.id, id, patch).await?;
+    Ok(Json(st.node.connection_json(&c)?))
+}
+
+pub async fn delete(
+    State(st): State<AppState>,
+    AdminAuth(tenant): AdminAuth,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    st.node
+        .delete_connection(tenant.id, parse_id(&id, "connection")?)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,233 @@
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::support::*;
+
+const BOT_TOKEN: &str = "123456:AAE-very-secret-bot-token";
+
+async fn call(
+    t: &TestServer,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut rb = t.admin(method, path);
+    if let Some(b) = body {
+        rb = rb.json(&b);
+    }
+    json_of(rb.send().await.unwrap()).await
+}
+
+/// Connections are created, listed, changed and deleted; secrets are write-only and sealed
+/// on disk; the master key survives a restart.
+#[tokio::test]
+async fn connections_keep_their_secrets_write_only_and_sealed() {
+    let t = TestServer::start().await;
+    let (status, c) = call(
+        &t,
+        Method::POST,
+        "/api/v1/connections",
+        Some(json!({"name": "Support bot", "platform": "telegram", "config": {"bot_token": BOT_TOKEN, "mode": "polling"}})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{c}");
+    let id = c["id"].as_str().unwrap().to_string();
+    assert_eq!(c["platform"], "telegram");
+    assert_eq!(c["status"], "Active");
+    assert_eq!(c["enabled"], false);
+    assert_eq!(
+        c["config"],
+        json!({"mode": "polling", "streaming": true, "bot_token_set": true})
+    );
+    assert_eq!(c["inbound_url"], format!("/hooks/{id}"));
+    assert!(!c.to_string().contains(BOT_TOKEN));
+
+    let (_, slack) = call(
+        &t,
+        Method::POST,
+        "/api/v1/connections",
+        Some(json!({"name": "Slack", "platform": "slack", "config": {"bot_token": "xoxb-1", "signing_secret": "sig"}})),
+    )
+    .await;
+    assert_eq!(slack["config"]["signing_secret_set"], true);
+    assert_eq!(slack["config"]["app_token_set"], false);
+
+    let (status, list) = call(
+        &t,
+        Method::GET,
+        "/api/v1/connections?platform=telegram",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    assert_eq!(list["connections"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        list["summary"],
+        json!({"total": 2, "connected": 0, "error": 0})
+    );
+    let (_, found) = call(&t, Method::GET, "/api/v1/connections?q=SUPP", None).await;
+    assert_eq!(found["connections"][0]["id"], id.as_str());
+    let (_, none) = call(
+        &t,
+        Method::GET,
+        "/api/v1/connections?status=connected",
+        None,
+    )
+    .await;
+    assert_eq!(none["connections"], json!([]));
+    assert!(!list.to_string().contains(BOT_TOKEN));
+
+    // Rotation by PATCH; the answer never has the secret.
+    let rotated = "654321:AAE-rotated-token";
+    let (status, c2) = call(
+        &t,
+        Method::PATCH,
+        &format!("/api/v1/connections/{id}"),
+        Some(json!({"enabled": true, "config": {"bot_token": rotated, "mode": "webhook"}})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{c2}");
+    assert_eq!(
+        (c2["enabled"].as_bool(), c2["config"]["mode"].as_str()),
+        (Some(true), Some("webhook"))
+    );
+    assert!(!c2.to_string().contains(rotated));
+
+    // Sealed at rest: neither token is anywhere in the database files.
+    let dir = t.dir.clone();
+    let mut disk = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let p = entry.unwrap().path();
+        if p.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("parley.db")
+        {
+            disk.extend(std::fs::read(&p).unwrap());
+        }
+    }
+    assert!(!disk.is_empty());
+    let text = String::from_utf8_lossy(&disk);
+    assert!(
+        text.contains("Support bot"),
+        "the connection is in the files"
+    );
+    assert!(
+        !text.contains(BOT_TOKEN) && !text.contains(rotated),
+        "a secret is stored in clear"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.join("secret.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    // After a restart the same key opens the secrets.
+    let (dir, guard) = t.stop().await;
+    let t = TestServer::start_in(dir, |_| {}).await;
+    let (status, again) = call(&t, Method::GET, &format!("/api/v1/connections/{id}"), None).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["config"]["bot_token_set"], true);
+
+    let (status, _) = call(
+        &t,
+        Method::DELETE,
+        &format!("/api/v1/connections/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, body) = call(&t, Method::GET, &format!("/api/v1/connections/{id}"), None).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::NOT_FOUND, "not_found")
+    );
+    drop(guard);
+}
+
+/// Bad requests get a clear JSON error with the failing fields' paths.
+#[tokio::test]
+async fn connection_errors_are_json_with_paths() {
+    let t = TestServer::start().await;
+    let (status, body) = call(
+        &t,
+        Method::POST,
+        "/api/v1/connections",
+        Some(json!({"name": "d", "platform": "discord", "config": {"bot_token": "x", "session_duration_ms": 2_592_000_001u64, "colour": 1}})),
+    )
+    .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "validation_error")
+    );
+    let paths: Vec<&str> = body["error"]["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["path"].as_str().unwrap())
+        .collect();
+    for p in [
+        "config.application_id",
+        "config.public_key",
+        "config.session_duration_ms",
+        "config.colour",
+    ] {
+        assert!(paths.contains(&p), "{p} missing: {body}");
+    }
+    let (status, body) = call(
+        &t,
+        Method::POST,
+        "/api/v1/connections",
+        Some(json!({"name": "x", "platform": "myspace"})),
+    )
+    .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "validation_error")
+    );
+
+    let ok = json!({"name": "Hooks", "platform": "webhook", "config": {"url": "https://example.com/in", "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}});
+    let (status, c) = call(&t, Method::POST, "/api/v1/connections", Some(ok.clone())).await;
+    assert_eq!(status, StatusCode::CREATED, "{c}");
+    let (status, body) = call(&t, Method::POST, "/api/v1/connections", Some(ok)).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::CONFLICT, "conflict")
+    );
+
+    let id = c["id"].as_str().unwrap();
+    let (status, body) = call(
+        &t,
+        Method::PATCH,
+        &format!("/api/v1/connections/{id}"),
+        Some(json!({"platform": "slack"})),
+    )
+    .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "validation_error")
+    );
+    let (status, _) = call(
+        &t,
+        Method::PATCH,
+        &format!("/api/v1/connections/{id}"),
+        Some(json!({"config": {"secret": "not-whsec"}})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, _) = call(&t, Method::GET, "/api/v1/connections/not-an-id", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = call(&t, Method::GET, "/api/v1/connections?platform=icq", None).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let r = t
+        .http
+        .get(t.url("/api/v1/connections"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}
