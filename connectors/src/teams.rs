@@ -408,6 +408,11 @@ impl TeamsClient {
         })
     }
 
+    /// Checks the app id and password by getting a token (the connection's `test`).
+    pub async fn check_credentials(&self) -> ConnectorResult<()> {
+        self.token().await.map(|_| ())
+    }
+
     /// The cached app token, or a new one. The lock is held while fetching, so concurrent
     /// sends share one token request.
     async fn token(&self) -> ConnectorResult<String> {

@@ -100,3 +100,16 @@ pub async fn delete(
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// A real call to the platform with the stored credentials.
+pub async fn test(
+    State(st): State<AppState>,
+    AdminAuth(tenant): AdminAuth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let result = st
+        .node
+        .test_connection(tenant.id, parse_id(&id, "connection")?)
+        .await?;
+    Ok(Json(result))
+}

@@ -104,6 +104,7 @@ pub fn routes() -> Vec<(RouteDoc, MethodRouter<AppState>)> {
         route!(get, "/api/v1/connections/{connection_id}", connections::get, Admin, "connections", "A connection; secrets appear as `<name>_set` flags"),
         route!(patch, "/api/v1/connections/{connection_id}", connections::update, Admin, "connections", "Change a connection; secrets given are rotated, `null` removes an optional field"),
         route!(delete, "/api/v1/connections/{connection_id}", connections::delete, Admin, "connections", "Delete a connection"),
+        route!(post, "/api/v1/connections/{connection_id}/test", connections::test, Admin, "connections", "Check the connection with a real call to its platform: `{ok, platform, detail | error}`"),
         route!(post, "/chatbot/{agent_id}/session", chat::create_session, Agent, "chat", "Start a session"),
         route!(get, "/chatbot/{agent_id}/session/{session_id}", chat::get_session, Agent, "chat", "Session metadata"),
         route!(put, "/chatbot/{agent_id}/session/{session_id}", chat::update_session, Agent, "chat", "Update session metadata"),

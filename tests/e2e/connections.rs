@@ -231,3 +231,83 @@ async fn connection_errors_are_json_with_paths() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 }
+
+/// `test` makes a real call with the stored credentials and says what the platform
+/// answered, without ever showing a secret.
+#[tokio::test]
+async fn testing_a_connection_calls_the_platform() {
+    use std::sync::{Arc, Mutex};
+
+    use axum::http::HeaderMap;
+    use axum::routing::{any, post};
+    use axum::{Json, Router};
+
+    let t = TestServer::start().await;
+    // A Telegram Bot API that knows one token.
+    let telegram = serve_fake(Router::new().route(
+        "/{bot}/getMe",
+        any(|axum::extract::Path(bot): axum::extract::Path<String>| async move {
+            if bot == format!("bot{BOT_TOKEN}") {
+                (axum::http::StatusCode::OK, Json(json!({"ok": true, "result": {"id": 42, "is_bot": true, "first_name": "Help", "username": "help_bot"}})))
+            } else {
+                (axum::http::StatusCode::UNAUTHORIZED, Json(json!({"ok": false, "error_code": 401, "description": "Unauthorized"})))
+            }
+        }),
+    ))
+    .await;
+    // A webhook receiver that checks the Standard Webhooks signature.
+    let received: Arc<Mutex<Vec<bool>>> = Arc::default();
+    let seen = received.clone();
+    let hooks = serve_fake(Router::new().route(
+        "/in",
+        post(move |headers: HeaderMap, body: axum::body::Bytes| {
+            let seen = seen.clone();
+            async move {
+                let secret = parley_connectors::webhook::WebhookSecret::parse(
+                    "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+                )
+                .unwrap();
+                let ok = parley_connectors::webhook::verify(
+                    &secret,
+                    &headers,
+                    &body,
+                    chrono::Utc::now().timestamp(),
+                )
+                .is_ok();
+                seen.lock().unwrap().push(ok);
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    ))
+    .await;
+
+    let create = |body: Value| call(&t, Method::POST, "/api/v1/connections", Some(body));
+    let (_, good) = create(json!({"name": "tg", "platform": "telegram", "config": {"bot_token": BOT_TOKEN, "api_base": telegram}})).await;
+    let (_, bad) = create(json!({"name": "tg2", "platform": "telegram", "config": {"bot_token": "1:wrong-token", "api_base": telegram}})).await;
+    let (_, hook) = create(json!({"name": "hook", "platform": "webhook", "config": {"url": format!("{hooks}/in"), "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}})).await;
+
+    let test = |c: &Value| format!("/api/v1/connections/{}/test", c["id"].as_str().unwrap());
+    let (status, ok) = call(&t, Method::POST, &test(&good), None).await;
+    assert_eq!(status, StatusCode::OK, "{ok}");
+    assert_eq!(
+        ok,
+        json!({"ok": true, "platform": "telegram", "detail": {"bot_id": 42, "username": "help_bot"}})
+    );
+    let (_, refused) = call(&t, Method::POST, &test(&bad), None).await;
+    assert_eq!(refused["ok"], false, "{refused}");
+    assert!(
+        refused["error"].as_str().unwrap().contains("Unauthorized"),
+        "{refused}"
+    );
+    assert!(
+        !refused.to_string().contains("wrong-token"),
+        "the token leaked: {refused}"
+    );
+    let (_, delivered) = call(&t, Method::POST, &test(&hook), None).await;
+    assert_eq!(delivered["ok"], true, "{delivered}");
+    assert_eq!(
+        *received.lock().unwrap(),
+        [true],
+        "one signed, verifiable test event"
+    );
+}

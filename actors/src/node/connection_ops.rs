@@ -65,6 +65,14 @@ pub struct ConnectionSummary {
     pub error: usize,
 }
 
+/// The platforms' public APIs, used when a connection sets no `api_base`.
+const TELEGRAM_API: &str = "https://api.telegram.org";
+const DISCORD_API: &str = "https://discord.com/api/v10";
+const SLACK_API: &str = "https://slack.com/api";
+const WHATSAPP_API: &str = "https://graph.facebook.com/v21.0";
+const TEAMS_TOKEN_ENDPOINT: &str =
+    "https://login.microsoftonline.com/botframework.com/oauth2/v2.0/token";
+
 fn check_name(name: &str) -> NodeResult<String> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 200 {
@@ -263,6 +271,84 @@ impl Node {
         r.updated_at = Utc::now();
         self.shared.store.put_connection(&r).await?;
         Ok(r)
+    }
+
+    /// Checks a connection with a real call to its platform (Telegram getMe, Discord
+    /// /users/@me, Slack auth.test, WhatsApp phone-number lookup, Teams token, a signed
+    /// webhook test event). Answers what the platform said; never a secret.
+    pub async fn test_connection(&self, tenant: TenantId, id: ConnectionId) -> NodeResult<Value> {
+        use parley_connectors::{discord, slack, teams, telegram, webhook, whatsapp};
+        let r = self.connection(tenant, id).await?;
+        let cfg = self.open_config(&r)?;
+        let http = self.shared.http.clone();
+        let secret = |k: &str| cfg.secrets.get(k).map(String::as_str).unwrap_or_default();
+        let public = |k: &str| cfg.public.get(k).and_then(Value::as_str);
+        let base = |default: &'static str| public("api_base").unwrap_or(default).to_string();
+        let outcome = match r.platform {
+            Platform::Telegram => {
+                telegram::TelegramClient::new(http, &base(TELEGRAM_API), secret("bot_token"))
+                    .get_me()
+                    .await
+                    .map(|u| json!({"bot_id": u.id, "username": u.username}))
+            }
+            Platform::Discord => discord::DiscordClient::new(
+                http,
+                &base(DISCORD_API),
+                public("application_id").unwrap_or_default(),
+                secret("bot_token"),
+            )
+            .get_me()
+            .await
+            .map(|u| json!({"bot_id": u.id, "username": u.username})),
+            Platform::Slack => slack::SlackClient::new(http, &base(SLACK_API), secret("bot_token"))
+                .auth_test()
+                .await
+                .map(|a| json!({"team_id": a.team_id, "user_id": a.user_id})),
+            Platform::Whatsapp => {
+                let number = cfg
+                    .public
+                    .get("phone_number_ids")
+                    .and_then(|v| v.get(0))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                whatsapp::WhatsAppClient::new(http, base(WHATSAPP_API), secret("access_token"))
+                    .phone_number(number)
+                    .await
+                    .map(|n| json!({"phone_number_id": n.id, "display_phone_number": n.display_phone_number}))
+            }
+            Platform::Teams => teams::TeamsClient::new(
+                http,
+                base(TEAMS_TOKEN_ENDPOINT),
+                public("app_id").unwrap_or_default(),
+                secret("app_password"),
+            )
+            .check_credentials()
+            .await
+            .map(|()| json!({"token": "obtained"})),
+            Platform::Webhook => {
+                let (Some(url), Some(key)) = (public("url"), cfg.secrets.get("secret")) else {
+                    return Err(NodeError::Invalid(
+                        "config.url and config.secret are needed to send a signed test event"
+                            .into(),
+                    ));
+                };
+                let key = webhook::WebhookSecret::parse(key)
+                    .map_err(|e| NodeError::Invalid(format!("config.secret: {e}")))?;
+                let event = webhook::test_event(
+                    &key,
+                    &format!("msg_{}", uuid::Uuid::new_v4().simple()),
+                    Utc::now(),
+                );
+                webhook::WebhookSender::new(http)
+                    .send(url, &event)
+                    .await
+                    .map(|()| json!({"delivered_to": url}))
+            }
+        };
+        Ok(match outcome {
+            Ok(detail) => json!({"ok": true, "platform": r.platform, "detail": detail}),
+            Err(e) => json!({"ok": false, "platform": r.platform, "error": e.to_string()}),
+        })
     }
 
     pub async fn delete_connection(&self, tenant: TenantId, id: ConnectionId) -> NodeResult<()> {
