@@ -16,8 +16,8 @@ use parley_engine::model::{
     AgentId, AttachmentMeta, Feedback, Message, Session, SessionId, TenantId,
 };
 use parley_engine::store::{
-    AgentRecord, AgentStatus, Epoch, SessionWrites, SqliteStore, Store, StoreError, StoreResult,
-    Tenant,
+    AgentChannel, AgentRecord, AgentStatus, Epoch, SessionWrites, SqliteStore, Store, StoreError,
+    StoreResult, Tenant,
 };
 use uuid::Uuid;
 
@@ -103,6 +103,12 @@ impl Store for Switchable {
     }
     async fn delete_connection(&self, id: ConnectionId) -> StoreResult<bool> {
         self.inner.delete_connection(id).await
+    }
+    async fn set_agent_channels(&self, a: AgentId, c: &[AgentChannel]) -> StoreResult<()> {
+        self.inner.set_agent_channels(a, c).await
+    }
+    async fn agent_channels(&self, a: AgentId) -> StoreResult<Vec<AgentChannel>> {
+        self.inner.agent_channels(a).await
     }
     async fn load_session(&self, s: SessionId) -> StoreResult<Option<Session>> {
         self.inner.load_session(s).await

@@ -8,6 +8,7 @@ use axum::Json;
 use parley_actors::node::{ConnectionFilter, ConnectionPatch, NewConnection};
 use parley_engine::connection::ConnectionStatus;
 use parley_engine::inbound::Platform;
+use parley_engine::store::AgentChannel;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -112,4 +113,28 @@ pub async fn test(
         .test_connection(tenant.id, parse_id(&id, "connection")?)
         .await?;
     Ok(Json(result))
+}
+
+/// `PUT /api/v1/agents/{id}/channels` with `[{"connection_id", "inbound"}]`.
+pub async fn set_channels(
+    State(st): State<AppState>,
+    AdminAuth(tenant): AdminAuth,
+    Path(agent): Path<String>,
+    ApiJson(channels): ApiJson<Vec<AgentChannel>>,
+) -> ApiResult<Json<Vec<AgentChannel>>> {
+    let agent = parse_id(&agent, "agent")?;
+    Ok(Json(
+        st.node
+            .set_agent_channels(tenant.id, agent, channels)
+            .await?,
+    ))
+}
+
+pub async fn channels(
+    State(st): State<AppState>,
+    AdminAuth(tenant): AdminAuth,
+    Path(agent): Path<String>,
+) -> ApiResult<Json<Vec<AgentChannel>>> {
+    let agent = parse_id(&agent, "agent")?;
+    Ok(Json(st.node.agent_channels(tenant.id, agent).await?))
 }

@@ -93,6 +93,8 @@ pub fn routes() -> Vec<(RouteDoc, MethodRouter<AppState>)> {
         route!(delete, "/api/v1/agents/{agent_id}", agents::delete, Admin, "agents", "Stop and delete an agent with its sessions"),
         route!(post, "/api/v1/agents/{agent_id}/start", agents::start, Admin, "agents", "Start an agent (status Running, or Error with the reason)"),
         route!(post, "/api/v1/agents/{agent_id}/stop", agents::stop, Admin, "agents", "Stop an agent"),
+        route!(put, "/api/v1/agents/{agent_id}/channels", connections::set_channels, Admin, "agents", "Set the connections the agent talks on: `[{connection_id, inbound}]`; a connection takes one inbound agent at most (409)"),
+        route!(get, "/api/v1/agents/{agent_id}/channels", connections::channels, Admin, "agents", "The connections the agent talks on"),
         route!(post, "/api/v1/agents/{agent_id}/token", agents::rotate_token, Admin, "agents", "Rotate the agent's chat API token; answers the new token once"),
         route!(get, "/api/v1/admin/actors", actors::list, Admin, "admin", "The node's actor tree: an actor (default the node; `parent=`) and a page of its children, filtered by `kind` and `status`"),
         route!(post, "/api/v1/admin/actors/{actor}/stop", actors::stop, Admin, "admin", "Stop one session actor now (`session:<id>`); the next request activates it again"),

@@ -311,3 +311,98 @@ async fn testing_a_connection_calls_the_platform() {
         "one signed, verifiable test event"
     );
 }
+
+/// Agents list the connections they talk on; a connection answers to one inbound agent.
+#[tokio::test]
+async fn agents_take_channels_and_one_agent_takes_a_connections_inbound() {
+    let t = TestServer::start().await;
+    let a = t.agent(&basic_agent("")).await;
+    let b = t.agent(&basic_agent("")).await;
+    let (_, c) = call(
+        &t,
+        Method::POST,
+        "/api/v1/connections",
+        Some(json!({"name": "tg", "platform": "telegram", "config": {"bot_token": BOT_TOKEN}})),
+    )
+    .await;
+    let cid = c["id"].as_str().unwrap().to_string();
+    let put = |agent: &str| format!("/api/v1/agents/{agent}/channels");
+
+    let (status, body) = call(
+        &t,
+        Method::PUT,
+        &put(&a.id),
+        Some(json!([{"connection_id": cid, "inbound": true}])),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body, json!([{"connection_id": cid, "inbound": true}]));
+    let (status, body) = call(
+        &t,
+        Method::PUT,
+        &put(&b.id),
+        Some(json!([{"connection_id": cid, "inbound": true}])),
+    )
+    .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::CONFLICT, "conflict")
+    );
+    let (status, body) = call(
+        &t,
+        Method::PUT,
+        &put(&b.id),
+        Some(json!([{"connection_id": cid, "inbound": false}])),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "outbound sharing is fine: {body}");
+
+    let missing = uuid::Uuid::new_v4();
+    let (status, body) = call(&t, Method::PUT, &put(&b.id), Some(json!([{"connection_id": missing, "inbound": false}, {"connection_id": cid, "inbound": false}, {"connection_id": cid, "inbound": false}]))).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let paths: Vec<&str> = body["error"]["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["[0].connection_id", "[2].connection_id"]);
+    let (_, kept) = call(
+        &t,
+        Method::GET,
+        &format!("/api/v1/agents/{}/channels", b.id),
+        None,
+    )
+    .await;
+    assert_eq!(
+        kept,
+        json!([{"connection_id": cid, "inbound": false}]),
+        "a refused change changes nothing"
+    );
+
+    // Deleting the connection removes it from every agent.
+    let (status, _) = call(
+        &t,
+        Method::DELETE,
+        &format!("/api/v1/connections/{cid}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (_, left) = call(
+        &t,
+        Method::GET,
+        &format!("/api/v1/agents/{}/channels", a.id),
+        None,
+    )
+    .await;
+    assert_eq!(left, json!([]));
+    let (status, _) = call(
+        &t,
+        Method::GET,
+        &format!("/api/v1/agents/{}/channels", uuid::Uuid::new_v4()),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}

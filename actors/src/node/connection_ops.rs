@@ -5,11 +5,13 @@
 use std::collections::BTreeMap;
 
 use chrono::Utc;
+use parley_engine::agent::{ValidationError, ValidationErrors};
 use parley_engine::connection::{
     apply_config, public_view, CheckedConfig, ConnectionId, ConnectionRecord, ConnectionStatus,
 };
 use parley_engine::inbound::Platform;
-use parley_engine::model::TenantId;
+use parley_engine::model::{AgentId, TenantId};
+use parley_engine::store::{AgentChannel, StoreError};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
@@ -349,6 +351,56 @@ impl Node {
             Ok(detail) => json!({"ok": true, "platform": r.platform, "detail": detail}),
             Err(e) => json!({"ok": false, "platform": r.platform, "error": e.to_string()}),
         })
+    }
+
+    /// Replaces the connections an agent talks on. Every connection must be the tenant's;
+    /// a connection answers to one inbound agent at most (Conflict otherwise).
+    pub async fn set_agent_channels(
+        &self,
+        tenant: TenantId,
+        agent: AgentId,
+        channels: Vec<AgentChannel>,
+    ) -> NodeResult<Vec<AgentChannel>> {
+        self.agent(tenant, agent).await?;
+        let mut errors = Vec::new();
+        for (i, c) in channels.iter().enumerate() {
+            let path = format!("[{i}].connection_id");
+            if channels[..i]
+                .iter()
+                .any(|p| p.connection_id == c.connection_id)
+            {
+                errors.push(ValidationError {
+                    path,
+                    message: "listed twice".into(),
+                });
+            } else if !matches!(self.shared.store.get_connection(c.connection_id).await?, Some(r) if r.tenant_id == tenant)
+            {
+                errors.push(ValidationError {
+                    path,
+                    message: "no such connection".into(),
+                });
+            }
+        }
+        if !errors.is_empty() {
+            return Err(NodeError::InvalidFields(ValidationErrors(errors)));
+        }
+        match self.shared.store.set_agent_channels(agent, &channels).await {
+            Err(StoreError::Conflict(_)) => return Err(NodeError::Conflict(
+                "a connection listed as inbound already takes inbound traffic for another agent"
+                    .into(),
+            )),
+            other => other?,
+        }
+        self.agent_channels(tenant, agent).await
+    }
+
+    pub async fn agent_channels(
+        &self,
+        tenant: TenantId,
+        agent: AgentId,
+    ) -> NodeResult<Vec<AgentChannel>> {
+        self.agent(tenant, agent).await?;
+        Ok(self.shared.store.agent_channels(agent).await?)
     }
 
     pub async fn delete_connection(&self, tenant: TenantId, id: ConnectionId) -> NodeResult<()> {

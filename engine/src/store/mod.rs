@@ -210,4 +210,20 @@ pub trait Store: Send + Sync + 'static {
     /// The tenant's connections, oldest first.
     async fn list_connections(&self, tenant: TenantId) -> StoreResult<Vec<ConnectionRecord>>;
     async fn delete_connection(&self, id: ConnectionId) -> StoreResult<bool>;
+    /// Replaces the agent's channels. Conflict when a connection would get a second
+    /// inbound agent.
+    async fn set_agent_channels(
+        &self,
+        agent: AgentId,
+        channels: &[AgentChannel],
+    ) -> StoreResult<()>;
+    async fn agent_channels(&self, agent: AgentId) -> StoreResult<Vec<AgentChannel>>;
+}
+
+/// A connection an agent talks on; `inbound`: the agent answers the connection's
+/// customers (at most one agent per connection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentChannel {
+    pub connection_id: ConnectionId,
+    pub inbound: bool,
 }

@@ -30,7 +30,8 @@ use sqlx::{Postgres, Row};
 use uuid::Uuid;
 
 use super::{
-    AgentRecord, AgentStatus, Epoch, SessionWrites, StoreError, StoreResult, Tenant, Write,
+    AgentChannel, AgentRecord, AgentStatus, Epoch, SessionWrites, StoreError, StoreResult, Tenant,
+    Write,
 };
 use crate::model::{
     AgentId, AttachmentMeta, Feedback, Message, Role, Session, SessionId, TenantId,
@@ -48,6 +49,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "connections",
         include_str!("../../migrations/postgres/0002_connections.sql"),
+    ),
+    (
+        3,
+        "agent_channels",
+        include_str!("../../migrations/postgres/0003_agent_channels.sql"),
     ),
 ];
 
@@ -671,6 +677,7 @@ impl super::Store for PgStore {
             "DELETE FROM attachments WHERE session_id IN (SELECT id FROM sessions WHERE agent_id = $1)",
             "DELETE FROM sessions WHERE agent_id = $1",
             "DELETE FROM agent_versions WHERE agent_id = $1",
+            "DELETE FROM agent_channels WHERE agent_id = $1::text",
         ] {
             sqlx::query(sql)
                 .bind(id)
@@ -987,12 +994,63 @@ impl super::Store for PgStore {
     }
 
     async fn delete_connection(&self, id: ConnectionId) -> StoreResult<bool> {
-        let done = sqlx::query("DELETE FROM connections WHERE id = $1")
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        sqlx::query("DELETE FROM agent_channels WHERE connection_id = $1")
             .bind(id.to_string())
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(map_err)?;
+        let done = sqlx::query("DELETE FROM connections WHERE id = $1")
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
         Ok(done.rows_affected() > 0)
+    }
+
+    async fn set_agent_channels(
+        &self,
+        agent: AgentId,
+        channels: &[AgentChannel],
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        sqlx::query("DELETE FROM agent_channels WHERE agent_id = $1")
+            .bind(agent.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        for c in channels {
+            sqlx::query(
+                "INSERT INTO agent_channels (agent_id, connection_id, inbound) VALUES ($1, $2, $3)",
+            )
+            .bind(agent.to_string())
+            .bind(c.connection_id.to_string())
+            .bind(i32::from(c.inbound))
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn agent_channels(&self, agent: AgentId) -> StoreResult<Vec<AgentChannel>> {
+        let rows: Vec<(String, i32)> = sqlx::query_as(
+            "SELECT connection_id, inbound FROM agent_channels WHERE agent_id = $1 ORDER BY connection_id",
+        )
+        .bind(agent.to_string())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        rows.into_iter()
+            .map(|(c, inbound)| {
+                Ok(AgentChannel {
+                    connection_id: uuid::Uuid::parse_str(&c)
+                        .map_err(|e| StoreError::Corrupt(format!("connection id: {e}")))?,
+                    inbound: inbound != 0,
+                })
+            })
+            .collect()
     }
 }
 
@@ -1045,6 +1103,7 @@ mod tests {
         suite_fencing,
         suite_concurrent_fencing,
         suite_connections,
+        suite_agent_channels,
     );
 
     #[tokio::test]

@@ -30,7 +30,8 @@ use uuid::Uuid;
 use crate::connection::{ConnectionId, ConnectionRecord};
 
 use super::{
-    AgentRecord, AgentStatus, Epoch, SessionWrites, StoreError, StoreResult, Tenant, Write,
+    AgentChannel, AgentRecord, AgentStatus, Epoch, SessionWrites, StoreError, StoreResult, Tenant,
+    Write,
 };
 use crate::model::{
     AgentId, AttachmentMeta, Feedback, Message, Role, Session, SessionId, TenantId,
@@ -53,6 +54,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         3,
         "connections",
         include_str!("../../migrations/sqlite/0003_connections.sql"),
+    ),
+    (
+        4,
+        "agent_channels",
+        include_str!("../../migrations/sqlite/0004_agent_channels.sql"),
     ),
 ];
 
@@ -705,6 +711,7 @@ impl super::Store for SqliteStore {
             "DELETE FROM attachments WHERE session_id IN (SELECT id FROM sessions WHERE agent_id = ?)",
             "DELETE FROM sessions WHERE agent_id = ?",
             "DELETE FROM agent_versions WHERE agent_id = ?",
+            "DELETE FROM agent_channels WHERE agent_id = ?",
         ] {
             sqlx::query(sql)
                 .bind(&id)
@@ -1028,12 +1035,62 @@ impl super::Store for SqliteStore {
     }
 
     async fn delete_connection(&self, id: ConnectionId) -> StoreResult<bool> {
-        let done = sqlx::query("DELETE FROM connections WHERE id = ?")
+        let mut tx = self.writer.begin().await.map_err(map_err)?;
+        sqlx::query("DELETE FROM agent_channels WHERE connection_id = ?")
             .bind(id.to_string())
-            .execute(&self.writer)
+            .execute(&mut *tx)
             .await
             .map_err(map_err)?;
+        let done = sqlx::query("DELETE FROM connections WHERE id = ?")
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
         Ok(done.rows_affected() > 0)
+    }
+
+    async fn set_agent_channels(
+        &self,
+        agent: AgentId,
+        channels: &[AgentChannel],
+    ) -> StoreResult<()> {
+        let mut tx = self.writer.begin().await.map_err(map_err)?;
+        sqlx::query("DELETE FROM agent_channels WHERE agent_id = ?")
+            .bind(agent.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        for c in channels {
+            sqlx::query(
+                "INSERT INTO agent_channels (agent_id, connection_id, inbound) VALUES (?, ?, ?)",
+            )
+            .bind(agent.to_string())
+            .bind(c.connection_id.to_string())
+            .bind(i64::from(c.inbound))
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn agent_channels(&self, agent: AgentId) -> StoreResult<Vec<AgentChannel>> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT connection_id, inbound FROM agent_channels WHERE agent_id = ? ORDER BY connection_id",
+        )
+        .bind(agent.to_string())
+        .fetch_all(&self.reader)
+        .await
+        .map_err(map_err)?;
+        rows.into_iter()
+            .map(|(c, inbound)| {
+                Ok(AgentChannel {
+                    connection_id: parse_uuid(&c)?,
+                    inbound: inbound != 0,
+                })
+            })
+            .collect()
     }
 }
 
@@ -1088,6 +1145,7 @@ mod tests {
         suite_fencing,
         suite_concurrent_fencing,
         suite_connections,
+        suite_agent_channels,
     );
 
     #[test]

@@ -1013,3 +1013,57 @@ pub(crate) async fn suite_connections(store: &dyn Store) {
     assert!(!store.delete_connection(first.id).await.unwrap());
     assert_eq!(store.list_connections(a.id).await.unwrap(), vec![second]);
 }
+
+/// An agent's channels are replaced whole; a connection takes one inbound agent at most
+/// (Conflict, and nothing changes); an agent may share a connection outbound-only.
+pub(crate) async fn suite_agent_channels(store: &dyn Store) {
+    use super::AgentChannel;
+    let t = tenant("acme", "k");
+    store.create_tenant(&t).await.unwrap();
+    let (a, b) = (agent(t.id, "a"), agent(t.id, "b"));
+    store.create_agent(&a, "def").await.unwrap();
+    store.create_agent(&b, "def").await.unwrap();
+    let (c1, c2) = (Uuid::new_v4(), Uuid::new_v4());
+    let ch = |connection_id, inbound| AgentChannel {
+        connection_id,
+        inbound,
+    };
+    assert_eq!(store.agent_channels(a.id).await.unwrap(), vec![]);
+    store
+        .set_agent_channels(a.id, &[ch(c1, true), ch(c2, false)])
+        .await
+        .unwrap();
+    let mut got = store.agent_channels(a.id).await.unwrap();
+    got.sort_by_key(|c| c.connection_id);
+    let mut want = vec![ch(c1, true), ch(c2, false)];
+    want.sort_by_key(|c| c.connection_id);
+    assert_eq!(got, want);
+    // b may use c1 outbound, not take its inbound traffic.
+    store
+        .set_agent_channels(b.id, &[ch(c1, false)])
+        .await
+        .unwrap();
+    assert!(is_conflict(
+        store.set_agent_channels(b.id, &[ch(c1, true)]).await
+    ));
+    assert_eq!(
+        store.agent_channels(b.id).await.unwrap(),
+        vec![ch(c1, false)],
+        "a refused change changes nothing"
+    );
+    // Once a lets go, b can take it.
+    store
+        .set_agent_channels(a.id, &[ch(c2, false)])
+        .await
+        .unwrap();
+    store
+        .set_agent_channels(b.id, &[ch(c1, true)])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.agent_channels(a.id).await.unwrap(),
+        vec![ch(c2, false)]
+    );
+    store.set_agent_channels(b.id, &[]).await.unwrap();
+    assert_eq!(store.agent_channels(b.id).await.unwrap(), vec![]);
+}
