@@ -2,6 +2,7 @@
 //! (several nodes). Session writes arrive in batches from the persistence actor and are committed
 //! in one transaction per batch (group commit).
 
+mod encoding;
 pub mod pg_testing;
 mod postgres;
 mod sqlite;

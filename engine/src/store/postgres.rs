@@ -6,7 +6,6 @@
 //! turns them back into rows, so the statement text (and the prepared statement cached for
 //! it) is the same for every batch size.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
@@ -14,13 +13,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-
-use crate::connection::{ConnectionId, ConnectionRecord};
-use futures::future::BoxFuture;
-use serde::de::DeserializeOwned;
 use sqlx::encode::IsNull;
 use sqlx::error::{BoxDynError, ErrorKind};
-use sqlx::migrate::{MigrateError, Migration, MigrationSource, MigrationType, Migrator};
+use sqlx::migrate::Migrator;
 use sqlx::postgres::types::Oid;
 use sqlx::postgres::{
     PgArgumentBuffer, PgArguments, PgConnectOptions, PgHasArrayType, PgPool, PgPoolOptions, PgRow,
@@ -29,6 +24,12 @@ use sqlx::postgres::{
 use sqlx::{Postgres, Row};
 use uuid::Uuid;
 
+use crate::connection::{ConnectionId, ConnectionRecord};
+
+use super::encoding::{
+    deadline_millis, feedback_str, map_migrate_err, parse_feedback, parse_json, parse_uuid,
+    rfc3339, to_json, Embedded,
+};
 use super::{
     AgentChannel, AgentRecord, AgentStatus, Epoch, SessionWrites, StoreError, StoreResult, Tenant,
     Write,
@@ -146,38 +147,6 @@ impl sqlx::Decode<'_, Postgres> for PgUuid {
     }
 }
 
-/// The migrations compiled into the binary (the `migrate!` macro needs sqlx's `macros`
-/// feature, which this workspace does not enable).
-#[derive(Debug)]
-struct Embedded;
-
-impl MigrationSource<'static> for Embedded {
-    fn resolve(self) -> BoxFuture<'static, Result<Vec<Migration>, BoxDynError>> {
-        Box::pin(async {
-            Ok(MIGRATIONS
-                .iter()
-                .map(|&(version, description, sql)| {
-                    Migration::new(
-                        version,
-                        Cow::Borrowed(description),
-                        MigrationType::Simple,
-                        Cow::Borrowed(sql),
-                        false,
-                    )
-                })
-                .collect())
-        })
-    }
-}
-
-fn map_migrate_err(e: MigrateError) -> StoreError {
-    match e {
-        MigrateError::Execute(e) => map_err(e),
-        // Applied migrations that differ from ours: the database belongs to another build.
-        other => StoreError::Corrupt(format!("schema migration: {other}")),
-    }
-}
-
 /// Sorts sqlx errors into the store's three kinds.
 fn map_err(e: sqlx::Error) -> StoreError {
     match e {
@@ -222,42 +191,6 @@ fn ts(t: DateTime<Utc>) -> StoreResult<i64> {
 
 fn from_ts(nanos: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_nanos(nanos)
-}
-
-/// A deadline in whole milliseconds, rounded up so `due_sessions` never reports a session
-/// before its timer is actually due.
-fn deadline_millis(t: DateTime<Utc>) -> i64 {
-    let ms = t.timestamp_millis();
-    if t.timestamp_subsec_nanos() % 1_000_000 == 0 {
-        ms
-    } else {
-        ms + 1
-    }
-}
-
-fn parse_json<T: DeserializeOwned>(s: &str, what: &str) -> StoreResult<T> {
-    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("bad {what} JSON: {e}")))
-}
-
-fn to_json<T: serde::Serialize + ?Sized>(v: &T, what: &str) -> StoreResult<String> {
-    serde_json::to_string(v).map_err(|e| StoreError::Corrupt(format!("{what} to JSON: {e}")))
-}
-
-fn feedback_str(f: Feedback) -> &'static str {
-    match f {
-        Feedback::Good => "GOOD",
-        Feedback::Bad => "BAD",
-        Feedback::None => "NONE",
-    }
-}
-
-fn parse_feedback(s: &str) -> StoreResult<Feedback> {
-    match s {
-        "GOOD" => Ok(Feedback::Good),
-        "BAD" => Ok(Feedback::Bad),
-        "NONE" => Ok(Feedback::None),
-        _ => Err(StoreError::Corrupt(format!("bad feedback {s:?}"))),
-    }
 }
 
 fn col<'r, T>(row: &'r PgRow, name: &str) -> StoreResult<T>
@@ -493,8 +426,13 @@ impl super::Store for PgStore {
     async fn migrate(&self) -> StoreResult<()> {
         // sqlx's migrator holds an advisory lock while it runs, so nodes booting together
         // apply each migration once.
-        let migrator = Migrator::new(Embedded).await.map_err(map_migrate_err)?;
-        migrator.run(&self.pool).await.map_err(map_migrate_err)
+        let migrator = Migrator::new(Embedded(MIGRATIONS))
+            .await
+            .map_err(|e| map_migrate_err(e, map_err))?;
+        migrator
+            .run(&self.pool)
+            .await
+            .map_err(|e| map_migrate_err(e, map_err))
     }
 
     async fn create_tenant(&self, tenant: &Tenant) -> StoreResult<()> {
@@ -962,10 +900,7 @@ impl super::Store for PgStore {
         )
         .bind(c.id.to_string())
         .bind(c.tenant_id.to_string())
-        .bind(
-            c.created_at
-                .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
-        )
+        .bind(rfc3339(c.created_at))
         .bind(to_json(c, "connection")?)
         .execute(&self.pool)
         .await
@@ -1045,8 +980,7 @@ impl super::Store for PgStore {
         rows.into_iter()
             .map(|(c, inbound)| {
                 Ok(AgentChannel {
-                    connection_id: uuid::Uuid::parse_str(&c)
-                        .map_err(|e| StoreError::Corrupt(format!("connection id: {e}")))?,
+                    connection_id: parse_uuid(&c)?,
                     inbound: inbound != 0,
                 })
             })

@@ -6,7 +6,6 @@
 //! multi-row statements whose row counts are powers of two, so a handful of prepared
 //! statements serve every batch size from the statement cache.
 
-use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::str::FromStr;
@@ -15,11 +14,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use chrono::{DateTime, SecondsFormat, Utc};
-use futures::future::BoxFuture;
-use serde::de::DeserializeOwned;
-use sqlx::error::{BoxDynError, ErrorKind};
-use sqlx::migrate::{MigrateError, Migration, MigrationSource, MigrationType, Migrator};
+use chrono::{DateTime, Utc};
+use sqlx::error::ErrorKind;
+use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
@@ -27,12 +24,15 @@ use sqlx::sqlite::{
 use sqlx::Row;
 use uuid::Uuid;
 
-use crate::connection::{ConnectionId, ConnectionRecord};
-
+use super::encoding::{
+    deadline_millis, feedback_str, map_migrate_err, parse_feedback, parse_json, parse_uuid,
+    rfc3339, to_json, Embedded,
+};
 use super::{
     AgentChannel, AgentRecord, AgentStatus, Epoch, SessionWrites, StoreError, StoreResult, Tenant,
     Write,
 };
+use crate::connection::{ConnectionId, ConnectionRecord};
 use crate::model::{
     AgentId, AttachmentMeta, Feedback, Message, Role, Session, SessionId, TenantId,
 };
@@ -177,38 +177,6 @@ async fn single_connection(options: SqliteConnectOptions) -> StoreResult<SqliteP
         .map_err(map_err)
 }
 
-/// The migrations compiled into the binary (the `migrate!` macro needs sqlx's `macros`
-/// feature, which this workspace does not enable).
-#[derive(Debug)]
-struct Embedded;
-
-impl MigrationSource<'static> for Embedded {
-    fn resolve(self) -> BoxFuture<'static, Result<Vec<Migration>, BoxDynError>> {
-        Box::pin(async {
-            Ok(MIGRATIONS
-                .iter()
-                .map(|&(version, description, sql)| {
-                    Migration::new(
-                        version,
-                        Cow::Borrowed(description),
-                        MigrationType::Simple,
-                        Cow::Borrowed(sql),
-                        false,
-                    )
-                })
-                .collect())
-        })
-    }
-}
-
-fn map_migrate_err(e: MigrateError) -> StoreError {
-    match e {
-        MigrateError::Execute(e) => map_err(e),
-        // Applied migrations that differ from ours: the file belongs to another build.
-        other => StoreError::Corrupt(format!("schema migration: {other}")),
-    }
-}
-
 /// Sorts sqlx errors into the store's three kinds.
 fn map_err(e: sqlx::Error) -> StoreError {
     match e {
@@ -246,53 +214,13 @@ fn map_err(e: sqlx::Error) -> StoreError {
 }
 
 fn ts(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Nanos, true)
+    rfc3339(t)
 }
 
 fn parse_ts(s: &str) -> StoreResult<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|e| StoreError::Corrupt(format!("bad timestamp {s:?}: {e}")))
-}
-
-/// A deadline in whole milliseconds, rounded up so `due_sessions` never reports a session
-/// before its timer is actually due.
-fn deadline_millis(t: DateTime<Utc>) -> i64 {
-    let ms = t.timestamp_millis();
-    if t.timestamp_subsec_nanos() % 1_000_000 == 0 {
-        ms
-    } else {
-        ms + 1
-    }
-}
-
-fn parse_uuid(s: &str) -> StoreResult<Uuid> {
-    Uuid::parse_str(s).map_err(|e| StoreError::Corrupt(format!("bad id {s:?}: {e}")))
-}
-
-fn parse_json<T: DeserializeOwned>(s: &str, what: &str) -> StoreResult<T> {
-    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("bad {what} JSON: {e}")))
-}
-
-fn to_json<T: serde::Serialize + ?Sized>(v: &T, what: &str) -> StoreResult<String> {
-    serde_json::to_string(v).map_err(|e| StoreError::Corrupt(format!("{what} to JSON: {e}")))
-}
-
-fn feedback_str(f: Feedback) -> &'static str {
-    match f {
-        Feedback::Good => "GOOD",
-        Feedback::Bad => "BAD",
-        Feedback::None => "NONE",
-    }
-}
-
-fn parse_feedback(s: &str) -> StoreResult<Feedback> {
-    match s {
-        "GOOD" => Ok(Feedback::Good),
-        "BAD" => Ok(Feedback::Bad),
-        "NONE" => Ok(Feedback::None),
-        _ => Err(StoreError::Corrupt(format!("bad feedback {s:?}"))),
-    }
 }
 
 fn col<'r, T>(row: &'r SqliteRow, name: &str) -> StoreResult<T>
@@ -533,8 +461,13 @@ fn session_from_row(row: &SqliteRow) -> StoreResult<Session> {
 #[async_trait]
 impl super::Store for SqliteStore {
     async fn migrate(&self) -> StoreResult<()> {
-        let migrator = Migrator::new(Embedded).await.map_err(map_migrate_err)?;
-        migrator.run(&self.writer).await.map_err(map_migrate_err)
+        let migrator = Migrator::new(Embedded(MIGRATIONS))
+            .await
+            .map_err(|e| map_migrate_err(e, map_err))?;
+        migrator
+            .run(&self.writer)
+            .await
+            .map_err(|e| map_migrate_err(e, map_err))
     }
 
     async fn create_tenant(&self, tenant: &Tenant) -> StoreResult<()> {
