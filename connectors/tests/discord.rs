@@ -1,7 +1,7 @@
 //! Discord: interaction signatures and parsing, message splitting, and the client against
 //! a fake Discord API on loopback that behaves as Discord does.
 
-mod support_tsd;
+mod support;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -16,7 +16,7 @@ use parley_connectors::discord::{
 use parley_connectors::{ConnectorError, Delivery, Sent};
 use parley_engine::inbound::{InboundMessage, Platform};
 use serde_json::{json, Value};
-use support_tsd::{dead_base, multibyte_text, Fake, Recorded, Reply};
+use support::{dead_base, multibyte_text, Fake, Recorded, Reply};
 
 // RFC 8032 §7.1, tests 1 and 2.
 const SECRET_1: &str = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";

@@ -1,7 +1,7 @@
 //! Slack: request signatures and Events API parsing, and the client against a fake Web
 //! API on loopback that behaves as Slack does.
 
-mod support_tsd;
+mod support;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -13,7 +13,7 @@ use parley_connectors::slack::{parse, verify, AuthTest, SlackClient, MAX_CLOCK_S
 use parley_connectors::{ConnectorError, Delivery, Sent};
 use parley_engine::inbound::{InboundMessage, Platform};
 use serde_json::{json, Value};
-use support_tsd::{dead_base, Fake, Recorded, Reply};
+use support::{dead_base, Fake, Recorded, Reply};
 
 // Slack's documented example.
 const SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";

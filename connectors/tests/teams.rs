@@ -1,7 +1,7 @@
 //! Microsoft Teams: Bot Framework JWTs against a fake OpenID metadata + JWKS server, activity
 //! parsing, and replies through a fake Bot Connector with a fake token endpoint.
 
-mod support_wtw;
+mod support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,7 +14,7 @@ use parley_connectors::teams::{self, Claims, TeamsClient, TeamsVerifier};
 use parley_connectors::{ConnectorError, Delivery, Sent};
 use parley_engine::inbound::{InboundMessage, Platform};
 use serde_json::{json, Value};
-use support_wtw::{closed_url, FakeServer, Recorded, Reply};
+use support::{dead_base, Fake, Recorded, Reply};
 
 /// A fixed 2048-bit RSA test key (`openssl genrsa 2048`), used for nothing else.
 const TEST_KEY_PEM: &str = "-----BEGIN PRIVATE KEY-----\n\
@@ -88,7 +88,7 @@ fn with(claims: Value, field: &str, value: Value) -> Value {
 /// The Bot Framework's key publishing: `/openid` names `/keys`, which publishes the test
 /// key under each key id in `kids` (changed by tests to rotate keys).
 struct KeyServer {
-    server: FakeServer,
+    server: Fake,
     kids: Arc<Mutex<Vec<&'static str>>>,
 }
 
@@ -96,7 +96,7 @@ impl KeyServer {
     async fn start(kids: &[&'static str]) -> Self {
         let kids = Arc::new(Mutex::new(kids.to_vec()));
         let published = kids.clone();
-        let server = FakeServer::start(move |request: &Recorded| match request.path.as_str() {
+        let server = Fake::start(move |request: &Recorded| match request.path.as_str() {
             "/openid" => Reply::json(
                 200,
                 json!({
@@ -138,7 +138,7 @@ impl KeyServer {
     fn verifier(&self) -> TeamsVerifier {
         TeamsVerifier::new(
             reqwest::Client::new(),
-            format!("{}/openid", self.server.url),
+            format!("{}/openid", self.server.base),
             APP_ID,
         )
     }
@@ -366,7 +366,7 @@ async fn unreachable_key_endpoints_are_transport_errors() {
     let keys = KeyServer::start(&["k1"]).await;
     let broken = TeamsVerifier::new(
         reqwest::Client::new(),
-        format!("{}/missing", keys.server.url),
+        format!("{}/missing", keys.server.base),
         APP_ID,
     );
     let header = format!("Bearer {}", token("k1", &claims()));
@@ -375,10 +375,10 @@ async fn unreachable_key_endpoints_are_transport_errors() {
         error,
         ConnectorError::Transport(format!(
             "teams key endpoint {}/missing answered 500 Internal Server Error",
-            keys.server.url
+            keys.server.base
         ))
     );
-    let down = TeamsVerifier::new(reqwest::Client::new(), closed_url().await, APP_ID);
+    let down = TeamsVerifier::new(reqwest::Client::new(), dead_base().await, APP_ID);
     let error = down.verify(&header, SERVICE_URL).await.unwrap_err();
     assert!(matches!(error, ConnectorError::Transport(_)), "{error:?}");
 }
@@ -467,10 +467,10 @@ fn other_activities_are_ignored_and_broken_ones_rejected() {
 /// the client id `throttled` rate limited. The connector answers by conversation id:
 /// `throttled`, `throttled-unnamed`, `missing`, `revoked`; else it accepts the
 /// activity as `reply-1`, `reply-2`, ….
-async fn bot_framework() -> FakeServer {
+async fn bot_framework() -> Fake {
     let tokens = Arc::new(AtomicUsize::new(0));
     let replies = Arc::new(AtomicUsize::new(0));
-    FakeServer::start(move |request: &Recorded| {
+    Fake::start(move |request: &Recorded| {
         if request.path == "/token" {
             let form = String::from_utf8(request.body.to_vec()).unwrap();
             if form.contains("client_secret=wrong") {
@@ -514,10 +514,10 @@ async fn bot_framework() -> FakeServer {
     .await
 }
 
-fn client(fake: &FakeServer, app_id: &str, password: &str) -> TeamsClient {
+fn client(fake: &Fake, app_id: &str, password: &str) -> TeamsClient {
     TeamsClient::new(
         reqwest::Client::new(),
-        format!("{}/token", fake.url),
+        format!("{}/token", fake.base),
         app_id,
         password,
     )
@@ -530,7 +530,7 @@ async fn reply_posts_to_the_bot_connector_with_a_cached_app_token() {
     let fake = bot_framework().await;
     let client = client(&fake, APP_ID, APP_PASSWORD);
     // serviceUrls end with a slash; it must not double.
-    let service_url = format!("{}/amer/", fake.url);
+    let service_url = format!("{}/amer/", fake.base);
     let first = client
         .reply(
             &service_url,
@@ -588,7 +588,7 @@ async fn reply_posts_to_the_bot_connector_with_a_cached_app_token() {
 async fn update_puts_the_new_text_on_the_activity() {
     let fake = bot_framework().await;
     let client = client(&fake, APP_ID, APP_PASSWORD);
-    let service_url = format!("{}/amer", fake.url);
+    let service_url = format!("{}/amer", fake.base);
     let updated = client
         .update(&service_url, "a:1Xy", "1:reply-7", "edited")
         .await;
@@ -607,7 +607,7 @@ async fn tokens_are_renewed_before_they_expire() {
     let fake = bot_framework().await;
     // A 4 s token is renewed at half its life: 2 s.
     let client = client(&fake, "short:4", APP_PASSWORD);
-    let service_url = format!("{}/amer/", fake.url);
+    let service_url = format!("{}/amer/", fake.base);
     client.reply(&service_url, "c1", "a1", "one").await.unwrap();
     client.reply(&service_url, "c1", "a1", "two").await.unwrap();
     tokio::time::sleep(Duration::from_millis(2100)).await;
@@ -628,7 +628,7 @@ async fn tokens_are_renewed_before_they_expire() {
 async fn connector_errors_map_to_rate_limits_and_refusals() {
     let fake = bot_framework().await;
     let client = client(&fake, APP_ID, APP_PASSWORD);
-    let service_url = format!("{}/amer/", fake.url);
+    let service_url = format!("{}/amer/", fake.base);
     let reply = |conversation: &'static str| {
         let (client, service_url) = (&client, service_url.clone());
         async move {
@@ -680,7 +680,7 @@ async fn connector_errors_map_to_rate_limits_and_refusals() {
 #[tokio::test]
 async fn token_endpoint_errors_never_show_the_password() {
     let fake = bot_framework().await;
-    let service_url = format!("{}/amer/", fake.url);
+    let service_url = format!("{}/amer/", fake.base);
     let error = client(&fake, APP_ID, "wrong")
         .reply(&service_url, "c1", "a1", "hi")
         .await
@@ -707,7 +707,7 @@ async fn token_endpoint_errors_never_show_the_password() {
         .is_empty());
 
     // An endpoint that answers 401 without an OAuth body is still invalid_client.
-    let bare = FakeServer::start(|_: &Recorded| Reply {
+    let bare = Fake::start(|_: &Recorded| Reply {
         status: 401,
         headers: vec![],
         body: String::new(),
@@ -730,7 +730,7 @@ async fn token_endpoint_errors_never_show_the_password() {
 
     let down = TeamsClient::new(
         reqwest::Client::new(),
-        closed_url().await,
+        dead_base().await,
         APP_ID,
         APP_PASSWORD,
     );

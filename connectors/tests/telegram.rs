@@ -1,7 +1,7 @@
 //! Telegram: webhook verification and parsing, and the client against a fake Bot API on
 //! loopback that behaves as the Bot API does.
 
-mod support_tsd;
+mod support;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -16,7 +16,7 @@ use parley_connectors::{ConnectorError, Delivery, Sent};
 use parley_engine::inbound::{InboundMessage, Platform};
 use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
-use support_tsd::{dead_base, multibyte_text, Fake, Recorded, Reply};
+use support::{dead_base, multibyte_text, Fake, Recorded, Reply};
 
 const TOKEN: &str = "123456789:AAH-s3cret_TOKEN-value";
 

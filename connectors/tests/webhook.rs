@@ -1,7 +1,7 @@
 //! Standard Webhooks: the published signature vector, verification, incoming messages, and
 //! delivery to a receiver on loopback that checks signatures with our own `verify`.
 
-mod support_wtw;
+mod support;
 
 use std::time::Duration;
 
@@ -11,7 +11,7 @@ use parley_connectors::webhook::{self, WebhookSecret, WebhookSender};
 use parley_connectors::{ConnectorError, Delivery};
 use parley_engine::inbound::{InboundMessage, Platform};
 use serde_json::json;
-use support_wtw::{closed_url, FakeServer, Recorded, Reply};
+use support::{dead_base, Fake, Recorded, Reply};
 
 const VECTOR_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const VECTOR_ID: &str = "msg_p5jXN8AQM9LWM0D4loKWxJek";
@@ -245,8 +245,8 @@ fn test_events_are_signed_connection_test_events() {
 /// A customer's endpoint: it checks every delivery with our own `verify` (401 when it
 /// fails) and answers by path: `/ok` 200, `/gone` 410, `/busy` 429 with Retry-After 30,
 /// `/busy-unnamed` 429 without, `/broken` 500.
-async fn receiver() -> FakeServer {
-    FakeServer::start(|request: &Recorded| {
+async fn receiver() -> Fake {
+    Fake::start(|request: &Recorded| {
         let now = Utc::now().timestamp();
         if webhook::verify(&secret(), &request.headers, &request.body, now).is_err() {
             return Reply::json(401, json!({"error": "bad signature"}));
@@ -267,7 +267,7 @@ async fn deliver_posts_a_signed_event_the_receiver_accepts() {
     let receiver = receiver().await;
     let sender = WebhookSender::new(reqwest::Client::new());
     let payload = json!({"session_id": "s-1", "text": "Your card is on its way ✈"});
-    let url = format!("{}/ok", receiver.url);
+    let url = format!("{}/ok", receiver.base);
     let before = Utc::now().timestamp();
     let delivered = sender
         .deliver(
@@ -327,7 +327,7 @@ async fn receiver_answers_map_to_outcomes() {
     let receiver = receiver().await;
     let sender = WebhookSender::new(reqwest::Client::new());
     let deliver = |path: &str, secret: WebhookSecret| {
-        let (sender, url) = (sender.clone(), format!("{}{path}", receiver.url));
+        let (sender, url) = (sender.clone(), format!("{}{path}", receiver.base));
         async move {
             sender
                 .deliver(&url, &secret, "msg_x", "message.created", json!({}))
@@ -379,7 +379,7 @@ async fn send_delivers_a_prepared_test_event() {
     let receiver = receiver().await;
     let sender = WebhookSender::new(reqwest::Client::new());
     let event = webhook::test_event(&secret(), "msg_test_2", Utc::now());
-    let sent = sender.send(&format!("{}/ok", receiver.url), &event).await;
+    let sent = sender.send(&format!("{}/ok", receiver.base), &event).await;
     assert_eq!(sent, Ok(()));
     let requests = receiver.requests();
     assert_eq!(requests.len(), 1);
@@ -393,10 +393,7 @@ async fn send_delivers_a_prepared_test_event() {
 #[tokio::test]
 async fn an_unreachable_endpoint_is_a_transport_error_without_url_or_secret() {
     let sender = WebhookSender::new(reqwest::Client::new());
-    let url = format!(
-        "{}/hook?access_token=customer-token-123",
-        closed_url().await
-    );
+    let url = format!("{}/hook?access_token=customer-token-123", dead_base().await);
     let error = sender
         .deliver(&url, &secret(), "msg_y", "message.created", json!({}))
         .await

@@ -1,7 +1,7 @@
 //! WhatsApp Cloud API: handshake, signature, notification parsing, and the Graph client
 //! against a fake Graph API on loopback.
 
-mod support_wtw;
+mod support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use parley_connectors::whatsapp::{self, PhoneNumber, WhatsAppClient};
 use parley_connectors::{ConnectorError, Delivery, Sent};
 use parley_engine::inbound::{InboundMessage, Platform};
 use serde_json::{json, Value};
-use support_wtw::{closed_url, multibyte_text, FakeServer, Recorded, Reply};
+use support::{dead_base, multibyte_text, Fake, Recorded, Reply};
 
 const TOKEN: &str = "EAAG-secret-access-token";
 const PHONE_NUMBER_ID: &str = "106540352242922";
@@ -251,9 +251,9 @@ fn malformed_notifications_are_rejected() {
 
 /// A fake Graph API: checks the bearer token, answers sends with `{messages:[{id}]}`
 /// numbered from 1, and answers recipients named after errors with those errors.
-async fn fake_graph() -> FakeServer {
+async fn fake_graph() -> Fake {
     let sent = Arc::new(AtomicUsize::new(0));
-    FakeServer::start(move |request: &Recorded| {
+    Fake::start(move |request: &Recorded| {
         if request.header("authorization") != Some(&format!("Bearer {TOKEN}")) {
             return graph_error(401, 190, "OAuthException", "Invalid OAuth access token.");
         }
@@ -325,8 +325,12 @@ fn graph_error(status: u16, code: i64, kind: &str, message: &str) -> Reply {
     )
 }
 
-fn client(fake: &FakeServer) -> WhatsAppClient {
-    WhatsAppClient::new(reqwest::Client::new(), format!("{}/v21.0", fake.url), TOKEN)
+fn client(fake: &Fake) -> WhatsAppClient {
+    WhatsAppClient::new(
+        reqwest::Client::new(),
+        format!("{}/v21.0", fake.base),
+        TOKEN,
+    )
 }
 
 #[tokio::test]
@@ -531,7 +535,7 @@ async fn graph_errors_map_to_refusals_and_rate_limits() {
 
     let stranger = WhatsAppClient::new(
         reqwest::Client::new(),
-        format!("{}/v21.0", fake.url),
+        format!("{}/v21.0", fake.base),
         "stale-token",
     );
     let error = stranger.phone_number(PHONE_NUMBER_ID).await.unwrap_err();
@@ -549,7 +553,7 @@ async fn graph_errors_map_to_refusals_and_rate_limits() {
 
 #[tokio::test]
 async fn an_unreachable_graph_is_a_transport_error_without_the_token() {
-    let client = WhatsAppClient::new(reqwest::Client::new(), closed_url().await, TOKEN);
+    let client = WhatsAppClient::new(reqwest::Client::new(), dead_base().await, TOKEN);
     let error = client
         .send_text(PHONE_NUMBER_ID, "4911", "hi")
         .await

@@ -1,10 +1,12 @@
-//! A recording HTTP server on loopback for the Telegram, Discord and Slack fakes: every
-//! request is recorded, and answered by the platform's fake behaviour unless a canned
-//! answer was queued (to provoke 429s and errors).
+//! A recording HTTP server on loopback for the platform fakes: every request is recorded,
+//! and answered by a closure that plays the platform as shared/protocol-facts.md describes
+//! (errors and 429s included), unless a canned answer was queued.
 //!
-//! Used as `mod support_tsd;` by those tests; Cargo also builds it as a test target of its
-//! own, which has nothing to run.
-#![allow(dead_code)]
+//! Used as `mod support;` by each platform's tests.
+#![allow(
+    dead_code,
+    reason = "each test crate that includes this module uses only some of it"
+)]
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -20,6 +22,7 @@ use serde_json::Value;
 #[derive(Debug, Clone)]
 pub struct Recorded {
     pub method: Method,
+    /// The path as sent, percent-encoding included.
     pub path: String,
     pub headers: HeaderMap,
     pub body: Bytes,
@@ -115,6 +118,14 @@ impl Fake {
 
     pub fn requests(&self) -> Vec<Recorded> {
         self.requests.lock().unwrap().clone()
+    }
+
+    /// The recorded requests to `path`.
+    pub fn requests_to(&self, path: &str) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(|request| request.path == path)
+            .collect()
     }
 
     /// The only request so far.
