@@ -151,17 +151,25 @@ impl EventHub {
     }
 
     pub fn user(&self, tenant: TenantId, user_id: &str, event: impl FnOnce() -> UserEvent) {
+        // Only a node of a cluster relays; a node alone never looks at the watch list.
         let elsewhere = self
-            .elsewhere
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        if self.users.is_empty() && elsewhere.is_empty() {
+            .outbox
+            .get()
+            .map(|outbox| {
+                (
+                    outbox,
+                    self.elsewhere
+                        .read()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .clone(),
+                )
+            })
+            .filter(|(_, keys)| !keys.is_empty());
+        if self.users.is_empty() && elsewhere.is_none() {
             return;
         }
         let key = user_key(tenant, user_id);
-        let relay = self.outbox.get().filter(|_| elsewhere.contains(&key));
-        let Some(outbox) = relay else {
+        let Some((outbox, _)) = elsewhere.filter(|(_, keys)| keys.contains(&key)) else {
             publish(&self.users, &key, event);
             return;
         };

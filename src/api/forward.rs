@@ -81,16 +81,9 @@ pub async fn session_routing(
 /// once, or this node's claim was fenced), sends the request on to the winner, so the
 /// caller never sees the race.
 async fn serve_or_forward(st: &AppState, id: SessionId, req: Request, next: Next) -> Response {
-    let (parts, body) = req.into_parts();
-    let body = match axum::body::to_bytes(body, st.limits.max_body_bytes).await {
-        Ok(b) => b,
-        Err(_) => return ApiError::too_large("request body is too large").into_response(),
-    };
-    let again = Outgoing {
-        method: parts.method.clone(),
-        path: path_of(&parts.uri),
-        headers: parts.headers.clone(),
-        body: body.clone(),
+    let (parts, body, again) = match keep_whole(st, req).await {
+        Ok(kept) => kept,
+        Err(too_large) => return too_large,
     };
     let response = next.run(Request::from_parts(parts, Body::from(body))).await;
     if !response.headers().contains_key(SESSION_MOVED_HEADER) {
@@ -120,8 +113,27 @@ struct Outgoing {
     body: axum::body::Bytes,
 }
 
-fn path_of(uri: &axum::http::Uri) -> String {
-    uri.path_and_query().map_or("/", |p| p.as_str()).to_string()
+/// Reads the request's body (up to the body limit), keeping the request to serve here and
+/// a copy to send to another node.
+async fn keep_whole(
+    st: &AppState,
+    req: Request,
+) -> Result<(axum::http::request::Parts, axum::body::Bytes, Outgoing), Response> {
+    let (parts, body) = req.into_parts();
+    let body = axum::body::to_bytes(body, st.limits.max_body_bytes)
+        .await
+        .map_err(|_| ApiError::too_large("request body is too large").into_response())?;
+    let out = Outgoing {
+        method: parts.method.clone(),
+        path: parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string(),
+        headers: parts.headers.clone(),
+        body: body.clone(),
+    };
+    Ok((parts, body, out))
 }
 
 async fn serve_here(st: &AppState, id: SessionId, req: Request, next: Next) -> Response {
@@ -158,17 +170,10 @@ async fn forward(
     req: Request,
     next: Next,
 ) -> Response {
-    let (parts, body) = req.into_parts();
     // Kept whole, so the request can be sent again if the owner turns out to be gone.
-    let body = match axum::body::to_bytes(body, st.limits.max_body_bytes).await {
-        Ok(b) => b,
-        Err(_) => return ApiError::too_large("request body is too large").into_response(),
-    };
-    let out = Outgoing {
-        method: parts.method.clone(),
-        path: path_of(&parts.uri),
-        headers: parts.headers.clone(),
-        body: body.clone(),
+    let (parts, body, out) = match keep_whole(st, req).await {
+        Ok(kept) => kept,
+        Err(too_large) => return too_large,
     };
     match send_to_owner(st, id, owner, out).await {
         Ok(response) => response,
