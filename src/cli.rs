@@ -117,6 +117,10 @@ pub struct ServeArgs {
     /// The base URL other nodes forward requests to (default: http://LISTEN).
     #[arg(long, env = "PARLEY_ADVERTISE_URL")]
     pub advertise_url: Option<String>,
+    /// The public base URL platforms reach this deployment at (Telegram's setWebhook is
+    /// given `{public_url}/hooks/{connection_id}`).
+    #[arg(long, env = "PARLEY_PUBLIC_URL")]
+    pub public_url: Option<String>,
     /// Name of the cluster: the prefix of its keys in Redis, so clusters can share one.
     #[arg(long, env = "PARLEY_CLUSTER", default_value = "parley")]
     pub cluster: String,
@@ -226,6 +230,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     cfg.secret_key = args.secret_key;
     cfg.node.passivate_after = Duration::from_secs(args.passivate_after.max(1));
     cfg.node.shards = args.shards.max(1);
+    cfg.node.public_url = args.public_url;
     cfg.limits.max_body_bytes = args.max_body_bytes;
     cfg.examples_dir = args.examples_dir;
     cfg.load_examples = !args.no_examples;

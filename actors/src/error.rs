@@ -30,6 +30,9 @@ pub enum NodeError {
     /// Another node owns the session now (its URL, when known); nothing was changed here.
     #[error("the session moved to another node; retry")]
     Moved(Option<String>),
+    /// A platform refused or failed a call made on the caller's behalf.
+    #[error("the platform refused: {0}")]
+    Upstream(String),
     #[error("the session failed while handling this request and was restarted")]
     SessionCrashed,
     #[error("internal error: {0}")]

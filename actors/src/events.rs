@@ -100,6 +100,9 @@ pub struct EventHub {
     elsewhere: RwLock<Arc<HashSet<String>>>,
     /// Where events for those customers go to be relayed (cluster only).
     outbox: OnceLock<mpsc::UnboundedSender<(String, String)>>,
+    /// Where every conversation event also goes while outgoing webhooks run.
+    tap: OnceLock<mpsc::UnboundedSender<Arc<UserEvent>>>,
+    tapping: std::sync::atomic::AtomicBool,
 }
 
 fn subscribe<K, T>(map: &DashMap<K, Sender<T>>, key: K) -> broadcast::Receiver<Arc<T>>
@@ -116,8 +119,15 @@ fn publish<K, T>(map: &DashMap<K, Sender<T>>, key: &K, event: impl FnOnce() -> T
 where
     K: std::hash::Hash + Eq,
 {
+    publish_arc(map, key, || Arc::new(event()));
+}
+
+fn publish_arc<K, T>(map: &DashMap<K, Sender<T>>, key: &K, event: impl FnOnce() -> Arc<T>)
+where
+    K: std::hash::Hash + Eq,
+{
     let gone = match map.get(key) {
-        Some(tx) => tx.send(Arc::new(event())).is_err(),
+        Some(tx) => tx.send(event()).is_err(),
         None => return,
     };
     // The last subscriber left: drop the channel (unless someone subscribed meanwhile).
@@ -151,6 +161,10 @@ impl EventHub {
     }
 
     pub fn user(&self, tenant: TenantId, user_id: &str, event: impl FnOnce() -> UserEvent) {
+        let tap = self
+            .tap
+            .get()
+            .filter(|_| self.tapping.load(std::sync::atomic::Ordering::Relaxed));
         // Only a node of a cluster relays; a node alone never looks at the watch list.
         let elsewhere = self
             .outbox
@@ -165,19 +179,39 @@ impl EventHub {
                 )
             })
             .filter(|(_, keys)| !keys.is_empty());
-        if self.users.is_empty() && elsewhere.is_none() {
+        if self.users.is_empty() && elsewhere.is_none() && tap.is_none() {
             return;
         }
         let key = user_key(tenant, user_id);
-        let Some((outbox, _)) = elsewhere.filter(|(_, keys)| keys.contains(&key)) else {
+        let relay = elsewhere
+            .filter(|(_, keys)| keys.contains(&key))
+            .map(|(outbox, _)| outbox);
+        if relay.is_none() && tap.is_none() {
             publish(&self.users, &key, event);
             return;
-        };
-        let event = event();
-        if let Ok(json) = serde_json::to_string(&event) {
-            let _ = outbox.send((key.clone(), json));
         }
-        publish(&self.users, &key, || event);
+        let event = Arc::new(event());
+        if let Some(tap) = tap {
+            if !matches!(*event, UserEvent::Relayed(_)) {
+                let _ = tap.send(event.clone());
+            }
+        }
+        if let Some(outbox) = relay {
+            if let Ok(json) = serde_json::to_string(&*event) {
+                let _ = outbox.send((key.clone(), json));
+            }
+        }
+        publish_arc(&self.users, &key, || event);
+    }
+
+    /// Sends every conversation event to `tap` as well, from now on (outgoing webhooks).
+    pub fn tap_into(&self, tap: mpsc::UnboundedSender<Arc<UserEvent>>) {
+        let _ = self.tap.set(tap);
+    }
+
+    /// Turns the tap on or off (on while any outgoing webhook runs here).
+    pub fn set_tapping(&self, on: bool) {
+        self.tapping.store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Relays this node's events for customers watched on other nodes through `outbox`.

@@ -5,10 +5,12 @@
 //! NodeSupervisor
 //!  ├─ PersistenceActor        group-commits the writes of every session
 //!  ├─ AgentSupervisor ── AgentActor(agent_id)
+//!  ├─ ChannelSupervisor ── ChannelActor(connection_id)
 //!  └─ SessionShard(0..N) ── SessionActor(session_id)
 //! ```
 
 pub mod agents;
+pub mod channels;
 pub mod error;
 pub mod events;
 pub mod node;

@@ -12,12 +12,13 @@ use parley_actors::session::TurnRequest;
 use parley_actors::{Node, NodeConfig, NodeError};
 use parley_engine::agent::Format;
 use parley_engine::connection::{ConnectionId, ConnectionRecord};
+use parley_engine::inbound::InboundMessage;
 use parley_engine::model::{
     AgentId, AttachmentMeta, Feedback, Message, Session, SessionId, TenantId,
 };
 use parley_engine::store::{
-    AgentChannel, AgentRecord, AgentStatus, Epoch, SessionWrites, SqliteStore, Store, StoreError,
-    StoreResult, Tenant,
+    AgentChannel, AgentRecord, AgentStatus, ChannelSession, ConnectionEvent, Epoch, NewOutboxEvent,
+    OutboxEntry, SessionWrites, SqliteStore, Store, StoreError, StoreResult, Tenant,
 };
 use uuid::Uuid;
 
@@ -109,6 +110,99 @@ impl Store for Switchable {
     }
     async fn agent_channels(&self, a: AgentId) -> StoreResult<Vec<AgentChannel>> {
         self.inner.agent_channels(a).await
+    }
+    async fn inbound_agent(&self, c: ConnectionId) -> StoreResult<Option<AgentId>> {
+        self.inner.inbound_agent(c).await
+    }
+    async fn inbox_insert(
+        &self,
+        c: ConnectionId,
+        m: &InboundMessage,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        self.inner.inbox_insert(c, m, at).await
+    }
+    async fn inbox_done(&self, c: ConnectionId, d: &str) -> StoreResult<()> {
+        self.inner.inbox_done(c, d).await
+    }
+    async fn inbox_pending(&self, c: ConnectionId, l: u32) -> StoreResult<Vec<InboundMessage>> {
+        self.inner.inbox_pending(c, l).await
+    }
+    async fn inbox_prune(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        self.inner.inbox_prune(before).await
+    }
+    async fn channel_session(
+        &self,
+        c: ConnectionId,
+        k: &str,
+    ) -> StoreResult<Option<ChannelSession>> {
+        self.inner.channel_session(c, k).await
+    }
+    async fn set_channel_session(
+        &self,
+        c: ConnectionId,
+        k: &str,
+        s: &ChannelSession,
+    ) -> StoreResult<()> {
+        self.inner.set_channel_session(c, k, s).await
+    }
+    async fn add_connection_event(
+        &self,
+        c: ConnectionId,
+        at: DateTime<Utc>,
+        kind: &str,
+        detail: &serde_json::Value,
+        keep: u32,
+    ) -> StoreResult<()> {
+        self.inner
+            .add_connection_event(c, at, kind, detail, keep)
+            .await
+    }
+    async fn connection_events(
+        &self,
+        c: ConnectionId,
+        before: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<ConnectionEvent>> {
+        self.inner.connection_events(c, before, limit).await
+    }
+    async fn connector_cursor(&self, c: ConnectionId) -> StoreResult<Option<String>> {
+        self.inner.connector_cursor(c).await
+    }
+    async fn set_connector_cursor(&self, c: ConnectionId, cursor: &str) -> StoreResult<()> {
+        self.inner.set_connector_cursor(c, cursor).await
+    }
+    async fn outbox_push(
+        &self,
+        c: ConnectionId,
+        e: &NewOutboxEvent,
+        at: DateTime<Utc>,
+    ) -> StoreResult<i64> {
+        self.inner.outbox_push(c, e, at).await
+    }
+    async fn outbox_claim(
+        &self,
+        c: ConnectionId,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<OutboxEntry>> {
+        self.inner.outbox_claim(c, now, lease_until, limit).await
+    }
+    async fn outbox_retry(
+        &self,
+        id: i64,
+        attempts: u32,
+        next: DateTime<Utc>,
+        error: &str,
+    ) -> StoreResult<()> {
+        self.inner.outbox_retry(id, attempts, next, error).await
+    }
+    async fn outbox_done(&self, id: i64) -> StoreResult<()> {
+        self.inner.outbox_done(id).await
+    }
+    async fn outbox_len(&self, c: ConnectionId) -> StoreResult<u64> {
+        self.inner.outbox_len(c).await
     }
     async fn load_session(&self, s: SessionId) -> StoreResult<Option<Session>> {
         self.inner.load_session(s).await

@@ -33,6 +33,16 @@ const FALLBACK_RETRY_AFTER: Duration = Duration::from_secs(1);
 /// counts as failed, so a client-wide timeout shorter than the poll does not cut it off.
 const POLL_GRACE: Duration = Duration::from_secs(10);
 
+/// The `secret_token` to give `setWebhook` for a bot: derived from its token, so nothing
+/// more needs storing, and only the bot token's holders (Telegram and us) know it. Hex,
+/// so it fits Telegram's `[A-Za-z0-9_-]{1,256}`.
+pub fn webhook_secret(bot_token: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(bot_token.as_bytes())
+        .expect("HMAC takes keys of any length");
+    mac.update(b"parley telegram webhook secret");
+    hex::encode(mac.finalize().into_bytes())
+}
+
 /// Checks a webhook delivery's secret-token header against ours, in constant time.
 ///
 /// An empty configured secret rejects everything: Telegram requires 1–256 characters, so

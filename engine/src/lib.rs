@@ -8,6 +8,7 @@ pub mod inbound;
 pub mod knowledge;
 pub mod llm;
 pub mod model;
+pub mod rate_limits;
 pub mod registry;
 pub mod results;
 pub mod secrets;

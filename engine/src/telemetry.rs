@@ -48,9 +48,36 @@ pub const REGISTRY_ROUND_TRIPS_TOTAL: &str = "parley_registry_round_trips_total"
 /// The process's resident memory (sampled at scrape).
 pub const RESIDENT_MEMORY: &str = "parley_process_resident_memory_bytes";
 
+/// Inbound platform deliveries; labels `platform` and `outcome` (`accepted`,
+/// `duplicate`, `rejected`, `ignored`, `handshake`, `status`, `malformed`, `disabled`).
+pub const CONNECTOR_INBOUND_TOTAL: &str = "parley_connector_inbound_total";
+/// Outbound platform calls; labels `platform` and `outcome` (`sent`, `rate_limited`,
+/// `error`).
+pub const CONNECTOR_OUTBOUND_TOTAL: &str = "parley_connector_outbound_total";
+/// Outbound calls waiting for a rate limit or a queue slot; label `platform`.
+pub const CONNECTOR_QUEUED: &str = "parley_connector_outbound_queued";
+/// Outgoing webhook events waiting in the outbox (sampled by the deliverer).
+pub const WEBHOOK_OUTBOX: &str = "parley_webhook_outbox_depth";
+
 /// Registers the descriptions (call once, after installing a recorder).
 pub fn describe() {
     describe_counter!(TURNS_TOTAL, "Turns handled by session actors, by outcome");
+    describe_counter!(
+        CONNECTOR_INBOUND_TOTAL,
+        "Inbound platform deliveries by platform and outcome"
+    );
+    describe_counter!(
+        CONNECTOR_OUTBOUND_TOTAL,
+        "Outbound platform calls by platform and outcome"
+    );
+    describe_gauge!(
+        CONNECTOR_QUEUED,
+        "Outbound platform calls waiting for a rate limit or queue slot"
+    );
+    describe_gauge!(
+        WEBHOOK_OUTBOX,
+        "Outgoing webhook events waiting for delivery"
+    );
     describe_histogram!(
         TURN_SECONDS,
         Unit::Seconds,

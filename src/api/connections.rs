@@ -5,9 +5,12 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use parley_actors::node::{ConnectionFilter, ConnectionPatch, NewConnection};
+use parley_actors::node::{
+    ConnectionFilter, ConnectionPatch, NewConnection, TemplateSend, MAX_EVENTS_PAGE,
+};
 use parley_engine::connection::ConnectionStatus;
 use parley_engine::inbound::Platform;
+use parley_engine::model::TenantId;
 use parley_engine::store::AgentChannel;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -137,4 +140,99 @@ pub async fn channels(
 ) -> ApiResult<Json<Vec<AgentChannel>>> {
     let agent = parse_id(&agent, "agent")?;
     Ok(Json(st.node.agent_channels(tenant.id, agent).await?))
+}
+
+/// Start, stop or retry: the connection as it is afterwards.
+async fn act(st: &AppState, tenant: TenantId, id: &str, action: Action) -> ApiResult<Json<Value>> {
+    let id = parse_id(id, "connection")?;
+    let c = match action {
+        Action::Start => st.node.start_connection(tenant, id).await?,
+        Action::Stop => st.node.stop_connection(tenant, id).await?,
+        Action::Retry => st.node.retry_connection(tenant, id).await?,
+    };
+    Ok(Json(st.node.connection_json(&c)?))
+}
+
+enum Action {
+    Start,
+    Stop,
+    Retry,
+}
+
+pub async fn start(
+    State(st): State<AppState>,
+    AdminAuth(tenant): AdminAuth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    act(&st, tenant.id, &id, Action::Start).await
+}
+
+pub async fn stop(
+    State(st): State<AppState>,
+    AdminAuth(tenant): AdminAuth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    act(&st, tenant.id, &id, Action::Stop).await
+}
+
+pub async fn retry(
+    State(st): State<AppState>,
+    AdminAuth(tenant): AdminAuth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    act(&st, tenant.id, &id, Action::Retry).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    before: Option<i64>,
+    limit: Option<u32>,
+}
+
+/// The event log, newest first; `before` (an event id) pages on.
+pub async fn events(
+    State(st): State<AppState>,
+    AdminAuth(tenant): AdminAuth,
+    Path(id): Path<String>,
+    q: Result<Query<EventsQuery>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let Query(q) = q.map_err(|e| ApiError::invalid(e.body_text()))?;
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > MAX_EVENTS_PAGE {
+        return Err(ApiError::invalid(format!("limit: 1 to {MAX_EVENTS_PAGE}")));
+    }
+    let events = st
+        .node
+        .connection_events(tenant.id, parse_id(&id, "connection")?, q.before, limit)
+        .await?;
+    let next = (events.len() == limit as usize)
+        .then(|| events.last().map(|e| e.id))
+        .flatten();
+    Ok(Json(json!({"events": events, "next_before": next})))
+}
+
+pub async fn setup(
+    State(st): State<AppState>,
+    AdminAuth(tenant): AdminAuth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    Ok(Json(
+        st.node
+            .setup_discord(tenant.id, parse_id(&id, "connection")?)
+            .await?,
+    ))
+}
+
+pub async fn send_template(
+    State(st): State<AppState>,
+    AdminAuth(tenant): AdminAuth,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<TemplateSend>,
+) -> ApiResult<Json<Value>> {
+    Ok(Json(
+        st.node
+            .send_template(tenant.id, parse_id(&id, "connection")?, req)
+            .await?,
+    ))
 }

@@ -95,6 +95,7 @@ impl From<NodeError> for ApiError {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "agent_start_failed", msg)
             }
             NodeError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            NodeError::Upstream(m) => ApiError::new(StatusCode::BAD_GATEWAY, "upstream_error", m),
             NodeError::Unavailable(_) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", msg)
             }

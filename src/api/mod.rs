@@ -9,6 +9,7 @@ mod connections;
 pub mod error;
 mod extract;
 pub mod forward;
+mod hooks;
 mod observe;
 mod openapi;
 mod public;
@@ -107,6 +108,14 @@ pub fn routes() -> Vec<(RouteDoc, MethodRouter<AppState>)> {
         route!(patch, "/api/v1/connections/{connection_id}", connections::update, Admin, "connections", "Change a connection; secrets given are rotated, `null` removes an optional field"),
         route!(delete, "/api/v1/connections/{connection_id}", connections::delete, Admin, "connections", "Delete a connection"),
         route!(post, "/api/v1/connections/{connection_id}/test", connections::test, Admin, "connections", "Check the connection with a real call to its platform: `{ok, platform, detail | error}`"),
+        route!(post, "/api/v1/connections/{connection_id}/start", connections::start, Admin, "connections", "Start the connection (Telegram setWebhook or polling, Discord command, credentials check): status Connected, or Error with the reason"),
+        route!(post, "/api/v1/connections/{connection_id}/stop", connections::stop, Admin, "connections", "Stop the connection (Telegram deleteWebhook): status Disconnected"),
+        route!(post, "/api/v1/connections/{connection_id}/retry", connections::retry, Admin, "connections", "Start a connection in Error or Disconnected again"),
+        route!(get, "/api/v1/connections/{connection_id}/events", connections::events, Admin, "connections", "The connection's event log (deliveries, duplicates, rejections, replies, errors, status changes), newest first; `before`, `limit` page it; the newest 1000 are kept"),
+        route!(post, "/api/v1/connections/{connection_id}/setup", connections::setup, Admin, "connections", "Discord: bulk-overwrite the application's slash command with the connection's handle"),
+        route!(post, "/api/v1/connections/{connection_id}/templates/send", connections::send_template, Admin, "connections", "WhatsApp: send an approved template `{to, name, language, components?, phone_number_id?}` (the way to reach a customer outside the 24-hour window)"),
+        route!(post, "/hooks/{connection_id}", hooks::deliver, None, "hooks", "A platform delivery, verified by the platform's signature or secret (401 otherwise); 404 unknown, 410 disabled"),
+        route!(get, "/hooks/{connection_id}", hooks::verify, None, "hooks", "WhatsApp's subscription check (`hub.mode`, `hub.verify_token`, `hub.challenge`)"),
         route!(post, "/chatbot/{agent_id}/session", chat::create_session, Agent, "chat", "Start a session"),
         route!(get, "/chatbot/{agent_id}/session/{session_id}", chat::get_session, Agent, "chat", "Session metadata"),
         route!(put, "/chatbot/{agent_id}/session/{session_id}", chat::update_session, Agent, "chat", "Update session metadata"),

@@ -16,6 +16,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::Node;
+use crate::channels::runtime::{
+    DISCORD_API, SLACK_API, TEAMS_TOKEN_ENDPOINT, TELEGRAM_API, WHATSAPP_API,
+};
 use crate::error::{NodeError, NodeResult};
 
 /// `POST /api/v1/connections`.
@@ -67,14 +70,6 @@ pub struct ConnectionSummary {
     pub error: usize,
 }
 
-/// The platforms' public APIs, used when a connection sets no `api_base`.
-const TELEGRAM_API: &str = "https://api.telegram.org";
-const DISCORD_API: &str = "https://discord.com/api/v10";
-const SLACK_API: &str = "https://slack.com/api";
-const WHATSAPP_API: &str = "https://graph.facebook.com/v21.0";
-const TEAMS_TOKEN_ENDPOINT: &str =
-    "https://login.microsoftonline.com/botframework.com/oauth2/v2.0/token";
-
 fn check_name(name: &str) -> NodeResult<String> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 200 {
@@ -91,8 +86,17 @@ fn check_object(what: &str, v: Option<Value>) -> NodeResult<Value> {
     }
 }
 
+/// The connection's rate limits as given, checked against what
+/// [`RateLimits`](parley_engine::rate_limits::RateLimits) understands.
+fn check_rate_limits(platform: Platform, v: Option<Value>) -> NodeResult<Value> {
+    let v = check_object("rate_limits", v)?;
+    parley_engine::rate_limits::RateLimits::parse(platform, &v)
+        .map_err(NodeError::InvalidFields)?;
+    Ok(v)
+}
+
 impl Node {
-    fn open_config(&self, r: &ConnectionRecord) -> NodeResult<CheckedConfig> {
+    pub(crate) fn open_config(&self, r: &ConnectionRecord) -> NodeResult<CheckedConfig> {
         let secrets = self
             .shared
             .config
@@ -168,7 +172,7 @@ impl Node {
         let config =
             apply_config(req.platform, &empty, &req.config).map_err(NodeError::InvalidFields)?;
         let advanced = check_object("advanced", req.advanced)?;
-        let rate_limits = check_object("rate_limits", req.rate_limits)?;
+        let rate_limits = check_rate_limits(req.platform, req.rate_limits)?;
         self.name_taken(tenant, &name, None).await?;
         let now = Utc::now();
         let record = ConnectionRecord {
@@ -268,11 +272,12 @@ impl Node {
             r.advanced = check_object("advanced", patch.advanced)?;
         }
         if patch.rate_limits.is_some() {
-            r.rate_limits = check_object("rate_limits", patch.rate_limits)?;
+            r.rate_limits = check_rate_limits(r.platform, patch.rate_limits)?;
         }
         r.updated_at = Utc::now();
         self.shared.store.put_connection(&r).await?;
-        Ok(r)
+        self.connection_changed(&r).await?;
+        self.connection(tenant, id).await
     }
 
     /// Checks a connection with a real call to its platform (Telegram getMe, Discord
@@ -384,6 +389,7 @@ impl Node {
         if !errors.is_empty() {
             return Err(NodeError::InvalidFields(ValidationErrors(errors)));
         }
+        self.shared.channels.forget_targets();
         match self.shared.store.set_agent_channels(agent, &channels).await {
             Err(StoreError::Conflict(_)) => return Err(NodeError::Conflict(
                 "a connection listed as inbound already takes inbound traffic for another agent"
@@ -405,6 +411,10 @@ impl Node {
 
     pub async fn delete_connection(&self, tenant: TenantId, id: ConnectionId) -> NodeResult<()> {
         self.connection(tenant, id).await?;
+        if self.shared.channels.get(&id).is_some() {
+            self.stop_connection(tenant, id).await?;
+        }
+        self.shared.channels.forget_targets();
         self.shared.store.delete_connection(id).await?;
         Ok(())
     }

@@ -2,6 +2,7 @@
 //! layer calls (agent administration and the Chat API operations).
 
 mod agent_ops;
+mod channel_ops;
 mod connection_ops;
 mod introspect;
 mod session_ops;
@@ -19,11 +20,13 @@ use parley_engine::telemetry;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 
+pub use channel_ops::{TemplateSend, MAX_EVENTS_PAGE};
 pub use connection_ops::{ConnectionFilter, ConnectionPatch, ConnectionSummary, NewConnection};
 pub use introspect::{ActorInfo, ActorPage, ActorQuery};
 pub use session_ops::{Conversation, CreateSession, Route, EXT_TYPES};
 
 use crate::agents::{AgentDirectory, AgentSupArgs, AgentSupMsg, AgentSupervisor, RunningAgent};
+use crate::channels::{ChannelDirectory, ChannelSupervisor};
 use crate::error::{NodeError, NodeResult};
 use crate::events::{EventHub, SessionEvent, UserEvent};
 use crate::persistence::{
@@ -48,6 +51,9 @@ pub struct NodeConfig {
     /// Seals connection secrets at rest. The default is a random key that lives as long
     /// as the process (tests, benches); servers pass the deployment's master key.
     pub secrets: parley_engine::secrets::SecretBox,
+    /// Where platforms reach this deployment (Telegram's setWebhook gets
+    /// `{public_url}/hooks/{id}`).
+    pub public_url: Option<String>,
 }
 
 impl Default for NodeConfig {
@@ -63,6 +69,7 @@ impl Default for NodeConfig {
                 &parley_engine::secrets::SecretBox::generate_key(),
             )
             .expect("a generated key is valid"),
+            public_url: None,
         }
     }
 }
@@ -73,6 +80,8 @@ pub struct Shared {
     pub store: Arc<dyn Store>,
     pub config: NodeConfig,
     pub agents: Arc<AgentDirectory>,
+    /// Connections started on this node.
+    pub channels: ChannelDirectory,
     pub events: Arc<EventHub>,
     pub sessions: SessionRouter,
     /// Who owns which session in the cluster.
@@ -249,7 +258,13 @@ impl Actor for NodeSupervisor {
             spawn_persistence(&shared, &myself).await?,
         );
         write(&shared.agent_sup, spawn_agent_sup(&shared, &myself).await?);
-        for id in ["node", "persistence", "agent_supervisor"] {
+        spawn_channel_sup(&shared, &myself).await?;
+        for id in [
+            "node",
+            "persistence",
+            "agent_supervisor",
+            "channel_supervisor",
+        ] {
             shared.supervision.started(id.into());
         }
         let mut shards = Vec::with_capacity(shared.config.shards);
@@ -384,6 +399,25 @@ impl Actor for NodeSupervisor {
             metrics::counter!(telemetry::RESTARTS_TOTAL, "kind" => "agent_supervisor").increment(1);
             shared.supervision.restarted("agent_supervisor".into());
             write(&shared.agent_sup, spawn_agent_sup(&shared, &myself).await?);
+        } else if shared
+            .channels
+            .supervisor()
+            .is_some_and(|c| c.get_id() == id)
+        {
+            tracing::error!(error = %err, "channel supervisor failed; restarting it and its connections");
+            metrics::counter!(telemetry::RESTARTS_TOTAL, "kind" => "channel_supervisor")
+                .increment(1);
+            shared.supervision.restarted("channel_supervisor".into());
+            let running = shared.channels.all();
+            spawn_channel_sup(&shared, &myself).await?;
+            if let Some(sup) = shared.channels.supervisor() {
+                for r in running {
+                    let _ = sup.cast(crate::channels::ChannelSupMsg::Start(
+                        r.rt.clone(),
+                        ractor::concurrency::oneshot().0.into(),
+                    ));
+                }
+            }
         } else if let Some(index) = state.shards.iter().position(|s| s.get_id() == id) {
             tracing::error!(shard = index, error = %err, "session shard failed; restarting it");
             metrics::counter!(telemetry::RESTARTS_TOTAL, "kind" => "session_shard").increment(1);
@@ -484,6 +518,15 @@ async fn spawn_agent_sup(
     Ok(a)
 }
 
+async fn spawn_channel_sup(
+    shared: &Arc<Shared>,
+    node: &ActorRef<NodeMsg>,
+) -> Result<(), ActorProcessingErr> {
+    // The supervisor registers itself in the directory as it starts.
+    Actor::spawn_linked(None, ChannelSupervisor, shared.clone(), node.get_cell()).await?;
+    Ok(())
+}
+
 async fn spawn_shard(
     shared: &Arc<Shared>,
     node: &ActorRef<NodeMsg>,
@@ -540,6 +583,7 @@ impl Node {
             store,
             config,
             agents: Arc::default(),
+            channels: ChannelDirectory::default(),
             events: Arc::default(),
             sessions: SessionRouter::default(),
             registry,
@@ -554,7 +598,14 @@ impl Node {
             .map_err(|e| NodeError::Internal(format!("starting the node: {e}")))?;
         let node = Node { shared, supervisor };
         node.relay_user_events();
+        let (tap, tapped) = tokio::sync::mpsc::unbounded_channel();
+        node.shared.events.tap_into(tap);
+        tokio::spawn(crate::channels::outbox::run_tap(
+            node.shared.clone(),
+            tapped,
+        ));
         node.resume_agents().await?;
+        node.resume_channels().await?;
         Ok(node)
     }
 
@@ -628,6 +679,8 @@ impl Node {
                 usize::from(read(&shared.agent_sup).is_some()),
             ),
             ("agent", agents),
+            ("channel_supervisor", 1),
+            ("channel", shared.channels.running_count()),
             ("session_shard", shared.config.shards.max(1)),
             ("session", resident),
         ] {

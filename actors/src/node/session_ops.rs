@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use super::Node;
+use super::{Node, Shared};
 use crate::error::{NodeError, NodeResult};
 use crate::events::UserEvent;
 use crate::session::{SessionMsg, SessionPatch, TurnReply, TurnRequest};
@@ -30,8 +30,9 @@ pub enum Route {
 }
 
 /// Customer types (`ext_type`) the Chat API accepts.
-pub const EXT_TYPES: [&str; 7] = [
-    "web", "mobile", "telegram", "whatsapp", "email", "sip", "facebook",
+pub const EXT_TYPES: [&str; 11] = [
+    "web", "mobile", "telegram", "whatsapp", "email", "sip", "facebook", "discord", "slack",
+    "teams", "webhook",
 ];
 
 /// The create-session request body (the seed's shape).
@@ -79,103 +80,7 @@ impl Node {
         agent_id: AgentId,
         req: CreateSession,
     ) -> NodeResult<Session> {
-        let running = self.shared.running_agent(agent_id).await?;
-        let rt = running.current();
-        let ext_type = req.ext_type.unwrap_or_else(|| "web".into());
-        if !EXT_TYPES.contains(&ext_type.as_str()) {
-            return Err(NodeError::Invalid(format!(
-                "type: unknown customer type {ext_type:?} (one of {})",
-                EXT_TYPES.join(", ")
-            )));
-        }
-        let email = check_contact("email", &req.email, FieldType::Email)?;
-        let phone = check_contact("phone", &req.phone, FieldType::Phone)?;
-        if req
-            .user_id
-            .as_deref()
-            .is_some_and(|u| u.trim().is_empty() || u.len() > 256)
-        {
-            return Err(NodeError::Invalid(
-                "user_id: must be 1 to 256 characters".into(),
-            ));
-        }
-        let def = &rt.compiled.definition;
-        let id = Uuid::now_v7();
-        let now = Utc::now();
-        let mut kwargs = req.kwargs;
-        if !req.args.is_empty() {
-            kwargs.insert("args".into(), Value::Array(req.args));
-        }
-        let mut session = Session {
-            id,
-            tenant_id: running.tenant_id,
-            agent_id,
-            agent_version: rt.version,
-            session_type: "custom_stateful".into(),
-            mode: Mode::Regular,
-            ext_type,
-            user_id: req.user_id.unwrap_or_else(|| Uuid::new_v4().to_string()),
-            name: req.name,
-            email,
-            phone,
-            channel_id: req.channel_id,
-            timeout: def.session.max_duration,
-            user_timeout: def.session.user_timeout,
-            greeting_text: def.greeting.clone(),
-            start_phrase: req.start_phrase,
-            language: req.language,
-            llm_backend: Some(rt.backends.choose(id).to_string()),
-            workflow_state: rt.compiled.init_state_name().to_string(),
-            conversation_result: BTreeMap::new(),
-            kwargs,
-            user_info: req.user_info.unwrap_or(Value::Null),
-            created_at: now,
-            last_activity: now,
-            closed_at: None,
-            state: SessionState::Active,
-            message_count: 0,
-        };
-        let mut writes = Vec::with_capacity(2);
-        let greeting = def.greeting.as_ref().map(|g| Message {
-            id: 1,
-            session_id: id,
-            role: Role::Ai,
-            text: g.clone(),
-            timestamp: now,
-            attachments: Vec::new(),
-            metadata: Value::Null,
-            feedback: Feedback::None,
-            idempotency_key: None,
-        });
-        if let Some(g) = &greeting {
-            session.message_count = 1;
-            writes.push(Write::Message(Box::new(g.clone())));
-        }
-        writes.push(Write::Session(Box::new(session.clone())));
-        self.shared
-            .persistence()
-            .commit(id, FIRST_EPOCH, writes)
-            .await?;
-        metrics::counter!(telemetry::SESSIONS_CREATED_TOTAL).increment(1);
-        let events = &self.shared.events;
-        events.user(session.tenant_id, &session.user_id, || {
-            UserEvent::ConversationCreated {
-                session_id: id,
-                agent_id,
-            }
-        });
-        if let Some(g) = greeting {
-            events.user(session.tenant_id, &session.user_id, || {
-                UserEvent::ConversationNewMessage {
-                    session_id: id,
-                    agent_id,
-                    id: g.id,
-                    role: g.role.as_str(),
-                    text: g.text,
-                }
-            });
-        }
-        Ok(session)
+        self.shared.create_session(agent_id, req).await
     }
 
     /// A session of this agent as stored (every acknowledged change is committed).
@@ -320,5 +225,108 @@ impl Node {
         } else {
             Err(NodeError::NotFound("message"))
         }
+    }
+}
+
+impl Shared {
+    pub(crate) async fn create_session(
+        &self,
+        agent_id: AgentId,
+        req: CreateSession,
+    ) -> NodeResult<Session> {
+        let running = self.running_agent(agent_id).await?;
+        let rt = running.current();
+        let ext_type = req.ext_type.unwrap_or_else(|| "web".into());
+        if !EXT_TYPES.contains(&ext_type.as_str()) {
+            return Err(NodeError::Invalid(format!(
+                "type: unknown customer type {ext_type:?} (one of {})",
+                EXT_TYPES.join(", ")
+            )));
+        }
+        let email = check_contact("email", &req.email, FieldType::Email)?;
+        let phone = check_contact("phone", &req.phone, FieldType::Phone)?;
+        if req
+            .user_id
+            .as_deref()
+            .is_some_and(|u| u.trim().is_empty() || u.len() > 256)
+        {
+            return Err(NodeError::Invalid(
+                "user_id: must be 1 to 256 characters".into(),
+            ));
+        }
+        let def = &rt.compiled.definition;
+        let id = Uuid::now_v7();
+        let now = Utc::now();
+        let mut kwargs = req.kwargs;
+        if !req.args.is_empty() {
+            kwargs.insert("args".into(), Value::Array(req.args));
+        }
+        let mut session = Session {
+            id,
+            tenant_id: running.tenant_id,
+            agent_id,
+            agent_version: rt.version,
+            session_type: "custom_stateful".into(),
+            mode: Mode::Regular,
+            ext_type,
+            user_id: req.user_id.unwrap_or_else(|| Uuid::new_v4().to_string()),
+            name: req.name,
+            email,
+            phone,
+            channel_id: req.channel_id,
+            timeout: def.session.max_duration,
+            user_timeout: def.session.user_timeout,
+            greeting_text: def.greeting.clone(),
+            start_phrase: req.start_phrase,
+            language: req.language,
+            llm_backend: Some(rt.backends.choose(id).to_string()),
+            workflow_state: rt.compiled.init_state_name().to_string(),
+            conversation_result: BTreeMap::new(),
+            kwargs,
+            user_info: req.user_info.unwrap_or(Value::Null),
+            created_at: now,
+            last_activity: now,
+            closed_at: None,
+            state: SessionState::Active,
+            message_count: 0,
+        };
+        let mut writes = Vec::with_capacity(2);
+        let greeting = def.greeting.as_ref().map(|g| Message {
+            id: 1,
+            session_id: id,
+            role: Role::Ai,
+            text: g.clone(),
+            timestamp: now,
+            attachments: Vec::new(),
+            metadata: Value::Null,
+            feedback: Feedback::None,
+            idempotency_key: None,
+        });
+        if let Some(g) = &greeting {
+            session.message_count = 1;
+            writes.push(Write::Message(Box::new(g.clone())));
+        }
+        writes.push(Write::Session(Box::new(session.clone())));
+        self.persistence().commit(id, FIRST_EPOCH, writes).await?;
+        metrics::counter!(telemetry::SESSIONS_CREATED_TOTAL).increment(1);
+        let events = &self.events;
+        events.user(session.tenant_id, &session.user_id, || {
+            UserEvent::ConversationCreated {
+                session_id: id,
+                agent_id,
+            }
+        });
+        if let Some(g) = greeting {
+            events.user(session.tenant_id, &session.user_id, || {
+                UserEvent::ConversationNewMessage {
+                    session_id: id,
+                    agent_id,
+                    id: g.id,
+                    role: g.role.as_str(),
+                    text: g.text,
+                }
+            });
+        }
+        Ok(session)
     }
 }

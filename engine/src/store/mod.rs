@@ -18,6 +18,7 @@ pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 use crate::connection::{ConnectionId, ConnectionRecord};
+use crate::inbound::InboundMessage;
 use crate::model::{AgentId, AttachmentMeta, Feedback, Message, Session, SessionId, TenantId};
 
 #[derive(Debug, thiserror::Error)]
@@ -219,6 +220,140 @@ pub trait Store: Send + Sync + 'static {
         channels: &[AgentChannel],
     ) -> StoreResult<()>;
     async fn agent_channels(&self, agent: AgentId) -> StoreResult<Vec<AgentChannel>>;
+    /// The agent that answers the connection's customers, if any.
+    async fn inbound_agent(&self, connection: ConnectionId) -> StoreResult<Option<AgentId>>;
+
+    // Connector state. Deleting a connection deletes all of it.
+    /// Records an inbound delivery, pending until [`Store::inbox_done`]. False when one
+    /// with the same `dedup_id` is recorded for the connection already (a duplicate).
+    async fn inbox_insert(
+        &self,
+        connection: ConnectionId,
+        message: &InboundMessage,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+    /// Marks a delivery finished (its turn ran and its answer went out).
+    async fn inbox_done(&self, connection: ConnectionId, dedup_id: &str) -> StoreResult<()>;
+    /// The connection's unfinished deliveries, oldest first.
+    async fn inbox_pending(
+        &self,
+        connection: ConnectionId,
+        limit: u32,
+    ) -> StoreResult<Vec<InboundMessage>>;
+    /// Forgets finished deliveries recorded before `before`; pending ones stay. Answers how
+    /// many went.
+    async fn inbox_prune(&self, before: DateTime<Utc>) -> StoreResult<u64>;
+
+    /// The session a chat (`chat_key`: the platform's chat and user) talks in.
+    async fn channel_session(
+        &self,
+        connection: ConnectionId,
+        chat_key: &str,
+    ) -> StoreResult<Option<ChannelSession>>;
+    /// Inserts or replaces the chat's session.
+    async fn set_channel_session(
+        &self,
+        connection: ConnectionId,
+        chat_key: &str,
+        session: &ChannelSession,
+    ) -> StoreResult<()>;
+
+    /// Appends to the connection's event log and drops all but its newest `keep` events.
+    async fn add_connection_event(
+        &self,
+        connection: ConnectionId,
+        at: DateTime<Utc>,
+        kind: &str,
+        detail: &serde_json::Value,
+        keep: u32,
+    ) -> StoreResult<()>;
+    /// The connection's events, newest first; `before` pages on (only smaller ids).
+    async fn connection_events(
+        &self,
+        connection: ConnectionId,
+        before: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<ConnectionEvent>>;
+
+    /// Where a connector resumes reading (Telegram getUpdates offset).
+    async fn connector_cursor(&self, connection: ConnectionId) -> StoreResult<Option<String>>;
+    async fn set_connector_cursor(&self, connection: ConnectionId, cursor: &str)
+        -> StoreResult<()>;
+
+    /// Queues an outgoing webhook event, due at once. Answers its id (ids increase).
+    async fn outbox_push(
+        &self,
+        connection: ConnectionId,
+        event: &NewOutboxEvent,
+        at: DateTime<Utc>,
+    ) -> StoreResult<i64>;
+    /// Up to `limit` of the connection's oldest queued events, in order, provided the
+    /// oldest is due at `now` (nothing otherwise, so events are never delivered out of
+    /// order). Each returned event is leased: its `next_attempt_at` becomes `lease_until`,
+    /// so another node does not send it meanwhile.
+    async fn outbox_claim(
+        &self,
+        connection: ConnectionId,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<OutboxEntry>>;
+    /// Records a failed attempt: `attempts`, when to try again and why it failed.
+    async fn outbox_retry(
+        &self,
+        id: i64,
+        attempts: u32,
+        next_attempt_at: DateTime<Utc>,
+        last_error: &str,
+    ) -> StoreResult<()>;
+    /// Removes a delivered event.
+    async fn outbox_done(&self, id: i64) -> StoreResult<()>;
+    /// How many events the connection has queued.
+    async fn outbox_len(&self, connection: ConnectionId) -> StoreResult<u64>;
+}
+
+/// The session a platform chat talks in, and when it started (Discord keeps a user's
+/// session for `session_duration_ms`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelSession {
+    pub session_id: SessionId,
+    pub started_at: DateTime<Utc>,
+}
+
+/// One line of a connection's event log (deliveries, duplicates, rejections, sends,
+/// errors, status changes).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConnectionEvent {
+    /// Increases with every event of the store.
+    pub id: i64,
+    pub connection_id: ConnectionId,
+    pub at: DateTime<Utc>,
+    pub kind: String,
+    pub detail: serde_json::Value,
+}
+
+/// An outgoing webhook event to queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOutboxEvent {
+    /// The Standard Webhooks `webhook-id` (the receiver's idempotency key).
+    pub msg_id: String,
+    pub event_type: String,
+    /// The JSON body; it is signed afresh at every attempt.
+    pub body: String,
+}
+
+/// A queued outgoing webhook event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEntry {
+    pub id: i64,
+    pub connection_id: ConnectionId,
+    pub msg_id: String,
+    pub event_type: String,
+    pub body: String,
+    pub attempts: u32,
+    pub next_attempt_at: DateTime<Utc>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
 }
 
 /// A connection an agent talks on; `inbound`: the agent answers the connection's

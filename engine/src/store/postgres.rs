@@ -25,14 +25,15 @@ use sqlx::{Postgres, Row};
 use uuid::Uuid;
 
 use crate::connection::{ConnectionId, ConnectionRecord};
+use crate::inbound::InboundMessage;
 
 use super::encoding::{
     deadline_millis, feedback_str, map_migrate_err, parse_feedback, parse_json, parse_uuid,
     rfc3339, to_json, Embedded,
 };
 use super::{
-    AgentChannel, AgentRecord, AgentStatus, Epoch, SessionWrites, StoreError, StoreResult, Tenant,
-    Write,
+    AgentChannel, AgentRecord, AgentStatus, ChannelSession, ConnectionEvent, Epoch, NewOutboxEvent,
+    OutboxEntry, SessionWrites, StoreError, StoreResult, Tenant, Write,
 };
 use crate::model::{
     AgentId, AttachmentMeta, Feedback, Message, Role, Session, SessionId, TenantId,
@@ -55,6 +56,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         3,
         "agent_channels",
         include_str!("../../migrations/postgres/0003_agent_channels.sql"),
+    ),
+    (
+        4,
+        "connector_state",
+        include_str!("../../migrations/postgres/0004_connector_state.sql"),
     ),
 ];
 
@@ -419,6 +425,35 @@ fn message_from_row(row: &PgRow) -> StoreResult<Message> {
 
 fn session_from_row(row: &PgRow) -> StoreResult<Session> {
     parse_json(col(row, "data")?, "session")
+}
+
+fn event_from_row(row: &PgRow) -> StoreResult<ConnectionEvent> {
+    Ok(ConnectionEvent {
+        id: col(row, "id")?,
+        connection_id: parse_uuid(col(row, "connection_id")?)?,
+        at: ts_col(row, "at")?,
+        kind: col(row, "kind")?,
+        detail: parse_json(col(row, "detail")?, "event detail")?,
+    })
+}
+
+const OUTBOX_COLS: &str = "id, connection_id, msg_id, event_type, body, attempts, \
+                           next_attempt_at, last_error, created_at";
+
+fn outbox_from_row(row: &PgRow) -> StoreResult<OutboxEntry> {
+    let attempts: i64 = col(row, "attempts")?;
+    Ok(OutboxEntry {
+        id: col(row, "id")?,
+        connection_id: parse_uuid(col(row, "connection_id")?)?,
+        msg_id: col(row, "msg_id")?,
+        event_type: col(row, "event_type")?,
+        body: col(row, "body")?,
+        attempts: u32::try_from(attempts)
+            .map_err(|_| StoreError::Corrupt(format!("outbox attempts {attempts}")))?,
+        next_attempt_at: ts_col(row, "next_attempt_at")?,
+        last_error: col(row, "last_error")?,
+        created_at: ts_col(row, "created_at")?,
+    })
 }
 
 #[async_trait]
@@ -930,11 +965,20 @@ impl super::Store for PgStore {
 
     async fn delete_connection(&self, id: ConnectionId) -> StoreResult<bool> {
         let mut tx = self.pool.begin().await.map_err(map_err)?;
-        sqlx::query("DELETE FROM agent_channels WHERE connection_id = $1")
-            .bind(id.to_string())
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
+        for sql in [
+            "DELETE FROM agent_channels WHERE connection_id = $1",
+            "DELETE FROM connector_inbox WHERE connection_id = $1",
+            "DELETE FROM channel_sessions WHERE connection_id = $1",
+            "DELETE FROM connection_events WHERE connection_id = $1",
+            "DELETE FROM connector_cursors WHERE connection_id = $1",
+            "DELETE FROM webhook_outbox WHERE connection_id = $1",
+        ] {
+            sqlx::query(sql)
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        }
         let done = sqlx::query("DELETE FROM connections WHERE id = $1")
             .bind(id.to_string())
             .execute(&mut *tx)
@@ -985,6 +1029,304 @@ impl super::Store for PgStore {
                 })
             })
             .collect()
+    }
+
+    async fn inbound_agent(&self, connection: ConnectionId) -> StoreResult<Option<AgentId>> {
+        let agent: Option<String> = sqlx::query_scalar(
+            "SELECT agent_id FROM agent_channels WHERE connection_id = $1 AND inbound = 1",
+        )
+        .bind(connection.to_string())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?;
+        agent.as_deref().map(parse_uuid).transpose()
+    }
+
+    async fn inbox_insert(
+        &self,
+        connection: ConnectionId,
+        message: &InboundMessage,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "INSERT INTO connector_inbox (connection_id, dedup_id, received_at, message) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (connection_id, dedup_id) DO NOTHING",
+        )
+        .bind(connection.to_string())
+        .bind(&message.dedup_id)
+        .bind(ts(at)?)
+        .bind(to_json(message, "inbound message")?)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn inbox_done(&self, connection: ConnectionId, dedup_id: &str) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE connector_inbox SET done = true WHERE connection_id = $1 AND dedup_id = $2",
+        )
+        .bind(connection.to_string())
+        .bind(dedup_id)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn inbox_pending(
+        &self,
+        connection: ConnectionId,
+        limit: u32,
+    ) -> StoreResult<Vec<InboundMessage>> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT message FROM connector_inbox WHERE connection_id = $1 AND NOT done \
+             ORDER BY seq LIMIT $2",
+        )
+        .bind(connection.to_string())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        rows.iter()
+            .map(|m| parse_json(m, "inbound message"))
+            .collect()
+    }
+
+    async fn inbox_prune(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        let done = sqlx::query("DELETE FROM connector_inbox WHERE done AND received_at < $1")
+            .bind(ts(before)?)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn channel_session(
+        &self,
+        connection: ConnectionId,
+        chat_key: &str,
+    ) -> StoreResult<Option<ChannelSession>> {
+        let row: Option<(PgUuid, i64)> = sqlx::query_as(
+            "SELECT session_id, started_at FROM channel_sessions \
+             WHERE connection_id = $1 AND chat_key = $2",
+        )
+        .bind(connection.to_string())
+        .bind(chat_key)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(row.map(|(session_id, started_at)| ChannelSession {
+            session_id: session_id.0,
+            started_at: from_ts(started_at),
+        }))
+    }
+
+    async fn set_channel_session(
+        &self,
+        connection: ConnectionId,
+        chat_key: &str,
+        session: &ChannelSession,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO channel_sessions (connection_id, chat_key, session_id, started_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (connection_id, chat_key) DO UPDATE SET \
+             session_id = excluded.session_id, started_at = excluded.started_at",
+        )
+        .bind(connection.to_string())
+        .bind(chat_key)
+        .bind(PgUuid(session.session_id))
+        .bind(ts(session.started_at)?)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn add_connection_event(
+        &self,
+        connection: ConnectionId,
+        at: DateTime<Utc>,
+        kind: &str,
+        detail: &serde_json::Value,
+        keep: u32,
+    ) -> StoreResult<()> {
+        let id = connection.to_string();
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        sqlx::query(
+            "INSERT INTO connection_events (connection_id, at, kind, detail) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&id)
+        .bind(ts(at)?)
+        .bind(kind)
+        .bind(to_json(detail, "event detail")?)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        // Everything from the (keep+1)-th newest on; with fewer events the bound is NULL
+        // and nothing goes.
+        sqlx::query(
+            "DELETE FROM connection_events WHERE connection_id = $1 AND id <= \
+             (SELECT id FROM connection_events WHERE connection_id = $1 \
+              ORDER BY id DESC LIMIT 1 OFFSET $2)",
+        )
+        .bind(&id)
+        .bind(i64::from(keep))
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn connection_events(
+        &self,
+        connection: ConnectionId,
+        before: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<ConnectionEvent>> {
+        let rows = sqlx::query(
+            "SELECT id, connection_id, at, kind, detail FROM connection_events \
+             WHERE connection_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
+        )
+        .bind(connection.to_string())
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn connector_cursor(&self, connection: ConnectionId) -> StoreResult<Option<String>> {
+        sqlx::query_scalar("SELECT cursor FROM connector_cursors WHERE connection_id = $1")
+            .bind(connection.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)
+    }
+
+    async fn set_connector_cursor(
+        &self,
+        connection: ConnectionId,
+        cursor: &str,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO connector_cursors (connection_id, cursor) VALUES ($1, $2) \
+             ON CONFLICT (connection_id) DO UPDATE SET cursor = excluded.cursor",
+        )
+        .bind(connection.to_string())
+        .bind(cursor)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn outbox_push(
+        &self,
+        connection: ConnectionId,
+        event: &NewOutboxEvent,
+        at: DateTime<Utc>,
+    ) -> StoreResult<i64> {
+        sqlx::query_scalar(
+            "INSERT INTO webhook_outbox (connection_id, msg_id, event_type, body, attempts, \
+             next_attempt_at, created_at) VALUES ($1, $2, $3, $4, 0, $5, $5) RETURNING id",
+        )
+        .bind(connection.to_string())
+        .bind(&event.msg_id)
+        .bind(&event.event_type)
+        .bind(&event.body)
+        .bind(ts(at)?)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(map_err)
+    }
+
+    async fn outbox_claim(
+        &self,
+        connection: ConnectionId,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<OutboxEntry>> {
+        let lease = ts(lease_until)?;
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        // Locked in id order: a concurrent claim waits here, then reads the lease this one
+        // sets and finds the head not due.
+        let rows = sqlx::query(&format!(
+            "SELECT {OUTBOX_COLS} FROM webhook_outbox WHERE connection_id = $1 \
+             ORDER BY id LIMIT $2 FOR UPDATE"
+        ))
+        .bind(connection.to_string())
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        let mut claimed = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let entry = outbox_from_row(row)?;
+            if entry.next_attempt_at > now {
+                break;
+            }
+            claimed.push(entry);
+        }
+        if claimed.is_empty() {
+            return Ok(claimed);
+        }
+        let ids: Vec<i64> = claimed.iter().map(|e| e.id).collect();
+        sqlx::query("UPDATE webhook_outbox SET next_attempt_at = $1 WHERE id = ANY($2)")
+            .bind(lease)
+            .bind(ids)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
+        for entry in &mut claimed {
+            entry.next_attempt_at = lease_until;
+        }
+        Ok(claimed)
+    }
+
+    async fn outbox_retry(
+        &self,
+        id: i64,
+        attempts: u32,
+        next_attempt_at: DateTime<Utc>,
+        last_error: &str,
+    ) -> StoreResult<()> {
+        // An event that is gone (its connection was deleted meanwhile) needs no retry.
+        sqlx::query(
+            "UPDATE webhook_outbox SET attempts = $1, next_attempt_at = $2, last_error = $3 \
+             WHERE id = $4",
+        )
+        .bind(i64::from(attempts))
+        .bind(ts(next_attempt_at)?)
+        .bind(last_error)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn outbox_done(&self, id: i64) -> StoreResult<()> {
+        sqlx::query("DELETE FROM webhook_outbox WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn outbox_len(&self, connection: ConnectionId) -> StoreResult<u64> {
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM webhook_outbox WHERE connection_id = $1")
+                .bind(connection.to_string())
+                .fetch_one(&self.pool)
+                .await
+                .map_err(map_err)?;
+        u64::try_from(n).map_err(|_| StoreError::Corrupt(format!("outbox length {n}")))
     }
 }
 
@@ -1038,6 +1380,14 @@ mod tests {
         suite_concurrent_fencing,
         suite_connections,
         suite_agent_channels,
+        suite_inbound_agent,
+        suite_inbox,
+        suite_channel_sessions,
+        suite_connection_events,
+        suite_connector_cursor,
+        suite_outbox,
+        suite_concurrent_outbox_claim,
+        suite_delete_connection_state,
     );
 
     #[tokio::test]

@@ -29,10 +29,11 @@ use super::encoding::{
     rfc3339, to_json, Embedded,
 };
 use super::{
-    AgentChannel, AgentRecord, AgentStatus, Epoch, SessionWrites, StoreError, StoreResult, Tenant,
-    Write,
+    AgentChannel, AgentRecord, AgentStatus, ChannelSession, ConnectionEvent, Epoch, NewOutboxEvent,
+    OutboxEntry, SessionWrites, StoreError, StoreResult, Tenant, Write,
 };
 use crate::connection::{ConnectionId, ConnectionRecord};
+use crate::inbound::InboundMessage;
 use crate::model::{
     AgentId, AttachmentMeta, Feedback, Message, Role, Session, SessionId, TenantId,
 };
@@ -59,6 +60,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         4,
         "agent_channels",
         include_str!("../../migrations/sqlite/0004_agent_channels.sql"),
+    ),
+    (
+        5,
+        "connector_state",
+        include_str!("../../migrations/sqlite/0005_connector_state.sql"),
     ),
 ];
 
@@ -456,6 +462,35 @@ fn message_from_row(row: &SqliteRow) -> StoreResult<Message> {
 
 fn session_from_row(row: &SqliteRow) -> StoreResult<Session> {
     parse_json(col(row, "data")?, "session")
+}
+
+fn event_from_row(row: &SqliteRow) -> StoreResult<ConnectionEvent> {
+    Ok(ConnectionEvent {
+        id: col(row, "id")?,
+        connection_id: parse_uuid(col(row, "connection_id")?)?,
+        at: parse_ts(col(row, "at")?)?,
+        kind: col(row, "kind")?,
+        detail: parse_json(col(row, "detail")?, "event detail")?,
+    })
+}
+
+const OUTBOX_COLS: &str = "id, connection_id, msg_id, event_type, body, attempts, \
+                           next_attempt_at, last_error, created_at";
+
+fn outbox_from_row(row: &SqliteRow) -> StoreResult<OutboxEntry> {
+    let attempts: i64 = col(row, "attempts")?;
+    Ok(OutboxEntry {
+        id: col(row, "id")?,
+        connection_id: parse_uuid(col(row, "connection_id")?)?,
+        msg_id: col(row, "msg_id")?,
+        event_type: col(row, "event_type")?,
+        body: col(row, "body")?,
+        attempts: u32::try_from(attempts)
+            .map_err(|_| StoreError::Corrupt(format!("outbox attempts {attempts}")))?,
+        next_attempt_at: parse_ts(col(row, "next_attempt_at")?)?,
+        last_error: col(row, "last_error")?,
+        created_at: parse_ts(col(row, "created_at")?)?,
+    })
 }
 
 #[async_trait]
@@ -969,11 +1004,20 @@ impl super::Store for SqliteStore {
 
     async fn delete_connection(&self, id: ConnectionId) -> StoreResult<bool> {
         let mut tx = self.writer.begin().await.map_err(map_err)?;
-        sqlx::query("DELETE FROM agent_channels WHERE connection_id = ?")
-            .bind(id.to_string())
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
+        for sql in [
+            "DELETE FROM agent_channels WHERE connection_id = ?",
+            "DELETE FROM connector_inbox WHERE connection_id = ?",
+            "DELETE FROM channel_sessions WHERE connection_id = ?",
+            "DELETE FROM connection_events WHERE connection_id = ?",
+            "DELETE FROM connector_cursors WHERE connection_id = ?",
+            "DELETE FROM webhook_outbox WHERE connection_id = ?",
+        ] {
+            sqlx::query(sql)
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        }
         let done = sqlx::query("DELETE FROM connections WHERE id = ?")
             .bind(id.to_string())
             .execute(&mut *tx)
@@ -1024,6 +1068,308 @@ impl super::Store for SqliteStore {
                 })
             })
             .collect()
+    }
+
+    async fn inbound_agent(&self, connection: ConnectionId) -> StoreResult<Option<AgentId>> {
+        let agent: Option<String> = sqlx::query_scalar(
+            "SELECT agent_id FROM agent_channels WHERE connection_id = ? AND inbound = 1",
+        )
+        .bind(connection.to_string())
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(map_err)?;
+        agent.as_deref().map(parse_uuid).transpose()
+    }
+
+    async fn inbox_insert(
+        &self,
+        connection: ConnectionId,
+        message: &InboundMessage,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "INSERT INTO connector_inbox (connection_id, dedup_id, received_at, message) \
+             VALUES (?, ?, ?, ?) ON CONFLICT (connection_id, dedup_id) DO NOTHING",
+        )
+        .bind(connection.to_string())
+        .bind(&message.dedup_id)
+        .bind(ts(at))
+        .bind(to_json(message, "inbound message")?)
+        .execute(&self.writer)
+        .await
+        .map_err(map_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn inbox_done(&self, connection: ConnectionId, dedup_id: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE connector_inbox SET done = 1 WHERE connection_id = ? AND dedup_id = ?")
+            .bind(connection.to_string())
+            .bind(dedup_id)
+            .execute(&self.writer)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn inbox_pending(
+        &self,
+        connection: ConnectionId,
+        limit: u32,
+    ) -> StoreResult<Vec<InboundMessage>> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT message FROM connector_inbox WHERE connection_id = ? AND done = 0 \
+             ORDER BY seq LIMIT ?",
+        )
+        .bind(connection.to_string())
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(map_err)?;
+        rows.iter()
+            .map(|m| parse_json(m, "inbound message"))
+            .collect()
+    }
+
+    async fn inbox_prune(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        let done = sqlx::query("DELETE FROM connector_inbox WHERE done = 1 AND received_at < ?")
+            .bind(ts(before))
+            .execute(&self.writer)
+            .await
+            .map_err(map_err)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn channel_session(
+        &self,
+        connection: ConnectionId,
+        chat_key: &str,
+    ) -> StoreResult<Option<ChannelSession>> {
+        let row: Option<(String, String)> = sqlx::query_as(
+            "SELECT session_id, started_at FROM channel_sessions \
+             WHERE connection_id = ? AND chat_key = ?",
+        )
+        .bind(connection.to_string())
+        .bind(chat_key)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(map_err)?;
+        row.map(|(session_id, started_at)| {
+            Ok(ChannelSession {
+                session_id: parse_uuid(&session_id)?,
+                started_at: parse_ts(&started_at)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn set_channel_session(
+        &self,
+        connection: ConnectionId,
+        chat_key: &str,
+        session: &ChannelSession,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO channel_sessions (connection_id, chat_key, session_id, started_at) \
+             VALUES (?, ?, ?, ?) ON CONFLICT (connection_id, chat_key) DO UPDATE SET \
+             session_id = excluded.session_id, started_at = excluded.started_at",
+        )
+        .bind(connection.to_string())
+        .bind(chat_key)
+        .bind(session.session_id.to_string())
+        .bind(ts(session.started_at))
+        .execute(&self.writer)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn add_connection_event(
+        &self,
+        connection: ConnectionId,
+        at: DateTime<Utc>,
+        kind: &str,
+        detail: &serde_json::Value,
+        keep: u32,
+    ) -> StoreResult<()> {
+        let id = connection.to_string();
+        let mut tx = self.writer.begin().await.map_err(map_err)?;
+        sqlx::query(
+            "INSERT INTO connection_events (connection_id, at, kind, detail) VALUES (?, ?, ?, ?)",
+        )
+        .bind(&id)
+        .bind(ts(at))
+        .bind(kind)
+        .bind(to_json(detail, "event detail")?)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        // Everything from the (keep+1)-th newest on; with fewer events the bound is NULL
+        // and nothing goes.
+        sqlx::query(
+            "DELETE FROM connection_events WHERE connection_id = ?1 AND id <= \
+             (SELECT id FROM connection_events WHERE connection_id = ?1 \
+              ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+        )
+        .bind(&id)
+        .bind(i64::from(keep))
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn connection_events(
+        &self,
+        connection: ConnectionId,
+        before: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<ConnectionEvent>> {
+        let rows = sqlx::query(
+            "SELECT id, connection_id, at, kind, detail FROM connection_events \
+             WHERE connection_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
+        )
+        .bind(connection.to_string())
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(map_err)?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn connector_cursor(&self, connection: ConnectionId) -> StoreResult<Option<String>> {
+        sqlx::query_scalar("SELECT cursor FROM connector_cursors WHERE connection_id = ?")
+            .bind(connection.to_string())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(map_err)
+    }
+
+    async fn set_connector_cursor(
+        &self,
+        connection: ConnectionId,
+        cursor: &str,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO connector_cursors (connection_id, cursor) VALUES (?, ?) \
+             ON CONFLICT (connection_id) DO UPDATE SET cursor = excluded.cursor",
+        )
+        .bind(connection.to_string())
+        .bind(cursor)
+        .execute(&self.writer)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn outbox_push(
+        &self,
+        connection: ConnectionId,
+        event: &NewOutboxEvent,
+        at: DateTime<Utc>,
+    ) -> StoreResult<i64> {
+        let at = ts(at);
+        sqlx::query_scalar(
+            "INSERT INTO webhook_outbox (connection_id, msg_id, event_type, body, attempts, \
+             next_attempt_at, created_at) VALUES (?, ?, ?, ?, 0, ?, ?) RETURNING id",
+        )
+        .bind(connection.to_string())
+        .bind(&event.msg_id)
+        .bind(&event.event_type)
+        .bind(&event.body)
+        .bind(&at)
+        .bind(&at)
+        .fetch_one(&self.writer)
+        .await
+        .map_err(map_err)
+    }
+
+    async fn outbox_claim(
+        &self,
+        connection: ConnectionId,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<OutboxEntry>> {
+        let id = connection.to_string();
+        // The store writes through its one writer connection, which this transaction holds,
+        // so no other claim or push runs between the read and the lease.
+        let mut tx = self.writer.begin().await.map_err(map_err)?;
+        let rows = sqlx::query(&format!(
+            "SELECT {OUTBOX_COLS} FROM webhook_outbox WHERE connection_id = ? ORDER BY id LIMIT ?"
+        ))
+        .bind(&id)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        let mut claimed = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let entry = outbox_from_row(row)?;
+            if entry.next_attempt_at > now {
+                break;
+            }
+            claimed.push(entry);
+        }
+        let Some(last) = claimed.last().map(|e| e.id) else {
+            return Ok(claimed);
+        };
+        // The claimed events are exactly the connection's events up to the last of them.
+        sqlx::query(
+            "UPDATE webhook_outbox SET next_attempt_at = ? WHERE connection_id = ? AND id <= ?",
+        )
+        .bind(ts(lease_until))
+        .bind(&id)
+        .bind(last)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
+        for entry in &mut claimed {
+            entry.next_attempt_at = lease_until;
+        }
+        Ok(claimed)
+    }
+
+    async fn outbox_retry(
+        &self,
+        id: i64,
+        attempts: u32,
+        next_attempt_at: DateTime<Utc>,
+        last_error: &str,
+    ) -> StoreResult<()> {
+        // An event that is gone (its connection was deleted meanwhile) needs no retry.
+        sqlx::query(
+            "UPDATE webhook_outbox SET attempts = ?, next_attempt_at = ?, last_error = ? \
+             WHERE id = ?",
+        )
+        .bind(i64::from(attempts))
+        .bind(ts(next_attempt_at))
+        .bind(last_error)
+        .bind(id)
+        .execute(&self.writer)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn outbox_done(&self, id: i64) -> StoreResult<()> {
+        sqlx::query("DELETE FROM webhook_outbox WHERE id = ?")
+            .bind(id)
+            .execute(&self.writer)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn outbox_len(&self, connection: ConnectionId) -> StoreResult<u64> {
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM webhook_outbox WHERE connection_id = ?")
+                .bind(connection.to_string())
+                .fetch_one(&self.reader)
+                .await
+                .map_err(map_err)?;
+        u64::try_from(n).map_err(|_| StoreError::Corrupt(format!("outbox length {n}")))
     }
 }
 
@@ -1079,6 +1425,14 @@ mod tests {
         suite_concurrent_fencing,
         suite_connections,
         suite_agent_channels,
+        suite_inbound_agent,
+        suite_inbox,
+        suite_channel_sessions,
+        suite_connection_events,
+        suite_connector_cursor,
+        suite_outbox,
+        suite_concurrent_outbox_claim,
+        suite_delete_connection_state,
     );
 
     #[test]

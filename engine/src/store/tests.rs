@@ -1067,3 +1067,486 @@ pub(crate) async fn suite_agent_channels(store: &dyn Store) {
     store.set_agent_channels(b.id, &[]).await.unwrap();
     assert_eq!(store.agent_channels(b.id).await.unwrap(), vec![]);
 }
+
+/// A delivery with every optional field set, so a round trip checks them all.
+fn inbound(dedup_id: &str, text: &str) -> crate::inbound::InboundMessage {
+    crate::inbound::InboundMessage {
+        platform: crate::inbound::Platform::Discord,
+        dedup_id: dedup_id.into(),
+        user_id: "user-7".into(),
+        user_name: Some("Ada Lovelace".into()),
+        chat_id: "chat-42".into(),
+        thread_id: Some("1700000000.000100".into()),
+        text: text.into(),
+        sent_at: at(5),
+        reply_context: json!({"token": "tok", "application_id": 9, "nested": {"ß": [1, null]}}),
+    }
+}
+
+/// Inbound deliveries: a dedup id is recorded once per connection; pending ones come back
+/// whole and in order; finished ones still count as duplicates until pruned.
+pub(crate) async fn suite_inbox(store: &dyn Store) {
+    let (c, other) = (Uuid::new_v4(), Uuid::new_v4());
+    let (m1, m2, m3) = (
+        inbound("d1", "first"),
+        inbound("d2", "second"),
+        inbound("d3", "third"),
+    );
+    let mut bare = inbound("d4", "nothing optional");
+    bare.user_name = None;
+    bare.thread_id = None;
+    bare.reply_context = serde_json::Value::Null;
+    assert_eq!(store.inbox_pending(c, 10).await.unwrap(), vec![]);
+
+    assert!(store.inbox_insert(c, &m1, at(10)).await.unwrap());
+    let mut again = m1.clone();
+    again.text = "redelivered".into();
+    assert!(!store.inbox_insert(c, &again, at(11)).await.unwrap());
+    // The same dedup id on another connection is another delivery.
+    assert!(store.inbox_insert(other, &m1, at(10)).await.unwrap());
+    assert!(store.inbox_insert(c, &m2, at(20)).await.unwrap());
+    assert!(store.inbox_insert(c, &m3, at(30)).await.unwrap());
+    assert!(store.inbox_insert(c, &bare, at(40)).await.unwrap());
+
+    assert_eq!(
+        store.inbox_pending(c, 10).await.unwrap(),
+        vec![m1.clone(), m2.clone(), m3.clone(), bare.clone()],
+        "pending in insertion order, the first version of a duplicate kept"
+    );
+    assert_eq!(
+        store.inbox_pending(c, 2).await.unwrap(),
+        vec![m1.clone(), m2.clone()]
+    );
+    assert_eq!(
+        store.inbox_pending(other, 10).await.unwrap(),
+        vec![m1.clone()]
+    );
+
+    store.inbox_done(c, "d1").await.unwrap();
+    store.inbox_done(c, "d2").await.unwrap();
+    // Unknown deliveries are no error.
+    store.inbox_done(c, "nope").await.unwrap();
+    assert_eq!(
+        store.inbox_pending(c, 10).await.unwrap(),
+        vec![m3.clone(), bare.clone()]
+    );
+    assert!(
+        !store.inbox_insert(c, &m1, at(50)).await.unwrap(),
+        "a finished delivery is still a duplicate"
+    );
+
+    // Only finished deliveries received before the bound go: d1 (at 10), not d2 (at 20),
+    // not the pending ones, not the other connection's pending d1.
+    assert_eq!(store.inbox_prune(at(15)).await.unwrap(), 1);
+    assert_eq!(
+        store.inbox_pending(c, 10).await.unwrap(),
+        vec![m3.clone(), bare.clone()]
+    );
+    assert_eq!(
+        store.inbox_pending(other, 10).await.unwrap(),
+        vec![m1.clone()]
+    );
+    assert!(!store.inbox_insert(c, &m2, at(50)).await.unwrap());
+    assert!(
+        store.inbox_insert(c, &m1, at(60)).await.unwrap(),
+        "a pruned delivery is forgotten"
+    );
+    assert_eq!(
+        store.inbox_pending(c, 10).await.unwrap(),
+        vec![m3.clone(), bare.clone(), m1.clone()]
+    );
+    assert_eq!(store.inbox_prune(at(1000)).await.unwrap(), 1);
+    assert_eq!(store.inbox_prune(at(1000)).await.unwrap(), 0);
+    assert_eq!(
+        store.inbox_pending(c, 10).await.unwrap(),
+        vec![m3, bare, m1.clone()]
+    );
+    assert_eq!(store.inbox_pending(other, 10).await.unwrap(), vec![m1]);
+}
+
+/// A chat's session is absent until set, then replaced whole; chats and connections are
+/// separate.
+pub(crate) async fn suite_channel_sessions(store: &dyn Store) {
+    use super::ChannelSession;
+    let (c, other) = (Uuid::new_v4(), Uuid::new_v4());
+    assert_eq!(store.channel_session(c, "chat:user").await.unwrap(), None);
+    let first = ChannelSession {
+        session_id: Uuid::new_v4(),
+        started_at: at(10),
+    };
+    store
+        .set_channel_session(c, "chat:user", &first)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.channel_session(c, "chat:user").await.unwrap(),
+        Some(first)
+    );
+    assert_eq!(store.channel_session(c, "chat:other").await.unwrap(), None);
+    assert_eq!(
+        store.channel_session(other, "chat:user").await.unwrap(),
+        None
+    );
+
+    let second = ChannelSession {
+        session_id: Uuid::new_v4(),
+        started_at: at(20),
+    };
+    store
+        .set_channel_session(c, "chat:user", &second)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.channel_session(c, "chat:user").await.unwrap(),
+        Some(second)
+    );
+}
+
+/// The event log: newest first, paged by id, bounded per connection by `keep`.
+pub(crate) async fn suite_connection_events(store: &dyn Store) {
+    let (c, other) = (Uuid::new_v4(), Uuid::new_v4());
+    assert_eq!(store.connection_events(c, None, 10).await.unwrap(), vec![]);
+    for i in 0..5 {
+        store
+            .add_connection_event(
+                c,
+                at(i),
+                &format!("kind-{i}"),
+                &json!({"n": i, "why": "ünïcode", "list": [1, 2]}),
+                100,
+            )
+            .await
+            .unwrap();
+    }
+    store
+        .add_connection_event(other, at(9), "theirs", &json!(null), 100)
+        .await
+        .unwrap();
+
+    let all = store.connection_events(c, None, 10).await.unwrap();
+    let kinds: Vec<&str> = all.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["kind-4", "kind-3", "kind-2", "kind-1", "kind-0"]);
+    assert!(all.windows(2).all(|w| w[0].id > w[1].id));
+    assert_eq!(all[0].connection_id, c);
+    assert_eq!(all[0].at, at(4));
+    assert_eq!(
+        all[0].detail,
+        json!({"n": 4, "why": "ünïcode", "list": [1, 2]})
+    );
+
+    let page = store.connection_events(c, None, 2).await.unwrap();
+    assert_eq!(page, all[..2]);
+    let next = store
+        .connection_events(c, Some(page[1].id), 2)
+        .await
+        .unwrap();
+    assert_eq!(next, all[2..4]);
+    let last = store
+        .connection_events(c, Some(next[1].id), 2)
+        .await
+        .unwrap();
+    assert_eq!(last, all[4..]);
+    assert_eq!(
+        store
+            .connection_events(c, Some(all[4].id), 2)
+            .await
+            .unwrap(),
+        vec![]
+    );
+
+    // Keeping 3 drops the oldest three of the (now) six.
+    store
+        .add_connection_event(c, at(5), "kind-5", &json!({}), 3)
+        .await
+        .unwrap();
+    let kept = store.connection_events(c, None, 10).await.unwrap();
+    let kinds: Vec<&str> = kept.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["kind-5", "kind-4", "kind-3"]);
+    assert!(kept[0].id > all[0].id);
+    let theirs = store.connection_events(other, None, 10).await.unwrap();
+    assert_eq!(theirs.len(), 1);
+    assert_eq!(theirs[0].kind, "theirs");
+    assert_eq!(theirs[0].detail, json!(null));
+}
+
+/// A connector's cursor: absent until set, then replaced; per connection.
+pub(crate) async fn suite_connector_cursor(store: &dyn Store) {
+    let (c, other) = (Uuid::new_v4(), Uuid::new_v4());
+    assert_eq!(store.connector_cursor(c).await.unwrap(), None);
+    store.set_connector_cursor(c, "100").await.unwrap();
+    assert_eq!(
+        store.connector_cursor(c).await.unwrap().as_deref(),
+        Some("100")
+    );
+    store.set_connector_cursor(c, "205").await.unwrap();
+    assert_eq!(
+        store.connector_cursor(c).await.unwrap().as_deref(),
+        Some("205")
+    );
+    assert_eq!(store.connector_cursor(other).await.unwrap(), None);
+}
+
+fn outbox_event(n: u32) -> super::NewOutboxEvent {
+    super::NewOutboxEvent {
+        msg_id: format!("msg_{n}"),
+        event_type: "message.created".into(),
+        body: format!(r#"{{"n":{n},"text":"ünïcode"}}"#),
+    }
+}
+
+/// The webhook outbox delivers each connection's events in order: a claim answers the
+/// oldest due events only while the oldest is due, and leases what it answers.
+pub(crate) async fn suite_outbox(store: &dyn Store) {
+    let (c, other) = (Uuid::new_v4(), Uuid::new_v4());
+    assert_eq!(store.outbox_len(c).await.unwrap(), 0);
+    assert_eq!(
+        store.outbox_claim(c, at(0), at(60), 10).await.unwrap(),
+        vec![]
+    );
+    let mut ids = Vec::new();
+    for n in 1..=3 {
+        ids.push(
+            store
+                .outbox_push(c, &outbox_event(n), at(10 + i64::from(n)))
+                .await
+                .unwrap(),
+        );
+    }
+    let theirs = store
+        .outbox_push(other, &outbox_event(9), at(10))
+        .await
+        .unwrap();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]));
+    assert!(theirs > ids[2]);
+    assert_eq!(store.outbox_len(c).await.unwrap(), 3);
+    assert_eq!(store.outbox_len(other).await.unwrap(), 1);
+
+    // Not due before it was pushed.
+    assert_eq!(
+        store.outbox_claim(c, at(10), at(60), 10).await.unwrap(),
+        vec![]
+    );
+    let claimed = store.outbox_claim(c, at(20), at(60), 2).await.unwrap();
+    let entry = |i: usize, attempts, next_attempt_at, last_error: Option<&str>| {
+        let n = i as u32 + 1;
+        let e = outbox_event(n);
+        super::OutboxEntry {
+            id: ids[i],
+            connection_id: c,
+            msg_id: e.msg_id,
+            event_type: e.event_type,
+            body: e.body,
+            attempts,
+            next_attempt_at,
+            last_error: last_error.map(String::from),
+            created_at: at(10 + i64::from(n)),
+        }
+    };
+    assert_eq!(
+        claimed,
+        vec![entry(0, 0, at(60), None), entry(1, 0, at(60), None)]
+    );
+    // Leased: the head is not due again before the lease ends, so nothing is.
+    assert_eq!(
+        store.outbox_claim(c, at(30), at(90), 10).await.unwrap(),
+        vec![]
+    );
+
+    // A failed attempt blocks the events behind it until it is due again.
+    store
+        .outbox_retry(ids[0], 1, at(100), "HTTP 503")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.outbox_claim(c, at(99), at(150), 10).await.unwrap(),
+        vec![],
+        "the later events are due, the head is not"
+    );
+    assert_eq!(
+        store.outbox_claim(c, at(100), at(150), 10).await.unwrap(),
+        vec![
+            entry(0, 1, at(150), Some("HTTP 503")),
+            entry(1, 0, at(150), None),
+            entry(2, 0, at(150), None),
+        ]
+    );
+
+    // A claim stops at the first event that is not due.
+    store.outbox_done(ids[0]).await.unwrap();
+    store
+        .outbox_retry(ids[2], 2, at(300), "timeout")
+        .await
+        .unwrap();
+    store
+        .outbox_retry(ids[1], 1, at(200), "HTTP 500")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.outbox_claim(c, at(250), at(280), 10).await.unwrap(),
+        vec![entry(1, 1, at(280), Some("HTTP 500"))]
+    );
+    assert_eq!(store.outbox_len(c).await.unwrap(), 2);
+    store.outbox_done(ids[1]).await.unwrap();
+    store.outbox_done(ids[1]).await.unwrap();
+    // Unknown events are no error.
+    store.outbox_retry(-1, 1, at(0), "gone").await.unwrap();
+    assert_eq!(store.outbox_len(c).await.unwrap(), 1);
+    assert_eq!(
+        store.outbox_claim(c, at(300), at(400), 10).await.unwrap(),
+        vec![entry(2, 2, at(400), Some("timeout"))]
+    );
+    store.outbox_done(ids[2]).await.unwrap();
+    assert_eq!(store.outbox_len(c).await.unwrap(), 0);
+
+    // The other connection's queue was never blocked.
+    let got = store.outbox_claim(other, at(10), at(60), 10).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!((got[0].id, got[0].connection_id), (theirs, other));
+}
+
+/// The agent answering a connection's customers is its inbound agent, if any.
+pub(crate) async fn suite_inbound_agent(store: &dyn Store) {
+    use super::AgentChannel;
+    let t = tenant("acme", "k");
+    store.create_tenant(&t).await.unwrap();
+    let (a, b) = (agent(t.id, "a"), agent(t.id, "b"));
+    store.create_agent(&a, "def").await.unwrap();
+    store.create_agent(&b, "def").await.unwrap();
+    let (c1, c2) = (Uuid::new_v4(), Uuid::new_v4());
+    assert_eq!(store.inbound_agent(c1).await.unwrap(), None);
+    store
+        .set_agent_channels(
+            a.id,
+            &[
+                AgentChannel {
+                    connection_id: c1,
+                    inbound: true,
+                },
+                AgentChannel {
+                    connection_id: c2,
+                    inbound: false,
+                },
+            ],
+        )
+        .await
+        .unwrap();
+    store
+        .set_agent_channels(
+            b.id,
+            &[AgentChannel {
+                connection_id: c1,
+                inbound: false,
+            }],
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.inbound_agent(c1).await.unwrap(), Some(a.id));
+    assert_eq!(store.inbound_agent(c2).await.unwrap(), None);
+    assert!(store.delete_agent(a.id).await.unwrap());
+    assert_eq!(store.inbound_agent(c1).await.unwrap(), None);
+}
+
+/// Deleting a connection deletes its connector state, and only its own.
+pub(crate) async fn suite_delete_connection_state(store: &dyn Store) {
+    use super::ChannelSession;
+    use crate::connection::{ConnectionRecord, ConnectionStatus};
+    use crate::inbound::Platform;
+    let t = tenant("acme", "k");
+    store.create_tenant(&t).await.unwrap();
+    let make = |name: &str| ConnectionRecord {
+        id: Uuid::new_v4(),
+        tenant_id: t.id,
+        name: name.into(),
+        platform: Platform::Webhook,
+        description: None,
+        enabled: true,
+        status: ConnectionStatus::Connected,
+        status_error: None,
+        status_at: at(0),
+        config: serde_json::Map::new(),
+        secrets_sealed: "v1:c2VhbGVk".into(),
+        advanced: json!({}),
+        rate_limits: json!({}),
+        created_at: at(0),
+        updated_at: at(0),
+    };
+    let (gone, kept) = (make("gone"), make("kept"));
+    let session = ChannelSession {
+        session_id: Uuid::new_v4(),
+        started_at: at(1),
+    };
+    let m = inbound("d1", "hello");
+    for c in [&gone, &kept] {
+        store.put_connection(c).await.unwrap();
+        assert!(store.inbox_insert(c.id, &m, at(2)).await.unwrap());
+        store
+            .set_channel_session(c.id, "chat:user", &session)
+            .await
+            .unwrap();
+        store
+            .add_connection_event(c.id, at(3), "delivered", &json!({}), 10)
+            .await
+            .unwrap();
+        store.set_connector_cursor(c.id, "7").await.unwrap();
+        store
+            .outbox_push(c.id, &outbox_event(1), at(4))
+            .await
+            .unwrap();
+    }
+
+    assert!(store.delete_connection(gone.id).await.unwrap());
+    let c = gone.id;
+    assert_eq!(store.inbox_pending(c, 10).await.unwrap(), vec![]);
+    assert!(
+        store.inbox_insert(c, &m, at(5)).await.unwrap(),
+        "its dedup ids are forgotten"
+    );
+    assert_eq!(store.channel_session(c, "chat:user").await.unwrap(), None);
+    assert_eq!(store.connection_events(c, None, 10).await.unwrap(), vec![]);
+    assert_eq!(store.connector_cursor(c).await.unwrap(), None);
+    assert_eq!(store.outbox_len(c).await.unwrap(), 0);
+
+    let c = kept.id;
+    assert_eq!(store.inbox_pending(c, 10).await.unwrap(), vec![m]);
+    assert_eq!(
+        store.channel_session(c, "chat:user").await.unwrap(),
+        Some(session)
+    );
+    assert_eq!(store.connection_events(c, None, 10).await.unwrap().len(), 1);
+    assert_eq!(
+        store.connector_cursor(c).await.unwrap().as_deref(),
+        Some("7")
+    );
+    assert_eq!(store.outbox_len(c).await.unwrap(), 1);
+}
+
+/// Claims racing for one connection's queue: exactly one of them gets the events.
+pub(crate) async fn suite_concurrent_outbox_claim(store: &dyn Store) {
+    const CLAIMS: usize = 8;
+    let c = Uuid::new_v4();
+    // Open the pool's connections first, so the claims really overlap.
+    let warm = (0..CLAIMS).map(|_| store.outbox_len(c));
+    for n in futures::future::join_all(warm).await {
+        assert_eq!(n.unwrap(), 0);
+    }
+    for round in 0..20 {
+        for n in 1..=3 {
+            store
+                .outbox_push(c, &outbox_event(n), at(round))
+                .await
+                .unwrap();
+        }
+        let claims = (0..CLAIMS).map(|_| store.outbox_claim(c, at(round), at(60), 10));
+        let got: Vec<Vec<super::OutboxEntry>> = futures::future::join_all(claims)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        let winners: Vec<&Vec<super::OutboxEntry>> = got.iter().filter(|g| !g.is_empty()).collect();
+        assert_eq!(winners.len(), 1, "round {round}");
+        assert_eq!(winners[0].len(), 3);
+        for e in winners[0] {
+            store.outbox_done(e.id).await.unwrap();
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! One ChannelActor per started connection: it owns the connection's chat workers (and
+//! so the order of each chat's messages), its outbound queue, and the loops a platform
+//! needs (Telegram getUpdates polling, the outgoing-webhook outbox).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use parley_connectors::{ConnectorError, Delivery};
+use parley_engine::connection::ConnectionStatus;
+use parley_engine::inbound::InboundMessage;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use serde_json::json;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use super::chats::{ChatContext, Chats};
+use super::outbox;
+use super::runtime::{ChannelRuntime, PlatformRuntime};
+use super::{accept_message, set_status};
+use crate::node::Shared;
+
+/// How often a connection forgets idle chats and looks for messages left unanswered.
+const SWEEP: Duration = Duration::from_secs(30);
+/// Unfinished messages loaded per sweep.
+const PENDING_BATCH: u32 = 10_000;
+/// Telegram long-poll timeout.
+const POLL_SECS: u64 = 25;
+
+pub enum ChannelMsg {
+    /// A verified, recorded customer message.
+    Inbound(InboundMessage),
+    /// A chat worker is through with a message (answered, or left for a later retry).
+    Finished(String),
+    /// Forget idle chats, retry messages left unanswered.
+    Sweep,
+}
+
+pub struct ChannelActor;
+
+pub struct ChannelArgs {
+    pub shared: Arc<Shared>,
+    pub rt: Arc<ChannelRuntime>,
+    pub outbox_wake: Arc<Notify>,
+}
+
+pub struct ChannelState {
+    ctx: Arc<ChatContext>,
+    chats: Chats,
+    /// Messages handed to a chat worker and not finished yet, so a message is never run
+    /// twice at once (a webhook delivery racing the sweep that reloads it).
+    in_flight: HashSet<String>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Actor for ChannelActor {
+    type Msg = ChannelMsg;
+    type State = ChannelState;
+    type Arguments = ChannelArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: ChannelArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let ctx = Arc::new(ChatContext {
+            shared: args.shared.clone(),
+            rt: args.rt.clone(),
+            actor: myself.clone(),
+        });
+        let mut tasks = Vec::new();
+        match &args.rt.platform {
+            PlatformRuntime::Telegram { polling: true, .. } => {
+                tasks.push(tokio::spawn(poll_telegram(ctx.clone())));
+            }
+            PlatformRuntime::Webhook { .. } => {
+                tasks.push(tokio::spawn(outbox::deliver(
+                    args.shared.clone(),
+                    args.rt.clone(),
+                    args.outbox_wake.clone(),
+                )));
+            }
+            _ => {}
+        }
+        myself.send_interval(SWEEP, || ChannelMsg::Sweep);
+        // Messages recorded before a restart and not answered yet go first.
+        let _ = myself.cast(ChannelMsg::Sweep);
+        Ok(ChannelState {
+            ctx,
+            chats: Chats::default(),
+            in_flight: HashSet::new(),
+            tasks,
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        for t in &state.tasks {
+            t.abort();
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            ChannelMsg::Inbound(msg) => {
+                if state.in_flight.insert(msg.dedup_id.clone()) {
+                    state.chats.dispatch(&state.ctx, msg);
+                }
+            }
+            ChannelMsg::Finished(dedup_id) => {
+                state.in_flight.remove(&dedup_id);
+            }
+            ChannelMsg::Sweep => {
+                state.chats.prune();
+                state.ctx.rt.outbound.shrink();
+                let pending = state
+                    .ctx
+                    .shared
+                    .store
+                    .inbox_pending(state.ctx.rt.id, PENDING_BATCH)
+                    .await;
+                match pending {
+                    Ok(pending) => {
+                        for msg in pending {
+                            if state.in_flight.insert(msg.dedup_id.clone()) {
+                                state.chats.dispatch(&state.ctx, msg);
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(connection = %state.ctx.rt.id, error = %e, "could not load unanswered messages; trying again later")
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Telegram polling mode: `getUpdates` in a loop, confirming updates by the offset,
+/// which is kept in the store so a restart resumes where it stopped. A 409 (a webhook is
+/// set, or another poller runs) puts the connection in Error and stops polling.
+async fn poll_telegram(ctx: Arc<ChatContext>) {
+    let PlatformRuntime::Telegram { client, .. } = &ctx.rt.platform else {
+        return;
+    };
+    let store = &ctx.shared.store;
+    let mut backoff = Duration::from_millis(500);
+    let mut offset: i64 = loop {
+        match store.connector_cursor(ctx.rt.id).await {
+            Ok(c) => break c.and_then(|c| c.parse().ok()).unwrap_or(0),
+            Err(e) => {
+                tracing::warn!(connection = %ctx.rt.id, error = %e, "cannot read the polling offset yet");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    };
+    loop {
+        match client.get_updates(offset, POLL_SECS).await {
+            Ok(updates) => {
+                backoff = Duration::from_millis(500);
+                let mut next = offset;
+                for update in updates {
+                    let accepted = match update.delivery {
+                        Ok(Delivery::Message(m)) => {
+                            accept_message(&ctx.shared, &ctx.rt, &ctx.actor, m)
+                                .await
+                                .is_ok()
+                        }
+                        Ok(_) => true,
+                        Err(e) => {
+                            ctx.log(
+                                "malformed",
+                                json!({"update_id": update.update_id, "error": e.to_string()}),
+                            )
+                            .await;
+                            true
+                        }
+                    };
+                    if !accepted {
+                        // Not recorded (store down): ask for it again rather than confirm it.
+                        break;
+                    }
+                    next = update.update_id + 1;
+                }
+                if next != offset {
+                    match store
+                        .set_connector_cursor(ctx.rt.id, &next.to_string())
+                        .await
+                    {
+                        Ok(()) => offset = next,
+                        Err(e) => {
+                            tracing::warn!(connection = %ctx.rt.id, error = %e, "could not keep the polling offset")
+                        }
+                    }
+                }
+            }
+            Err(ConnectorError::Refused { code, message, .. }) if code == "conflict" => {
+                let reason = format!("getUpdates conflict (409): {message}; a webhook is set or another poller runs with this bot token");
+                ctx.log("error", json!({"error": reason})).await;
+                set_status(
+                    &ctx.shared,
+                    ctx.rt.id,
+                    ConnectionStatus::Error,
+                    Some(reason),
+                )
+                .await;
+                return;
+            }
+            Err(ConnectorError::RateLimited(wait)) => tokio::time::sleep(wait).await,
+            Err(e) => {
+                tracing::warn!(connection = %ctx.rt.id, error = %e, "getUpdates failed; polling again shortly");
+                ctx.log(
+                    "error",
+                    json!({"error": e.to_string(), "at": Utc::now().to_rfc3339()}),
+                )
+                .await;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}

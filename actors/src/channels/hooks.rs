@@ -1,0 +1,295 @@
+//! `POST /hooks/{connection_id}` (and `GET` for WhatsApp's subscription check): verify
+//! the delivery first (a failure is 401 and nothing else happens, apart from a line in
+//! the event log), record each customer message once, hand it to the connection's actor
+//! and answer at once, within the platforms' deadlines (Slack and Discord: 3 s); the
+//! turn and the reply follow.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use chrono::Utc;
+use parley_connectors::{discord, slack, teams, telegram, webhook, whatsapp};
+use parley_connectors::{ConnectorError, Delivery};
+use parley_engine::connection::ConnectionStatus;
+use parley_engine::telemetry;
+use reqwest::header::HeaderMap;
+use serde_json::{json, Value};
+
+use super::chats::log_event;
+use super::runtime::PlatformRuntime;
+use super::{accept_message, RunningChannel};
+use crate::node::Shared;
+
+/// An inbound request as the HTTP layer received it.
+pub struct HookRequest {
+    /// `GET` (a subscription check) or `POST` (a delivery).
+    pub get: bool,
+    pub headers: HeaderMap,
+    pub query: HashMap<String, String>,
+    pub body: Bytes,
+}
+
+/// What to answer the platform.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HookAnswer {
+    pub status: u16,
+    pub body: HookBody,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum HookBody {
+    Json(Value),
+    Text(String),
+}
+
+impl HookAnswer {
+    fn json(status: u16, body: Value) -> HookAnswer {
+        HookAnswer {
+            status,
+            body: HookBody::Json(body),
+        }
+    }
+
+    fn error(status: u16, code: &str, message: impl Into<String>) -> HookAnswer {
+        HookAnswer::json(
+            status,
+            json!({"error": {"code": code, "message": message.into()}}),
+        )
+    }
+
+    fn ok() -> HookAnswer {
+        HookAnswer::json(200, json!({"ok": true}))
+    }
+}
+
+fn header<'h>(headers: &'h HeaderMap, name: &str) -> &'h str {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+}
+
+fn count(platform: &'static str, outcome: &'static str) {
+    metrics::counter!(telemetry::CONNECTOR_INBOUND_TOTAL, "platform" => platform, "outcome" => outcome)
+        .increment(1);
+}
+
+/// Handles one request to a started connection's hook.
+pub async fn receive(shared: &Shared, running: &RunningChannel, req: HookRequest) -> HookAnswer {
+    let rt = &running.rt;
+    let platform = rt.kind().as_str();
+    if req.get {
+        return subscription_check(shared, running, &req).await;
+    }
+    let body = &req.body[..];
+    let verified = match &rt.platform {
+        PlatformRuntime::Telegram { secret_token, .. } => {
+            telegram::verify(secret_token, &req.headers)
+                .and_then(|()| telegram::parse(body).map(|d| vec![d]))
+        }
+        PlatformRuntime::Discord { public_key, .. } => discord::verify(
+            public_key,
+            header(&req.headers, "x-signature-ed25519"),
+            header(&req.headers, "x-signature-timestamp"),
+            body,
+        )
+        .and_then(|()| discord::parse(body).map(|d| vec![d])),
+        PlatformRuntime::Slack { signing_secret, .. } => slack::verify(
+            signing_secret,
+            header(&req.headers, "x-slack-request-timestamp"),
+            header(&req.headers, "x-slack-signature"),
+            body,
+            Utc::now().timestamp(),
+        )
+        .and_then(|()| {
+            let retry = req
+                .headers
+                .get("x-slack-retry-num")
+                .and_then(|v| v.to_str().ok());
+            slack::parse(body, retry).map(|d| vec![d])
+        }),
+        PlatformRuntime::Whatsapp { app_secret, .. } => whatsapp::verify(
+            app_secret,
+            header(&req.headers, "x-hub-signature-256"),
+            body,
+        )
+        .and_then(|()| whatsapp::parse(body)),
+        PlatformRuntime::Teams { verifier, .. } => verify_teams(verifier, &req.headers, body).await,
+        PlatformRuntime::Webhook {
+            incoming_secret, ..
+        } => match incoming_secret {
+            None => Err(ConnectorError::Unauthorized(
+                "this connection has no incoming_secret: it takes no incoming messages".into(),
+            )),
+            Some(key) => webhook::verify(key, &req.headers, body, Utc::now().timestamp())
+                .and_then(|()| webhook::parse(&req.headers, body).map(|d| vec![d])),
+        },
+    };
+    let deliveries = match verified {
+        Ok(d) => d,
+        Err(ConnectorError::Unauthorized(reason)) => {
+            count(platform, "rejected");
+            log_event(shared, rt, "rejected", json!({"error": reason})).await;
+            return HookAnswer::error(401, "unauthorized", reason);
+        }
+        Err(ConnectorError::Transport(reason)) => {
+            // The keys to verify with could not be fetched: the platform tries again.
+            log_event(shared, rt, "error", json!({"error": reason})).await;
+            return HookAnswer::error(503, "unavailable", reason);
+        }
+        Err(e) => {
+            count(platform, "malformed");
+            log_event(shared, rt, "malformed", json!({"error": e.to_string()})).await;
+            return HookAnswer::error(400, "malformed", e.to_string());
+        }
+    };
+    let (mut accepted, mut duplicates) = (0, 0);
+    let mut handshake = None;
+    let mut message = false;
+    for delivery in deliveries {
+        match delivery {
+            Delivery::Message(m) => {
+                message = true;
+                match accept_message(shared, rt, &running.actor, m).await {
+                    Ok(true) => accepted += 1,
+                    Ok(false) => duplicates += 1,
+                    Err(e) => {
+                        // Not recorded: the platform must deliver it again.
+                        tracing::warn!(connection = %rt.id, error = %e, "could not record a delivery");
+                        return HookAnswer::error(
+                            503,
+                            "unavailable",
+                            "the store is unavailable; deliver again",
+                        );
+                    }
+                }
+            }
+            Delivery::Handshake(body) => {
+                count(platform, "handshake");
+                handshake = Some(body);
+            }
+            Delivery::Status {
+                message_id,
+                status,
+                error,
+            } => {
+                count(platform, "status");
+                log_event(
+                    shared,
+                    rt,
+                    "message_status",
+                    json!({"message_id": message_id, "status": status, "error": error}),
+                )
+                .await;
+            }
+            Delivery::Ignored(reason) => {
+                count(platform, "ignored");
+                tracing::debug!(connection = %rt.id, reason, "delivery ignored");
+            }
+        }
+    }
+    match (&rt.platform, handshake) {
+        (PlatformRuntime::Discord { .. }, Some(pong)) => HookAnswer::json(
+            200,
+            serde_json::from_str(&pong).unwrap_or(json!({"type": 1})),
+        ),
+        (_, Some(challenge)) => HookAnswer {
+            status: 200,
+            body: HookBody::Text(challenge),
+        },
+        (PlatformRuntime::Discord { ephemeral, .. }, None) if message => {
+            HookAnswer::json(200, discord::deferred_response(*ephemeral))
+        }
+        (PlatformRuntime::Webhook { .. }, None) => {
+            HookAnswer::json(202, json!({"accepted": accepted, "duplicates": duplicates}))
+        }
+        _ => HookAnswer::ok(),
+    }
+}
+
+/// Teams: the JWT's serviceUrl claim must match the activity's, so the body is read
+/// first (nothing is done with it before the token checks out).
+async fn verify_teams(
+    verifier: &teams::TeamsVerifier,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Vec<Delivery>, ConnectorError> {
+    let service_url = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| {
+            v.get("serviceUrl")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    verifier
+        .verify(header(headers, "authorization"), &service_url)
+        .await?;
+    teams::parse(body).map(|d| vec![d])
+}
+
+/// WhatsApp's `GET ?hub.mode=subscribe&hub.verify_token=…&hub.challenge=…`.
+async fn subscription_check(
+    shared: &Shared,
+    running: &RunningChannel,
+    req: &HookRequest,
+) -> HookAnswer {
+    let PlatformRuntime::Whatsapp { verify_token, .. } = &running.rt.platform else {
+        return HookAnswer::error(
+            405,
+            "method_not_allowed",
+            "this connection's hook takes POST only",
+        );
+    };
+    let q = |k: &str| req.query.get(k).map(String::as_str).unwrap_or_default();
+    match whatsapp::verify_subscription(
+        q("hub.mode"),
+        q("hub.verify_token"),
+        q("hub.challenge"),
+        verify_token,
+    ) {
+        Ok(challenge) => {
+            count("whatsapp", "handshake");
+            HookAnswer {
+                status: 200,
+                body: HookBody::Text(challenge),
+            }
+        }
+        Err(e) => {
+            count("whatsapp", "rejected");
+            log_event(
+                shared,
+                &running.rt,
+                "rejected",
+                json!({"error": e.to_string()}),
+            )
+            .await;
+            HookAnswer::error(403, "forbidden", e.to_string())
+        }
+    }
+}
+
+/// Answers for connections that cannot take deliveries.
+pub fn not_found() -> HookAnswer {
+    HookAnswer::error(404, "not_found", "no such connection")
+}
+
+pub fn disabled(platform: &'static str) -> HookAnswer {
+    count(platform, "disabled");
+    HookAnswer::error(410, "disabled", "this connection is disabled")
+}
+
+pub fn not_started(status: ConnectionStatus) -> HookAnswer {
+    HookAnswer::error(
+        503,
+        "not_started",
+        format!(
+            "this connection is {} and not started; start it with POST /api/v1/connections/{{id}}/start",
+            status.as_str()
+        ),
+    )
+}
+
+pub fn unavailable(message: String) -> HookAnswer {
+    HookAnswer::error(503, "unavailable", message)
+}

@@ -1,0 +1,328 @@
+//! Platform connections at work: the ChannelSupervisor starts one ChannelActor per
+//! started connection and restarts it if it fails; the [`ChannelDirectory`] lets the
+//! hooks endpoint reach a connection's runtime without a mailbox hop.
+//!
+//! ```text
+//! ChannelSupervisor ── ChannelActor(connection_id) ── chat workers (one per chat)
+//!                                                  ├─ Telegram getUpdates loop
+//!                                                  └─ webhook outbox deliverer
+//! ```
+
+mod actor;
+mod chats;
+pub mod hooks;
+pub mod outbound;
+pub mod outbox;
+mod reply;
+pub mod runtime;
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use dashmap::DashMap;
+use parley_engine::connection::{ConnectionId, ConnectionStatus};
+use parley_engine::inbound::{InboundMessage, Platform};
+use parley_engine::model::AgentId;
+use parley_engine::store::StoreResult;
+use parley_engine::telemetry;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use serde_json::json;
+use tokio::sync::Notify;
+
+pub use actor::{ChannelActor, ChannelArgs, ChannelMsg};
+pub use chats::{log_event as log_connection_event, EVENTS_KEPT};
+pub use runtime::{ChannelRuntime, PlatformRuntime};
+
+use crate::node::Shared;
+
+/// How long the webhook connections an agent's events go to are remembered.
+const TARGETS_TTL: Duration = Duration::from_secs(2);
+
+/// A started connection on this node.
+pub struct RunningChannel {
+    pub rt: Arc<ChannelRuntime>,
+    pub actor: ActorRef<ChannelMsg>,
+    pub outbox_wake: Arc<Notify>,
+    pub started: Instant,
+}
+
+/// The connections started on this node.
+#[derive(Default)]
+pub struct ChannelDirectory {
+    running: DashMap<ConnectionId, Arc<RunningChannel>>,
+    targets: DashMap<AgentId, (Instant, Arc<Vec<ConnectionId>>)>,
+    supervisor: RwLock<Option<ActorRef<ChannelSupMsg>>>,
+}
+
+impl ChannelDirectory {
+    pub fn get(&self, id: &ConnectionId) -> Option<Arc<RunningChannel>> {
+        self.running.get(id).map(|r| r.clone())
+    }
+
+    pub fn running_count(&self) -> usize {
+        self.running.len()
+    }
+
+    pub fn all(&self) -> Vec<Arc<RunningChannel>> {
+        self.running.iter().map(|r| r.value().clone()).collect()
+    }
+
+    pub(crate) fn set_supervisor(&self, sup: ActorRef<ChannelSupMsg>) {
+        *self.supervisor.write().unwrap_or_else(|e| e.into_inner()) = Some(sup);
+    }
+
+    pub(crate) fn supervisor(&self) -> Option<ActorRef<ChannelSupMsg>> {
+        self.supervisor
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Wakes the outbox deliverer of a webhook connection running here.
+    pub fn wake_outbox(&self, id: ConnectionId) {
+        if let Some(r) = self.running.get(&id) {
+            r.outbox_wake.notify_one();
+        }
+    }
+
+    /// Forgets which webhooks agents' events go to (channels or connections changed).
+    pub fn forget_targets(&self) {
+        self.targets.clear();
+    }
+
+    /// The enabled, started webhook connections with a URL that `agent` lists: where its
+    /// conversation events go. Read from the store (another node may run them), briefly
+    /// cached.
+    pub async fn webhook_targets(&self, shared: &Shared, agent: AgentId) -> Arc<Vec<ConnectionId>> {
+        if let Some(t) = self.targets.get(&agent) {
+            if t.0.elapsed() < TARGETS_TTL {
+                return t.1.clone();
+            }
+        }
+        let mut found = Vec::new();
+        if let Ok(channels) = shared.store.agent_channels(agent).await {
+            for c in channels {
+                if let Ok(Some(r)) = shared.store.get_connection(c.connection_id).await {
+                    if r.platform == Platform::Webhook
+                        && r.enabled
+                        && r.status == ConnectionStatus::Connected
+                        && r.config.get("url").is_some_and(|u| u.is_string())
+                    {
+                        found.push(r.id);
+                    }
+                }
+            }
+        }
+        let found = Arc::new(found);
+        self.targets.insert(agent, (Instant::now(), found.clone()));
+        found
+    }
+
+    /// Stops a connection's actor from a task of its own (it may be the caller).
+    pub fn stop_soon(&self, id: ConnectionId) {
+        if let Some(sup) = self.supervisor() {
+            let _ = sup.cast(ChannelSupMsg::Stop(id, None));
+        }
+    }
+
+    fn retap(&self, shared: &Shared) {
+        let any_webhook = self
+            .running
+            .iter()
+            .any(|r| matches!(r.rt.platform, PlatformRuntime::Webhook { url: Some(_), .. }));
+        shared.events.set_tapping(any_webhook);
+        self.forget_targets();
+    }
+}
+
+/// Records a customer's message (once: a repeated delivery is a duplicate) and hands it to
+/// the connection's actor. Answers false for a duplicate. A store failure means the
+/// delivery is not recorded: the platform must be told to deliver it again.
+pub(crate) async fn accept_message(
+    shared: &Shared,
+    rt: &ChannelRuntime,
+    actor: &ActorRef<ChannelMsg>,
+    msg: InboundMessage,
+) -> StoreResult<bool> {
+    let platform = rt.kind().as_str();
+    let count = |outcome: &'static str| {
+        metrics::counter!(telemetry::CONNECTOR_INBOUND_TOTAL, "platform" => platform, "outcome" => outcome)
+            .increment(1)
+    };
+    let fresh = shared.store.inbox_insert(rt.id, &msg, Utc::now()).await?;
+    let detail = json!({"dedup_id": msg.dedup_id, "chat_id": msg.chat_id, "user_id": msg.user_id});
+    if fresh {
+        count("accepted");
+        chats::log_event(shared, rt, "delivery", detail).await;
+        let _ = actor.cast(ChannelMsg::Inbound(msg));
+    } else {
+        count("duplicate");
+        chats::log_event(shared, rt, "duplicate", detail).await;
+    }
+    Ok(fresh)
+}
+
+/// Sets a connection's status (with the error, for Error) and tells the tenant's
+/// outgoing webhooks.
+pub(crate) async fn set_status(
+    shared: &Shared,
+    id: ConnectionId,
+    status: ConnectionStatus,
+    error: Option<String>,
+) {
+    let record = match shared.store.get_connection(id).await {
+        Ok(Some(r)) => r,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(connection = %id, error = %e, "could not record a connection status");
+            return;
+        }
+    };
+    let mut r = record;
+    if r.status == status && r.status_error == error {
+        return;
+    }
+    r.status = status;
+    r.status_error = error.clone();
+    r.status_at = Utc::now();
+    if let Err(e) = shared.store.put_connection(&r).await {
+        tracing::warn!(connection = %id, error = %e, "could not record a connection status");
+        return;
+    }
+    shared.channels.forget_targets();
+    let detail = json!({"status": status.as_str(), "error": error});
+    if let Err(e) = shared
+        .store
+        .add_connection_event(id, r.status_at, "status", &detail, EVENTS_KEPT)
+        .await
+    {
+        tracing::warn!(connection = %id, error = %e, "could not log a connection event");
+    }
+    let data = json!({"connection_id": id, "name": r.name, "platform": r.platform,
+                      "status": status.as_str(), "error": error});
+    if let Ok(all) = shared.store.list_connections(r.tenant_id).await {
+        for c in all.iter().filter(|c| {
+            c.platform == Platform::Webhook
+                && c.enabled
+                && (c.status == ConnectionStatus::Connected || c.id == id)
+                && c.config.get("url").is_some()
+        }) {
+            outbox::enqueue(shared, c.id, "connection.status", data.clone()).await;
+        }
+    }
+}
+
+pub enum ChannelSupMsg {
+    /// Starts (or restarts, with a new runtime) a connection's actor.
+    Start(Arc<ChannelRuntime>, RpcReplyPort<Result<(), String>>),
+    /// Stops a connection's actor, if it runs.
+    Stop(ConnectionId, Option<RpcReplyPort<()>>),
+}
+
+pub struct ChannelSupervisor;
+
+impl Actor for ChannelSupervisor {
+    type Msg = ChannelSupMsg;
+    type State = Arc<Shared>;
+    type Arguments = Arc<Shared>;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        shared: Arc<Shared>,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        shared.channels.set_supervisor(myself);
+        Ok(shared)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        shared: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            ChannelSupMsg::Start(rt, reply) => {
+                stop(shared, rt.id).await;
+                let started = spawn(shared, &myself, rt).await;
+                shared.channels.retap(shared);
+                let _ = reply.send(started);
+            }
+            ChannelSupMsg::Stop(id, reply) => {
+                stop(shared, id).await;
+                shared.channels.retap(shared);
+                if let Some(reply) = reply {
+                    let _ = reply.send(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    // Overrides ractor's default, which would stop the supervisor when any child ends.
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        shared: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let SupervisionEvent::ActorFailed(cell, err) = event else {
+            return Ok(());
+        };
+        let failed = shared
+            .channels
+            .running
+            .iter()
+            .find(|r| r.actor.get_id() == cell.get_id())
+            .map(|r| r.rt.clone());
+        if let Some(rt) = failed {
+            tracing::error!(connection = %rt.id, error = %err, "connection actor failed; restarting it");
+            metrics::counter!(telemetry::RESTARTS_TOTAL, "kind" => "channel").increment(1);
+            shared.channels.running.remove(&rt.id);
+            if let Err(e) = spawn(shared, &myself, rt.clone()).await {
+                tracing::error!(connection = %rt.id, error = %e, "could not restart the connection actor");
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn spawn(
+    shared: &Arc<Shared>,
+    sup: &ActorRef<ChannelSupMsg>,
+    rt: Arc<ChannelRuntime>,
+) -> Result<(), String> {
+    let outbox_wake = Arc::new(Notify::new());
+    let (actor, _) = Actor::spawn_linked(
+        None,
+        ChannelActor,
+        ChannelArgs {
+            shared: shared.clone(),
+            rt: rt.clone(),
+            outbox_wake: outbox_wake.clone(),
+        },
+        sup.get_cell(),
+    )
+    .await
+    .map_err(|e| format!("starting the connection actor: {e}"))?;
+    shared.channels.running.insert(
+        rt.id,
+        Arc::new(RunningChannel {
+            rt,
+            actor,
+            outbox_wake,
+            started: Instant::now(),
+        }),
+    );
+    Ok(())
+}
+
+async fn stop(shared: &Shared, id: ConnectionId) {
+    if let Some((_, r)) = shared.channels.running.remove(&id) {
+        r.actor
+            .stop_and_wait(None, Some(Duration::from_secs(10)))
+            .await
+            .ok();
+    }
+}
