@@ -22,6 +22,9 @@ const TRANSPORT_BACKOFF: Duration = Duration::from_millis(250);
 /// is not rate limiting but refusing).
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(86_400);
 
+/// Streamed edits never come faster than this, whatever the limits allow.
+const MIN_CHAT_INTERVAL: Duration = Duration::from_millis(100);
+
 /// Whether a send may be skipped when it would have to wait (intermediate streaming
 /// edits, superseded by the next one) or must go out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +39,7 @@ pub struct Outbound {
     per_chat: Option<DefaultKeyedRateLimiter<String>>,
     slots: Semaphore,
     waiting: AtomicUsize,
+    chat_interval: Duration,
 }
 
 fn quota(per_second: f64) -> Quota {
@@ -57,7 +61,16 @@ impl Outbound {
                 .map(|r| RateLimiter::dashmap(quota(r))),
             slots: Semaphore::new(limits.queue),
             waiting: AtomicUsize::new(0),
+            chat_interval: Duration::from_secs_f64(
+                1.0 / limits.per_chat_per_second.unwrap_or(1.0).max(0.2),
+            )
+            .max(MIN_CHAT_INTERVAL),
         }
+    }
+
+    /// The least time between two sends to one chat (streamed edits wait this long).
+    pub fn chat_interval(&self) -> Duration {
+        self.chat_interval
     }
 
     /// Sends that are waiting or in flight.

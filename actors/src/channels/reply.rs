@@ -2,7 +2,7 @@
 //! where the platform can edit a message (Telegram, Discord, Slack), in one piece
 //! elsewhere, split where it is longer than a platform message may be.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use parley_connectors::discord::{split_message, MAX_CONTENT_CHARS};
 use parley_connectors::telegram::MAX_TEXT_CHARS;
@@ -13,9 +13,6 @@ use serde_json::Value;
 use super::outbound::Urgency;
 use super::runtime::{ChannelRuntime, PlatformRuntime};
 
-/// Least time between two edits of a streamed message (Telegram allows about one message
-/// per second per chat, edits included).
-const EDIT_INTERVAL: Duration = Duration::from_millis(1000);
 /// Slack messages may be longer, but long ones are cut in the UI.
 const SLACK_MAX_CHARS: usize = 4000;
 const WHATSAPP_MAX_CHARS: usize = 4096;
@@ -76,7 +73,10 @@ impl<'a> Reply<'a> {
     pub async fn partial(&mut self, text: &str) -> ConnectorResult<()> {
         if !self.streams()
             || text.trim().is_empty()
-            || self.last_edit.is_some_and(|t| t.elapsed() < EDIT_INTERVAL)
+            // Edits count against the chat's rate limit like messages do.
+            || self
+                .last_edit
+                .is_some_and(|t| t.elapsed() < self.rt.outbound.chat_interval())
         {
             return Ok(());
         }

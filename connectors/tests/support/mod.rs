@@ -26,6 +26,8 @@ pub struct Recorded {
     pub path: String,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// When it arrived (for rate-limit checks).
+    pub at: std::time::Instant,
 }
 
 impl Recorded {
@@ -83,6 +85,7 @@ impl Fake {
             async move {
                 let (parts, body) = request.into_parts();
                 let recorded = Recorded {
+                    at: std::time::Instant::now(),
                     method: parts.method,
                     path: parts.uri.path().to_owned(),
                     headers: parts.headers,
