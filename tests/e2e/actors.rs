@@ -39,13 +39,14 @@ async fn the_actor_tree_is_listed_filtered_and_paged() {
         [
             "persistence",
             "agent_supervisor",
+            "channel_supervisor",
             "shard:0",
             "shard:1",
             "shard:2",
             "shard:3"
         ]
     );
-    let shards: u64 = root["children"].as_array().unwrap()[2..]
+    let shards: u64 = root["children"].as_array().unwrap()[3..]
         .iter()
         .map(|s| s["children"].as_u64().unwrap())
         .sum();

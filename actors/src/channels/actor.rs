@@ -10,6 +10,7 @@ use chrono::Utc;
 use parley_connectors::{ConnectorError, Delivery};
 use parley_engine::connection::ConnectionStatus;
 use parley_engine::inbound::InboundMessage;
+use parley_engine::registry::Claim;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::json;
 use tokio::sync::Notify;
@@ -102,6 +103,12 @@ impl Actor for ChannelActor {
         for t in &state.tasks {
             t.abort();
         }
+        if matches!(
+            state.ctx.rt.platform,
+            PlatformRuntime::Telegram { polling: true, .. }
+        ) {
+            let _ = state.ctx.shared.registry.release(state.ctx.rt.id).await;
+        }
         Ok(())
     }
 
@@ -156,6 +163,19 @@ async fn poll_telegram(ctx: Arc<ChatContext>) {
     };
     let store = &ctx.shared.store;
     let mut backoff = Duration::from_millis(500);
+    // One poller per bot in a cluster (Telegram answers a second one with 409): the node
+    // that claims the connection in the registry polls; the others wait for its lease.
+    let lease = ctx.shared.registry.lease_ttl();
+    loop {
+        match ctx.shared.registry.claim(ctx.rt.id).await {
+            Ok(Claim::Mine) => break,
+            Ok(Claim::Owned(_)) => tokio::time::sleep(lease).await,
+            Err(e) => {
+                tracing::warn!(connection = %ctx.rt.id, error = %e, "cannot claim the poller yet");
+                tokio::time::sleep(backoff).await;
+            }
+        }
+    }
     let mut offset: i64 = loop {
         match store.connector_cursor(ctx.rt.id).await {
             Ok(c) => break c.and_then(|c| c.parse().ok()).unwrap_or(0),

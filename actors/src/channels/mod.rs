@@ -36,6 +36,11 @@ pub use runtime::{ChannelRuntime, PlatformRuntime};
 
 use crate::node::Shared;
 
+/// Finished deliveries are remembered this long for deduplication (platforms retry for
+/// up to a day), then forgotten.
+const DEDUP_WINDOW: chrono::Duration = chrono::Duration::hours(48);
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
 /// How long the webhook connections an agent's events go to are remembered.
 const TARGETS_TTL: Duration = Duration::from_secs(2);
 
@@ -214,6 +219,8 @@ pub(crate) async fn set_status(
 }
 
 pub enum ChannelSupMsg {
+    /// Forget finished deliveries older than the dedup window.
+    Prune,
     /// Starts (or restarts, with a new runtime) a connection's actor.
     Start(Arc<ChannelRuntime>, RpcReplyPort<Result<(), String>>),
     /// Stops a connection's actor, if it runs.
@@ -232,7 +239,8 @@ impl Actor for ChannelSupervisor {
         myself: ActorRef<Self::Msg>,
         shared: Arc<Shared>,
     ) -> Result<Self::State, ActorProcessingErr> {
-        shared.channels.set_supervisor(myself);
+        shared.channels.set_supervisor(myself.clone());
+        myself.send_interval(PRUNE_EVERY, || ChannelSupMsg::Prune);
         Ok(shared)
     }
 
@@ -243,6 +251,15 @@ impl Actor for ChannelSupervisor {
         shared: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
+            ChannelSupMsg::Prune => {
+                let store = shared.store.clone();
+                tokio::spawn(async move {
+                    match store.inbox_prune(Utc::now() - DEDUP_WINDOW).await {
+                        Ok(n) => tracing::debug!(forgotten = n, "pruned the delivery inbox"),
+                        Err(e) => tracing::warn!(error = %e, "could not prune the delivery inbox"),
+                    }
+                });
+            }
             ChannelSupMsg::Start(rt, reply) => {
                 stop(shared, rt.id).await;
                 let started = spawn(shared, &myself, rt).await;
@@ -279,6 +296,7 @@ impl Actor for ChannelSupervisor {
         if let Some(rt) = failed {
             tracing::error!(connection = %rt.id, error = %err, "connection actor failed; restarting it");
             metrics::counter!(telemetry::RESTARTS_TOTAL, "kind" => "channel").increment(1);
+            shared.supervision.restarted(format!("channel:{}", rt.id));
             shared.channels.running.remove(&rt.id);
             if let Err(e) = spawn(shared, &myself, rt.clone()).await {
                 tracing::error!(connection = %rt.id, error = %e, "could not restart the connection actor");

@@ -258,6 +258,26 @@ impl Node {
         }
     }
 
+    /// An enabled Discord connection created or changed registers its slash command in
+    /// the background (the outcome goes to its event log); creating it does not wait on
+    /// Discord. A disabled one sends nothing.
+    pub(crate) fn setup_discord_soon(&self, r: &ConnectionRecord) {
+        if r.platform != Platform::Discord || !r.enabled {
+            return;
+        }
+        let (node, r) = (self.clone(), r.clone());
+        tokio::spawn(async move {
+            let Ok(rt) = node.runtime(&r) else {
+                return;
+            };
+            let detail = match node.overwrite_command(&rt).await {
+                Ok(()) => json!({"ok": true}),
+                Err(e) => json!({"ok": false, "error": e}),
+            };
+            crate::channels::log_connection_event(&node.shared, &rt, "setup", detail).await;
+        });
+    }
+
     /// Sends an approved WhatsApp template through the connection's outbound queue.
     pub async fn send_template(
         &self,

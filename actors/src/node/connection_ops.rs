@@ -193,6 +193,7 @@ impl Node {
             updated_at: now,
         };
         self.shared.store.put_connection(&record).await?;
+        self.setup_discord_soon(&record);
         Ok(record)
     }
 
@@ -276,6 +277,9 @@ impl Node {
         }
         r.updated_at = Utc::now();
         self.shared.store.put_connection(&r).await?;
+        if patch.config.is_some() && self.shared.channels.get(&id).is_none() {
+            self.setup_discord_soon(&r);
+        }
         self.connection_changed(&r).await?;
         self.connection(tenant, id).await
     }

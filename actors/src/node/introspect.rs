@@ -90,7 +90,7 @@ impl Node {
             mailbox: None,
             restarts: 0,
             uptime_secs: secs_since(self.node_started("node")),
-            children: 2 + self.shared.sessions.shard_count() as u64,
+            children: 3 + self.shared.sessions.shard_count() as u64,
         }
     }
 
@@ -120,6 +120,41 @@ impl Node {
             uptime_secs: secs_since(self.node_started("agent_supervisor")),
             children: self.shared.agents.running_count() as u64,
         })
+    }
+
+    fn channel_sup_info(&self) -> Option<ActorInfo> {
+        let actor = self.shared.channels.supervisor()?;
+        Some(ActorInfo {
+            kind: "channel_supervisor",
+            id: "channel_supervisor".into(),
+            actor_id: actor.get_id().to_string(),
+            status: status_of(&actor.get_cell()),
+            mailbox: None,
+            restarts: self.node_restarts("channel_supervisor"),
+            uptime_secs: secs_since(self.node_started("channel_supervisor")),
+            children: self.shared.channels.running_count() as u64,
+        })
+    }
+
+    fn channel_infos(&self) -> Vec<ActorInfo> {
+        self.shared
+            .channels
+            .all()
+            .into_iter()
+            .map(|c| {
+                let id = format!("channel:{}", c.rt.id);
+                ActorInfo {
+                    kind: "channel",
+                    actor_id: c.actor.get_id().to_string(),
+                    status: status_of(&c.actor.get_cell()),
+                    mailbox: Some(c.rt.outbound.queued() as u64),
+                    restarts: self.node_restarts(&id),
+                    uptime_secs: c.started.elapsed().as_secs(),
+                    children: 0,
+                    id,
+                }
+            })
+            .collect()
     }
 
     fn shard_info(&self, index: usize) -> Option<ActorInfo> {
@@ -208,6 +243,7 @@ impl Node {
             "node" => Some(self.root_info()),
             "persistence" => self.persistence_info(),
             "agent_supervisor" => self.agent_sup_info(),
+            "channel_supervisor" => self.channel_sup_info(),
             _ => {
                 let (kind, rest) = id.split_once(':')?;
                 match kind {
@@ -215,6 +251,10 @@ impl Node {
                     "agent" => {
                         let want = format!("agent:{rest}");
                         self.agent_infos().into_iter().find(|a| a.id == want)
+                    }
+                    "channel" => {
+                        let want = format!("channel:{rest}");
+                        self.channel_infos().into_iter().find(|c| c.id == want)
                     }
                     "session" => self.session_info(Uuid::parse_str(rest).ok()?),
                     _ => None,
@@ -237,6 +277,7 @@ impl Node {
             _ => match actor.kind {
                 "node_supervisor" => self.page(self.node_children(), q),
                 "agent_supervisor" => self.page(self.agent_infos(), q),
+                "channel_supervisor" => self.page(self.channel_infos(), q),
                 "session_shard" => {
                     let index = parent.strip_prefix("shard:").and_then(|i| i.parse().ok());
                     self.session_page(index, q)
@@ -256,6 +297,7 @@ impl Node {
     fn node_children(&self) -> Vec<ActorInfo> {
         let mut all: Vec<ActorInfo> = self.persistence_info().into_iter().collect();
         all.extend(self.agent_sup_info());
+        all.extend(self.channel_sup_info());
         all.extend((0..self.shared.sessions.shard_count()).filter_map(|i| self.shard_info(i)));
         all
     }
@@ -264,6 +306,7 @@ impl Node {
         let mut all = vec![self.root_info()];
         all.extend(self.node_children());
         all.extend(self.agent_infos());
+        all.extend(self.channel_infos());
         all
     }
 

@@ -113,7 +113,7 @@ impl SupervisionStats {
         self.started.insert(id, std::time::Instant::now());
     }
 
-    fn restarted(&self, id: String) {
+    pub(crate) fn restarted(&self, id: String) {
         *self.restarts.entry(id.clone()).or_insert(0) += 1;
         self.started(id);
     }
