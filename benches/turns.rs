@@ -9,7 +9,6 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -18,34 +17,14 @@ use parley_actors::session::TurnRequest;
 use parley_actors::Node;
 use parley_engine::model::{Feedback, Message, Role, SessionId};
 use parley_engine::store::{Epoch, SessionWrites, SqliteStore, Store, Write};
-use support::{bench_node, BenchNode};
+use support::{bench_node, BenchNode, Totals};
 use uuid::Uuid;
 
 /// Sessions driven concurrently (each has at most one turn in flight, like a customer).
 const SESSIONS: usize = 2000;
 
-struct Totals {
-    turns: AtomicU64,
-    nanos: AtomicU64,
-}
-
-static ACTOR: Totals = Totals {
-    turns: AtomicU64::new(0),
-    nanos: AtomicU64::new(0),
-};
-static BARE: Totals = Totals {
-    turns: AtomicU64::new(0),
-    nanos: AtomicU64::new(0),
-};
-
-fn record(t: &Totals, turns: u64, d: Duration) {
-    t.turns.fetch_add(turns, Ordering::Relaxed);
-    t.nanos.fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
-}
-
-fn rate(t: &Totals) -> f64 {
-    t.turns.load(Ordering::Relaxed) as f64 / (t.nanos.load(Ordering::Relaxed) as f64 / 1e9)
-}
+static ACTOR: Totals = Totals::new();
+static BARE: Totals = Totals::new();
 
 struct Fixture {
     node: Node,
@@ -103,7 +82,7 @@ async fn drive(f: &Fixture, turns: u64) -> Duration {
         t.await.unwrap();
     }
     let d = start.elapsed();
-    record(&ACTOR, per_session * SESSIONS as u64, d);
+    ACTOR.record(per_session * SESSIONS as u64, d);
     d.mul_f64(turns as f64 / (per_session * SESSIONS as u64) as f64)
 }
 
@@ -154,7 +133,7 @@ async fn bare(
         done += n as u64;
     }
     let d = start.elapsed();
-    record(&BARE, turns, d);
+    BARE.record(turns, d);
     d
 }
 
@@ -192,7 +171,7 @@ fn benches(c: &mut Criterion) {
     });
     g.finish();
 
-    let (actor, bare_rate) = (rate(&ACTOR), rate(&BARE));
+    let (actor, bare_rate) = (ACTOR.rate(), BARE.rate());
     println!("\n== summary (this run) ==");
     println!("actor path, builtin backend, SQLite group commit: {actor:>10.0} committed turns/s ({SESSIONS} concurrent sessions)");
     println!("bare SQLite, same rows, same batch size:          {bare_rate:>10.0} turns/s");

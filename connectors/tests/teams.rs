@@ -14,40 +14,7 @@ use parley_connectors::teams::{self, Claims, TeamsClient, TeamsVerifier};
 use parley_connectors::{ConnectorError, Delivery, Sent};
 use parley_engine::inbound::{InboundMessage, Platform};
 use serde_json::{json, Value};
-use support::{dead_base, Fake, Recorded, Reply};
-
-/// A fixed 2048-bit RSA test key (`openssl genrsa 2048`), used for nothing else.
-const TEST_KEY_PEM: &str = "-----BEGIN PRIVATE KEY-----\n\
-MIIEvgIBADANBgkqhkiG9w0BAQEFAASCBKgwggSkAgEAAoIBAQCXBAHpWRDgOigS\n\
-ax1LIeBoyLGqt0swLneDf25+5W7Xl9YmAez6FypCqgLMwe2vNLRKPdLF3VrrXwa+\n\
-/Gu2msiIg6VLMANlJeIsM5JS5P7I+ui2yynkejFXAHfpp1goy2wH2pXzBp80N/bM\n\
-sTS4nUN8u6TclwRNEYyULsoFFdkOZQk4IjFtKid6YOElNQ9G3x5F0UXIkMqJT0Sd\n\
-seA2vWDRW3YSvu5G9MlA0w7G/SjgXxiEgLR6I0rt31bw9PLB+3h4YV9VUKJ+LhkR\n\
-rqzLG5U1VuTKlR625P+hJU0zf420zUDnSN+c3+M0F/KMOjNtSYmbKKWzE5To3pk7\n\
-f0deO6mBAgMBAAECggEAA2eezxRH6LT0S4ADPnr9IdepMSG7Tf2KNRqF0vzDbD8b\n\
-NVWp8l8x1SQbS+MGbm1oMDFRzni7EJ9JRLvmW3evaZaFlEWjmfT0nbhW8PatQOTu\n\
-o2ppX3eazleaHILo863XGcaQRr+sOLjsn/j8fjoQzV/iARWIOQrvf2AeWWbV8ziu\n\
-jPRKckvDbaE1h3G8BKBe5XL/1+75GYcerJ7X24g5pvvy7uBMx5kILxiU36T1gW6o\n\
-jmLpg6LNTexbH436YAo27GpU+zVKQd1zFgs4c8IOFAzqA1G1OWRrOb+uP+2ZP6Wa\n\
-BBuCAU5n7Z6di9vWCc20su+UgCw4CQF88t0pGyhSbQKBgQDTJg7UNWnYCGXXXoj4\n\
-ggxYeiwWXDAH8lUYAjRVs522mGUk2ThjQHUrQY8wTUC+/64zJlBjEsyjGknCAlcK\n\
-L+jd+SD9efMviD6gOzKl9p2Up6+v8kLcrSL9Ub58ZNHiprDIqLefHOTMVVvg3Ycm\n\
-ALyCcZveA8wz51r6KzprNXjadQKBgQC3GAIdDgSXkSv4S0ECRsyID5vHWfykLuYo\n\
-NJos50e2fMY5Z0hRNFt5L9xW6C/ODYkt1sBeXFNF4iry+3L3toNXd8WMHCUEVrw2\n\
-EDKf58QC7oiLKIAiZszjqHxfML0WEf36MYLlQVInMes1kLe4JLzCcRl9Pe5yvXpy\n\
-WIqDmWd5XQKBgQC0xsq/aRO7wEThRbDjgwRq4/7HDhqZUyMDsS95iJSo9oTyLYAX\n\
-ieJHLJQZeKrMXD+az1zX1gqaQjGQB0zaDfbDxT43hqdstKtZqBVO/nwgAAltDG+u\n\
-XBWu6MO74N3JvYlx4vGDKsvBHfvR5BiHsu2yiO44AOxeK+A6e7RCgb982QKBgQCW\n\
-lTxHwRutvEu5bcsNoETfMlcgYbYTIi9QqdKTU7P7NiuhUnx7rN/+j4pcP6Hxidhk\n\
-xtZ3xN8H/rbsGDm52XW0HmFulkcrhlpM7I12Ths7fgr2yFx57qpcIloHwAIDgNCt\n\
-UMMi4dI7Qib8awVugWhtUq9v/dt6qrNmD8P779LWUQKBgG+U6oYtB7+FmUTsKmJg\n\
-/FvjUskHYCrAy2qmPPU6iQBGYJQnlmCF9QmROq8mOnTr9jbdWn1kpxTB1euAlDYk\n\
-4q/Tv1nf1adaZigMOPlxnds/rlOJHPTNF8LDoci3Ti6yhDDBHsDqszc+qcM48Y5+\n\
-+LkeZfq1sAnbSy9iySGzDA+Z\n\
------END PRIVATE KEY-----";
-/// Its public half as a JWK (`n` base64url, `e` = 65537).
-const TEST_KEY_N: &str = "lwQB6VkQ4DooEmsdSyHgaMixqrdLMC53g39ufuVu15fWJgHs-hcqQqoCzMHtrzS0Sj3Sxd1a618GvvxrtprIiIOlSzADZSXiLDOSUuT-yProtssp5HoxVwB36adYKMtsB9qV8wafNDf2zLE0uJ1DfLuk3JcETRGMlC7KBRXZDmUJOCIxbSonemDhJTUPRt8eRdFFyJDKiU9EnbHgNr1g0Vt2Er7uRvTJQNMOxv0o4F8YhIC0eiNK7d9W8PTywft4eGFfVVCifi4ZEa6syxuVNVbkypUetuT_oSVNM3-NtM1A50jfnN_jNBfyjDozbUmJmyilsxOU6N6ZO39HXjupgQ";
-const TEST_KEY_E: &str = "AQAB";
+use support::{dead_base, Fake, Recorded, Reply, TEST_KEY_E, TEST_KEY_N, TEST_KEY_PEM};
 
 const APP_ID: &str = "8c5fd0a3-6c3a-4b57-9d41-3f1b2e0a7d11";
 const APP_PASSWORD: &str = "app-password-very-secret";

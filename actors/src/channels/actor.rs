@@ -55,6 +55,17 @@ pub struct ChannelState {
     tasks: Vec<JoinHandle<()>>,
 }
 
+/// The loops end with the actor however it ends: node shutdown kills connection actors
+/// (their supervisor's children), which skips `post_stop`, and a loop left running would
+/// go on polling or delivering for a node that has stopped.
+impl Drop for ChannelState {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
 impl Actor for ChannelActor {
     type Msg = ChannelMsg;
     type State = ChannelState;

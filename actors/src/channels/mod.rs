@@ -155,7 +155,19 @@ pub(crate) async fn accept_message(
         metrics::counter!(telemetry::CONNECTOR_INBOUND_TOTAL, "platform" => platform, "outcome" => outcome)
             .increment(1)
     };
-    let fresh = shared.store.inbox_insert(rt.id, &msg, Utc::now()).await?;
+    let mut fresh = shared.store.inbox_insert(rt.id, &msg, Utc::now()).await?;
+    if fresh {
+        if let Some(twin) = slack_twin(&msg) {
+            // A mention in a channel the app reads comes twice (`message` and
+            // `app_mention`, two event ids): the second of the pair is a duplicate.
+            if !shared.store.inbox_insert(rt.id, &twin, Utc::now()).await? {
+                shared.store.inbox_done(rt.id, &msg.dedup_id).await?;
+                fresh = false;
+            } else {
+                shared.store.inbox_done(rt.id, &twin.dedup_id).await?;
+            }
+        }
+    }
     let detail = json!({"dedup_id": msg.dedup_id, "chat_id": msg.chat_id, "user_id": msg.user_id});
     if fresh {
         count("accepted");
@@ -166,6 +178,18 @@ pub(crate) async fn accept_message(
         chats::log_event(shared, rt, "duplicate", detail).await;
     }
     Ok(fresh)
+}
+
+/// For a Slack message, a marker keyed by its channel and `ts` (what a `message` and an
+/// `app_mention` of the same message share).
+fn slack_twin(msg: &InboundMessage) -> Option<InboundMessage> {
+    if msg.platform != Platform::Slack {
+        return None;
+    }
+    let ts = msg.reply_context.get("ts")?.as_str()?;
+    let mut twin = msg.clone();
+    twin.dedup_id = format!("ts:{}:{ts}", msg.chat_id);
+    Some(twin)
 }
 
 /// Sets a connection's status (with the error, for Error) and tells the tenant's

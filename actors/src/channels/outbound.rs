@@ -3,6 +3,7 @@
 //! connection's rate limits, and a platform's 429 is waited out exactly as it says and the
 //! call repeated, never dropped.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -40,6 +41,9 @@ pub struct Outbound {
     slots: Semaphore,
     waiting: AtomicUsize,
     chat_interval: Duration,
+    /// Until when a platform's 429 holds sends to a chat (`None`: sends without one):
+    /// every send there waits, not only the refused one.
+    held: std::sync::Mutex<HashMap<Option<String>, tokio::time::Instant>>,
 }
 
 fn quota(per_second: f64) -> Quota {
@@ -65,7 +69,25 @@ impl Outbound {
                 1.0 / limits.per_chat_per_second.unwrap_or(1.0).max(0.2),
             )
             .max(MIN_CHAT_INTERVAL),
+            held: std::sync::Mutex::default(),
         }
+    }
+
+    /// When the last 429 for `chat` lets sends go again, if it still holds them.
+    fn held_until(&self, chat: Option<&str>) -> Option<tokio::time::Instant> {
+        let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let until = held.get(&chat.map(str::to_owned)).copied();
+        until.filter(|t| *t > tokio::time::Instant::now())
+    }
+
+    /// Holds sends to `chat` for `wait`, as the platform's 429 said.
+    fn hold(&self, chat: Option<&str>, wait: Duration) {
+        let now = tokio::time::Instant::now();
+        let until = now + wait.min(MAX_RETRY_AFTER);
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        held.retain(|_, t| *t > now);
+        let entry = held.entry(chat.map(str::to_owned)).or_insert(until);
+        *entry = (*entry).max(until);
     }
 
     /// The least time between two sends to one chat (streamed edits wait this long).
@@ -157,8 +179,15 @@ impl Outbound {
         let mut transport_failures = 0;
         loop {
             match urgency {
-                Urgency::Must => self.until_free(chat).await,
-                Urgency::IfFree if !self.free_now(chat) => return Ok(None),
+                Urgency::Must => {
+                    if let Some(until) = self.held_until(chat) {
+                        tokio::time::sleep_until(until).await;
+                    }
+                    self.until_free(chat).await
+                }
+                Urgency::IfFree if self.held_until(chat).is_some() || !self.free_now(chat) => {
+                    return Ok(None)
+                }
                 Urgency::IfFree => {}
             }
             match call().await {
@@ -168,6 +197,8 @@ impl Outbound {
                 }
                 Err(ConnectorError::RateLimited(wait)) => {
                     self.count("rate_limited");
+                    // Held for the chat's other sends too; this one waits at the top.
+                    self.hold(chat, wait);
                     if urgency == Urgency::IfFree {
                         return Ok(None);
                     }
@@ -176,7 +207,6 @@ impl Outbound {
                         ?wait,
                         "rate limited by the platform; waiting as told"
                     );
-                    tokio::time::sleep(wait.min(MAX_RETRY_AFTER)).await;
                 }
                 Err(ConnectorError::Transport(e))
                     if transport_failures + 1 < TRANSPORT_ATTEMPTS =>
@@ -275,6 +305,44 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(limited, None);
+    }
+
+    #[tokio::test]
+    async fn a_429_holds_the_chats_other_sends_until_it_is_over() {
+        let out = Outbound::new(Platform::Slack, &limits(None, None, 4));
+        let refused = out
+            .send(Some("c"), Urgency::IfFree, || async {
+                Err::<(), _>(ConnectorError::RateLimited(Duration::from_millis(300)))
+            })
+            .await
+            .unwrap();
+        assert_eq!(refused, None);
+        let held = Instant::now();
+        // While held, optional sends to the chat are skipped without calling the platform…
+        let calls = AtomicU32::new(0);
+        let optional = out
+            .send(Some("c"), Urgency::IfFree, || {
+                calls.fetch_add(1, Ordering::SeqCst);
+                async { Ok(()) }
+            })
+            .await
+            .unwrap();
+        assert_eq!((optional, calls.load(Ordering::SeqCst)), (None, 0));
+        // …other chats are not held…
+        let other = out
+            .send(Some("d"), Urgency::IfFree, || async { Ok(()) })
+            .await
+            .unwrap();
+        assert_eq!(other, Some(()));
+        // …and a required send waits the 429 out.
+        out.send(Some("c"), Urgency::Must, || async { Ok(()) })
+            .await
+            .unwrap();
+        assert!(
+            held.elapsed() >= Duration::from_millis(250),
+            "{:?}",
+            held.elapsed()
+        );
     }
 
     #[tokio::test]

@@ -13,6 +13,9 @@ use serde_json::Value;
 use super::outbound::Urgency;
 use super::runtime::{ChannelRuntime, PlatformRuntime};
 
+/// A streamed answer shows up once it has this much text, so a customer's notification
+/// is not a lone first word.
+const MIN_FIRST_CHARS: usize = 12;
 /// Slack messages may be longer, but long ones are cut in the UI.
 const SLACK_MAX_CHARS: usize = 4000;
 const WHATSAPP_MAX_CHARS: usize = 4096;
@@ -83,7 +86,9 @@ impl<'a> Reply<'a> {
         let max = self.max_chars();
         // Only the first message streams; the rest of a long reply comes with the end.
         let head = split_message(text, max)[0];
-        if head == self.shown {
+        if head == self.shown
+            || (self.shown.is_empty() && head.trim().chars().count() < MIN_FIRST_CHARS)
+        {
             return Ok(());
         }
         if self.show(head, Urgency::IfFree).await? {

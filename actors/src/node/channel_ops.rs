@@ -104,16 +104,16 @@ impl Node {
             PlatformRuntime::Slack { client, .. } => {
                 client.auth_test().await.map(drop).map_err(platform_error)
             }
-            PlatformRuntime::Whatsapp {
-                client, numbers, ..
-            } => {
-                let first = numbers
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .pick("", None)
-                    .to_string();
+            PlatformRuntime::Whatsapp { client, .. } => {
+                let first = rt
+                    .record
+                    .config
+                    .get("phone_number_ids")
+                    .and_then(|v| v.get(0))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
                 client
-                    .phone_number(&first)
+                    .phone_number(first)
                     .await
                     .map(drop)
                     .map_err(platform_error)

@@ -5,7 +5,12 @@
 #[path = "../../../connectors/tests/support/mod.rs"]
 pub mod fake;
 
+mod discord;
+mod slack;
+mod teams;
 mod telegram;
+mod webhook;
+mod whatsapp;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -25,6 +30,27 @@ pub async fn connection(
                 &json!({"name": format!("{platform} test"), "platform": platform,
                           "enabled": true, "config": config, "rate_limits": rate_limits}),
             )
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    body["id"].as_str().unwrap().to_string()
+}
+
+/// Like [`connection`], with a name of its own (names are unique per tenant).
+pub async fn connection_named(
+    t: &TestServer,
+    name: &str,
+    platform: &str,
+    config: Value,
+    rate_limits: Value,
+) -> String {
+    let (status, body) = json_of(
+        t.admin(Method::POST, "/api/v1/connections")
+            .json(&json!({"name": name, "platform": platform, "enabled": true,
+                          "config": config, "rate_limits": rate_limits}))
             .send()
             .await
             .unwrap(),
@@ -139,4 +165,38 @@ pub async fn replied_session(t: &TestServer, connection: &str, dedup_id: &str) -
         "no reply logged for {dedup_id}: {:#?}",
         events(t, connection).await
     );
+}
+
+/// An OpenAI-compatible backend that streams its answer in `pieces`, `gap` apart; answers
+/// its base URL.
+pub async fn slow_llm(pieces: &'static [&'static str], gap: std::time::Duration) -> String {
+    use futures::StreamExt;
+    serve_fake(axum::Router::new().route(
+        "/v1/chat/completions",
+        axum::routing::post(move |axum::Json(_): axum::Json<Value>| async move {
+            let stream = futures::stream::iter(pieces.iter().enumerate()).then(move |(i, p)| async move {
+                if i > 0 {
+                    tokio::time::sleep(gap).await;
+                }
+                let chunk = json!({"choices": [{"index": 0, "delta": {"content": p}}]});
+                Ok::<_, std::convert::Infallible>(format!("data: {chunk}\n\n"))
+            });
+            let done = futures::stream::iter([Ok(
+                "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n".to_string(),
+            )]);
+            (
+                [("content-type", "text/event-stream")],
+                axum::body::Body::from_stream(stream.chain(done)),
+            )
+        }),
+    ))
+    .await
+}
+
+/// An agent on [`slow_llm`].
+pub async fn slow_agent(t: &TestServer, llm: &str) -> Agent {
+    t.agent(&basic_agent(&format!(
+        "llm:\n  - {{name: gpt, kind: openai, base_url: '{llm}/v1', model: m, api_key: sk-test}}\n"
+    )))
+    .await
 }

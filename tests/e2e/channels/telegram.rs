@@ -113,6 +113,25 @@ async fn webhook_mode_answers_once_per_update_and_rejects_forgeries() {
     assert_eq!(set[0].json()["allowed_updates"], json!(["message"]));
     assert!(secret.len() >= 32 && secret.chars().all(|c| c.is_ascii_alphanumeric()));
 
+    // The started connection is an actor under the channel supervisor.
+    let (status, tree) = json_of(
+        t.admin(
+            reqwest::Method::GET,
+            "/api/v1/admin/actors?parent=channel_supervisor",
+        )
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{tree}");
+    assert_eq!(
+        tree["children"][0]["id"],
+        format!("channel:{conn}"),
+        "{tree}"
+    );
+    assert_eq!(tree["children"][0]["kind"], "channel");
+
     let resp = deliver(
         &t,
         &conn,
@@ -286,32 +305,6 @@ async fn bursts_keep_their_order_within_the_chat_rate_and_429s_are_waited_out() 
         last - first
     );
 }
-
-/// An OpenAI-compatible backend that streams its answer in pieces, slowly.
-async fn slow_llm(pieces: &'static [&'static str], gap: Duration) -> String {
-    serve_fake(Router::new().route(
-        "/v1/chat/completions",
-        post(move |Json(_): Json<Value>| async move {
-            let stream = futures::stream::iter(pieces.iter().enumerate()).then(move |(i, p)| async move {
-                if i > 0 {
-                    tokio::time::sleep(gap).await;
-                }
-                let chunk = json!({"choices": [{"index": 0, "delta": {"content": p}}]});
-                Ok::<_, std::convert::Infallible>(format!("data: {chunk}\n\n"))
-            });
-            let done = futures::stream::iter([Ok(
-                "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n".to_string(),
-            )]);
-            (
-                [("content-type", "text/event-stream")],
-                axum::body::Body::from_stream(stream.chain(done)),
-            )
-        }),
-    ))
-    .await
-}
-
-use futures::StreamExt;
 
 #[tokio::test]
 async fn answers_stream_as_edits_in_order_ending_with_the_whole_text() {
