@@ -6,14 +6,15 @@ use std::collections::HashMap;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use parley_actors::channels::hooks::{HookAnswer, HookBody, HookRequest};
+use parley_actors::Route;
 
 use super::error::ApiResult;
 use super::extract::parse_id;
-use super::AppState;
+use super::{forward, AppState};
 
 fn respond(answer: HookAnswer) -> Response {
     let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -27,6 +28,7 @@ pub async fn deliver(
     State(st): State<AppState>,
     Path(id): Path<String>,
     Query(query): Query<HashMap<String, String>>,
+    uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
@@ -37,6 +39,23 @@ pub async fn deliver(
         query,
         body,
     };
+    // In a cluster a chat's deliveries go to the node that owns its session, where its
+    // turns run in order; that node verifies the delivery again.
+    if !forward::is_forwarded(&req.headers) {
+        if let Some(session) = st.node.hook_session(id, &req).await {
+            if let Ok(Route::Remote(owner)) = st.node.route(session).await {
+                let out = forward::Outgoing {
+                    method: Method::POST,
+                    path: uri.path_and_query().map_or("/", |p| p.as_str()).to_string(),
+                    headers: req.headers.clone(),
+                    body: req.body.clone(),
+                };
+                if let Ok(response) = forward::send_to_owner(&st, session, owner, out).await {
+                    return Ok(response);
+                }
+            }
+        }
+    }
     Ok(respond(st.node.receive_hook(id, req).await))
 }
 

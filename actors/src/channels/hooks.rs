@@ -16,7 +16,7 @@ use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
 
 use super::chats::log_event;
-use super::runtime::PlatformRuntime;
+use super::runtime::{ChannelRuntime, PlatformRuntime};
 use super::{accept_message, RunningChannel};
 use crate::node::Shared;
 
@@ -81,50 +81,7 @@ pub async fn receive(shared: &Shared, running: &RunningChannel, req: HookRequest
     if req.get {
         return subscription_check(shared, running, &req).await;
     }
-    let body = &req.body[..];
-    let verified = match &rt.platform {
-        PlatformRuntime::Telegram { secret_token, .. } => {
-            telegram::verify(secret_token, &req.headers)
-                .and_then(|()| telegram::parse(body).map(|d| vec![d]))
-        }
-        PlatformRuntime::Discord { public_key, .. } => discord::verify(
-            public_key,
-            header(&req.headers, "x-signature-ed25519"),
-            header(&req.headers, "x-signature-timestamp"),
-            body,
-        )
-        .and_then(|()| discord::parse(body).map(|d| vec![d])),
-        PlatformRuntime::Slack { signing_secret, .. } => slack::verify(
-            signing_secret,
-            header(&req.headers, "x-slack-request-timestamp"),
-            header(&req.headers, "x-slack-signature"),
-            body,
-            Utc::now().timestamp(),
-        )
-        .and_then(|()| {
-            let retry = req
-                .headers
-                .get("x-slack-retry-num")
-                .and_then(|v| v.to_str().ok());
-            slack::parse(body, retry).map(|d| vec![d])
-        }),
-        PlatformRuntime::Whatsapp { app_secret, .. } => whatsapp::verify(
-            app_secret,
-            header(&req.headers, "x-hub-signature-256"),
-            body,
-        )
-        .and_then(|()| whatsapp::parse(body)),
-        PlatformRuntime::Teams { verifier, .. } => verify_teams(verifier, &req.headers, body).await,
-        PlatformRuntime::Webhook {
-            incoming_secret, ..
-        } => match incoming_secret {
-            None => Err(ConnectorError::Unauthorized(
-                "this connection has no incoming_secret: it takes no incoming messages".into(),
-            )),
-            Some(key) => webhook::verify(key, &req.headers, body, Utc::now().timestamp())
-                .and_then(|()| webhook::parse(&req.headers, body).map(|d| vec![d])),
-        },
-    };
+    let verified = verify(rt, &req).await;
     let deliveries = match verified {
         Ok(d) => d,
         Err(ConnectorError::Unauthorized(reason)) => {
@@ -204,6 +161,57 @@ pub async fn receive(shared: &Shared, running: &RunningChannel, req: HookRequest
             HookAnswer::json(202, json!({"accepted": accepted, "duplicates": duplicates}))
         }
         _ => HookAnswer::ok(),
+    }
+}
+
+/// Checks a delivery's signature or secret and parses it.
+pub(crate) async fn verify(
+    rt: &ChannelRuntime,
+    req: &HookRequest,
+) -> Result<Vec<Delivery>, ConnectorError> {
+    let body = &req.body[..];
+    match &rt.platform {
+        PlatformRuntime::Telegram { secret_token, .. } => {
+            telegram::verify(secret_token, &req.headers)
+                .and_then(|()| telegram::parse(body).map(|d| vec![d]))
+        }
+        PlatformRuntime::Discord { public_key, .. } => discord::verify(
+            public_key,
+            header(&req.headers, "x-signature-ed25519"),
+            header(&req.headers, "x-signature-timestamp"),
+            body,
+        )
+        .and_then(|()| discord::parse(body).map(|d| vec![d])),
+        PlatformRuntime::Slack { signing_secret, .. } => slack::verify(
+            signing_secret,
+            header(&req.headers, "x-slack-request-timestamp"),
+            header(&req.headers, "x-slack-signature"),
+            body,
+            Utc::now().timestamp(),
+        )
+        .and_then(|()| {
+            let retry = req
+                .headers
+                .get("x-slack-retry-num")
+                .and_then(|v| v.to_str().ok());
+            slack::parse(body, retry).map(|d| vec![d])
+        }),
+        PlatformRuntime::Whatsapp { app_secret, .. } => whatsapp::verify(
+            app_secret,
+            header(&req.headers, "x-hub-signature-256"),
+            body,
+        )
+        .and_then(|()| whatsapp::parse(body)),
+        PlatformRuntime::Teams { verifier, .. } => verify_teams(verifier, &req.headers, body).await,
+        PlatformRuntime::Webhook {
+            incoming_secret, ..
+        } => match incoming_secret {
+            None => Err(ConnectorError::Unauthorized(
+                "this connection has no incoming_secret: it takes no incoming messages".into(),
+            )),
+            Some(key) => webhook::verify(key, &req.headers, body, Utc::now().timestamp())
+                .and_then(|()| webhook::parse(&req.headers, body).map(|d| vec![d])),
+        },
     }
 }
 

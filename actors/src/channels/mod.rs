@@ -31,7 +31,7 @@ use serde_json::json;
 use tokio::sync::Notify;
 
 pub use actor::{ChannelActor, ChannelArgs, ChannelMsg};
-pub use chats::{log_event as log_connection_event, EVENTS_KEPT};
+pub use chats::{chat_key, log_event as log_connection_event, EVENTS_KEPT};
 pub use runtime::{ChannelRuntime, PlatformRuntime};
 
 use crate::node::Shared;

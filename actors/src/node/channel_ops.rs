@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
-use parley_connectors::ConnectorError;
+use parley_connectors::{ConnectorError, Delivery};
 use parley_engine::connection::{ConnectionId, ConnectionRecord, ConnectionStatus};
 use parley_engine::inbound::Platform;
-use parley_engine::model::TenantId;
+use parley_engine::model::{SessionId, TenantId};
 use parley_engine::store::ConnectionEvent;
 use ractor::rpc::CallResult;
 use serde::Deserialize;
@@ -16,7 +16,9 @@ use serde_json::{json, Value};
 use super::Node;
 use crate::channels::hooks::{self, HookAnswer, HookRequest};
 use crate::channels::outbound::Urgency;
-use crate::channels::{set_status, ChannelRuntime, ChannelSupMsg, PlatformRuntime};
+use crate::channels::{
+    chat_key, set_status, ChannelRuntime, ChannelSupMsg, PlatformRuntime, RunningChannel,
+};
 use crate::error::{NodeError, NodeResult};
 
 /// Most events one page of a connection's event log holds.
@@ -359,45 +361,71 @@ impl Node {
         }
     }
 
-    /// A platform delivery to `POST|GET /hooks/{id}`.
-    pub async fn receive_hook(&self, id: ConnectionId, req: HookRequest) -> HookAnswer {
+    /// The connection's actor here; one started elsewhere (another node, or before this
+    /// node restarted) is started here too. Err: what to answer the platform.
+    async fn running_channel(&self, id: ConnectionId) -> Result<Arc<RunningChannel>, HookAnswer> {
         let r = match self.shared.store.get_connection(id).await {
             Ok(Some(r)) => r,
-            Ok(None) => return hooks::not_found(),
-            Err(e) => return hooks::unavailable(e.to_string()),
+            Ok(None) => return Err(hooks::not_found()),
+            Err(e) => return Err(hooks::unavailable(e.to_string())),
         };
         if !r.enabled {
-            return hooks::disabled(r.platform.as_str());
+            return Err(hooks::disabled(r.platform.as_str()));
         }
-        let running = match self.shared.channels.get(&id) {
-            Some(running) => running,
-            // Started on another node, or before this node restarted: run it here too.
-            None if r.status == ConnectionStatus::Connected => {
-                match self.runtime(&r) {
-                    Ok(rt) => {
-                        if let Err(e) = self.run_channel(rt).await {
-                            return hooks::unavailable(e.to_string());
-                        }
-                    }
-                    Err(reason) => {
-                        set_status(
-                            &self.shared,
-                            id,
-                            ConnectionStatus::Error,
-                            Some(reason.clone()),
-                        )
-                        .await;
-                        return hooks::unavailable(reason);
-                    }
-                }
-                match self.shared.channels.get(&id) {
-                    Some(running) => running,
-                    None => return hooks::not_started(r.status),
+        if let Some(running) = self.shared.channels.get(&id) {
+            return Ok(running);
+        }
+        if r.status != ConnectionStatus::Connected {
+            return Err(hooks::not_started(r.status));
+        }
+        match self.runtime(&r) {
+            Ok(rt) => {
+                if let Err(e) = self.run_channel(rt).await {
+                    return Err(hooks::unavailable(e.to_string()));
                 }
             }
-            None => return hooks::not_started(r.status),
-        };
-        hooks::receive(&self.shared, &running, req).await
+            Err(reason) => {
+                set_status(
+                    &self.shared,
+                    id,
+                    ConnectionStatus::Error,
+                    Some(reason.clone()),
+                )
+                .await;
+                return Err(hooks::unavailable(reason));
+            }
+        }
+        self.shared
+            .channels
+            .get(&id)
+            .ok_or_else(|| hooks::not_started(r.status))
+    }
+
+    /// A platform delivery to `POST|GET /hooks/{id}`.
+    pub async fn receive_hook(&self, id: ConnectionId, req: HookRequest) -> HookAnswer {
+        match self.running_channel(id).await {
+            Ok(running) => hooks::receive(&self.shared, &running, req).await,
+            Err(answer) => answer,
+        }
+    }
+
+    /// In a cluster: the session a verified delivery's chat talks in, if it has one, so the
+    /// HTTP layer can hand the delivery to the node that owns that session (its turns and
+    /// their order stay in one place). None on a node alone, or for a chat without a
+    /// session yet, or a delivery that does not verify (refused where it landed).
+    pub async fn hook_session(&self, id: ConnectionId, req: &HookRequest) -> Option<SessionId> {
+        if !self.shared.registry.clustered() || req.get {
+            return None;
+        }
+        let running = self.running_channel(id).await.ok()?;
+        let deliveries = hooks::verify(&running.rt, req).await.ok()?;
+        let msg = deliveries.into_iter().find_map(|d| match d {
+            Delivery::Message(m) => Some(m),
+            _ => None,
+        })?;
+        let key = chat_key(&running.rt, &msg);
+        let current = self.shared.store.channel_session(id, &key).await.ok()??;
+        Some(current.session_id)
     }
 
     /// Starts the actors of the connections that were running when the node stopped.
