@@ -461,3 +461,60 @@ async fn polling_resumes_from_the_kept_offset_and_a_409_is_an_error() {
     assert!(c["status_error"].as_str().unwrap().contains("409"), "{c}");
     drop(tmp);
 }
+
+#[tokio::test]
+async fn a_message_recorded_before_a_restart_is_answered_after_it() {
+    use parley_engine::inbound::{InboundMessage, Platform};
+    use parley_engine::store::{SqliteStore, Store};
+
+    let t =
+        TestServer::start_with(|c| c.node.public_url = Some("https://parley.example".into())).await;
+    let fake = telegram().await;
+    let (agent, conn, secret) = setup(&t, &fake, json!({"streaming": false}), json!({})).await;
+    let (dir, tmp) = t.stop().await;
+
+    // What the hook had recorded (and acknowledged to Telegram) when the node went down.
+    let store = SqliteStore::open(&dir.join("parley.db")).await.unwrap();
+    let recorded = InboundMessage {
+        platform: Platform::Telegram,
+        dedup_id: "77".into(),
+        user_id: "31".into(),
+        user_name: Some("Ann".into()),
+        chat_id: "31".into(),
+        thread_id: None,
+        text: "What are your opening hours?".into(),
+        sent_at: chrono::Utc::now(),
+        reply_context: json!({"message_id": 77}),
+    };
+    let id = uuid::Uuid::parse_str(&conn).unwrap();
+    assert!(store
+        .inbox_insert(id, &recorded, chrono::Utc::now())
+        .await
+        .unwrap());
+    store.close().await;
+
+    let t = TestServer::start_in(dir, |c| {
+        c.node.public_url = Some("https://parley.example".into())
+    })
+    .await;
+    let session = replied_session(&t, &conn, "77").await;
+    assert_eq!(sent_texts(&fake, 31), ["We are open from 9 to 17."]);
+    let texts = session_texts(&t, &agent, &session).await;
+    assert_eq!(
+        texts.iter().filter(|(r, _)| r == "HUMAN").count(),
+        1,
+        "{texts:?}"
+    );
+    // Telegram delivering it again now is a duplicate.
+    let resp = deliver(
+        &t,
+        &conn,
+        &secret,
+        &update(77, 31, "What are your opening hours?"),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(sent_texts(&fake, 31).len(), 1);
+    drop(tmp);
+}
