@@ -1,9 +1,11 @@
-//! parley's domain core: agents and their workflows, knowledge retrieval, LLM backends and
-//! the durable store. Nothing in this crate knows about actors.
+//! parley's domain core: agents and their workflows, campaign flows, knowledge retrieval,
+//! LLM backends and the durable store. Nothing in this crate knows about actors.
 
 pub mod agent;
 pub mod auth;
+pub mod campaign;
 pub mod connection;
+pub mod flow;
 pub mod inbound;
 pub mod knowledge;
 pub mod llm;
