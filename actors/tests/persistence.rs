@@ -11,6 +11,10 @@ use chrono::{DateTime, Utc};
 use parley_actors::session::TurnRequest;
 use parley_actors::{Node, NodeConfig, NodeError};
 use parley_engine::agent::Format;
+use parley_engine::campaign::{
+    CampaignId, CampaignRecord, CheckedParticipant, CustomerId, CustomerRecord, FlowRecord,
+    ParticipantId, ParticipantQuery, ParticipantRecord, UploadId, UploadRecord, Upserted,
+};
 use parley_engine::connection::{ConnectionId, ConnectionRecord};
 use parley_engine::inbound::InboundMessage;
 use parley_engine::model::{
@@ -240,6 +244,73 @@ impl Store for Switchable {
         id: Uuid,
     ) -> StoreResult<Option<(SessionId, AttachmentMeta, Bytes)>> {
         self.inner.get_attachment(id).await
+    }
+    async fn put_campaign(&self, c: &CampaignRecord) -> StoreResult<()> {
+        self.inner.put_campaign(c).await
+    }
+    async fn get_campaign(&self, id: CampaignId) -> StoreResult<Option<CampaignRecord>> {
+        self.inner.get_campaign(id).await
+    }
+    async fn list_campaigns(&self, t: TenantId) -> StoreResult<Vec<CampaignRecord>> {
+        self.inner.list_campaigns(t).await
+    }
+    async fn delete_campaign(&self, id: CampaignId) -> StoreResult<bool> {
+        self.inner.delete_campaign(id).await
+    }
+    async fn put_flow(&self, f: &FlowRecord) -> StoreResult<()> {
+        self.inner.put_flow(f).await
+    }
+    async fn get_flow(&self, c: CampaignId, name: &str) -> StoreResult<Option<FlowRecord>> {
+        self.inner.get_flow(c, name).await
+    }
+    async fn list_flows(&self, c: CampaignId) -> StoreResult<Vec<FlowRecord>> {
+        self.inner.list_flows(c).await
+    }
+    async fn delete_flow(&self, c: CampaignId, name: &str) -> StoreResult<bool> {
+        self.inner.delete_flow(c, name).await
+    }
+    async fn upsert_participants(
+        &self,
+        t: TenantId,
+        c: CampaignId,
+        u: Option<UploadId>,
+        batch: &[CheckedParticipant],
+        at: DateTime<Utc>,
+    ) -> StoreResult<Vec<Upserted>> {
+        self.inner.upsert_participants(t, c, u, batch, at).await
+    }
+    async fn get_participant(&self, id: ParticipantId) -> StoreResult<Option<ParticipantRecord>> {
+        self.inner.get_participant(id).await
+    }
+    async fn list_participants(
+        &self,
+        c: CampaignId,
+        q: &ParticipantQuery,
+    ) -> StoreResult<(Vec<ParticipantRecord>, u64)> {
+        self.inner.list_participants(c, q).await
+    }
+    async fn delete_participant(&self, id: ParticipantId) -> StoreResult<bool> {
+        self.inner.delete_participant(id).await
+    }
+    async fn get_customer(&self, id: CustomerId) -> StoreResult<Option<CustomerRecord>> {
+        self.inner.get_customer(id).await
+    }
+    async fn list_customers(
+        &self,
+        t: TenantId,
+        offset: u64,
+        limit: u64,
+    ) -> StoreResult<(Vec<CustomerRecord>, u64)> {
+        self.inner.list_customers(t, offset, limit).await
+    }
+    async fn put_upload(&self, u: &UploadRecord) -> StoreResult<()> {
+        self.inner.put_upload(u).await
+    }
+    async fn get_upload(&self, id: UploadId) -> StoreResult<Option<UploadRecord>> {
+        self.inner.get_upload(id).await
+    }
+    async fn list_uploads(&self, c: CampaignId) -> StoreResult<Vec<UploadRecord>> {
+        self.inner.list_uploads(c).await
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod actors;
 mod agents;
+mod campaigns;
 mod chat;
 mod cluster;
 mod connections;
@@ -22,6 +23,9 @@ use axum::Router;
 use parley_actors::Node;
 
 use error::ApiError;
+
+/// Largest CSV upload.
+const MAX_UPLOAD_BYTES: usize = 4 << 30;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -116,6 +120,28 @@ pub fn routes() -> Vec<(RouteDoc, MethodRouter<AppState>)> {
         route!(post, "/api/v1/connections/{connection_id}/templates/send", connections::send_template, Admin, "connections", "WhatsApp: send an approved template `{to, name, language, components?, phone_number_id?}` (the way to reach a customer outside the 24-hour window)"),
         route!(post, "/hooks/{connection_id}", hooks::deliver, None, "hooks", "A platform delivery, verified by the platform's signature or secret (401 otherwise); 404 unknown, 410 disabled"),
         route!(get, "/hooks/{connection_id}", hooks::verify, None, "hooks", "WhatsApp's subscription check (`hub.mode`, `hub.verify_token`, `hub.challenge`)"),
+        route!(post, "/api/v1/campaigns", campaigns::create, Admin, "campaigns", "Create a campaign `{name, description?, timezone?, fields?}` (draft)"),
+        route!(get, "/api/v1/campaigns", campaigns::list, Admin, "campaigns", "The tenant's campaigns"),
+        route!(get, "/api/v1/campaigns/{campaign_id}", campaigns::get, Admin, "campaigns", "A campaign with its data fields (system fields listed apart)"),
+        route!(patch, "/api/v1/campaigns/{campaign_id}", campaigns::update, Admin, "campaigns", "Change name, description or timezone"),
+        route!(delete, "/api/v1/campaigns/{campaign_id}", campaigns::delete, Admin, "campaigns", "Delete a campaign that is not running, with its flows, participants and uploads (customer profiles stay)"),
+        route!(put, "/api/v1/campaigns/{campaign_id}/fields", campaigns::set_fields, Admin, "campaigns", "Replace the data fields `[{title, name, description, type, level, import, required}]`; stored flows must still validate"),
+        route!(get, "/api/v1/campaigns/{campaign_id}/flows", campaigns::list_flows, Admin, "campaigns", "The campaign's flows"),
+        route!(put, "/api/v1/campaigns/{campaign_id}/flows/{flow}", campaigns::put_flow, Admin, "campaigns", "Store a flow (YAML or JSON `{nodes: [...]}`), validated against the fields with path-addressed errors; locked while the campaign runs"),
+        route!(get, "/api/v1/campaigns/{campaign_id}/flows/{flow}", campaigns::get_flow, Admin, "campaigns", "A flow as written"),
+        route!(delete, "/api/v1/campaigns/{campaign_id}/flows/{flow}", campaigns::delete_flow, Admin, "campaigns", "Delete a flow"),
+        route!(post, "/api/v1/campaigns/{campaign_id}/flows/{flow}/activate", campaigns::activate_flow, Admin, "campaigns", "Activate a flow (not while the campaign runs)"),
+        route!(post, "/api/v1/campaigns/{campaign_id}/flows/{flow}/deactivate", campaigns::deactivate_flow, Admin, "campaigns", "Deactivate a flow (not while the campaign runs)"),
+        route!(post, "/api/v1/campaigns/{campaign_id}/start", campaigns::start, Admin, "campaigns", "Start the campaign: at least one active flow, all valid, flow hand-offs resolvable"),
+        route!(post, "/api/v1/campaigns/{campaign_id}/stop", campaigns::stop, Admin, "campaigns", "Stop the campaign"),
+        route!(post, "/api/v1/campaigns/{campaign_id}/participants", campaigns::add_participants, Admin, "campaigns", "Add or update participants `[{attributes, timezone?, object_id?}]`; answers per item"),
+        route!(get, "/api/v1/campaigns/{campaign_id}/participants", campaigns::list_participants, Admin, "campaigns", "Participants with their customer profiles (`external_id`, `email`, `phone`, `upload_id`, `created_from`, `created_to`, `offset`, `limit`)"),
+        route!(delete, "/api/v1/campaigns/{campaign_id}/participants/{participant_id}", campaigns::delete_participant, Admin, "campaigns", "Remove a participant (its customer profile stays)"),
+        route!(post, "/api/v1/campaigns/{campaign_id}/uploads", campaigns::upload, Admin, "campaigns", "Upload participants as CSV (multipart `file`, or a text/csv body), streamed; answers counts and bad rows with their row numbers"),
+        route!(get, "/api/v1/campaigns/{campaign_id}/uploads", campaigns::uploads, Admin, "campaigns", "The campaign's uploads, newest first, with progress"),
+        route!(get, "/api/v1/campaigns/{campaign_id}/uploads/{upload_id}", campaigns::get_upload, Admin, "campaigns", "One upload and its progress"),
+        route!(get, "/api/v1/customers", campaigns::customers, Admin, "campaigns", "Customer profiles shared by the tenant's campaigns (`offset`, `limit`)"),
+        route!(get, "/api/v1/customers/{customer_id}", campaigns::customer, Admin, "campaigns", "One customer profile"),
         route!(post, "/chatbot/{agent_id}/session", chat::create_session, Agent, "chat", "Start a session"),
         route!(get, "/chatbot/{agent_id}/session/{session_id}", chat::get_session, Agent, "chat", "Session metadata"),
         route!(put, "/chatbot/{agent_id}/session/{session_id}", chat::update_session, Agent, "chat", "Update session metadata"),
@@ -162,6 +188,10 @@ pub fn router(state: AppState) -> Router {
     let mut app = Router::new();
     for (path, mr) in by_path {
         let mut mr = mr.fallback(method_not_allowed);
+        if path.ends_with("/uploads") {
+            // CSV uploads stream up to 4 GB; every other route keeps the body limit.
+            mr = mr.layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES));
+        }
         if path.contains("{session_id}") {
             mr = mr.route_layer(axum::middleware::from_fn_with_state(
                 state.clone(),

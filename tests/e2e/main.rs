@@ -5,6 +5,7 @@ mod support;
 mod actors;
 mod admin;
 mod backends;
+mod campaigns;
 mod channels;
 mod chat;
 mod connections;

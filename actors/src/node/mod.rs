@@ -2,6 +2,7 @@
 //! layer calls (agent administration and the Chat API operations).
 
 mod agent_ops;
+mod campaign_ops;
 mod channel_ops;
 mod connection_ops;
 mod introspect;
@@ -20,6 +21,9 @@ use parley_engine::telemetry;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 
+pub use campaign_ops::{
+    campaign_json, AddedParticipants, CampaignPatch, NewCampaign, MAX_PARTICIPANTS_PER_CALL,
+};
 pub use channel_ops::{TemplateSend, MAX_EVENTS_PAGE};
 pub use connection_ops::{ConnectionFilter, ConnectionPatch, ConnectionSummary, NewConnection};
 pub use introspect::{ActorInfo, ActorPage, ActorQuery};

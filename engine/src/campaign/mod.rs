@@ -5,6 +5,7 @@
 mod csv_import;
 mod model;
 mod participant;
+mod records;
 mod schedule;
 
 pub use csv_import::{CsvError, CsvImport, RowError, MAX_COLUMNS, MAX_ROW_BYTES};
@@ -13,6 +14,10 @@ pub use model::{
     DataField, FieldLevel, FieldType,
 };
 pub use participant::{merge, CheckedParticipant, ParticipantInput};
+pub use records::{
+    CampaignRecord, CustomerId, CustomerRecord, FlowRecord, ParticipantId, ParticipantQuery,
+    ParticipantRecord, UploadId, UploadRecord, UploadRowError, UploadStatus, Upserted,
+};
 pub use schedule::{
     expires_at, next_start, parse_duration_hhmm, parse_time_of_day, parse_timezone, resolve_local,
     today_in, ScheduleBase, Window,

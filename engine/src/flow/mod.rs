@@ -7,6 +7,7 @@ mod compiled;
 mod config;
 mod definition;
 mod eval;
+mod run;
 mod schedule;
 mod template;
 mod validate;
@@ -20,6 +21,7 @@ pub use definition::{
     TemplateDef, TriggerType, WriteDef,
 };
 pub use eval::{check, display, EvalContext};
+pub use run::Walk;
 pub use schedule::{BaseDate, Plan, Schedule, Window};
 pub use template::{placeholders, render};
 pub use validate::{parse_and_validate, validate};

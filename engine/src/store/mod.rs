@@ -17,6 +17,10 @@ use serde::{Deserialize, Serialize};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
+use crate::campaign::{
+    CampaignId, CampaignRecord, CheckedParticipant, CustomerId, CustomerRecord, FlowRecord,
+    ParticipantId, ParticipantQuery, ParticipantRecord, UploadId, UploadRecord, Upserted,
+};
 use crate::connection::{ConnectionId, ConnectionRecord};
 use crate::inbound::InboundMessage;
 use crate::model::{AgentId, AttachmentMeta, Feedback, Message, Session, SessionId, TenantId};
@@ -310,6 +314,66 @@ pub trait Store: Send + Sync + 'static {
     async fn outbox_done(&self, id: i64) -> StoreResult<()>;
     /// How many events the connection has queued.
     async fn outbox_len(&self, connection: ConnectionId) -> StoreResult<u64>;
+
+    // Campaigns.
+    /// Inserts the campaign (with its fields) or replaces it whole.
+    async fn put_campaign(&self, campaign: &CampaignRecord) -> StoreResult<()>;
+    async fn get_campaign(&self, id: CampaignId) -> StoreResult<Option<CampaignRecord>>;
+    /// The tenant's campaigns, oldest first.
+    async fn list_campaigns(&self, tenant: TenantId) -> StoreResult<Vec<CampaignRecord>>;
+    /// Deletes the campaign with its flows, participants and uploads (customer profiles
+    /// stay). False if there was none.
+    async fn delete_campaign(&self, id: CampaignId) -> StoreResult<bool>;
+
+    /// Inserts the flow or replaces the one of the same name.
+    async fn put_flow(&self, flow: &FlowRecord) -> StoreResult<()>;
+    async fn get_flow(&self, campaign: CampaignId, name: &str) -> StoreResult<Option<FlowRecord>>;
+    /// The campaign's flows by name.
+    async fn list_flows(&self, campaign: CampaignId) -> StoreResult<Vec<FlowRecord>>;
+    async fn delete_flow(&self, campaign: CampaignId, name: &str) -> StoreResult<bool>;
+
+    /// Upserts a batch of participants of one campaign in one transaction. Each one's
+    /// customer profile is found within the tenant by its key (external_id, else e-mail,
+    /// else phone: the column of the key's kind equals its value) or created; then the
+    /// participant is found by (campaign, customer, object_id) or created. Attributes
+    /// merge: the values given replace stored ones, the others stay (inputs carry no
+    /// blank values). The customer's `external_id`, `email` and `phone` columns follow its
+    /// attributes of those names. `upload` is recorded on every participant touched.
+    /// Answers one [`Upserted`] per input, in order; an input repeated within the batch
+    /// upserts twice (created, then updated).
+    async fn upsert_participants(
+        &self,
+        tenant: TenantId,
+        campaign: CampaignId,
+        upload: Option<UploadId>,
+        batch: &[CheckedParticipant],
+        at: DateTime<Utc>,
+    ) -> StoreResult<Vec<Upserted>>;
+    async fn get_participant(&self, id: ParticipantId) -> StoreResult<Option<ParticipantRecord>>;
+    /// One page of the campaign's participants (oldest first) matching `query`, and how
+    /// many match in all. `email`, `phone`, `external_id` filter on the customer profile.
+    async fn list_participants(
+        &self,
+        campaign: CampaignId,
+        query: &ParticipantQuery,
+    ) -> StoreResult<(Vec<ParticipantRecord>, u64)>;
+    /// Deletes a participant (its customer profile stays). False if there was none.
+    async fn delete_participant(&self, id: ParticipantId) -> StoreResult<bool>;
+
+    async fn get_customer(&self, id: CustomerId) -> StoreResult<Option<CustomerRecord>>;
+    /// One page of the tenant's customers (oldest first) and their total.
+    async fn list_customers(
+        &self,
+        tenant: TenantId,
+        offset: u64,
+        limit: u64,
+    ) -> StoreResult<(Vec<CustomerRecord>, u64)>;
+
+    /// Inserts the upload or replaces it whole (progress is written as it goes).
+    async fn put_upload(&self, upload: &UploadRecord) -> StoreResult<()>;
+    async fn get_upload(&self, id: UploadId) -> StoreResult<Option<UploadRecord>>;
+    /// The campaign's uploads, newest first.
+    async fn list_uploads(&self, campaign: CampaignId) -> StoreResult<Vec<UploadRecord>>;
 }
 
 /// The session a platform chat talks in, and when it started (Discord keeps a user's

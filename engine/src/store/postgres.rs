@@ -6,7 +6,7 @@
 //! turns them back into rows, so the statement text (and the prepared statement cached for
 //! it) is the same for every batch size.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -21,9 +21,13 @@ use sqlx::postgres::{
     PgArgumentBuffer, PgArguments, PgConnectOptions, PgHasArrayType, PgPool, PgPoolOptions, PgRow,
     PgTypeInfo, PgValueFormat, PgValueRef,
 };
-use sqlx::{Postgres, Row};
+use sqlx::{Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
+use crate::campaign::{
+    CampaignId, CampaignRecord, CheckedParticipant, CustomerId, CustomerRecord, FlowRecord,
+    ParticipantId, ParticipantQuery, ParticipantRecord, UploadId, UploadRecord, Upserted,
+};
 use crate::connection::{ConnectionId, ConnectionRecord};
 use crate::inbound::InboundMessage;
 
@@ -61,6 +65,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         4,
         "connector_state",
         include_str!("../../migrations/postgres/0004_connector_state.sql"),
+    ),
+    (
+        5,
+        "campaigns",
+        include_str!("../../migrations/postgres/0005_campaigns.sql"),
     ),
 ];
 
@@ -454,6 +463,222 @@ fn outbox_from_row(row: &PgRow) -> StoreResult<OutboxEntry> {
         last_error: col(row, "last_error")?,
         created_at: ts_col(row, "created_at")?,
     })
+}
+
+const CUSTOMER_COLS: &str = "id, tenant_id, external_id, email, phone, \
+                             attributes::text AS attributes, created_at, updated_at";
+
+fn customer_from_row(row: &PgRow) -> StoreResult<CustomerRecord> {
+    Ok(CustomerRecord {
+        id: id_col(row, "id")?,
+        tenant_id: id_col(row, "tenant_id")?,
+        external_id: col(row, "external_id")?,
+        email: col(row, "email")?,
+        phone: col(row, "phone")?,
+        attributes: parse_json(col(row, "attributes")?, "customer attributes")?,
+        created_at: ts_col(row, "created_at")?,
+        updated_at: ts_col(row, "updated_at")?,
+    })
+}
+
+const PARTICIPANT_COLS: &str = "p.id, p.campaign_id, p.customer_id, p.object_id, \
+                                p.attributes::text AS attributes, p.timezone, p.upload_id, \
+                                p.created_at, p.updated_at";
+
+fn participant_from_row(row: &PgRow) -> StoreResult<ParticipantRecord> {
+    let object_id: String = col(row, "object_id")?;
+    let upload_id: Option<PgUuid> = col(row, "upload_id")?;
+    Ok(ParticipantRecord {
+        id: id_col(row, "id")?,
+        campaign_id: id_col(row, "campaign_id")?,
+        customer_id: id_col(row, "customer_id")?,
+        // Stored as '' for none (see the schema).
+        object_id: (!object_id.is_empty()).then_some(object_id),
+        attributes: parse_json(col(row, "attributes")?, "participant attributes")?,
+        timezone: col(row, "timezone")?,
+        upload_id: upload_id.map(|u| u.0),
+        created_at: ts_col(row, "created_at")?,
+        updated_at: ts_col(row, "updated_at")?,
+    })
+}
+
+/// Locks out what would race an upsert: the campaign row is key-share-locked, so a
+/// delete_campaign waits for the batch (and a batch after it finds no campaign) while
+/// put_campaign, which changes no key, does not; and a transaction-scoped advisory lock on
+/// the tenant serialises the tenant's upserts, since two batches creating the same customer
+/// at once would otherwise both create it (the identity columns are not unique). No row
+/// when the tenant has no such campaign.
+const LOCK_FOR_UPSERT: &str = "\
+    SELECT pg_advisory_xact_lock(hashtextextended('parley.customers.' || $1::text, 0)) \
+    FROM campaigns WHERE id = $2 AND tenant_id = $1 FOR KEY SHARE";
+
+/// The customer each key names, in input order: the tenant's oldest profile whose column of
+/// the key's kind holds the key's value. Each input fills only the array of its key's
+/// kind; a NULL finds nothing, so COALESCE picks the one lookup that applies.
+const LOOKUP_CUSTOMERS: &str = "\
+    SELECT COALESCE( \
+        (SELECT c.id FROM customers c WHERE c.tenant_id = $1 AND c.external_id = k.external_id \
+         ORDER BY c.created_at, c.id LIMIT 1), \
+        (SELECT c.id FROM customers c WHERE c.tenant_id = $1 AND c.email = k.email \
+         ORDER BY c.created_at, c.id LIMIT 1), \
+        (SELECT c.id FROM customers c WHERE c.tenant_id = $1 AND c.phone = k.phone \
+         ORDER BY c.created_at, c.id LIMIT 1)) AS id \
+    FROM UNNEST($2::text[], $3::text[], $4::text[]) WITH ORDINALITY \
+         AS k(external_id, email, phone, n) \
+    ORDER BY k.n";
+
+/// Creates the new customers and merges the given attributes into the found ones (`||`:
+/// the right side wins, so given values replace and the others stay). The generated
+/// external_id/email/phone columns follow. A round names each customer once.
+const UPSERT_CUSTOMERS: &str = "\
+    INSERT INTO customers (id, tenant_id, attributes, created_at, updated_at) \
+    SELECT r.id, $1, r.attributes::jsonb, $2, $2 \
+    FROM UNNEST($3::uuid[], $4::text[]) AS r(id, attributes) \
+    ON CONFLICT (id) DO UPDATE SET attributes = customers.attributes || excluded.attributes, \
+        updated_at = excluded.updated_at";
+
+/// Creates or merges the participants; a zone given replaces the stored one, none keeps
+/// it. Answers each row's id by customer (a round names each customer once): an existing
+/// participant answers its own id, a new one the id proposed for it.
+const UPSERT_PARTICIPANTS: &str = "\
+    INSERT INTO participants (id, campaign_id, customer_id, object_id, attributes, timezone, \
+                              upload_id, created_at, updated_at) \
+    SELECT r.id, $1, r.customer_id, r.object_id, r.attributes::jsonb, r.timezone, $2, $3, $3 \
+    FROM UNNEST($4::uuid[], $5::uuid[], $6::text[], $7::text[], $8::text[]) \
+         AS r(id, customer_id, object_id, attributes, timezone) \
+    ON CONFLICT (campaign_id, customer_id, object_id) DO UPDATE SET \
+        attributes = participants.attributes || excluded.attributes, \
+        timezone = COALESCE(excluded.timezone, participants.timezone), \
+        upload_id = excluded.upload_id, updated_at = excluded.updated_at \
+    RETURNING id, customer_id";
+
+/// One input of an upsert batch, serialised once however many rounds it waits.
+struct UpsertRow<'a> {
+    input: &'a CheckedParticipant,
+    customer: String,
+    participant: String,
+    /// The (column, value) pairs of the identity columns this input writes to its customer.
+    identities: Vec<(&'static str, String)>,
+}
+
+impl<'a> UpsertRow<'a> {
+    fn new(input: &'a CheckedParticipant) -> StoreResult<Self> {
+        let identities = ["external_id", "email", "phone"]
+            .into_iter()
+            .filter_map(|name| {
+                // As the generated column reads it (`->>`): text as is, anything else as JSON.
+                let v = input.customer.get(name)?;
+                Some((
+                    name,
+                    v.as_str().map_or_else(|| v.to_string(), str::to_string),
+                ))
+            })
+            .collect();
+        Ok(UpsertRow {
+            input,
+            customer: to_json(&input.customer, "customer attributes")?,
+            participant: to_json(&input.participant, "participant attributes")?,
+            identities,
+        })
+    }
+
+    /// The (column, value) pair its customer is looked up by.
+    fn key(&self) -> (&'static str, &str) {
+        (self.input.key.kind(), self.input.key.value())
+    }
+}
+
+/// Splits the pending inputs (in order, each with the customer its lookup found) into the
+/// round that can be written with set-based statements now and those that must wait.
+///
+/// Writing a round at once gives what writing its inputs one by one would only if none of
+/// them sees another's effect. So an input waits when an earlier input of this pass (in the
+/// round or waiting) touches the same customer, or writes an identity value that its lookup
+/// searches for (it would find that customer by then), or when it writes a value that the
+/// lookup of an earlier waiting input searches for (which must not see it yet). Once one
+/// input waits, everything after it that interacts with it waits too, so order is kept
+/// wherever it matters. The first pending input never waits, so every round progresses.
+fn split_round(
+    rows: &[UpsertRow<'_>],
+    pending: &[usize],
+    found: &[Option<CustomerId>],
+) -> (Vec<(usize, Option<CustomerId>)>, Vec<usize>) {
+    let mut round = Vec::with_capacity(pending.len());
+    let mut waiting = Vec::new();
+    let mut customers: HashSet<CustomerId> = HashSet::new();
+    let mut written: HashSet<(&str, &str)> = HashSet::new();
+    let mut waiting_keys: HashSet<(&str, &str)> = HashSet::new();
+    for (&i, &customer) in pending.iter().zip(found) {
+        let row = &rows[i];
+        let key = row.key();
+        let waits = customer.is_some_and(|c| customers.contains(&c))
+            || written.contains(&key)
+            || row
+                .identities
+                .iter()
+                .any(|(name, value)| waiting_keys.contains(&(*name, value.as_str())));
+        customers.extend(customer);
+        written.extend(row.identities.iter().map(|(n, v)| (*n, v.as_str())));
+        if waits {
+            waiting_keys.insert(key);
+            waiting.push(i);
+        } else {
+            round.push((i, customer));
+        }
+    }
+    (round, waiting)
+}
+
+/// The FROM and WHERE clauses of a participants listing. The customer filters find the
+/// tenant's matching profiles first (by their identity indexes), then the campaign's
+/// participants of those.
+fn push_participant_filters(
+    qb: &mut QueryBuilder<'_, Postgres>,
+    campaign: CampaignId,
+    q: &ParticipantQuery,
+) -> StoreResult<()> {
+    qb.push(" FROM participants p WHERE p.campaign_id = ")
+        .push_bind(PgUuid(campaign));
+    let customer_filters: Vec<(&str, &String)> = [
+        ("external_id", &q.external_id),
+        ("email", &q.email),
+        ("phone", &q.phone),
+    ]
+    .into_iter()
+    .filter_map(|(column, value)| value.as_ref().map(|v| (column, v)))
+    .collect();
+    if !customer_filters.is_empty() {
+        qb.push(
+            " AND p.customer_id IN (SELECT c.id FROM customers c WHERE c.tenant_id = \
+             (SELECT tenant_id FROM campaigns WHERE id = ",
+        )
+        .push_bind(PgUuid(campaign))
+        .push(")");
+        for (column, value) in customer_filters {
+            qb.push(format!(" AND c.{column} = "))
+                .push_bind(value.clone());
+        }
+        qb.push(")");
+    }
+    if let Some(u) = q.upload_id {
+        qb.push(" AND p.upload_id = ").push_bind(PgUuid(u));
+    }
+    if let Some(t) = q.created_from {
+        qb.push(" AND p.created_at >= ").push_bind(ts(t)?);
+    }
+    if let Some(t) = q.created_to {
+        qb.push(" AND p.created_at < ").push_bind(ts(t)?);
+    }
+    Ok(())
+}
+
+/// A page bound as Postgres takes it; beyond `i64::MAX` is as good as no bound.
+fn page_bound(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn count(n: i64, what: &str) -> StoreResult<u64> {
+    u64::try_from(n).map_err(|_| StoreError::Corrupt(format!("{what} count {n}")))
 }
 
 #[async_trait]
@@ -1328,6 +1553,351 @@ impl super::Store for PgStore {
                 .map_err(map_err)?;
         u64::try_from(n).map_err(|_| StoreError::Corrupt(format!("outbox length {n}")))
     }
+
+    async fn put_campaign(&self, c: &CampaignRecord) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO campaigns (id, tenant_id, created_at, data) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (id) DO UPDATE SET tenant_id = excluded.tenant_id, \
+             created_at = excluded.created_at, data = excluded.data",
+        )
+        .bind(PgUuid(c.campaign.id))
+        .bind(PgUuid(c.campaign.tenant_id))
+        .bind(ts(c.campaign.created_at)?)
+        .bind(to_json(c, "campaign")?)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn get_campaign(&self, id: CampaignId) -> StoreResult<Option<CampaignRecord>> {
+        let data: Option<String> = sqlx::query_scalar("SELECT data FROM campaigns WHERE id = $1")
+            .bind(PgUuid(id))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?;
+        data.map(|d| parse_json(&d, "campaign")).transpose()
+    }
+
+    async fn list_campaigns(&self, tenant: TenantId) -> StoreResult<Vec<CampaignRecord>> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT data FROM campaigns WHERE tenant_id = $1 ORDER BY created_at, id",
+        )
+        .bind(PgUuid(tenant))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        rows.iter().map(|d| parse_json(d, "campaign")).collect()
+    }
+
+    async fn delete_campaign(&self, id: CampaignId) -> StoreResult<bool> {
+        let id = PgUuid(id);
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        // The campaign row first: it waits for upserts running on the campaign (they
+        // lock it, see LOCK_FOR_UPSERT) before touching their participants, so the two
+        // cannot deadlock.
+        let done = sqlx::query("DELETE FROM campaigns WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        for sql in [
+            "DELETE FROM campaign_flows WHERE campaign_id = $1",
+            "DELETE FROM participants WHERE campaign_id = $1",
+            "DELETE FROM campaign_uploads WHERE campaign_id = $1",
+        ] {
+            sqlx::query(sql)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn put_flow(&self, flow: &FlowRecord) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO campaign_flows (campaign_id, name, data) VALUES ($1, $2, $3) \
+             ON CONFLICT (campaign_id, name) DO UPDATE SET data = excluded.data",
+        )
+        .bind(PgUuid(flow.campaign_id))
+        .bind(&flow.name)
+        .bind(to_json(flow, "flow")?)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn get_flow(&self, campaign: CampaignId, name: &str) -> StoreResult<Option<FlowRecord>> {
+        let data: Option<String> = sqlx::query_scalar(
+            "SELECT data FROM campaign_flows WHERE campaign_id = $1 AND name = $2",
+        )
+        .bind(PgUuid(campaign))
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?;
+        data.map(|d| parse_json(&d, "flow")).transpose()
+    }
+
+    async fn list_flows(&self, campaign: CampaignId) -> StoreResult<Vec<FlowRecord>> {
+        // Byte order, as SQLite sorts, whatever the database's collation.
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT data FROM campaign_flows WHERE campaign_id = $1 ORDER BY name COLLATE \"C\"",
+        )
+        .bind(PgUuid(campaign))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        rows.iter().map(|d| parse_json(d, "flow")).collect()
+    }
+
+    async fn delete_flow(&self, campaign: CampaignId, name: &str) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM campaign_flows WHERE campaign_id = $1 AND name = $2")
+            .bind(PgUuid(campaign))
+            .bind(name)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn upsert_participants(
+        &self,
+        tenant: TenantId,
+        campaign: CampaignId,
+        upload: Option<UploadId>,
+        batch: &[CheckedParticipant],
+        at: DateTime<Utc>,
+    ) -> StoreResult<Vec<Upserted>> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let at = ts(at)?;
+        let rows = batch
+            .iter()
+            .map(UpsertRow::new)
+            .collect::<StoreResult<Vec<_>>>()?;
+        let mut out: Vec<Option<Upserted>> = vec![None; batch.len()];
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        let locked = sqlx::query(LOCK_FOR_UPSERT)
+            .bind(PgUuid(tenant))
+            .bind(PgUuid(campaign))
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        if locked.is_none() {
+            return Err(StoreError::Conflict(format!(
+                "no campaign {campaign} of tenant {tenant}"
+            )));
+        }
+        // A few statements per round instead of several per row. Usually the whole batch
+        // is one round; inputs that would see each other's effects wait for a later one
+        // (see split_round), whose lookups then see the earlier rounds' writes.
+        let mut pending: Vec<usize> = (0..rows.len()).collect();
+        while !pending.is_empty() {
+            let key_of = |kind: &str| -> Vec<Option<&str>> {
+                pending
+                    .iter()
+                    .map(|&i| {
+                        let (k, v) = rows[i].key();
+                        (k == kind).then_some(v)
+                    })
+                    .collect()
+            };
+            let found: Vec<Option<PgUuid>> = sqlx::query_scalar(LOOKUP_CUSTOMERS)
+                .bind(PgUuid(tenant))
+                .bind(key_of("external_id"))
+                .bind(key_of("email"))
+                .bind(key_of("phone"))
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(map_err)?;
+            if found.len() != pending.len() {
+                return Err(StoreError::Corrupt(format!(
+                    "{} customer lookups answered {} rows",
+                    pending.len(),
+                    found.len()
+                )));
+            }
+            let found: Vec<Option<CustomerId>> =
+                found.into_iter().map(|c| c.map(|c| c.0)).collect();
+            let (round, waiting) = split_round(&rows, &pending, &found);
+            // New customers get time-ordered ids, so they sort (and list) as created.
+            let round: Vec<(usize, CustomerId)> = round
+                .into_iter()
+                .map(|(i, c)| (i, c.unwrap_or_else(Uuid::now_v7)))
+                .collect();
+            sqlx::query(UPSERT_CUSTOMERS)
+                .bind(PgUuid(tenant))
+                .bind(at)
+                .bind(column(&round, |&(_, c)| PgUuid(c)))
+                .bind(column(&round, |&(i, _)| rows[i].customer.as_str()))
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+            let proposed: Vec<ParticipantId> = round.iter().map(|_| Uuid::now_v7()).collect();
+            let answered: Vec<(PgUuid, PgUuid)> = sqlx::query_as(UPSERT_PARTICIPANTS)
+                .bind(PgUuid(campaign))
+                .bind(upload.map(PgUuid))
+                .bind(at)
+                .bind(column(&proposed, |&id| PgUuid(id)))
+                .bind(column(&round, |&(_, c)| PgUuid(c)))
+                .bind(column(&round, |&(i, _)| {
+                    rows[i].input.object_id.as_deref().unwrap_or("")
+                }))
+                .bind(column(&round, |&(i, _)| rows[i].participant.as_str()))
+                .bind(column(&round, |&(i, _)| {
+                    rows[i].input.timezone.map(|tz| tz.name())
+                }))
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(map_err)?;
+            let by_customer: HashMap<CustomerId, ParticipantId> =
+                answered.into_iter().map(|(p, c)| (c.0, p.0)).collect();
+            for (&(i, customer_id), &proposed) in round.iter().zip(&proposed) {
+                let participant_id = *by_customer.get(&customer_id).ok_or_else(|| {
+                    StoreError::Corrupt(format!("no participant answered for {customer_id}"))
+                })?;
+                out[i] = Some(Upserted {
+                    participant_id,
+                    customer_id,
+                    created: participant_id == proposed,
+                });
+            }
+            pending = waiting;
+        }
+        tx.commit().await.map_err(map_err)?;
+        // Every input was in exactly one round.
+        out.into_iter()
+            .map(|u| u.ok_or_else(|| StoreError::Corrupt("an input was not upserted".into())))
+            .collect()
+    }
+
+    async fn get_participant(&self, id: ParticipantId) -> StoreResult<Option<ParticipantRecord>> {
+        let sql = format!("SELECT {PARTICIPANT_COLS} FROM participants p WHERE p.id = $1");
+        let row = sqlx::query(&sql)
+            .bind(PgUuid(id))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?;
+        row.as_ref().map(participant_from_row).transpose()
+    }
+
+    async fn list_participants(
+        &self,
+        campaign: CampaignId,
+        query: &ParticipantQuery,
+    ) -> StoreResult<(Vec<ParticipantRecord>, u64)> {
+        let mut qb = QueryBuilder::new(format!("SELECT {PARTICIPANT_COLS}"));
+        push_participant_filters(&mut qb, campaign, query)?;
+        qb.push(" ORDER BY p.created_at, p.id LIMIT ")
+            .push_bind(page_bound(query.limit))
+            .push(" OFFSET ")
+            .push_bind(page_bound(query.offset));
+        let rows = qb.build().fetch_all(&self.pool).await.map_err(map_err)?;
+        let page = rows
+            .iter()
+            .map(participant_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        let mut qb = QueryBuilder::new("SELECT COUNT(*)");
+        push_participant_filters(&mut qb, campaign, query)?;
+        let total: i64 = qb
+            .build_query_scalar()
+            .fetch_one(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok((page, count(total, "participant")?))
+    }
+
+    async fn delete_participant(&self, id: ParticipantId) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM participants WHERE id = $1")
+            .bind(PgUuid(id))
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn get_customer(&self, id: CustomerId) -> StoreResult<Option<CustomerRecord>> {
+        let sql = format!("SELECT {CUSTOMER_COLS} FROM customers WHERE id = $1");
+        let row = sqlx::query(&sql)
+            .bind(PgUuid(id))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?;
+        row.as_ref().map(customer_from_row).transpose()
+    }
+
+    async fn list_customers(
+        &self,
+        tenant: TenantId,
+        offset: u64,
+        limit: u64,
+    ) -> StoreResult<(Vec<CustomerRecord>, u64)> {
+        let sql = format!(
+            "SELECT {CUSTOMER_COLS} FROM customers WHERE tenant_id = $1 \
+             ORDER BY created_at, id LIMIT $2 OFFSET $3"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(PgUuid(tenant))
+            .bind(page_bound(limit))
+            .bind(page_bound(offset))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?;
+        let page = rows
+            .iter()
+            .map(customer_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM customers WHERE tenant_id = $1")
+            .bind(PgUuid(tenant))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok((page, count(total, "customer")?))
+    }
+
+    async fn put_upload(&self, upload: &UploadRecord) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO campaign_uploads (id, campaign_id, created_at, data) \
+             VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (id) DO UPDATE SET campaign_id = excluded.campaign_id, \
+             created_at = excluded.created_at, data = excluded.data",
+        )
+        .bind(PgUuid(upload.id))
+        .bind(PgUuid(upload.campaign_id))
+        .bind(ts(upload.created_at)?)
+        .bind(to_json(upload, "upload")?)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn get_upload(&self, id: UploadId) -> StoreResult<Option<UploadRecord>> {
+        let data: Option<String> =
+            sqlx::query_scalar("SELECT data FROM campaign_uploads WHERE id = $1")
+                .bind(PgUuid(id))
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(map_err)?;
+        data.map(|d| parse_json(&d, "upload")).transpose()
+    }
+
+    async fn list_uploads(&self, campaign: CampaignId) -> StoreResult<Vec<UploadRecord>> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT data FROM campaign_uploads WHERE campaign_id = $1 \
+             ORDER BY created_at DESC, id DESC",
+        )
+        .bind(PgUuid(campaign))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        rows.iter().map(|d| parse_json(d, "upload")).collect()
+    }
 }
 
 #[cfg(test)]
@@ -1388,6 +1958,16 @@ mod tests {
         suite_outbox,
         suite_concurrent_outbox_claim,
         suite_delete_connection_state,
+        suite_campaigns,
+        suite_flows,
+        suite_upsert_participants,
+        suite_upsert_within_a_batch,
+        suite_list_participants,
+        suite_delete_participant,
+        suite_customers,
+        suite_uploads,
+        suite_upsert_many,
+        suite_concurrent_upserts,
     );
 
     #[tokio::test]

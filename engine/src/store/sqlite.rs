@@ -21,7 +21,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::Row;
+use sqlx::{QueryBuilder, Row, Sqlite};
 use uuid::Uuid;
 
 use super::encoding::{
@@ -31,6 +31,11 @@ use super::encoding::{
 use super::{
     AgentChannel, AgentRecord, AgentStatus, ChannelSession, ConnectionEvent, Epoch, NewOutboxEvent,
     OutboxEntry, SessionWrites, StoreError, StoreResult, Tenant, Write,
+};
+use crate::campaign::{
+    CampaignId, CampaignRecord, CheckedParticipant, CustomerId, CustomerKey, CustomerRecord,
+    FlowRecord, ParticipantId, ParticipantQuery, ParticipantRecord, UploadId, UploadRecord,
+    Upserted,
 };
 use crate::connection::{ConnectionId, ConnectionRecord};
 use crate::inbound::InboundMessage;
@@ -65,6 +70,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         5,
         "connector_state",
         include_str!("../../migrations/sqlite/0005_connector_state.sql"),
+    ),
+    (
+        6,
+        "campaigns",
+        include_str!("../../migrations/sqlite/0006_campaigns.sql"),
     ),
 ];
 
@@ -491,6 +501,131 @@ fn outbox_from_row(row: &SqliteRow) -> StoreResult<OutboxEntry> {
         last_error: col(row, "last_error")?,
         created_at: parse_ts(col(row, "created_at")?)?,
     })
+}
+
+const CUSTOMER_COLS: &str =
+    "id, tenant_id, external_id, email, phone, attributes, created_at, updated_at";
+
+fn customer_from_row(row: &SqliteRow) -> StoreResult<CustomerRecord> {
+    Ok(CustomerRecord {
+        id: parse_uuid(col(row, "id")?)?,
+        tenant_id: parse_uuid(col(row, "tenant_id")?)?,
+        external_id: col(row, "external_id")?,
+        email: col(row, "email")?,
+        phone: col(row, "phone")?,
+        attributes: parse_json(col(row, "attributes")?, "customer attributes")?,
+        created_at: parse_ts(col(row, "created_at")?)?,
+        updated_at: parse_ts(col(row, "updated_at")?)?,
+    })
+}
+
+const PARTICIPANT_COLS: &str = "p.id, p.campaign_id, p.customer_id, p.object_id, p.attributes, \
+                                p.timezone, p.upload_id, p.created_at, p.updated_at";
+
+fn participant_from_row(row: &SqliteRow) -> StoreResult<ParticipantRecord> {
+    let object_id: String = col(row, "object_id")?;
+    let upload_id: Option<&str> = col(row, "upload_id")?;
+    Ok(ParticipantRecord {
+        id: parse_uuid(col(row, "id")?)?,
+        campaign_id: parse_uuid(col(row, "campaign_id")?)?,
+        customer_id: parse_uuid(col(row, "customer_id")?)?,
+        // Stored as '' for none (see the schema).
+        object_id: (!object_id.is_empty()).then_some(object_id),
+        attributes: parse_json(col(row, "attributes")?, "participant attributes")?,
+        timezone: col(row, "timezone")?,
+        upload_id: upload_id.map(parse_uuid).transpose()?,
+        created_at: parse_ts(col(row, "created_at")?)?,
+        updated_at: parse_ts(col(row, "updated_at")?)?,
+    })
+}
+
+/// Finds the customer a key names: the tenant's oldest profile whose column of the key's
+/// kind holds the key's value (the columns are not unique, so "oldest" makes the choice
+/// stable). One statement text per kind, so each stays prepared in the statement cache.
+fn customer_lookup_sql(key: &CustomerKey) -> &'static str {
+    match key {
+        CustomerKey::ExternalId(_) => {
+            "SELECT id FROM customers WHERE tenant_id = ? AND external_id = ? \
+             ORDER BY created_at, id LIMIT 1"
+        }
+        CustomerKey::Email(_) => {
+            "SELECT id FROM customers WHERE tenant_id = ? AND email = ? \
+             ORDER BY created_at, id LIMIT 1"
+        }
+        CustomerKey::Phone(_) => {
+            "SELECT id FROM customers WHERE tenant_id = ? AND phone = ? \
+             ORDER BY created_at, id LIMIT 1"
+        }
+    }
+}
+
+/// Merges the attributes given into the participant's (`json_patch`: given values replace,
+/// others stay); a zone given replaces the stored one, none keeps it.
+const UPSERT_PARTICIPANT: &str = "\
+    INSERT INTO participants (id, campaign_id, customer_id, object_id, attributes, timezone, \
+                              upload_id, created_at, updated_at) \
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+    ON CONFLICT (campaign_id, customer_id, object_id) DO UPDATE SET \
+        attributes = json_patch(attributes, excluded.attributes), \
+        timezone = COALESCE(excluded.timezone, timezone), \
+        upload_id = excluded.upload_id, updated_at = excluded.updated_at \
+    RETURNING id";
+
+/// The FROM and WHERE clauses of a participants listing. The customer filters find the
+/// tenant's matching profiles first (by their identity indexes) and then the campaign's
+/// participants of those: INDEXED BY keeps SQLite, which has no statistics to go by, from
+/// walking the whole campaign in listing order instead.
+fn push_participant_filters(
+    qb: &mut QueryBuilder<'_, Sqlite>,
+    campaign: CampaignId,
+    q: &ParticipantQuery,
+) {
+    let customer_filters: Vec<(&str, &String)> = [
+        ("external_id", &q.external_id),
+        ("email", &q.email),
+        ("phone", &q.phone),
+    ]
+    .into_iter()
+    .filter_map(|(column, value)| value.as_ref().map(|v| (column, v)))
+    .collect();
+    if customer_filters.is_empty() {
+        qb.push(" FROM participants p");
+    } else {
+        qb.push(" FROM participants p INDEXED BY participants_key");
+    }
+    qb.push(" WHERE p.campaign_id = ")
+        .push_bind(campaign.to_string());
+    if !customer_filters.is_empty() {
+        qb.push(
+            " AND p.customer_id IN (SELECT c.id FROM customers c WHERE c.tenant_id = \
+             (SELECT tenant_id FROM campaigns WHERE id = ",
+        )
+        .push_bind(campaign.to_string())
+        .push(")");
+        for (column, value) in customer_filters {
+            qb.push(format!(" AND c.{column} = "))
+                .push_bind(value.clone());
+        }
+        qb.push(")");
+    }
+    if let Some(u) = q.upload_id {
+        qb.push(" AND p.upload_id = ").push_bind(u.to_string());
+    }
+    if let Some(t) = q.created_from {
+        qb.push(" AND p.created_at >= ").push_bind(ts(t));
+    }
+    if let Some(t) = q.created_to {
+        qb.push(" AND p.created_at < ").push_bind(ts(t));
+    }
+}
+
+/// A page bound as SQLite takes it; beyond `i64::MAX` is as good as no bound.
+fn page_bound(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn count(n: i64, what: &str) -> StoreResult<u64> {
+    u64::try_from(n).map_err(|_| StoreError::Corrupt(format!("{what} count {n}")))
 }
 
 #[async_trait]
@@ -1371,6 +1506,331 @@ impl super::Store for SqliteStore {
                 .map_err(map_err)?;
         u64::try_from(n).map_err(|_| StoreError::Corrupt(format!("outbox length {n}")))
     }
+
+    async fn put_campaign(&self, c: &CampaignRecord) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO campaigns (id, tenant_id, created_at, data) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (id) DO UPDATE SET tenant_id = excluded.tenant_id, \
+             created_at = excluded.created_at, data = excluded.data",
+        )
+        .bind(c.campaign.id.to_string())
+        .bind(c.campaign.tenant_id.to_string())
+        .bind(ts(c.campaign.created_at))
+        .bind(to_json(c, "campaign")?)
+        .execute(&self.writer)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn get_campaign(&self, id: CampaignId) -> StoreResult<Option<CampaignRecord>> {
+        let data: Option<String> = sqlx::query_scalar("SELECT data FROM campaigns WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(map_err)?;
+        data.map(|d| parse_json(&d, "campaign")).transpose()
+    }
+
+    async fn list_campaigns(&self, tenant: TenantId) -> StoreResult<Vec<CampaignRecord>> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT data FROM campaigns WHERE tenant_id = ? ORDER BY created_at, id",
+        )
+        .bind(tenant.to_string())
+        .fetch_all(&self.reader)
+        .await
+        .map_err(map_err)?;
+        rows.iter().map(|d| parse_json(d, "campaign")).collect()
+    }
+
+    async fn delete_campaign(&self, id: CampaignId) -> StoreResult<bool> {
+        let id = id.to_string();
+        let mut tx = self.writer.begin().await.map_err(map_err)?;
+        let done = sqlx::query("DELETE FROM campaigns WHERE id = ?")
+            .bind(&id)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        for sql in [
+            "DELETE FROM campaign_flows WHERE campaign_id = ?",
+            "DELETE FROM participants WHERE campaign_id = ?",
+            "DELETE FROM campaign_uploads WHERE campaign_id = ?",
+        ] {
+            sqlx::query(sql)
+                .bind(&id)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn put_flow(&self, flow: &FlowRecord) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO campaign_flows (campaign_id, name, data) VALUES (?, ?, ?) \
+             ON CONFLICT (campaign_id, name) DO UPDATE SET data = excluded.data",
+        )
+        .bind(flow.campaign_id.to_string())
+        .bind(&flow.name)
+        .bind(to_json(flow, "flow")?)
+        .execute(&self.writer)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn get_flow(&self, campaign: CampaignId, name: &str) -> StoreResult<Option<FlowRecord>> {
+        let data: Option<String> = sqlx::query_scalar(
+            "SELECT data FROM campaign_flows WHERE campaign_id = ? AND name = ?",
+        )
+        .bind(campaign.to_string())
+        .bind(name)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(map_err)?;
+        data.map(|d| parse_json(&d, "flow")).transpose()
+    }
+
+    async fn list_flows(&self, campaign: CampaignId) -> StoreResult<Vec<FlowRecord>> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT data FROM campaign_flows WHERE campaign_id = ? ORDER BY name",
+        )
+        .bind(campaign.to_string())
+        .fetch_all(&self.reader)
+        .await
+        .map_err(map_err)?;
+        rows.iter().map(|d| parse_json(d, "flow")).collect()
+    }
+
+    async fn delete_flow(&self, campaign: CampaignId, name: &str) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM campaign_flows WHERE campaign_id = ? AND name = ?")
+            .bind(campaign.to_string())
+            .bind(name)
+            .execute(&self.writer)
+            .await
+            .map_err(map_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn upsert_participants(
+        &self,
+        tenant: TenantId,
+        campaign: CampaignId,
+        upload: Option<UploadId>,
+        batch: &[CheckedParticipant],
+        at: DateTime<Utc>,
+    ) -> StoreResult<Vec<Upserted>> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (tenant_id, campaign_id) = (tenant.to_string(), campaign.to_string());
+        let upload_id = upload.map(|u| u.to_string());
+        let at = ts(at);
+        // SQLite is in-process, so a statement per row costs no round trip; the one
+        // transaction (holding the single write lock) makes the batch atomic and lets each
+        // row see the ones before it, as the contract asks.
+        let mut tx = self.writer.begin().await.map_err(map_err)?;
+        let exists: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM campaigns WHERE id = ? AND tenant_id = ?")
+                .bind(&campaign_id)
+                .bind(&tenant_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        if exists.is_none() {
+            return Err(StoreError::Conflict(format!(
+                "no campaign {campaign} of tenant {tenant}"
+            )));
+        }
+        let mut out = Vec::with_capacity(batch.len());
+        for p in batch {
+            let customer_attributes = to_json(&p.customer, "customer attributes")?;
+            let found: Option<String> = sqlx::query_scalar(customer_lookup_sql(&p.key))
+                .bind(&tenant_id)
+                .bind(p.key.value())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(map_err)?;
+            let customer_id = match found {
+                Some(id) => {
+                    // The generated external_id/email/phone columns follow the merge.
+                    sqlx::query(
+                        "UPDATE customers SET attributes = json_patch(attributes, ?), \
+                         updated_at = ? WHERE id = ?",
+                    )
+                    .bind(customer_attributes)
+                    .bind(&at)
+                    .bind(&id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                    parse_uuid(&id)?
+                }
+                None => {
+                    let id = Uuid::now_v7();
+                    sqlx::query(
+                        "INSERT INTO customers (id, tenant_id, attributes, created_at, \
+                         updated_at) VALUES (?, ?, ?, ?, ?)",
+                    )
+                    .bind(id.to_string())
+                    .bind(&tenant_id)
+                    .bind(customer_attributes)
+                    .bind(&at)
+                    .bind(&at)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                    id
+                }
+            };
+            // The id a new participant gets; an existing one answers its own instead.
+            let proposed = Uuid::now_v7();
+            let id: String = sqlx::query_scalar(UPSERT_PARTICIPANT)
+                .bind(proposed.to_string())
+                .bind(&campaign_id)
+                .bind(customer_id.to_string())
+                .bind(p.object_id.as_deref().unwrap_or(""))
+                .bind(to_json(&p.participant, "participant attributes")?)
+                .bind(p.timezone.map(|tz| tz.name()))
+                .bind(upload_id.as_deref())
+                .bind(&at)
+                .bind(&at)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(map_err)?;
+            let participant_id = parse_uuid(&id)?;
+            out.push(Upserted {
+                participant_id,
+                customer_id,
+                created: participant_id == proposed,
+            });
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(out)
+    }
+
+    async fn get_participant(&self, id: ParticipantId) -> StoreResult<Option<ParticipantRecord>> {
+        let sql = format!("SELECT {PARTICIPANT_COLS} FROM participants p WHERE p.id = ?");
+        let row = sqlx::query(&sql)
+            .bind(id.to_string())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(map_err)?;
+        row.as_ref().map(participant_from_row).transpose()
+    }
+
+    async fn list_participants(
+        &self,
+        campaign: CampaignId,
+        query: &ParticipantQuery,
+    ) -> StoreResult<(Vec<ParticipantRecord>, u64)> {
+        let mut qb = QueryBuilder::new(format!("SELECT {PARTICIPANT_COLS}"));
+        push_participant_filters(&mut qb, campaign, query);
+        qb.push(" ORDER BY p.created_at, p.id LIMIT ")
+            .push_bind(page_bound(query.limit))
+            .push(" OFFSET ")
+            .push_bind(page_bound(query.offset));
+        let rows = qb.build().fetch_all(&self.reader).await.map_err(map_err)?;
+        let page = rows
+            .iter()
+            .map(participant_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        let mut qb = QueryBuilder::new("SELECT COUNT(*)");
+        push_participant_filters(&mut qb, campaign, query);
+        let total: i64 = qb
+            .build_query_scalar()
+            .fetch_one(&self.reader)
+            .await
+            .map_err(map_err)?;
+        Ok((page, count(total, "participant")?))
+    }
+
+    async fn delete_participant(&self, id: ParticipantId) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM participants WHERE id = ?")
+            .bind(id.to_string())
+            .execute(&self.writer)
+            .await
+            .map_err(map_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn get_customer(&self, id: CustomerId) -> StoreResult<Option<CustomerRecord>> {
+        let sql = format!("SELECT {CUSTOMER_COLS} FROM customers WHERE id = ?");
+        let row = sqlx::query(&sql)
+            .bind(id.to_string())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(map_err)?;
+        row.as_ref().map(customer_from_row).transpose()
+    }
+
+    async fn list_customers(
+        &self,
+        tenant: TenantId,
+        offset: u64,
+        limit: u64,
+    ) -> StoreResult<(Vec<CustomerRecord>, u64)> {
+        let sql = format!(
+            "SELECT {CUSTOMER_COLS} FROM customers WHERE tenant_id = ? \
+             ORDER BY created_at, id LIMIT ? OFFSET ?"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(tenant.to_string())
+            .bind(page_bound(limit))
+            .bind(page_bound(offset))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(map_err)?;
+        let page = rows
+            .iter()
+            .map(customer_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM customers WHERE tenant_id = ?")
+            .bind(tenant.to_string())
+            .fetch_one(&self.reader)
+            .await
+            .map_err(map_err)?;
+        Ok((page, count(total, "customer")?))
+    }
+
+    async fn put_upload(&self, upload: &UploadRecord) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO campaign_uploads (id, campaign_id, created_at, data) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (id) DO UPDATE SET campaign_id = excluded.campaign_id, \
+             created_at = excluded.created_at, data = excluded.data",
+        )
+        .bind(upload.id.to_string())
+        .bind(upload.campaign_id.to_string())
+        .bind(ts(upload.created_at))
+        .bind(to_json(upload, "upload")?)
+        .execute(&self.writer)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn get_upload(&self, id: UploadId) -> StoreResult<Option<UploadRecord>> {
+        let data: Option<String> =
+            sqlx::query_scalar("SELECT data FROM campaign_uploads WHERE id = ?")
+                .bind(id.to_string())
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(map_err)?;
+        data.map(|d| parse_json(&d, "upload")).transpose()
+    }
+
+    async fn list_uploads(&self, campaign: CampaignId) -> StoreResult<Vec<UploadRecord>> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT data FROM campaign_uploads WHERE campaign_id = ? \
+             ORDER BY created_at DESC, id DESC",
+        )
+        .bind(campaign.to_string())
+        .fetch_all(&self.reader)
+        .await
+        .map_err(map_err)?;
+        rows.iter().map(|d| parse_json(d, "upload")).collect()
+    }
 }
 
 #[cfg(test)]
@@ -1433,6 +1893,16 @@ mod tests {
         suite_outbox,
         suite_concurrent_outbox_claim,
         suite_delete_connection_state,
+        suite_campaigns,
+        suite_flows,
+        suite_upsert_participants,
+        suite_upsert_within_a_batch,
+        suite_list_participants,
+        suite_delete_participant,
+        suite_customers,
+        suite_uploads,
+        suite_upsert_many,
+        suite_concurrent_upserts,
     );
 
     #[test]

@@ -11,6 +11,11 @@ use uuid::Uuid;
 use super::{
     AgentRecord, AgentStatus, SessionWrites, Store, StoreError, Tenant, Write, FIRST_EPOCH,
 };
+use crate::campaign::{
+    Campaign, CampaignId, CampaignRecord, CampaignStatus, CheckedParticipant, CustomerKey,
+    CustomerRecord, DataField, FieldLevel, FieldType, FlowRecord, ParticipantId, ParticipantQuery,
+    ParticipantRecord, UploadRecord, UploadRowError, UploadStatus, Upserted,
+};
 use crate::model::{
     AgentId, AttachmentMeta, CloseStatus, Feedback, Message, Mode, Role, Session, SessionId,
     SessionState, TenantId,
@@ -1549,4 +1554,869 @@ pub(crate) async fn suite_concurrent_outbox_claim(store: &dyn Store) {
             store.outbox_done(e.id).await.unwrap();
         }
     }
+}
+
+fn campaign_record(tenant: TenantId, name: &str, created: i64) -> CampaignRecord {
+    let mut campaign = Campaign::new(tenant, name, at(created));
+    campaign.description = "Payment reminders".into();
+    campaign.timezone = "Europe/Berlin".into();
+    campaign.updated_at = at(created + 1);
+    CampaignRecord {
+        campaign,
+        fields: vec![DataField {
+            title: "Due date".into(),
+            name: "due_date".into(),
+            description: "When the payment is due".into(),
+            field_type: FieldType::Date,
+            level: FieldLevel::Participant,
+            import: true,
+            required: true,
+        }],
+    }
+}
+
+fn flow(campaign: CampaignId, name: &str) -> FlowRecord {
+    FlowRecord {
+        campaign_id: campaign,
+        name: name.into(),
+        format: "yaml".into(),
+        definition: format!("name: {name}\nnodes: []\n"),
+        active: false,
+        updated_at: at(3),
+    }
+}
+
+fn upload(campaign: CampaignId, created: i64) -> UploadRecord {
+    UploadRecord {
+        id: Uuid::new_v4(),
+        campaign_id: campaign,
+        status: UploadStatus::Running,
+        error: None,
+        total: 0,
+        created: 0,
+        updated: 0,
+        failed: 0,
+        errors: Vec::new(),
+        created_at: at(created),
+        finished_at: None,
+    }
+}
+
+/// A checked participant: `customer` must carry an identity (it makes the key), as
+/// `ParticipantInput::check` guarantees.
+fn checked(customer: serde_json::Value, participant: serde_json::Value) -> CheckedParticipant {
+    let customer = customer.as_object().unwrap().clone();
+    CheckedParticipant {
+        key: CustomerKey::from_attributes(&customer).unwrap(),
+        customer,
+        participant: participant.as_object().unwrap().clone(),
+        timezone: None,
+        object_id: None,
+    }
+}
+
+fn with_object(mut p: CheckedParticipant, object_id: &str) -> CheckedParticipant {
+    p.object_id = Some(object_id.into());
+    p
+}
+
+fn attrs(v: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+    v.as_object().unwrap().clone()
+}
+
+/// A tenant's campaign, stored.
+async fn stored_campaign(store: &dyn Store, tenant: TenantId, name: &str) -> CampaignId {
+    let c = campaign_record(tenant, name, 1);
+    store.put_campaign(&c).await.unwrap();
+    c.campaign.id
+}
+
+/// Campaigns round-trip whole, list oldest first per tenant, are replaced whole, and take
+/// their flows, participants and uploads with them when deleted; customers stay.
+pub(crate) async fn suite_campaigns(store: &dyn Store) {
+    let (t, other_t) = (Uuid::new_v4(), Uuid::new_v4());
+    let newer = campaign_record(t, "newer", 20);
+    let older = campaign_record(t, "older", 10);
+    let elsewhere = campaign_record(other_t, "elsewhere", 5);
+    for c in [&newer, &older, &elsewhere] {
+        store.put_campaign(c).await.unwrap();
+    }
+    assert_eq!(
+        store.get_campaign(newer.campaign.id).await.unwrap(),
+        Some(newer.clone())
+    );
+    assert_eq!(store.get_campaign(Uuid::new_v4()).await.unwrap(), None);
+    assert_eq!(
+        store.list_campaigns(t).await.unwrap(),
+        vec![older.clone(), newer.clone()]
+    );
+    assert_eq!(
+        store.list_campaigns(other_t).await.unwrap(),
+        vec![elsewhere.clone()]
+    );
+    assert_eq!(store.list_campaigns(Uuid::new_v4()).await.unwrap(), vec![]);
+
+    let mut changed = newer.clone();
+    changed.campaign.status = CampaignStatus::Running;
+    changed.campaign.name = "renamed".into();
+    changed.fields.clear();
+    store.put_campaign(&changed).await.unwrap();
+    assert_eq!(
+        store.get_campaign(newer.campaign.id).await.unwrap(),
+        Some(changed.clone())
+    );
+
+    // Everything that hangs off both campaigns of t.
+    let (gone, kept) = (changed.campaign.id, older.campaign.id);
+    let mut customer_ids = Vec::new();
+    for c in [gone, kept] {
+        store.put_flow(&flow(c, "main")).await.unwrap();
+        let u = upload(c, 30);
+        store.put_upload(&u).await.unwrap();
+        let done = store
+            .upsert_participants(
+                t,
+                c,
+                Some(u.id),
+                &[checked(json!({"external_id": "shared"}), json!({"n": 1}))],
+                at(40),
+            )
+            .await
+            .unwrap();
+        customer_ids.push(done[0].customer_id);
+    }
+    assert_eq!(
+        customer_ids[0], customer_ids[1],
+        "one customer, two campaigns"
+    );
+
+    assert!(store.delete_campaign(gone).await.unwrap());
+    assert!(!store.delete_campaign(gone).await.unwrap());
+    assert_eq!(store.get_campaign(gone).await.unwrap(), None);
+    assert_eq!(store.list_flows(gone).await.unwrap(), vec![]);
+    assert_eq!(store.list_uploads(gone).await.unwrap(), vec![]);
+    let all = ParticipantQuery {
+        limit: 100,
+        ..Default::default()
+    };
+    assert_eq!(store.list_participants(gone, &all).await.unwrap().1, 0);
+    assert!(store.get_customer(customer_ids[0]).await.unwrap().is_some());
+    assert_eq!(store.list_customers(t, 0, 10).await.unwrap().1, 1);
+
+    assert_eq!(store.list_campaigns(t).await.unwrap(), vec![older]);
+    assert_eq!(store.list_flows(kept).await.unwrap().len(), 1);
+    assert_eq!(store.list_uploads(kept).await.unwrap().len(), 1);
+    assert_eq!(store.list_participants(kept, &all).await.unwrap().1, 1);
+}
+
+/// Flows: one per name and campaign, replaced whole, listed by name.
+pub(crate) async fn suite_flows(store: &dyn Store) {
+    let (c, other) = (Uuid::new_v4(), Uuid::new_v4());
+    let (b, a, z) = (flow(c, "b-flow"), flow(c, "a-flow"), flow(c, "Z-flow"));
+    for f in [&b, &a, &z] {
+        store.put_flow(f).await.unwrap();
+    }
+    store.put_flow(&flow(other, "a-flow")).await.unwrap();
+    assert_eq!(store.get_flow(c, "a-flow").await.unwrap(), Some(a.clone()));
+    assert_eq!(store.get_flow(c, "nope").await.unwrap(), None);
+    assert_eq!(
+        store.list_flows(c).await.unwrap(),
+        vec![z.clone(), a.clone(), b.clone()],
+        "by name, in byte order"
+    );
+
+    let mut changed = a.clone();
+    changed.format = "json".into();
+    changed.definition = "{\"name\": \"a-flow\"}".into();
+    changed.active = true;
+    changed.updated_at = at(9);
+    store.put_flow(&changed).await.unwrap();
+    assert_eq!(store.get_flow(c, "a-flow").await.unwrap(), Some(changed));
+    assert_eq!(store.list_flows(c).await.unwrap().len(), 3);
+
+    assert!(store.delete_flow(c, "a-flow").await.unwrap());
+    assert!(!store.delete_flow(c, "a-flow").await.unwrap());
+    assert_eq!(store.list_flows(c).await.unwrap(), vec![z, b]);
+    assert_eq!(store.list_flows(other).await.unwrap().len(), 1);
+}
+
+/// The upsert rules: customers found by their key's column (or created), attributes
+/// merged, identity columns following the attributes, one participant per customer and
+/// object, `created` exact, the upload recorded.
+pub(crate) async fn suite_upsert_participants(store: &dyn Store) {
+    let t = Uuid::new_v4();
+    let (c1, c2) = (
+        stored_campaign(store, t, "one").await,
+        stored_campaign(store, t, "two").await,
+    );
+    let (u1, u2) = (Uuid::new_v4(), Uuid::new_v4());
+
+    // New customer, new participant, every kind of value.
+    let mut first = checked(
+        json!({"external_id": "e1", "email": "a@x.io", "name": "Alex"}),
+        json!({"due_date": "2026-06-30", "amount": 5, "ratio": 2.5, "paid": false}),
+    );
+    first.timezone = Some(chrono_tz::Tz::Europe__London);
+    let r = store
+        .upsert_participants(t, c1, Some(u1), &[first.clone()], at(100))
+        .await
+        .unwrap();
+    assert_eq!(r.len(), 1);
+    assert!(r[0].created);
+    let (customer_id, participant_id) = (r[0].customer_id, r[0].participant_id);
+    assert_eq!(
+        store.get_customer(customer_id).await.unwrap(),
+        Some(CustomerRecord {
+            id: customer_id,
+            tenant_id: t,
+            external_id: Some("e1".into()),
+            email: Some("a@x.io".into()),
+            phone: None,
+            attributes: first.customer.clone(),
+            created_at: at(100),
+            updated_at: at(100),
+        })
+    );
+    assert_eq!(
+        store.get_participant(participant_id).await.unwrap(),
+        Some(ParticipantRecord {
+            id: participant_id,
+            campaign_id: c1,
+            customer_id,
+            object_id: None,
+            attributes: first.participant.clone(),
+            timezone: Some("Europe/London".into()),
+            upload_id: Some(u1),
+            created_at: at(100),
+            updated_at: at(100),
+        })
+    );
+    assert_eq!(store.get_participant(Uuid::new_v4()).await.unwrap(), None);
+    assert_eq!(store.get_customer(Uuid::new_v4()).await.unwrap(), None);
+
+    // The same key again: found by external_id although the e-mail changed; given values
+    // replace, absent ones stay; no zone given keeps the stored one.
+    let again = checked(
+        json!({"external_id": "e1", "email": "b@x.io", "city": "Paris"}),
+        json!({"amount": 7}),
+    );
+    let r = store
+        .upsert_participants(t, c1, Some(u2), &[again], at(200))
+        .await
+        .unwrap();
+    assert_eq!(
+        r,
+        vec![Upserted {
+            participant_id,
+            customer_id,
+            created: false
+        }]
+    );
+    let customer = store.get_customer(customer_id).await.unwrap().unwrap();
+    assert_eq!(
+        customer.attributes,
+        attrs(json!({"external_id": "e1", "email": "b@x.io", "name": "Alex", "city": "Paris"}))
+    );
+    assert_eq!(customer.email.as_deref(), Some("b@x.io"), "columns follow");
+    assert_eq!(
+        (customer.created_at, customer.updated_at),
+        (at(100), at(200))
+    );
+    let p = store
+        .get_participant(participant_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        p.attributes,
+        attrs(json!({"due_date": "2026-06-30", "amount": 7, "ratio": 2.5, "paid": false}))
+    );
+    assert_eq!(p.timezone.as_deref(), Some("Europe/London"));
+    assert_eq!(p.upload_id, Some(u2), "the last upload that touched it");
+    assert_eq!((p.created_at, p.updated_at), (at(100), at(200)));
+
+    // By e-mail when there is no external id (the new address finds it, and the phone it
+    // brings becomes the phone column); then by that phone.
+    let by_email = checked(json!({"email": "b@x.io", "phone": "+15550001"}), json!({}));
+    let r = store
+        .upsert_participants(t, c1, None, &[by_email], at(300))
+        .await
+        .unwrap();
+    assert_eq!((r[0].customer_id, r[0].created), (customer_id, false));
+    let mut by_phone = checked(json!({"phone": "+15550001", "name": "Al"}), json!({}));
+    by_phone.timezone = Some(chrono_tz::Tz::America__New_York);
+    let r = store
+        .upsert_participants(t, c1, Some(u1), &[by_phone], at(400))
+        .await
+        .unwrap();
+    assert_eq!((r[0].customer_id, r[0].created), (customer_id, false));
+    let customer = store.get_customer(customer_id).await.unwrap().unwrap();
+    assert_eq!(customer.phone.as_deref(), Some("+15550001"));
+    assert_eq!(customer.attributes["name"], json!("Al"));
+    let p = store
+        .get_participant(participant_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(p.timezone.as_deref(), Some("America/New_York"));
+    assert_eq!(p.upload_id, Some(u1));
+
+    // The old address finds nobody any more: a new customer.
+    let old_email = checked(json!({"email": "a@x.io"}), json!({}));
+    let r = store
+        .upsert_participants(t, c1, Some(u1), &[old_email], at(500))
+        .await
+        .unwrap();
+    assert!(r[0].created);
+    assert_ne!(r[0].customer_id, customer_id);
+
+    // One participant per object: two loans, then the first again.
+    let loan =
+        |id: &str, n: i64| with_object(checked(json!({"external_id": "e1"}), json!({"n": n})), id);
+    let r = store
+        .upsert_participants(
+            t,
+            c1,
+            None,
+            &[loan("loan-1", 1), loan("loan-2", 2)],
+            at(600),
+        )
+        .await
+        .unwrap();
+    assert!(r.iter().all(|u| u.created && u.customer_id == customer_id));
+    assert_ne!(r[0].participant_id, r[1].participant_id);
+    assert_ne!(r[0].participant_id, participant_id);
+    let loan_1 = r[0].participant_id;
+    let r = store
+        .upsert_participants(t, c1, None, &[loan("loan-1", 3)], at(700))
+        .await
+        .unwrap();
+    assert_eq!((r[0].participant_id, r[0].created), (loan_1, false));
+    let p = store.get_participant(loan_1).await.unwrap().unwrap();
+    assert_eq!(p.object_id.as_deref(), Some("loan-1"));
+    assert_eq!(p.attributes, attrs(json!({"n": 3})));
+
+    // The same customer in another campaign: a participant of its own, no new customer.
+    let customers_before = store.list_customers(t, 0, 100).await.unwrap().1;
+    let r = store
+        .upsert_participants(
+            t,
+            c2,
+            None,
+            &[checked(json!({"external_id": "e1"}), json!({}))],
+            at(800),
+        )
+        .await
+        .unwrap();
+    assert!(r[0].created);
+    assert_eq!(r[0].customer_id, customer_id);
+    assert_eq!(
+        store.list_customers(t, 0, 100).await.unwrap().1,
+        customers_before
+    );
+    // Another tenant with the same external id has a customer of its own.
+    let other_t = Uuid::new_v4();
+    let c3 = stored_campaign(store, other_t, "three").await;
+    let r = store
+        .upsert_participants(
+            other_t,
+            c3,
+            None,
+            &[checked(json!({"external_id": "e1"}), json!({}))],
+            at(800),
+        )
+        .await
+        .unwrap();
+    assert_ne!(r[0].customer_id, customer_id);
+
+    // An unknown campaign, or one of another tenant, is a Conflict.
+    let stray = [checked(json!({"external_id": "e1"}), json!({}))];
+    assert!(is_conflict(
+        store
+            .upsert_participants(t, Uuid::new_v4(), None, &stray, at(900))
+            .await
+    ));
+    assert!(is_conflict(
+        store
+            .upsert_participants(other_t, c1, None, &stray, at(900))
+            .await
+    ));
+    assert_eq!(
+        store
+            .upsert_participants(t, Uuid::new_v4(), None, &[], at(900))
+            .await
+            .unwrap(),
+        vec![]
+    );
+}
+
+/// Inputs of one batch see the ones before them, exactly as if upserted one by one.
+pub(crate) async fn suite_upsert_within_a_batch(store: &dyn Store) {
+    let t = Uuid::new_v4();
+    let c = stored_campaign(store, t, "batch").await;
+
+    // A key repeated: created, then updated twice, the later values winning. The second
+    // input finds the customer the first one created, by the e-mail it brought.
+    let r = store
+        .upsert_participants(
+            t,
+            c,
+            None,
+            &[
+                checked(
+                    json!({"external_id": "e9", "email": "z@x.io"}),
+                    json!({"v": 1}),
+                ),
+                checked(json!({"email": "z@x.io", "name": "Zoe"}), json!({"w": 2})),
+                checked(json!({"external_id": "e9"}), json!({"v": 3})),
+            ],
+            at(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.len(), 3);
+    assert!(r[0].created && !r[1].created && !r[2].created);
+    assert!(r.iter().all(|u| u.participant_id == r[0].participant_id));
+    assert!(r.iter().all(|u| u.customer_id == r[0].customer_id));
+    let p = store
+        .get_participant(r[0].participant_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(p.attributes, attrs(json!({"v": 3, "w": 2})));
+    let customer = store.get_customer(r[0].customer_id).await.unwrap().unwrap();
+    assert_eq!(
+        customer.attributes,
+        attrs(json!({"external_id": "e9", "email": "z@x.io", "name": "Zoe"}))
+    );
+
+    // An existing customer changing its e-mail, then found by the new one; a later new
+    // customer with that e-mail is another profile.
+    let r = store
+        .upsert_participants(
+            t,
+            c,
+            None,
+            &[
+                checked(json!({"external_id": "e9", "email": "new@x.io"}), json!({})),
+                checked(json!({"email": "new@x.io"}), json!({"via": "email"})),
+                checked(
+                    json!({"external_id": "e10", "email": "new@x.io"}),
+                    json!({}),
+                ),
+                checked(json!({"email": "z@x.io"}), json!({})),
+            ],
+            at(20),
+        )
+        .await
+        .unwrap();
+    let e9 = customer.id;
+    assert_eq!(
+        r.iter()
+            .map(|u| (u.customer_id == e9, u.created))
+            .collect::<Vec<_>>(),
+        vec![(true, false), (true, false), (false, true), (false, true)]
+    );
+    assert_ne!(r[2].customer_id, r[3].customer_id);
+    let p = store
+        .get_participant(r[1].participant_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(p.attributes["via"], json!("email"));
+
+    // Many objects of one customer, and a batch of them repeated.
+    let objects: Vec<CheckedParticipant> = (0..5)
+        .map(|i| {
+            with_object(
+                checked(json!({"phone": "+15550100"}), json!({"i": i})),
+                &format!("o{}", i % 3),
+            )
+        })
+        .collect();
+    let r = store
+        .upsert_participants(t, c, None, &objects, at(30))
+        .await
+        .unwrap();
+    assert_eq!(
+        r.iter().map(|u| u.created).collect::<Vec<_>>(),
+        vec![true, true, true, false, false]
+    );
+    assert_eq!(r[0].participant_id, r[3].participant_id);
+    assert_eq!(r[1].participant_id, r[4].participant_id);
+    let p = store
+        .get_participant(r[0].participant_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(p.attributes, attrs(json!({"i": 3})));
+    let r = store
+        .upsert_participants(t, c, None, &objects, at(40))
+        .await
+        .unwrap();
+    assert!(r.iter().all(|u| !u.created));
+}
+
+/// Listing: oldest first, the filters combined with AND, paging with the total of all
+/// matches.
+pub(crate) async fn suite_list_participants(store: &dyn Store) {
+    let t = Uuid::new_v4();
+    let (c, other) = (
+        stored_campaign(store, t, "listed").await,
+        stored_campaign(store, t, "other").await,
+    );
+    let (u1, u2) = (Uuid::new_v4(), Uuid::new_v4());
+    let person = |i: u32| {
+        checked(
+            json!({"external_id": format!("e{i}"), "email": format!("p{i}@x.io"),
+                   "phone": format!("+1555000{i:04}")}),
+            json!({"i": i}),
+        )
+    };
+    let first = store
+        .upsert_participants(t, c, Some(u1), &[person(1), person(2), person(3)], at(10))
+        .await
+        .unwrap();
+    let second = store
+        .upsert_participants(t, c, Some(u2), &[person(4), person(5)], at(20))
+        .await
+        .unwrap();
+    // Person 2 updated by the second upload; still created at 10.
+    let r = store
+        .upsert_participants(t, c, Some(u2), &[person(2)], at(30))
+        .await
+        .unwrap();
+    assert!(!r[0].created);
+    // The same people in another campaign do not show.
+    store
+        .upsert_participants(t, other, Some(u1), &[person(1), person(4)], at(10))
+        .await
+        .unwrap();
+
+    let ids = |page: &[ParticipantRecord]| page.iter().map(|p| p.id).collect::<Vec<_>>();
+    let list = |q: ParticipantQuery| async move {
+        let (page, total) = store.list_participants(c, &q).await.unwrap();
+        (ids(&page), total)
+    };
+    let q = |limit| ParticipantQuery {
+        limit,
+        ..Default::default()
+    };
+    let all: Vec<ParticipantId> = first
+        .iter()
+        .chain(&second)
+        .map(|u| u.participant_id)
+        .collect();
+    assert_eq!(list(q(100)).await, (all.clone(), 5));
+    assert_eq!(
+        list(ParticipantQuery { offset: 1, ..q(2) }).await,
+        (all[1..3].to_vec(), 5)
+    );
+    assert_eq!(
+        list(ParticipantQuery { offset: 4, ..q(10) }).await,
+        (all[4..].to_vec(), 5)
+    );
+    assert_eq!(list(q(0)).await, (vec![], 5));
+    assert_eq!(
+        list(ParticipantQuery {
+            offset: 9,
+            ..q(u64::MAX)
+        })
+        .await,
+        (vec![], 5)
+    );
+
+    assert_eq!(
+        list(ParticipantQuery {
+            external_id: Some("e3".into()),
+            ..q(10)
+        })
+        .await,
+        (vec![all[2]], 1)
+    );
+    assert_eq!(
+        list(ParticipantQuery {
+            email: Some("p4@x.io".into()),
+            ..q(10)
+        })
+        .await,
+        (vec![all[3]], 1)
+    );
+    assert_eq!(
+        list(ParticipantQuery {
+            phone: Some("+15550000005".into()),
+            ..q(10)
+        })
+        .await,
+        (vec![all[4]], 1)
+    );
+    assert_eq!(
+        list(ParticipantQuery {
+            email: Some("nobody@x.io".into()),
+            ..q(10)
+        })
+        .await,
+        (vec![], 0)
+    );
+    assert_eq!(
+        list(ParticipantQuery {
+            upload_id: Some(u1),
+            ..q(10)
+        })
+        .await,
+        (vec![all[0], all[2]], 2)
+    );
+    assert_eq!(
+        list(ParticipantQuery {
+            upload_id: Some(u2),
+            ..q(10)
+        })
+        .await,
+        (vec![all[1], all[3], all[4]], 3)
+    );
+    // The range includes its start and excludes its end.
+    assert_eq!(
+        list(ParticipantQuery {
+            created_from: Some(at(20)),
+            ..q(10)
+        })
+        .await,
+        (all[3..].to_vec(), 2)
+    );
+    assert_eq!(
+        list(ParticipantQuery {
+            created_to: Some(at(20)),
+            ..q(10)
+        })
+        .await,
+        (all[..3].to_vec(), 3)
+    );
+    assert_eq!(
+        list(ParticipantQuery {
+            created_from: Some(at(10)),
+            created_to: Some(at(11)),
+            upload_id: Some(u2),
+            ..q(10)
+        })
+        .await,
+        (vec![all[1]], 1)
+    );
+    assert_eq!(
+        list(ParticipantQuery {
+            external_id: Some("e1".into()),
+            upload_id: Some(u2),
+            ..q(10)
+        })
+        .await,
+        (vec![], 0)
+    );
+    let (page, _) = store.list_participants(c, &q(1)).await.unwrap();
+    assert_eq!(page[0].attributes, attrs(json!({"i": 1})));
+    assert_eq!(
+        store
+            .list_participants(Uuid::new_v4(), &q(10))
+            .await
+            .unwrap(),
+        (vec![], 0)
+    );
+}
+
+/// Deleting a participant keeps its customer; the customer coming back makes a new one.
+pub(crate) async fn suite_delete_participant(store: &dyn Store) {
+    let t = Uuid::new_v4();
+    let c = stored_campaign(store, t, "c").await;
+    let p = checked(json!({"email": "d@x.io", "name": "Dee"}), json!({"n": 1}));
+    let r = store
+        .upsert_participants(t, c, None, std::slice::from_ref(&p), at(1))
+        .await
+        .unwrap();
+    assert!(store.delete_participant(r[0].participant_id).await.unwrap());
+    assert!(!store.delete_participant(r[0].participant_id).await.unwrap());
+    assert_eq!(
+        store.get_participant(r[0].participant_id).await.unwrap(),
+        None
+    );
+    let customer = store.get_customer(r[0].customer_id).await.unwrap().unwrap();
+    assert_eq!(customer.attributes["name"], json!("Dee"));
+
+    let back = store
+        .upsert_participants(t, c, None, &[p], at(2))
+        .await
+        .unwrap();
+    assert!(back[0].created);
+    assert_eq!(back[0].customer_id, r[0].customer_id);
+    assert_ne!(back[0].participant_id, r[0].participant_id);
+}
+
+/// Customers page oldest first, per tenant, with their total.
+pub(crate) async fn suite_customers(store: &dyn Store) {
+    let (t, other_t) = (Uuid::new_v4(), Uuid::new_v4());
+    let c = stored_campaign(store, t, "c").await;
+    let oc = stored_campaign(store, other_t, "oc").await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let r = store
+            .upsert_participants(
+                t,
+                c,
+                None,
+                &[checked(json!({"external_id": format!("k{i}")}), json!({}))],
+                at(i),
+            )
+            .await
+            .unwrap();
+        ids.push(r[0].customer_id);
+    }
+    store
+        .upsert_participants(
+            other_t,
+            oc,
+            None,
+            &[checked(json!({"external_id": "k0"}), json!({}))],
+            at(0),
+        )
+        .await
+        .unwrap();
+    let page = |offset, limit| async move {
+        let (page, total) = store.list_customers(t, offset, limit).await.unwrap();
+        (page.iter().map(|c| c.id).collect::<Vec<_>>(), total)
+    };
+    assert_eq!(page(0, 100).await, (ids.clone(), 5));
+    assert_eq!(page(1, 2).await, (ids[1..3].to_vec(), 5));
+    assert_eq!(page(4, 10).await, (ids[4..].to_vec(), 5));
+    assert_eq!(page(10, 10).await, (vec![], 5));
+    assert_eq!(page(0, 0).await, (vec![], 5));
+    let (first, _) = store.list_customers(t, 0, 1).await.unwrap();
+    assert_eq!(first[0].external_id.as_deref(), Some("k0"));
+    assert_eq!(first[0].tenant_id, t);
+    assert_eq!(store.list_customers(other_t, 0, 10).await.unwrap().1, 1);
+    assert_eq!(
+        store.list_customers(Uuid::new_v4(), 0, 10).await.unwrap(),
+        (vec![], 0)
+    );
+}
+
+/// Uploads round-trip whole, are replaced as they progress, and list newest first.
+pub(crate) async fn suite_uploads(store: &dyn Store) {
+    let (c, other) = (Uuid::new_v4(), Uuid::new_v4());
+    let (u1, u2, u3) = (upload(c, 10), upload(c, 30), upload(c, 20));
+    for u in [&u1, &u2, &u3] {
+        store.put_upload(u).await.unwrap();
+    }
+    store.put_upload(&upload(other, 40)).await.unwrap();
+    assert_eq!(store.get_upload(u1.id).await.unwrap(), Some(u1.clone()));
+    assert_eq!(store.get_upload(Uuid::new_v4()).await.unwrap(), None);
+    assert_eq!(
+        store.list_uploads(c).await.unwrap(),
+        vec![u2.clone(), u3.clone(), u1.clone()]
+    );
+
+    let mut done = u1.clone();
+    done.status = UploadStatus::Failed;
+    done.error = Some("header: column \"x\" is unknown".into());
+    done.total = 10;
+    done.created = 6;
+    done.updated = 2;
+    done.failed = 2;
+    done.errors = vec![
+        UploadRowError {
+            row: 3,
+            reason: "email: \"nope\" is not an e-mail address".into(),
+        },
+        UploadRowError {
+            row: 9,
+            reason: "due_date: is required".into(),
+        },
+    ];
+    done.finished_at = Some(at(50));
+    store.put_upload(&done).await.unwrap();
+    assert_eq!(store.get_upload(u1.id).await.unwrap(), Some(done.clone()));
+    assert_eq!(store.list_uploads(c).await.unwrap(), vec![u2, u3, done]);
+    assert_eq!(store.list_uploads(other).await.unwrap().len(), 1);
+}
+
+/// A large import in batches of 2,000: every row counted once, and a repeat of a batch
+/// updates instead of creating.
+pub(crate) async fn suite_upsert_many(store: &dyn Store) {
+    const ROWS: usize = 20_000;
+    const BATCH: usize = 2_000;
+    let t = Uuid::new_v4();
+    let c = stored_campaign(store, t, "big").await;
+    let u = Uuid::new_v4();
+    let row = |i: usize| {
+        checked(
+            json!({"external_id": format!("cust-{i}"), "email": format!("c{i}@x.io"),
+                   "phone": format!("+1555{i:07}")}),
+            json!({"amount": i, "due_date": "2026-06-30"}),
+        )
+    };
+    let rows: Vec<CheckedParticipant> = (0..ROWS).map(row).collect();
+    let mut created = 0;
+    for batch in rows.chunks(BATCH) {
+        let r = store
+            .upsert_participants(t, c, Some(u), batch, at(1))
+            .await
+            .unwrap();
+        assert_eq!(r.len(), batch.len());
+        created += r.iter().filter(|u| u.created).count();
+    }
+    assert_eq!(created, ROWS);
+    let q = ParticipantQuery {
+        limit: 1,
+        ..Default::default()
+    };
+    assert_eq!(store.list_participants(c, &q).await.unwrap().1, ROWS as u64);
+    let by_upload = ParticipantQuery {
+        upload_id: Some(u),
+        ..q.clone()
+    };
+    assert_eq!(
+        store.list_participants(c, &by_upload).await.unwrap().1,
+        ROWS as u64
+    );
+    assert_eq!(store.list_customers(t, 0, 1).await.unwrap().1, ROWS as u64);
+
+    let r = store
+        .upsert_participants(t, c, None, &rows[..BATCH], at(2))
+        .await
+        .unwrap();
+    assert!(r.iter().all(|u| !u.created));
+    assert_eq!(store.list_participants(c, &q).await.unwrap().1, ROWS as u64);
+    assert_eq!(
+        store.list_participants(c, &by_upload).await.unwrap().1,
+        (ROWS - BATCH) as u64
+    );
+}
+
+/// Upserts racing on the same new customers: each customer and participant is created once,
+/// and exactly one of the racers reports each participant as created.
+pub(crate) async fn suite_concurrent_upserts(store: &dyn Store) {
+    const RACERS: usize = 4;
+    let t = Uuid::new_v4();
+    let c = stored_campaign(store, t, "race").await;
+    let batch: Vec<CheckedParticipant> = (0..50)
+        .map(|i| checked(json!({"external_id": format!("r{i}")}), json!({"i": i})))
+        .collect();
+    let racers = (0..RACERS).map(|_| store.upsert_participants(t, c, None, &batch, at(1)));
+    let results: Vec<Vec<Upserted>> = futures::future::join_all(racers)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    for i in 0..batch.len() {
+        let ids: std::collections::HashSet<_> =
+            results.iter().map(|r| r[i].participant_id).collect();
+        assert_eq!(ids.len(), 1, "row {i}");
+        assert_eq!(
+            results.iter().filter(|r| r[i].created).count(),
+            1,
+            "row {i}"
+        );
+    }
+    assert_eq!(store.list_customers(t, 0, 1).await.unwrap().1, 50);
+    let q = ParticipantQuery {
+        limit: 1,
+        ..Default::default()
+    };
+    assert_eq!(store.list_participants(c, &q).await.unwrap().1, 50);
 }

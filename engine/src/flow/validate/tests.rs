@@ -3,7 +3,7 @@ use serde_json::{json, Map, Value};
 
 use super::*;
 use crate::flow::{
-    check, BaseDate, Channel, DateOperand, EvalContext, Operand, Outcome, Property, Scope, Source,
+    BaseDate, Channel, DateOperand, EvalContext, Operand, Outcome, Property, Scope, Source,
 };
 
 const AGENT: &str = "0190f5a4-0000-7000-8000-000000000001";
@@ -120,18 +120,10 @@ fn walk(flow: &CompiledFlow, participant: Value, today: &str) -> Vec<String> {
         result: &empty,
         today: date(today),
     };
-    let mut visited = Vec::new();
     let start = flow.triggers_for(TriggerType::ParticipantCreated)[0];
-    let mut node = Some(flow.get(start));
-    while let Some(n) = node {
-        visited.push(n.id.clone());
-        let outcome = match &n.kind {
-            NodeKind::FieldCheck(cond) => Outcome::from(check(cond, &ctx)),
-            _ => Outcome::Done,
-        };
-        node = flow.next(n, outcome);
-    }
-    visited
+    let mut walk = crate::flow::Walk::new(flow, start);
+    while walk.next_action(&ctx).is_some() {}
+    walk.visited().map(|n| n.id.clone()).collect()
 }
 
 #[test]
