@@ -21,8 +21,9 @@ use parley_engine::model::{
     AgentId, AttachmentMeta, Feedback, Message, Session, SessionId, TenantId,
 };
 use parley_engine::store::{
-    AgentChannel, AgentRecord, AgentStatus, ChannelSession, ConnectionEvent, Epoch, NewOutboxEvent,
-    OutboxEntry, SessionWrites, SqliteStore, Store, StoreError, StoreResult, Tenant,
+    AgentChannel, AgentRecord, AgentStatus, ChannelSession, ConnectionEvent, Epoch,
+    NewConnectionEvent, NewOutboxEvent, OutboxEntry, SessionWrites, SqliteStore, Store, StoreError,
+    StoreResult, Tenant,
 };
 use uuid::Uuid;
 
@@ -118,16 +119,15 @@ impl Store for Switchable {
     async fn inbound_agent(&self, c: ConnectionId) -> StoreResult<Option<AgentId>> {
         self.inner.inbound_agent(c).await
     }
-    async fn inbox_insert(
+    async fn inbox_insert_many(
         &self,
-        c: ConnectionId,
-        m: &InboundMessage,
+        batch: &[(ConnectionId, InboundMessage)],
         at: DateTime<Utc>,
-    ) -> StoreResult<bool> {
-        self.inner.inbox_insert(c, m, at).await
+    ) -> StoreResult<Vec<bool>> {
+        self.inner.inbox_insert_many(batch, at).await
     }
-    async fn inbox_done(&self, c: ConnectionId, d: &str) -> StoreResult<()> {
-        self.inner.inbox_done(c, d).await
+    async fn inbox_done_many(&self, batch: &[(ConnectionId, String)]) -> StoreResult<()> {
+        self.inner.inbox_done_many(batch).await
     }
     async fn inbox_pending(&self, c: ConnectionId, l: u32) -> StoreResult<Vec<InboundMessage>> {
         self.inner.inbox_pending(c, l).await
@@ -150,17 +150,12 @@ impl Store for Switchable {
     ) -> StoreResult<()> {
         self.inner.set_channel_session(c, k, s).await
     }
-    async fn add_connection_event(
+    async fn add_connection_events(
         &self,
-        c: ConnectionId,
-        at: DateTime<Utc>,
-        kind: &str,
-        detail: &serde_json::Value,
+        batch: &[NewConnectionEvent],
         keep: u32,
     ) -> StoreResult<()> {
-        self.inner
-            .add_connection_event(c, at, kind, detail, keep)
-            .await
+        self.inner.add_connection_events(batch, keep).await
     }
     async fn connection_events(
         &self,

@@ -49,13 +49,7 @@ impl ChatContext {
 }
 
 pub async fn log_event(shared: &Shared, rt: &ChannelRuntime, kind: &str, detail: Value) {
-    if let Err(e) = shared
-        .store
-        .add_connection_event(rt.id, Utc::now(), kind, &detail, EVENTS_KEPT)
-        .await
-    {
-        tracing::warn!(connection = %rt.id, error = %e, "could not log a connection event");
-    }
+    shared.channels.journal().log(rt.id, kind, detail).await;
 }
 
 /// The chat a message belongs to: Discord keeps one session per user (for
@@ -162,12 +156,13 @@ async fn handle(ctx: &ChatContext, msg: InboundMessage) {
     for attempt in 1..=ATTEMPTS {
         match answer(ctx, &msg).await {
             Ok((session, sent)) => {
-                ctx.log(
+                // Queued, not waited for: the chat's next message need not wait on it.
+                drop(ctx.shared.channels.journal().log(
+                    ctx.rt.id,
                     "reply",
                     json!({"dedup_id": msg.dedup_id, "chat_id": msg.chat_id,
                            "session_id": session, "message_ids": sent}),
-                )
-                .await;
+                ));
                 break;
             }
             Err(Failure::Final(error)) => {
@@ -196,13 +191,22 @@ async fn handle(ctx: &ChatContext, msg: InboundMessage) {
             }
         }
     }
-    if finished {
-        if let Err(e) = ctx.shared.store.inbox_done(ctx.rt.id, &msg.dedup_id).await {
-            // Still pending: it runs again at the next start, as a replay of its turn.
-            tracing::warn!(connection = %ctx.rt.id, error = %e, "could not mark a platform message done");
+    // The chat's next message goes on meanwhile; the actor hears the message is through
+    // only once that is written, so its sweep never takes it for unanswered.
+    let (journal, actor, id) = (
+        ctx.shared.channels.journal().clone(),
+        ctx.actor.clone(),
+        ctx.rt.id,
+    );
+    tokio::spawn(async move {
+        if finished {
+            if let Err(e) = journal.done(id, msg.dedup_id.clone()).await {
+                // Still pending: it runs again at the next start, as a replay of its turn.
+                tracing::warn!(connection = %id, error = %e, "could not mark a platform message done");
+            }
         }
-    }
-    let _ = ctx.actor.cast(ChannelMsg::Finished(msg.dedup_id));
+        let _ = actor.cast(ChannelMsg::Finished(msg.dedup_id));
+    });
 }
 
 /// Runs the message's turn and delivers the answer; answers the session and the ids of
@@ -224,7 +228,7 @@ async fn answer(
         })?;
     let mut session = chat_session(ctx, agent, msg, false).await?;
     let mut reply = Reply::new(&ctx.rt, msg);
-    reply.typing().await;
+    super::reply::typing(&ctx.rt, &msg.chat_id);
     let request = TurnRequest {
         agent_id: agent,
         text: msg.text.clone(),

@@ -11,6 +11,7 @@
 mod actor;
 mod chats;
 pub mod hooks;
+mod journal;
 pub mod outbound;
 pub mod outbox;
 mod reply;
@@ -24,7 +25,7 @@ use dashmap::DashMap;
 use parley_engine::connection::{ConnectionId, ConnectionStatus};
 use parley_engine::inbound::{InboundMessage, Platform};
 use parley_engine::model::AgentId;
-use parley_engine::store::StoreResult;
+use parley_engine::store::{NewConnectionEvent, Store, StoreResult};
 use parley_engine::telemetry;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use serde_json::json;
@@ -32,6 +33,7 @@ use tokio::sync::Notify;
 
 pub use actor::{ChannelActor, ChannelArgs, ChannelMsg};
 pub use chats::{chat_key, log_event as log_connection_event, EVENTS_KEPT};
+pub use journal::Journal;
 pub use runtime::{ChannelRuntime, PlatformRuntime};
 
 use crate::node::Shared;
@@ -53,14 +55,29 @@ pub struct RunningChannel {
 }
 
 /// The connections started on this node.
-#[derive(Default)]
 pub struct ChannelDirectory {
     running: DashMap<ConnectionId, Arc<RunningChannel>>,
     targets: DashMap<AgentId, (Instant, Arc<Vec<ConnectionId>>)>,
     supervisor: RwLock<Option<ActorRef<ChannelSupMsg>>>,
+    journal: Journal,
 }
 
 impl ChannelDirectory {
+    /// Starts the connections' journal writer on `store`.
+    pub fn new(store: Arc<dyn Store>) -> ChannelDirectory {
+        ChannelDirectory {
+            running: DashMap::new(),
+            targets: DashMap::new(),
+            supervisor: RwLock::new(None),
+            journal: Journal::start(store),
+        }
+    }
+
+    /// Where connections' deliveries, done marks and event lines are written.
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
     pub fn get(&self, id: &ConnectionId) -> Option<Arc<RunningChannel>> {
         self.running.get(id).map(|r| r.clone())
     }
@@ -155,24 +172,29 @@ pub(crate) async fn accept_message(
         metrics::counter!(telemetry::CONNECTOR_INBOUND_TOTAL, "platform" => platform, "outcome" => outcome)
             .increment(1)
     };
-    let mut fresh = shared.store.inbox_insert(rt.id, &msg, Utc::now()).await?;
+    let journal = shared.channels.journal();
+    let mut fresh = journal.insert(rt.id, msg.clone()).await?;
     if fresh {
         if let Some(twin) = slack_twin(&msg) {
             // A mention in a channel the app reads comes twice (`message` and
             // `app_mention`, two event ids): the second of the pair is a duplicate.
-            if !shared.store.inbox_insert(rt.id, &twin, Utc::now()).await? {
-                shared.store.inbox_done(rt.id, &msg.dedup_id).await?;
+            let twin_id = twin.dedup_id.clone();
+            if !journal.insert(rt.id, twin).await? {
+                journal.done(rt.id, msg.dedup_id.clone()).await?;
                 fresh = false;
             } else {
-                shared.store.inbox_done(rt.id, &twin.dedup_id).await?;
+                journal.done(rt.id, twin_id).await?;
             }
         }
     }
     let detail = json!({"dedup_id": msg.dedup_id, "chat_id": msg.chat_id, "user_id": msg.user_id});
     if fresh {
         count("accepted");
-        chats::log_event(shared, rt, "delivery", detail).await;
+        // The line is queued before the turn can log its reply, and written before the
+        // platform is answered.
+        let written = journal.log(rt.id, "delivery", detail);
         let _ = actor.cast(ChannelMsg::Inbound(msg));
+        written.await;
     } else {
         count("duplicate");
         chats::log_event(shared, rt, "duplicate", detail).await;
@@ -220,14 +242,12 @@ pub(crate) async fn set_status(
         return;
     }
     shared.channels.forget_targets();
-    let detail = json!({"status": status.as_str(), "error": error});
-    if let Err(e) = shared
-        .store
-        .add_connection_event(id, r.status_at, "status", &detail, EVENTS_KEPT)
-        .await
-    {
-        tracing::warn!(connection = %id, error = %e, "could not log a connection event");
-    }
+    shared.channels.journal().event(NewConnectionEvent {
+        connection_id: id,
+        at: r.status_at,
+        kind: "status".into(),
+        detail: json!({"status": status.as_str(), "error": error}),
+    });
     let data = json!({"connection_id": id, "name": r.name, "platform": r.platform,
                       "status": status.as_str(), "error": error});
     if let Ok(all) = shared.store.list_connections(r.tenant_id).await {

@@ -2,6 +2,7 @@
 //! where the platform can edit a message (Telegram, Discord, Slack), in one piece
 //! elsewhere, split where it is longer than a platform message may be.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use parley_connectors::discord::{split_message, MAX_CONTENT_CHARS};
@@ -14,12 +15,27 @@ use super::outbound::Urgency;
 use super::runtime::{ChannelRuntime, PlatformRuntime};
 
 /// A streamed answer shows up once it has this much text, so a customer's notification
-/// is not a lone first word.
+/// is not a lone first word…
 const MIN_FIRST_CHARS: usize = 12;
+/// …and once the answer has taken this long: a quick answer goes out whole, in one
+/// message, without edits.
+const FIRST_SHOW_AFTER: std::time::Duration = std::time::Duration::from_millis(400);
 /// Slack messages may be longer, but long ones are cut in the UI.
 const SLACK_MAX_CHARS: usize = 4000;
 const WHATSAPP_MAX_CHARS: usize = 4096;
 const TEAMS_MAX_CHARS: usize = 28_000;
+
+/// Tells the customer an answer is coming (Telegram "typing…"), best effort and beside
+/// the turn: it is a chat action, not a message, so it takes nothing from the chat's
+/// message budget, and the answer does not wait for it.
+pub fn typing(rt: &Arc<ChannelRuntime>, chat_id: &str) {
+    if let PlatformRuntime::Telegram { client, .. } = &rt.platform {
+        let (client, chat) = (client.clone(), chat_id.to_string());
+        tokio::spawn(async move {
+            let _ = client.send_typing(&chat).await;
+        });
+    }
+}
 
 /// One reply being delivered.
 pub struct Reply<'a> {
@@ -27,6 +43,7 @@ pub struct Reply<'a> {
     msg: &'a InboundMessage,
     /// The message the streamed text is shown in, once sent.
     streamed: Option<String>,
+    started: Instant,
     shown: String,
     last_edit: Option<Instant>,
 }
@@ -44,6 +61,7 @@ impl<'a> Reply<'a> {
             rt,
             msg,
             streamed: None,
+            started: Instant::now(),
             shown: String::new(),
             last_edit: None,
         }
@@ -56,18 +74,6 @@ impl<'a> Reply<'a> {
             PlatformRuntime::Discord { stream, .. } => *stream,
             PlatformRuntime::Slack { .. } => true,
             _ => false,
-        }
-    }
-
-    /// Tells the customer an answer is coming (Telegram "typing…"); best effort.
-    pub async fn typing(&self) {
-        if let PlatformRuntime::Telegram { client, .. } = &self.rt.platform {
-            let chat = self.msg.chat_id.as_str();
-            let _ = self
-                .rt
-                .outbound
-                .send(Some(chat), Urgency::IfFree, || client.send_typing(chat))
-                .await;
         }
     }
 
@@ -86,8 +92,11 @@ impl<'a> Reply<'a> {
         let max = self.max_chars();
         // Only the first message streams; the rest of a long reply comes with the end.
         let head = split_message(text, max)[0];
+        let first = self.shown.is_empty();
         if head == self.shown
-            || (self.shown.is_empty() && head.trim().chars().count() < MIN_FIRST_CHARS)
+            || (first
+                && (head.trim().chars().count() < MIN_FIRST_CHARS
+                    || self.started.elapsed() < FIRST_SHOW_AFTER))
         {
             return Ok(());
         }

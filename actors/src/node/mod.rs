@@ -583,11 +583,12 @@ impl Node {
             .pool_idle_timeout(Duration::from_secs(90))
             .build()
             .map_err(|e| NodeError::Internal(format!("http client: {e}")))?;
+        let channels = ChannelDirectory::new(store.clone());
         let shared = Arc::new(Shared {
             store,
             config,
             agents: Arc::default(),
-            channels: ChannelDirectory::default(),
+            channels,
             events: Arc::default(),
             sessions: SessionRouter::default(),
             registry,

@@ -25,7 +25,7 @@ use crate::connection::{ConnectionId, ConnectionRecord};
 use crate::inbound::InboundMessage;
 use crate::model::{AgentId, AttachmentMeta, Feedback, Message, Session, SessionId, TenantId};
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("store unavailable: {0}")]
     Unavailable(String),
@@ -228,16 +228,34 @@ pub trait Store: Send + Sync + 'static {
     async fn inbound_agent(&self, connection: ConnectionId) -> StoreResult<Option<AgentId>>;
 
     // Connector state. Deleting a connection deletes all of it.
-    /// Records an inbound delivery, pending until [`Store::inbox_done`]. False when one
-    /// with the same `dedup_id` is recorded for the connection already (a duplicate).
+    /// Records inbound deliveries in one transaction, each pending until it is marked
+    /// done. One answer per input: false when one with the same `dedup_id` is recorded for
+    /// its connection already (a duplicate, also of an earlier input of the batch).
+    async fn inbox_insert_many(
+        &self,
+        batch: &[(ConnectionId, InboundMessage)],
+        at: DateTime<Utc>,
+    ) -> StoreResult<Vec<bool>>;
+    /// [`Store::inbox_insert_many`] for one delivery.
     async fn inbox_insert(
         &self,
         connection: ConnectionId,
         message: &InboundMessage,
         at: DateTime<Utc>,
-    ) -> StoreResult<bool>;
-    /// Marks a delivery finished (its turn ran and its answer went out).
-    async fn inbox_done(&self, connection: ConnectionId, dedup_id: &str) -> StoreResult<()>;
+    ) -> StoreResult<bool> {
+        let fresh = self
+            .inbox_insert_many(&[(connection, message.clone())], at)
+            .await?;
+        Ok(fresh.first().copied().unwrap_or(false))
+    }
+    /// Marks deliveries finished (their turns ran and their answers went out), in one
+    /// transaction.
+    async fn inbox_done_many(&self, batch: &[(ConnectionId, String)]) -> StoreResult<()>;
+    /// [`Store::inbox_done_many`] for one delivery.
+    async fn inbox_done(&self, connection: ConnectionId, dedup_id: &str) -> StoreResult<()> {
+        self.inbox_done_many(&[(connection, dedup_id.to_string())])
+            .await
+    }
     /// The connection's unfinished deliveries, oldest first.
     async fn inbox_pending(
         &self,
@@ -262,7 +280,14 @@ pub trait Store: Send + Sync + 'static {
         session: &ChannelSession,
     ) -> StoreResult<()>;
 
-    /// Appends to the connection's event log and drops all but its newest `keep` events.
+    /// Appends events to their connections' logs in one transaction (in order) and drops
+    /// all but each connection's newest `keep` events.
+    async fn add_connection_events(
+        &self,
+        batch: &[NewConnectionEvent],
+        keep: u32,
+    ) -> StoreResult<()>;
+    /// [`Store::add_connection_events`] for one event.
     async fn add_connection_event(
         &self,
         connection: ConnectionId,
@@ -270,7 +295,15 @@ pub trait Store: Send + Sync + 'static {
         kind: &str,
         detail: &serde_json::Value,
         keep: u32,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<()> {
+        let event = NewConnectionEvent {
+            connection_id: connection,
+            at,
+            kind: kind.to_string(),
+            detail: detail.clone(),
+        };
+        self.add_connection_events(&[event], keep).await
+    }
     /// The connection's events, newest first; `before` pages on (only smaller ids).
     async fn connection_events(
         &self,
@@ -390,6 +423,15 @@ pub struct ChannelSession {
 pub struct ConnectionEvent {
     /// Increases with every event of the store.
     pub id: i64,
+    pub connection_id: ConnectionId,
+    pub at: DateTime<Utc>,
+    pub kind: String,
+    pub detail: serde_json::Value,
+}
+
+/// A line to append to a connection's event log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewConnectionEvent {
     pub connection_id: ConnectionId,
     pub at: DateTime<Utc>,
     pub kind: String,

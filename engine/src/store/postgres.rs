@@ -36,8 +36,9 @@ use super::encoding::{
     rfc3339, to_json, Embedded,
 };
 use super::{
-    AgentChannel, AgentRecord, AgentStatus, ChannelSession, ConnectionEvent, Epoch, NewOutboxEvent,
-    OutboxEntry, SessionWrites, StoreError, StoreResult, Tenant, Write,
+    AgentChannel, AgentRecord, AgentStatus, ChannelSession, ConnectionEvent, Epoch,
+    NewConnectionEvent, NewOutboxEvent, OutboxEntry, SessionWrites, StoreError, StoreResult,
+    Tenant, Write,
 };
 use crate::model::{
     AgentId, AttachmentMeta, Feedback, Message, Role, Session, SessionId, TenantId,
@@ -1267,36 +1268,44 @@ impl super::Store for PgStore {
         agent.as_deref().map(parse_uuid).transpose()
     }
 
-    async fn inbox_insert(
+    async fn inbox_insert_many(
         &self,
-        connection: ConnectionId,
-        message: &InboundMessage,
+        batch: &[(ConnectionId, InboundMessage)],
         at: DateTime<Utc>,
-    ) -> StoreResult<bool> {
-        let done = sqlx::query(
-            "INSERT INTO connector_inbox (connection_id, dedup_id, received_at, message) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (connection_id, dedup_id) DO NOTHING",
-        )
-        .bind(connection.to_string())
-        .bind(&message.dedup_id)
-        .bind(ts(at)?)
-        .bind(to_json(message, "inbound message")?)
-        .execute(&self.pool)
-        .await
-        .map_err(map_err)?;
-        Ok(done.rows_affected() > 0)
+    ) -> StoreResult<Vec<bool>> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        let mut fresh = Vec::with_capacity(batch.len());
+        for (connection, message) in batch {
+            let done = sqlx::query(
+                "INSERT INTO connector_inbox (connection_id, dedup_id, received_at, message) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (connection_id, dedup_id) DO NOTHING",
+            )
+            .bind(connection.to_string())
+            .bind(&message.dedup_id)
+            .bind(ts(at)?)
+            .bind(to_json(message, "inbound message")?)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+            fresh.push(done.rows_affected() > 0);
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(fresh)
     }
 
-    async fn inbox_done(&self, connection: ConnectionId, dedup_id: &str) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE connector_inbox SET done = true WHERE connection_id = $1 AND dedup_id = $2",
-        )
-        .bind(connection.to_string())
-        .bind(dedup_id)
-        .execute(&self.pool)
-        .await
-        .map_err(map_err)?;
-        Ok(())
+    async fn inbox_done_many(&self, batch: &[(ConnectionId, String)]) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        for (connection, dedup_id) in batch {
+            sqlx::query(
+                "UPDATE connector_inbox SET done = true WHERE connection_id = $1 AND dedup_id = $2",
+            )
+            .bind(connection.to_string())
+            .bind(dedup_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)
     }
 
     async fn inbox_pending(
@@ -1368,39 +1377,44 @@ impl super::Store for PgStore {
         Ok(())
     }
 
-    async fn add_connection_event(
+    async fn add_connection_events(
         &self,
-        connection: ConnectionId,
-        at: DateTime<Utc>,
-        kind: &str,
-        detail: &serde_json::Value,
+        batch: &[NewConnectionEvent],
         keep: u32,
     ) -> StoreResult<()> {
-        let id = connection.to_string();
         let mut tx = self.pool.begin().await.map_err(map_err)?;
-        sqlx::query(
-            "INSERT INTO connection_events (connection_id, at, kind, detail) \
-             VALUES ($1, $2, $3, $4)",
-        )
-        .bind(&id)
-        .bind(ts(at)?)
-        .bind(kind)
-        .bind(to_json(detail, "event detail")?)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        // Everything from the (keep+1)-th newest on; with fewer events the bound is NULL
-        // and nothing goes.
-        sqlx::query(
-            "DELETE FROM connection_events WHERE connection_id = $1 AND id <= \
-             (SELECT id FROM connection_events WHERE connection_id = $1 \
-              ORDER BY id DESC LIMIT 1 OFFSET $2)",
-        )
-        .bind(&id)
-        .bind(i64::from(keep))
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
+        let mut touched: Vec<String> = Vec::new();
+        for e in batch {
+            let id = e.connection_id.to_string();
+            sqlx::query(
+                "INSERT INTO connection_events (connection_id, at, kind, detail) \
+                 VALUES ($1, $2, $3, $4)",
+            )
+            .bind(&id)
+            .bind(ts(e.at)?)
+            .bind(&e.kind)
+            .bind(to_json(&e.detail, "event detail")?)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+            if !touched.contains(&id) {
+                touched.push(id);
+            }
+        }
+        for id in &touched {
+            // Everything from the (keep+1)-th newest on; with fewer events the bound is
+            // NULL and nothing goes.
+            sqlx::query(
+                "DELETE FROM connection_events WHERE connection_id = $1 AND id <= \
+                 (SELECT id FROM connection_events WHERE connection_id = $1 \
+                  ORDER BY id DESC LIMIT 1 OFFSET $2)",
+            )
+            .bind(id)
+            .bind(i64::from(keep))
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        }
         tx.commit().await.map_err(map_err)
     }
 
@@ -1952,6 +1966,7 @@ mod tests {
         suite_agent_channels,
         suite_inbound_agent,
         suite_inbox,
+        suite_connector_batches,
         suite_channel_sessions,
         suite_connection_events,
         suite_connector_cursor,

@@ -9,7 +9,8 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::{
-    AgentRecord, AgentStatus, SessionWrites, Store, StoreError, Tenant, Write, FIRST_EPOCH,
+    AgentRecord, AgentStatus, ConnectionEvent, NewConnectionEvent, SessionWrites, Store,
+    StoreError, Tenant, Write, FIRST_EPOCH,
 };
 use crate::campaign::{
     Campaign, CampaignId, CampaignRecord, CampaignStatus, CheckedParticipant, CustomerKey,
@@ -2419,4 +2420,57 @@ pub(crate) async fn suite_concurrent_upserts(store: &dyn Store) {
         ..Default::default()
     };
     assert_eq!(store.list_participants(c, &q).await.unwrap().1, 50);
+}
+
+pub(crate) async fn suite_connector_batches(store: &dyn Store) {
+    let (c, other) = (Uuid::new_v4(), Uuid::new_v4());
+    let (m1, m2) = (inbound("b1", "first"), inbound("b2", "second"));
+    // A batch across connections, with a duplicate inside it.
+    let fresh = store
+        .inbox_insert_many(
+            &[
+                (c, m1.clone()),
+                (other, m1.clone()),
+                (c, m1.clone()),
+                (c, m2.clone()),
+            ],
+            at(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(fresh, [true, true, false, true]);
+    assert_eq!(
+        store.inbox_pending(c, 10).await.unwrap(),
+        vec![m1.clone(), m2.clone()]
+    );
+    store
+        .inbox_done_many(&[(c, "b1".into()), (other, "b1".into())])
+        .await
+        .unwrap();
+    assert_eq!(store.inbox_pending(c, 10).await.unwrap(), vec![m2]);
+    assert_eq!(store.inbox_pending(other, 10).await.unwrap(), vec![]);
+
+    // Events of two connections in one batch: in order, each log bounded on its own.
+    let event = |conn: Uuid, n: i64| NewConnectionEvent {
+        connection_id: conn,
+        at: at(n),
+        kind: format!("k{n}"),
+        detail: serde_json::json!({"n": n}),
+    };
+    let batch: Vec<_> = (0..5)
+        .map(|n| event(c, n))
+        .chain([event(other, 100)])
+        .collect();
+    store.add_connection_events(&batch, 3).await.unwrap();
+    let kinds = |events: Vec<ConnectionEvent>| -> Vec<String> {
+        events.into_iter().map(|e| e.kind).collect()
+    };
+    assert_eq!(
+        kinds(store.connection_events(c, None, 10).await.unwrap()),
+        ["k4", "k3", "k2"]
+    );
+    assert_eq!(
+        kinds(store.connection_events(other, None, 10).await.unwrap()),
+        ["k100"]
+    );
 }
