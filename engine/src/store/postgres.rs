@@ -8,6 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -528,30 +529,51 @@ const LOOKUP_CUSTOMERS: &str = "\
          AS k(external_id, email, phone, n) \
     ORDER BY k.n";
 
-/// Creates the new customers and merges the given attributes into the found ones (`||`:
-/// the right side wins, so given values replace and the others stay). The generated
-/// external_id/email/phone columns follow. A round names each customer once.
-const UPSERT_CUSTOMERS: &str = "\
+/// Creates a round's new customers. A plain INSERT: their ids are fresh, so nothing can
+/// conflict, and an upsert's speculative insertion would cost for nothing.
+const INSERT_CUSTOMERS: &str = "\
     INSERT INTO customers (id, tenant_id, attributes, created_at, updated_at) \
     SELECT r.id, $1, r.attributes::jsonb, $2, $2 \
-    FROM UNNEST($3::uuid[], $4::text[]) AS r(id, attributes) \
-    ON CONFLICT (id) DO UPDATE SET attributes = customers.attributes || excluded.attributes, \
-        updated_at = excluded.updated_at";
+    FROM UNNEST($3::uuid[], $4::text[]) AS r(id, attributes)";
 
-/// Creates or merges the participants; a zone given replaces the stored one, none keeps
-/// it. Answers each row's id by customer (a round names each customer once): an existing
-/// participant answers its own id, a new one the id proposed for it.
-const UPSERT_PARTICIPANTS: &str = "\
-    INSERT INTO participants (id, campaign_id, customer_id, object_id, attributes, timezone, \
-                              upload_id, created_at, updated_at) \
+/// Merges the given attributes into a round's found customers (`||`: the right side wins,
+/// so given values replace and the others stay); the generated external_id/email/phone
+/// columns follow. A round names each customer once.
+const UPDATE_CUSTOMERS: &str = "\
+    UPDATE customers c SET attributes = c.attributes || r.attributes::jsonb, updated_at = $1 \
+    FROM UNNEST($2::uuid[], $3::text[]) AS r(id, attributes) \
+    WHERE c.id = r.id";
+
+/// The participant columns both participant statements take as arrays, after the
+/// campaign ($1), the upload ($2) and the time ($3).
+const PARTICIPANT_ROWS: &str = "\
     SELECT r.id, $1, r.customer_id, r.object_id, r.attributes::jsonb, r.timezone, $2, $3, $3 \
     FROM UNNEST($4::uuid[], $5::uuid[], $6::text[], $7::text[], $8::text[]) \
-         AS r(id, customer_id, object_id, attributes, timezone) \
-    ON CONFLICT (campaign_id, customer_id, object_id) DO UPDATE SET \
-        attributes = participants.attributes || excluded.attributes, \
-        timezone = COALESCE(excluded.timezone, participants.timezone), \
-        upload_id = excluded.upload_id, updated_at = excluded.updated_at \
-    RETURNING id, customer_id";
+         AS r(id, customer_id, object_id, attributes, timezone)";
+
+/// Creates the participants of a round's new customers, which cannot have any yet.
+static INSERT_PARTICIPANTS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO participants (id, campaign_id, customer_id, object_id, attributes, \
+         timezone, upload_id, created_at, updated_at) {PARTICIPANT_ROWS}"
+    )
+});
+
+/// Creates or merges the participants of a round's found customers; a zone given replaces
+/// the stored one, none keeps it. Answers each row's id by customer (a round names each
+/// customer once): an existing participant answers its own id, a new one the id proposed
+/// for it.
+static UPSERT_PARTICIPANTS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO participants (id, campaign_id, customer_id, object_id, attributes, \
+         timezone, upload_id, created_at, updated_at) {PARTICIPANT_ROWS} \
+         ON CONFLICT (campaign_id, customer_id, object_id) DO UPDATE SET \
+             attributes = participants.attributes || excluded.attributes, \
+             timezone = COALESCE(excluded.timezone, participants.timezone), \
+             upload_id = excluded.upload_id, updated_at = excluded.updated_at \
+         RETURNING id, customer_id"
+    )
+});
 
 /// One input of an upsert batch, serialised once however many rounds it waits.
 struct UpsertRow<'a> {
@@ -587,6 +609,41 @@ impl<'a> UpsertRow<'a> {
     fn key(&self) -> (&'static str, &str) {
         (self.input.key.kind(), self.input.key.value())
     }
+}
+
+/// One input of a round, with the ids it is written under.
+struct Planned {
+    /// Its position in the batch.
+    input: usize,
+    customer: CustomerId,
+    /// Whether the round creates the customer (the lookup found none).
+    new_customer: bool,
+    /// The id the participant gets if it is new.
+    proposed: ParticipantId,
+}
+
+/// A participant statement with the rows of `round` bound.
+fn bind_participants<'q>(
+    sql: &'q str,
+    campaign: CampaignId,
+    upload: Option<UploadId>,
+    at: i64,
+    round: &[&Planned],
+    rows: &'q [UpsertRow<'q>],
+) -> sqlx::query::Query<'q, Postgres, PgArguments> {
+    sqlx::query(sql)
+        .bind(PgUuid(campaign))
+        .bind(upload.map(PgUuid))
+        .bind(at)
+        .bind(column(round, |p| PgUuid(p.proposed)))
+        .bind(column(round, |p| PgUuid(p.customer)))
+        .bind(column(round, |p| {
+            rows[p.input].input.object_id.as_deref().unwrap_or("")
+        }))
+        .bind(column(round, |p| rows[p.input].participant.as_str()))
+        .bind(column(round, |p| {
+            rows[p.input].input.timezone.map(|tz| tz.name())
+        }))
 }
 
 /// Splits the pending inputs (in order, each with the customer its lookup found) into the
@@ -1739,47 +1796,66 @@ impl super::Store for PgStore {
             let found: Vec<Option<CustomerId>> =
                 found.into_iter().map(|c| c.map(|c| c.0)).collect();
             let (round, waiting) = split_round(&rows, &pending, &found);
-            // New customers get time-ordered ids, so they sort (and list) as created.
-            let round: Vec<(usize, CustomerId)> = round
+            // Ids are drawn in input order and time-ordered, so what one batch creates
+            // lists (created_at, then id) in the batch's order.
+            let round: Vec<Planned> = round
                 .into_iter()
-                .map(|(i, c)| (i, c.unwrap_or_else(Uuid::now_v7)))
+                .map(|(input, found)| Planned {
+                    input,
+                    customer: found.unwrap_or_else(Uuid::now_v7),
+                    new_customer: found.is_none(),
+                    proposed: Uuid::now_v7(),
+                })
                 .collect();
-            sqlx::query(UPSERT_CUSTOMERS)
-                .bind(PgUuid(tenant))
-                .bind(at)
-                .bind(column(&round, |&(_, c)| PgUuid(c)))
-                .bind(column(&round, |&(i, _)| rows[i].customer.as_str()))
-                .execute(&mut *tx)
-                .await
-                .map_err(map_err)?;
-            let proposed: Vec<ParticipantId> = round.iter().map(|_| Uuid::now_v7()).collect();
-            let answered: Vec<(PgUuid, PgUuid)> = sqlx::query_as(UPSERT_PARTICIPANTS)
-                .bind(PgUuid(campaign))
-                .bind(upload.map(PgUuid))
-                .bind(at)
-                .bind(column(&proposed, |&id| PgUuid(id)))
-                .bind(column(&round, |&(_, c)| PgUuid(c)))
-                .bind(column(&round, |&(i, _)| {
-                    rows[i].input.object_id.as_deref().unwrap_or("")
-                }))
-                .bind(column(&round, |&(i, _)| rows[i].participant.as_str()))
-                .bind(column(&round, |&(i, _)| {
-                    rows[i].input.timezone.map(|tz| tz.name())
-                }))
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(map_err)?;
-            let by_customer: HashMap<CustomerId, ParticipantId> =
-                answered.into_iter().map(|(p, c)| (c.0, p.0)).collect();
-            for (&(i, customer_id), &proposed) in round.iter().zip(&proposed) {
-                let participant_id = *by_customer.get(&customer_id).ok_or_else(|| {
-                    StoreError::Corrupt(format!("no participant answered for {customer_id}"))
-                })?;
-                out[i] = Some(Upserted {
-                    participant_id,
-                    customer_id,
-                    created: participant_id == proposed,
-                });
+            let (fresh, known): (Vec<&Planned>, Vec<&Planned>) =
+                round.iter().partition(|p| p.new_customer);
+            if !fresh.is_empty() {
+                sqlx::query(INSERT_CUSTOMERS)
+                    .bind(PgUuid(tenant))
+                    .bind(at)
+                    .bind(column(&fresh, |p| PgUuid(p.customer)))
+                    .bind(column(&fresh, |p| rows[p.input].customer.as_str()))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                bind_participants(&INSERT_PARTICIPANTS, campaign, upload, at, &fresh, &rows)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                for p in &fresh {
+                    out[p.input] = Some(Upserted {
+                        participant_id: p.proposed,
+                        customer_id: p.customer,
+                        created: true,
+                    });
+                }
+            }
+            if !known.is_empty() {
+                sqlx::query(UPDATE_CUSTOMERS)
+                    .bind(at)
+                    .bind(column(&known, |p| PgUuid(p.customer)))
+                    .bind(column(&known, |p| rows[p.input].customer.as_str()))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                let answered: Vec<(PgUuid, PgUuid)> =
+                    bind_participants(&UPSERT_PARTICIPANTS, campaign, upload, at, &known, &rows)
+                        .try_map(|row: PgRow| Ok((row.try_get(0)?, row.try_get(1)?)))
+                        .fetch_all(&mut *tx)
+                        .await
+                        .map_err(map_err)?;
+                let by_customer: HashMap<CustomerId, ParticipantId> =
+                    answered.into_iter().map(|(p, c)| (c.0, p.0)).collect();
+                for p in &known {
+                    let participant_id = *by_customer.get(&p.customer).ok_or_else(|| {
+                        StoreError::Corrupt(format!("no participant answered for {}", p.customer))
+                    })?;
+                    out[p.input] = Some(Upserted {
+                        participant_id,
+                        customer_id: p.customer,
+                        created: participant_id == p.proposed,
+                    });
+                }
             }
             pending = waiting;
         }
