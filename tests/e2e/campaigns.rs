@@ -7,19 +7,6 @@ use serde_json::{json, Value};
 
 use crate::support::*;
 
-async fn call(
-    t: &TestServer,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let mut rb = t.admin(method, path);
-    if let Some(b) = body {
-        rb = rb.json(&b);
-    }
-    json_of(rb.send().await.unwrap()).await
-}
-
 const PAYMENT_REMINDER: &str = r#"
 nodes:
   - id: start
@@ -61,13 +48,13 @@ fn fields() -> Value {
 }
 
 async fn campaign(t: &TestServer, name: &str) -> String {
-    let (status, c) = call(
-        t,
-        Method::POST,
-        "/api/v1/campaigns",
-        Some(json!({"name": name, "timezone": "Europe/Berlin", "fields": fields()})),
-    )
-    .await;
+    let (status, c) = t
+        .call(
+            Method::POST,
+            "/api/v1/campaigns",
+            Some(json!({"name": name, "timezone": "Europe/Berlin", "fields": fields()})),
+        )
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{c}");
     assert_eq!(c["status"], "draft");
     assert_eq!(c["timezone"], "Europe/Berlin");
@@ -92,13 +79,13 @@ async fn campaigns_fields_and_flows_are_validated_and_locked_while_running() {
     let id = campaign(&t, "Payments").await;
 
     // Bad fields: paths name the problem; nothing changes.
-    let (status, body) = call(
-        &t,
-        Method::PUT,
-        &format!("/api/v1/campaigns/{id}/fields"),
-        Some(json!([{"title": "E", "name": "email", "type": "int", "level": "participant"}])),
-    )
-    .await;
+    let (status, body) = t
+        .call(
+            Method::PUT,
+            &format!("/api/v1/campaigns/{id}/fields"),
+            Some(json!([{"title": "E", "name": "email", "type": "int", "level": "participant"}])),
+        )
+        .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert!(
         body.to_string().contains("fields[0]") || body.to_string().contains("[0]"),
@@ -119,20 +106,14 @@ async fn campaigns_fields_and_flows_are_validated_and_locked_while_running() {
     assert_eq!(status, StatusCode::OK, "{flow}");
     assert_eq!(flow["active"], false);
     assert_eq!(flow["nodes"], 5);
-    let (status, listed) = call(
-        &t,
-        Method::GET,
-        &format!("/api/v1/campaigns/{id}/flows"),
-        None,
-    )
-    .await;
+    let (status, listed) = t
+        .call(Method::GET, &format!("/api/v1/campaigns/{id}/flows"), None)
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(listed["flows"][0]["name"], "reminders");
 
     // Removing a field a flow uses is refused, naming the flow.
-    let (status, body) = call(
-        &t,
-        Method::PUT,
+    let (status, body) = t.call(Method::PUT,
         &format!("/api/v1/campaigns/{id}/fields"),
         Some(json!([{"title": "Name", "name": "name", "type": "string", "level": "customer_profile"}])),
     )
@@ -141,91 +122,83 @@ async fn campaigns_fields_and_flows_are_validated_and_locked_while_running() {
     assert!(body.to_string().contains("flows.reminders"), "{body}");
 
     // No active flow: cannot start.
-    let (status, body) = call(
-        &t,
-        Method::POST,
-        &format!("/api/v1/campaigns/{id}/start"),
-        None,
-    )
-    .await;
+    let (status, body) = t
+        .call(Method::POST, &format!("/api/v1/campaigns/{id}/start"), None)
+        .await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
-    let (status, _) = call(
-        &t,
-        Method::POST,
-        &format!("/api/v1/campaigns/{id}/flows/reminders/activate"),
-        None,
-    )
-    .await;
+    let (status, _) = t
+        .call(
+            Method::POST,
+            &format!("/api/v1/campaigns/{id}/flows/reminders/activate"),
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
-    let (status, c) = call(
-        &t,
-        Method::POST,
-        &format!("/api/v1/campaigns/{id}/start"),
-        None,
-    )
-    .await;
+    let (status, c) = t
+        .call(Method::POST, &format!("/api/v1/campaigns/{id}/start"), None)
+        .await;
     assert_eq!(status, StatusCode::OK, "{c}");
     assert_eq!(c["status"], "running");
 
     // Running: flows and fields are locked.
     let (status, body) = put_flow(&t, &id, "reminders", PAYMENT_REMINDER).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
-    let (status, _) = call(
-        &t,
-        Method::POST,
-        &format!("/api/v1/campaigns/{id}/flows/reminders/deactivate"),
-        None,
-    )
-    .await;
+    let (status, _) = t
+        .call(
+            Method::POST,
+            &format!("/api/v1/campaigns/{id}/flows/reminders/deactivate"),
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::CONFLICT);
-    let (status, _) = call(
-        &t,
-        Method::PUT,
-        &format!("/api/v1/campaigns/{id}/fields"),
-        Some(fields()),
-    )
-    .await;
+    let (status, _) = t
+        .call(
+            Method::PUT,
+            &format!("/api/v1/campaigns/{id}/fields"),
+            Some(fields()),
+        )
+        .await;
     assert_eq!(status, StatusCode::CONFLICT);
-    let (status, _) = call(&t, Method::DELETE, &format!("/api/v1/campaigns/{id}"), None).await;
+    let (status, _) = t
+        .call(Method::DELETE, &format!("/api/v1/campaigns/{id}"), None)
+        .await;
     assert_eq!(status, StatusCode::CONFLICT);
 
-    let (status, c) = call(
-        &t,
-        Method::POST,
-        &format!("/api/v1/campaigns/{id}/stop"),
-        None,
-    )
-    .await;
+    let (status, c) = t
+        .call(Method::POST, &format!("/api/v1/campaigns/{id}/stop"), None)
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(c["status"], "stopped");
-    let (status, _) = call(
-        &t,
-        Method::DELETE,
-        &format!("/api/v1/campaigns/{id}/flows/reminders"),
-        None,
-    )
-    .await;
+    let (status, _) = t
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/campaigns/{id}/flows/reminders"),
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let (status, _) = call(
-        &t,
-        Method::GET,
-        &format!("/api/v1/campaigns/{id}/flows/reminders"),
-        None,
-    )
-    .await;
+    let (status, _) = t
+        .call(
+            Method::GET,
+            &format!("/api/v1/campaigns/{id}/flows/reminders"),
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
     // Bad input is a JSON error, never a panic.
-    let (status, body) = call(
-        &t,
-        Method::POST,
-        "/api/v1/campaigns",
-        Some(json!({"name": "x", "timezone": "Mars/Base"})),
-    )
-    .await;
+    let (status, body) = t
+        .call(
+            Method::POST,
+            "/api/v1/campaigns",
+            Some(json!({"name": "x", "timezone": "Mars/Base"})),
+        )
+        .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     error_code(&body);
-    let (status, _) = call(&t, Method::GET, "/api/v1/campaigns/not-an-id", None).await;
+    let (status, _) = t
+        .call(Method::GET, "/api/v1/campaigns/not-an-id", None)
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
@@ -240,13 +213,13 @@ async fn participants_upsert_by_api_and_share_customer_profiles() {
         {"attributes": {"name": "Nobody", "due_date": "2026-07-03"}},
         {"attributes": {"external_id": "c3", "due_date": "not a date", "color": "red"}}
     ]);
-    let (status, r) = call(
-        &t,
-        Method::POST,
-        &format!("/api/v1/campaigns/{a}/participants"),
-        Some(body),
-    )
-    .await;
+    let (status, r) = t
+        .call(
+            Method::POST,
+            &format!("/api/v1/campaigns/{a}/participants"),
+            Some(body),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{r}");
     assert_eq!(
         (
@@ -270,25 +243,25 @@ async fn participants_upsert_by_api_and_share_customer_profiles() {
     );
 
     // Re-sent: an update, and an absent value keeps the stored one.
-    let (_, r2) = call(
-        &t,
-        Method::POST,
-        &format!("/api/v1/campaigns/{a}/participants"),
-        Some(json!([{"attributes": {"external_id": "c1", "due_date": "2026-08-01"}}])),
-    )
-    .await;
+    let (_, r2) = t
+        .call(
+            Method::POST,
+            &format!("/api/v1/campaigns/{a}/participants"),
+            Some(json!([{"attributes": {"external_id": "c1", "due_date": "2026-08-01"}}])),
+        )
+        .await;
     assert_eq!(r2["updated"], 1);
     assert_eq!(
         r2["results"][0]["participant_id"],
         r["results"][0]["participant_id"]
     );
-    let (_, page) = call(
-        &t,
-        Method::GET,
-        &format!("/api/v1/campaigns/{a}/participants?external_id=c1"),
-        None,
-    )
-    .await;
+    let (_, page) = t
+        .call(
+            Method::GET,
+            &format!("/api/v1/campaigns/{a}/participants?external_id=c1"),
+            None,
+        )
+        .await;
     assert_eq!(page["total"], 1, "{page}");
     let p = &page["participants"][0];
     assert_eq!(p["attributes"]["due_date"], "2026-08-01");
@@ -296,54 +269,58 @@ async fn participants_upsert_by_api_and_share_customer_profiles() {
     assert_eq!(p["customer"]["email"], "ann@example.com");
 
     // The same customer in another campaign: one profile, two participants.
-    let (_, rb) = call(
-        &t,
-        Method::POST,
-        &format!("/api/v1/campaigns/{b}/participants"),
-        Some(json!([{"attributes": {"external_id": "c1", "due_date": "2026-09-01"}}])),
-    )
-    .await;
+    let (_, rb) = t
+        .call(
+            Method::POST,
+            &format!("/api/v1/campaigns/{b}/participants"),
+            Some(json!([{"attributes": {"external_id": "c1", "due_date": "2026-09-01"}}])),
+        )
+        .await;
     assert_eq!(rb["created"], 1);
     assert_eq!(
         rb["results"][0]["customer_id"],
         r["results"][0]["customer_id"]
     );
-    let (_, customers) = call(&t, Method::GET, "/api/v1/customers", None).await;
+    let (_, customers) = t.call(Method::GET, "/api/v1/customers", None).await;
     assert_eq!(customers["total"], 2, "{customers}");
     let cid = r["results"][0]["customer_id"].as_str().unwrap();
-    let (status, c) = call(&t, Method::GET, &format!("/api/v1/customers/{cid}"), None).await;
+    let (status, c) = t
+        .call(Method::GET, &format!("/api/v1/customers/{cid}"), None)
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(c["external_id"], "c1");
 
     // Deleting a participant keeps the customer.
     let pid = r["results"][0]["participant_id"].as_str().unwrap();
-    let (status, _) = call(
-        &t,
-        Method::DELETE,
-        &format!("/api/v1/campaigns/{a}/participants/{pid}"),
-        None,
-    )
-    .await;
+    let (status, _) = t
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/campaigns/{a}/participants/{pid}"),
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let (_, page) = call(
-        &t,
-        Method::GET,
-        &format!("/api/v1/campaigns/{a}/participants"),
-        None,
-    )
-    .await;
+    let (_, page) = t
+        .call(
+            Method::GET,
+            &format!("/api/v1/campaigns/{a}/participants"),
+            None,
+        )
+        .await;
     assert_eq!(page["total"], 1);
-    let (status, _) = call(&t, Method::GET, &format!("/api/v1/customers/{cid}"), None).await;
+    let (status, _) = t
+        .call(Method::GET, &format!("/api/v1/customers/{cid}"), None)
+        .await;
     assert_eq!(status, StatusCode::OK);
 
     // All bad: 422.
-    let (status, _) = call(
-        &t,
-        Method::POST,
-        &format!("/api/v1/campaigns/{a}/participants"),
-        Some(json!([{"attributes": {"due_date": "2026-01-01"}}])),
-    )
-    .await;
+    let (status, _) = t
+        .call(
+            Method::POST,
+            &format!("/api/v1/campaigns/{a}/participants"),
+            Some(json!([{"attributes": {"due_date": "2026-01-01"}}])),
+        )
+        .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
 }
 
@@ -401,34 +378,34 @@ async fn csv_uploads_stream_upsert_and_report_bad_rows() {
         (again["created"].as_u64(), again["updated"].as_u64()),
         (Some(0), Some(500))
     );
-    let (_, list) = call(
-        &t,
-        Method::GET,
-        &format!("/api/v1/campaigns/{id}/uploads"),
-        None,
-    )
-    .await;
+    let (_, list) = t
+        .call(
+            Method::GET,
+            &format!("/api/v1/campaigns/{id}/uploads"),
+            None,
+        )
+        .await;
     assert_eq!(list["uploads"][0]["id"], again["id"], "newest first");
     let first = up["id"].as_str().unwrap();
-    let (status, one) = call(
-        &t,
-        Method::GET,
-        &format!("/api/v1/campaigns/{id}/uploads/{first}"),
-        None,
-    )
-    .await;
+    let (status, one) = t
+        .call(
+            Method::GET,
+            &format!("/api/v1/campaigns/{id}/uploads/{first}"),
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(one["created"], 500);
-    let (_, by_upload) = call(
-        &t,
-        Method::GET,
-        &format!(
-            "/api/v1/campaigns/{id}/participants?upload_id={}&limit=10",
-            again["id"].as_str().unwrap()
-        ),
-        None,
-    )
-    .await;
+    let (_, by_upload) = t
+        .call(
+            Method::GET,
+            &format!(
+                "/api/v1/campaigns/{id}/participants?upload_id={}&limit=10",
+                again["id"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await;
     assert_eq!(
         by_upload["total"], 500,
         "the second upload touched every participant"

@@ -5,27 +5,12 @@ use crate::support::*;
 
 const BOT_TOKEN: &str = "123456:AAE-very-secret-bot-token";
 
-async fn call(
-    t: &TestServer,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let mut rb = t.admin(method, path);
-    if let Some(b) = body {
-        rb = rb.json(&b);
-    }
-    json_of(rb.send().await.unwrap()).await
-}
-
 /// Connections are created, listed, changed and deleted; secrets are write-only and sealed
 /// on disk; the master key survives a restart.
 #[tokio::test]
 async fn connections_keep_their_secrets_write_only_and_sealed() {
     let t = TestServer::start().await;
-    let (status, c) = call(
-        &t,
-        Method::POST,
+    let (status, c) = t.call(Method::POST,
         "/api/v1/connections",
         Some(json!({"name": "Support bot", "platform": "telegram", "config": {"bot_token": BOT_TOKEN, "mode": "polling"}})),
     )
@@ -42,9 +27,7 @@ async fn connections_keep_their_secrets_write_only_and_sealed() {
     assert_eq!(c["inbound_url"], format!("/hooks/{id}"));
     assert!(!c.to_string().contains(BOT_TOKEN));
 
-    let (_, slack) = call(
-        &t,
-        Method::POST,
+    let (_, slack) = t.call(Method::POST,
         "/api/v1/connections",
         Some(json!({"name": "Slack", "platform": "slack", "config": {"bot_token": "xoxb-1", "signing_secret": "sig"}})),
     )
@@ -52,40 +35,34 @@ async fn connections_keep_their_secrets_write_only_and_sealed() {
     assert_eq!(slack["config"]["signing_secret_set"], true);
     assert_eq!(slack["config"]["app_token_set"], false);
 
-    let (status, list) = call(
-        &t,
-        Method::GET,
-        "/api/v1/connections?platform=telegram",
-        None,
-    )
-    .await;
+    let (status, list) = t
+        .call(Method::GET, "/api/v1/connections?platform=telegram", None)
+        .await;
     assert_eq!(status, StatusCode::OK, "{list}");
     assert_eq!(list["connections"].as_array().unwrap().len(), 1);
     assert_eq!(
         list["summary"],
         json!({"total": 2, "connected": 0, "error": 0})
     );
-    let (_, found) = call(&t, Method::GET, "/api/v1/connections?q=SUPP", None).await;
+    let (_, found) = t
+        .call(Method::GET, "/api/v1/connections?q=SUPP", None)
+        .await;
     assert_eq!(found["connections"][0]["id"], id.as_str());
-    let (_, none) = call(
-        &t,
-        Method::GET,
-        "/api/v1/connections?status=connected",
-        None,
-    )
-    .await;
+    let (_, none) = t
+        .call(Method::GET, "/api/v1/connections?status=connected", None)
+        .await;
     assert_eq!(none["connections"], json!([]));
     assert!(!list.to_string().contains(BOT_TOKEN));
 
     // Rotation by PATCH; the answer never has the secret.
     let rotated = "654321:AAE-rotated-token";
-    let (status, c2) = call(
-        &t,
-        Method::PATCH,
-        &format!("/api/v1/connections/{id}"),
-        Some(json!({"enabled": true, "config": {"bot_token": rotated, "mode": "webhook"}})),
-    )
-    .await;
+    let (status, c2) = t
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/connections/{id}"),
+            Some(json!({"enabled": true, "config": {"bot_token": rotated, "mode": "webhook"}})),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{c2}");
     assert_eq!(
         (c2["enabled"].as_bool(), c2["config"]["mode"].as_str()),
@@ -129,19 +106,19 @@ async fn connections_keep_their_secrets_write_only_and_sealed() {
     // After a restart the same key opens the secrets.
     let (dir, guard) = t.stop().await;
     let t = TestServer::start_in(dir, |_| {}).await;
-    let (status, again) = call(&t, Method::GET, &format!("/api/v1/connections/{id}"), None).await;
+    let (status, again) = t
+        .call(Method::GET, &format!("/api/v1/connections/{id}"), None)
+        .await;
     assert_eq!(status, StatusCode::OK, "{again}");
     assert_eq!(again["config"]["bot_token_set"], true);
 
-    let (status, _) = call(
-        &t,
-        Method::DELETE,
-        &format!("/api/v1/connections/{id}"),
-        None,
-    )
-    .await;
+    let (status, _) = t
+        .call(Method::DELETE, &format!("/api/v1/connections/{id}"), None)
+        .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let (status, body) = call(&t, Method::GET, &format!("/api/v1/connections/{id}"), None).await;
+    let (status, body) = t
+        .call(Method::GET, &format!("/api/v1/connections/{id}"), None)
+        .await;
     assert_eq!(
         (status, error_code(&body)),
         (StatusCode::NOT_FOUND, "not_found")
@@ -153,9 +130,7 @@ async fn connections_keep_their_secrets_write_only_and_sealed() {
 #[tokio::test]
 async fn connection_errors_are_json_with_paths() {
     let t = TestServer::start().await;
-    let (status, body) = call(
-        &t,
-        Method::POST,
+    let (status, body) = t.call(Method::POST,
         "/api/v1/connections",
         Some(json!({"name": "d", "platform": "discord", "config": {"bot_token": "x", "session_duration_ms": 2_592_000_001u64, "colour": 1}})),
     )
@@ -178,50 +153,56 @@ async fn connection_errors_are_json_with_paths() {
     ] {
         assert!(paths.contains(&p), "{p} missing: {body}");
     }
-    let (status, body) = call(
-        &t,
-        Method::POST,
-        "/api/v1/connections",
-        Some(json!({"name": "x", "platform": "myspace"})),
-    )
-    .await;
+    let (status, body) = t
+        .call(
+            Method::POST,
+            "/api/v1/connections",
+            Some(json!({"name": "x", "platform": "myspace"})),
+        )
+        .await;
     assert_eq!(
         (status, error_code(&body)),
         (StatusCode::UNPROCESSABLE_ENTITY, "validation_error")
     );
 
     let ok = json!({"name": "Hooks", "platform": "webhook", "config": {"url": "https://example.com/in", "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}});
-    let (status, c) = call(&t, Method::POST, "/api/v1/connections", Some(ok.clone())).await;
+    let (status, c) = t
+        .call(Method::POST, "/api/v1/connections", Some(ok.clone()))
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{c}");
-    let (status, body) = call(&t, Method::POST, "/api/v1/connections", Some(ok)).await;
+    let (status, body) = t.call(Method::POST, "/api/v1/connections", Some(ok)).await;
     assert_eq!(
         (status, error_code(&body)),
         (StatusCode::CONFLICT, "conflict")
     );
 
     let id = c["id"].as_str().unwrap();
-    let (status, body) = call(
-        &t,
-        Method::PATCH,
-        &format!("/api/v1/connections/{id}"),
-        Some(json!({"platform": "slack"})),
-    )
-    .await;
+    let (status, body) = t
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/connections/{id}"),
+            Some(json!({"platform": "slack"})),
+        )
+        .await;
     assert_eq!(
         (status, error_code(&body)),
         (StatusCode::UNPROCESSABLE_ENTITY, "validation_error")
     );
-    let (status, _) = call(
-        &t,
-        Method::PATCH,
-        &format!("/api/v1/connections/{id}"),
-        Some(json!({"config": {"secret": "not-whsec"}})),
-    )
-    .await;
+    let (status, _) = t
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/connections/{id}"),
+            Some(json!({"config": {"secret": "not-whsec"}})),
+        )
+        .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    let (status, _) = call(&t, Method::GET, "/api/v1/connections/not-an-id", None).await;
+    let (status, _) = t
+        .call(Method::GET, "/api/v1/connections/not-an-id", None)
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, _) = call(&t, Method::GET, "/api/v1/connections?platform=icq", None).await;
+    let (status, _) = t
+        .call(Method::GET, "/api/v1/connections?platform=icq", None)
+        .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     let r = t
         .http
@@ -281,19 +262,19 @@ async fn testing_a_connection_calls_the_platform() {
     ))
     .await;
 
-    let create = |body: Value| call(&t, Method::POST, "/api/v1/connections", Some(body));
+    let create = |body: Value| t.call(Method::POST, "/api/v1/connections", Some(body));
     let (_, good) = create(json!({"name": "tg", "platform": "telegram", "config": {"bot_token": BOT_TOKEN, "api_base": telegram}})).await;
     let (_, bad) = create(json!({"name": "tg2", "platform": "telegram", "config": {"bot_token": "1:wrong-token", "api_base": telegram}})).await;
     let (_, hook) = create(json!({"name": "hook", "platform": "webhook", "config": {"url": format!("{hooks}/in"), "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}})).await;
 
     let test = |c: &Value| format!("/api/v1/connections/{}/test", c["id"].as_str().unwrap());
-    let (status, ok) = call(&t, Method::POST, &test(&good), None).await;
+    let (status, ok) = t.call(Method::POST, &test(&good), None).await;
     assert_eq!(status, StatusCode::OK, "{ok}");
     assert_eq!(
         ok,
         json!({"ok": true, "platform": "telegram", "detail": {"bot_id": 42, "username": "help_bot"}})
     );
-    let (_, refused) = call(&t, Method::POST, &test(&bad), None).await;
+    let (_, refused) = t.call(Method::POST, &test(&bad), None).await;
     assert_eq!(refused["ok"], false, "{refused}");
     assert!(
         refused["error"].as_str().unwrap().contains("Unauthorized"),
@@ -303,7 +284,7 @@ async fn testing_a_connection_calls_the_platform() {
         !refused.to_string().contains("wrong-token"),
         "the token leaked: {refused}"
     );
-    let (_, delivered) = call(&t, Method::POST, &test(&hook), None).await;
+    let (_, delivered) = t.call(Method::POST, &test(&hook), None).await;
     assert_eq!(delivered["ok"], true, "{delivered}");
     assert_eq!(
         *received.lock().unwrap(),
@@ -318,47 +299,47 @@ async fn agents_take_channels_and_one_agent_takes_a_connections_inbound() {
     let t = TestServer::start().await;
     let a = t.agent(&basic_agent("")).await;
     let b = t.agent(&basic_agent("")).await;
-    let (_, c) = call(
-        &t,
-        Method::POST,
-        "/api/v1/connections",
-        Some(json!({"name": "tg", "platform": "telegram", "config": {"bot_token": BOT_TOKEN}})),
-    )
-    .await;
+    let (_, c) = t
+        .call(
+            Method::POST,
+            "/api/v1/connections",
+            Some(json!({"name": "tg", "platform": "telegram", "config": {"bot_token": BOT_TOKEN}})),
+        )
+        .await;
     let cid = c["id"].as_str().unwrap().to_string();
     let put = |agent: &str| format!("/api/v1/agents/{agent}/channels");
 
-    let (status, body) = call(
-        &t,
-        Method::PUT,
-        &put(&a.id),
-        Some(json!([{"connection_id": cid, "inbound": true}])),
-    )
-    .await;
+    let (status, body) = t
+        .call(
+            Method::PUT,
+            &put(&a.id),
+            Some(json!([{"connection_id": cid, "inbound": true}])),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body, json!([{"connection_id": cid, "inbound": true}]));
-    let (status, body) = call(
-        &t,
-        Method::PUT,
-        &put(&b.id),
-        Some(json!([{"connection_id": cid, "inbound": true}])),
-    )
-    .await;
+    let (status, body) = t
+        .call(
+            Method::PUT,
+            &put(&b.id),
+            Some(json!([{"connection_id": cid, "inbound": true}])),
+        )
+        .await;
     assert_eq!(
         (status, error_code(&body)),
         (StatusCode::CONFLICT, "conflict")
     );
-    let (status, body) = call(
-        &t,
-        Method::PUT,
-        &put(&b.id),
-        Some(json!([{"connection_id": cid, "inbound": false}])),
-    )
-    .await;
+    let (status, body) = t
+        .call(
+            Method::PUT,
+            &put(&b.id),
+            Some(json!([{"connection_id": cid, "inbound": false}])),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "outbound sharing is fine: {body}");
 
     let missing = uuid::Uuid::new_v4();
-    let (status, body) = call(&t, Method::PUT, &put(&b.id), Some(json!([{"connection_id": missing, "inbound": false}, {"connection_id": cid, "inbound": false}, {"connection_id": cid, "inbound": false}]))).await;
+    let (status, body) = t.call(Method::PUT, &put(&b.id), Some(json!([{"connection_id": missing, "inbound": false}, {"connection_id": cid, "inbound": false}, {"connection_id": cid, "inbound": false}]))).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     let paths: Vec<&str> = body["error"]["details"]
         .as_array()
@@ -367,13 +348,13 @@ async fn agents_take_channels_and_one_agent_takes_a_connections_inbound() {
         .map(|d| d["path"].as_str().unwrap())
         .collect();
     assert_eq!(paths, ["[0].connection_id", "[2].connection_id"]);
-    let (_, kept) = call(
-        &t,
-        Method::GET,
-        &format!("/api/v1/agents/{}/channels", b.id),
-        None,
-    )
-    .await;
+    let (_, kept) = t
+        .call(
+            Method::GET,
+            &format!("/api/v1/agents/{}/channels", b.id),
+            None,
+        )
+        .await;
     assert_eq!(
         kept,
         json!([{"connection_id": cid, "inbound": false}]),
@@ -381,28 +362,24 @@ async fn agents_take_channels_and_one_agent_takes_a_connections_inbound() {
     );
 
     // Deleting the connection removes it from every agent.
-    let (status, _) = call(
-        &t,
-        Method::DELETE,
-        &format!("/api/v1/connections/{cid}"),
-        None,
-    )
-    .await;
+    let (status, _) = t
+        .call(Method::DELETE, &format!("/api/v1/connections/{cid}"), None)
+        .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let (_, left) = call(
-        &t,
-        Method::GET,
-        &format!("/api/v1/agents/{}/channels", a.id),
-        None,
-    )
-    .await;
+    let (_, left) = t
+        .call(
+            Method::GET,
+            &format!("/api/v1/agents/{}/channels", a.id),
+            None,
+        )
+        .await;
     assert_eq!(left, json!([]));
-    let (status, _) = call(
-        &t,
-        Method::GET,
-        &format!("/api/v1/agents/{}/channels", uuid::Uuid::new_v4()),
-        None,
-    )
-    .await;
+    let (status, _) = t
+        .call(
+            Method::GET,
+            &format!("/api/v1/agents/{}/channels", uuid::Uuid::new_v4()),
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }

@@ -77,6 +77,20 @@ impl TestServer {
             .bearer_auth(ADMIN_KEY)
     }
 
+    /// An admin API call with an optional JSON body; answers the status and the JSON.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut rb = self.admin(method, path);
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        json_of(rb.send().await.unwrap()).await
+    }
+
     /// Creates an agent from YAML and starts it.
     pub async fn agent(&self, yaml: &str) -> Agent {
         let resp = self

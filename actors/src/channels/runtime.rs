@@ -206,4 +206,14 @@ impl ChannelRuntime {
     pub fn kind(&self) -> Platform {
         self.record.platform
     }
+
+    /// The first configured WhatsApp business number (what start and test look up).
+    pub fn first_number(&self) -> &str {
+        self.record
+            .config
+            .get("phone_number_ids")
+            .and_then(|v| v.get(0))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    }
 }

@@ -51,7 +51,7 @@ impl Node {
             .ok_or_else(|| NodeError::Unavailable("the channel supervisor is not running".into()))
     }
 
-    fn runtime(&self, r: &ConnectionRecord) -> Result<ChannelRuntime, String> {
+    pub(super) fn runtime(&self, r: &ConnectionRecord) -> Result<ChannelRuntime, String> {
         let config = self.open_config(r).map_err(|e| e.to_string())?;
         ChannelRuntime::build(r.clone(), &config, &self.shared.http)
     }
@@ -106,20 +106,11 @@ impl Node {
             PlatformRuntime::Slack { client, .. } => {
                 client.auth_test().await.map(drop).map_err(platform_error)
             }
-            PlatformRuntime::Whatsapp { client, .. } => {
-                let first = rt
-                    .record
-                    .config
-                    .get("phone_number_ids")
-                    .and_then(|v| v.get(0))
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
-                client
-                    .phone_number(first)
-                    .await
-                    .map(drop)
-                    .map_err(platform_error)
-            }
+            PlatformRuntime::Whatsapp { client, .. } => client
+                .phone_number(rt.first_number())
+                .await
+                .map(drop)
+                .map_err(platform_error),
             PlatformRuntime::Teams { client, .. } => {
                 client.check_credentials().await.map_err(platform_error)
             }

@@ -16,9 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::Node;
-use crate::channels::runtime::{
-    DISCORD_API, SLACK_API, TEAMS_TOKEN_ENDPOINT, TELEGRAM_API, WHATSAPP_API,
-};
+use crate::channels::PlatformRuntime;
 use crate::error::{NodeError, NodeResult};
 
 /// `POST /api/v1/connections`.
@@ -288,69 +286,43 @@ impl Node {
     /// /users/@me, Slack auth.test, WhatsApp phone-number lookup, Teams token, a signed
     /// webhook test event). Answers what the platform said; never a secret.
     pub async fn test_connection(&self, tenant: TenantId, id: ConnectionId) -> NodeResult<Value> {
-        use parley_connectors::{discord, slack, teams, telegram, webhook, whatsapp};
+        use parley_connectors::webhook;
         let r = self.connection(tenant, id).await?;
-        let cfg = self.open_config(&r)?;
-        let http = self.shared.http.clone();
-        let secret = |k: &str| cfg.secrets.get(k).map(String::as_str).unwrap_or_default();
-        let public = |k: &str| cfg.public.get(k).and_then(Value::as_str);
-        let base = |default: &'static str| public("api_base").unwrap_or(default).to_string();
-        let outcome = match r.platform {
-            Platform::Telegram => {
-                telegram::TelegramClient::new(http, &base(TELEGRAM_API), secret("bot_token"))
-                    .get_me()
-                    .await
-                    .map(|u| json!({"bot_id": u.id, "username": u.username}))
-            }
-            Platform::Discord => discord::DiscordClient::new(
-                http,
-                &base(DISCORD_API),
-                public("application_id").unwrap_or_default(),
-                secret("bot_token"),
-            )
-            .get_me()
-            .await
-            .map(|u| json!({"bot_id": u.id, "username": u.username})),
-            Platform::Slack => slack::SlackClient::new(http, &base(SLACK_API), secret("bot_token"))
+        let rt = self.runtime(&r).map_err(NodeError::Invalid)?;
+        let outcome = match &rt.platform {
+            PlatformRuntime::Telegram { client, .. } => client
+                .get_me()
+                .await
+                .map(|u| json!({"bot_id": u.id, "username": u.username})),
+            PlatformRuntime::Discord { client, .. } => client
+                .get_me()
+                .await
+                .map(|u| json!({"bot_id": u.id, "username": u.username})),
+            PlatformRuntime::Slack { client, .. } => client
                 .auth_test()
                 .await
                 .map(|a| json!({"team_id": a.team_id, "user_id": a.user_id})),
-            Platform::Whatsapp => {
-                let number = cfg
-                    .public
-                    .get("phone_number_ids")
-                    .and_then(|v| v.get(0))
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
-                whatsapp::WhatsAppClient::new(http, base(WHATSAPP_API), secret("access_token"))
-                    .phone_number(number)
-                    .await
-                    .map(|n| json!({"phone_number_id": n.id, "display_phone_number": n.display_phone_number}))
-            }
-            Platform::Teams => teams::TeamsClient::new(
-                http,
-                base(TEAMS_TOKEN_ENDPOINT),
-                public("app_id").unwrap_or_default(),
-                secret("app_password"),
-            )
-            .check_credentials()
-            .await
-            .map(|()| json!({"token": "obtained"})),
-            Platform::Webhook => {
-                let (Some(url), Some(key)) = (public("url"), cfg.secrets.get("secret")) else {
+            PlatformRuntime::Whatsapp { client, .. } => client
+                .phone_number(rt.first_number())
+                .await
+                .map(|n| json!({"phone_number_id": n.id, "display_phone_number": n.display_phone_number})),
+            PlatformRuntime::Teams { client, .. } => client
+                .check_credentials()
+                .await
+                .map(|()| json!({"token": "obtained"})),
+            PlatformRuntime::Webhook { url, secret, .. } => {
+                let (Some(url), Some(key)) = (url, secret) else {
                     return Err(NodeError::Invalid(
                         "config.url and config.secret are needed to send a signed test event"
                             .into(),
                     ));
                 };
-                let key = webhook::WebhookSecret::parse(key)
-                    .map_err(|e| NodeError::Invalid(format!("config.secret: {e}")))?;
                 let event = webhook::test_event(
-                    &key,
+                    key,
                     &format!("msg_{}", uuid::Uuid::new_v4().simple()),
                     Utc::now(),
                 );
-                webhook::WebhookSender::new(http)
+                webhook::WebhookSender::new(self.shared.http.clone())
                     .send(url, &event)
                     .await
                     .map(|()| json!({"delivered_to": url}))
