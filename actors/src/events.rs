@@ -101,8 +101,24 @@ pub struct EventHub {
     /// Where events for those customers go to be relayed (cluster only).
     outbox: OnceLock<mpsc::UnboundedSender<(String, String)>>,
     /// Where every conversation event also goes while outgoing webhooks run.
-    tap: OnceLock<mpsc::UnboundedSender<Arc<UserEvent>>>,
-    tapping: std::sync::atomic::AtomicBool,
+    tap: Tap,
+    /// …and while campaigns run here (replies, closes and new sessions concern them).
+    campaign_tap: Tap,
+}
+
+/// A consumer of every conversation event, switched on while it has work.
+#[derive(Default)]
+struct Tap {
+    tx: OnceLock<mpsc::UnboundedSender<Arc<UserEvent>>>,
+    on: std::sync::atomic::AtomicBool,
+}
+
+impl Tap {
+    fn active(&self) -> Option<&mpsc::UnboundedSender<Arc<UserEvent>>> {
+        self.tx
+            .get()
+            .filter(|_| self.on.load(std::sync::atomic::Ordering::Relaxed))
+    }
 }
 
 fn subscribe<K, T>(map: &DashMap<K, Sender<T>>, key: K) -> broadcast::Receiver<Arc<T>>
@@ -161,10 +177,8 @@ impl EventHub {
     }
 
     pub fn user(&self, tenant: TenantId, user_id: &str, event: impl FnOnce() -> UserEvent) {
-        let tap = self
-            .tap
-            .get()
-            .filter(|_| self.tapping.load(std::sync::atomic::Ordering::Relaxed));
+        let taps = [self.tap.active(), self.campaign_tap.active()];
+        let tapped = taps.iter().any(Option::is_some);
         // Only a node of a cluster relays; a node alone never looks at the watch list.
         let elsewhere = self
             .outbox
@@ -179,20 +193,20 @@ impl EventHub {
                 )
             })
             .filter(|(_, keys)| !keys.is_empty());
-        if self.users.is_empty() && elsewhere.is_none() && tap.is_none() {
+        if self.users.is_empty() && elsewhere.is_none() && !tapped {
             return;
         }
         let key = user_key(tenant, user_id);
         let relay = elsewhere
             .filter(|(_, keys)| keys.contains(&key))
             .map(|(outbox, _)| outbox);
-        if relay.is_none() && tap.is_none() {
+        if relay.is_none() && !tapped {
             publish(&self.users, &key, event);
             return;
         }
         let event = Arc::new(event());
-        if let Some(tap) = tap {
-            if !matches!(*event, UserEvent::Relayed(_)) {
+        if !matches!(*event, UserEvent::Relayed(_)) {
+            for tap in taps.into_iter().flatten() {
                 let _ = tap.send(event.clone());
             }
         }
@@ -206,12 +220,23 @@ impl EventHub {
 
     /// Sends every conversation event to `tap` as well, from now on (outgoing webhooks).
     pub fn tap_into(&self, tap: mpsc::UnboundedSender<Arc<UserEvent>>) {
-        let _ = self.tap.set(tap);
+        let _ = self.tap.tx.set(tap);
     }
 
     /// Turns the tap on or off (on while any outgoing webhook runs here).
     pub fn set_tapping(&self, on: bool) {
-        self.tapping.store(on, std::sync::atomic::Ordering::Relaxed);
+        self.tap.on.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Sends every conversation event to `tap` as well while campaigns run here.
+    pub fn campaign_tap_into(&self, tap: mpsc::UnboundedSender<Arc<UserEvent>>) {
+        let _ = self.campaign_tap.tx.set(tap);
+    }
+
+    pub fn set_campaign_tapping(&self, on: bool) {
+        self.campaign_tap
+            .on
+            .store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Relays this node's events for customers watched on other nodes through `outbox`.

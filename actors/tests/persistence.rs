@@ -12,10 +12,13 @@ use parley_actors::session::TurnRequest;
 use parley_actors::{Node, NodeConfig, NodeError};
 use parley_engine::agent::Format;
 use parley_engine::campaign::{
-    CampaignId, CampaignRecord, CheckedParticipant, CustomerId, CustomerRecord, FlowRecord,
-    ParticipantId, ParticipantQuery, ParticipantRecord, UploadId, UploadRecord, Upserted,
+    CampaignId, CampaignRecord, CampaignStats, CheckedParticipant, CommunicationChange,
+    CommunicationId, CommunicationRecord, CommunicationStatus, CustomerId, CustomerRecord,
+    FlowRecord, ParticipantEvent, ParticipantId, ParticipantQuery, ParticipantRecord,
+    ParticipantStep, StepOutcome, UploadId, UploadRecord, Upserted,
 };
 use parley_engine::connection::{ConnectionId, ConnectionRecord};
+use parley_engine::flow::TriggerType;
 use parley_engine::inbound::InboundMessage;
 use parley_engine::model::{
     AgentId, AttachmentMeta, Feedback, Message, Session, SessionId, TenantId,
@@ -306,6 +309,104 @@ impl Store for Switchable {
     }
     async fn list_uploads(&self, c: CampaignId) -> StoreResult<Vec<UploadRecord>> {
         self.inner.list_uploads(c).await
+    }
+    async fn list_running_campaigns(&self) -> StoreResult<Vec<CampaignRecord>> {
+        self.inner.list_running_campaigns().await
+    }
+    async fn pending_participants(
+        &self,
+        c: CampaignId,
+        a: Option<ParticipantId>,
+        l: u32,
+    ) -> StoreResult<Vec<ParticipantId>> {
+        self.inner.pending_participants(c, a, l).await
+    }
+    async fn add_participant_event(
+        &self,
+        c: CampaignId,
+        p: ParticipantId,
+        t: TriggerType,
+        m: Option<CommunicationId>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<i64> {
+        self.inner.add_participant_event(c, p, t, m, at).await
+    }
+    async fn participant_events(
+        &self,
+        c: CampaignId,
+        a: i64,
+        l: u32,
+    ) -> StoreResult<Vec<ParticipantEvent>> {
+        self.inner.participant_events(c, a, l).await
+    }
+    async fn commit_participant_step(&self, s: &ParticipantStep) -> StoreResult<StepOutcome> {
+        self.inner.commit_participant_step(s).await
+    }
+    async fn get_communication(
+        &self,
+        id: CommunicationId,
+    ) -> StoreResult<Option<CommunicationRecord>> {
+        self.inner.get_communication(id).await
+    }
+    async fn change_communication(
+        &self,
+        id: CommunicationId,
+        f: &[CommunicationStatus],
+        c: &CommunicationChange,
+    ) -> StoreResult<Option<CommunicationRecord>> {
+        self.inner.change_communication(id, f, c).await
+    }
+    async fn due_communications(
+        &self,
+        c: CampaignId,
+        n: DateTime<Utc>,
+        l: u32,
+    ) -> StoreResult<Vec<CommunicationRecord>> {
+        self.inner.due_communications(c, n, l).await
+    }
+    async fn next_due_communication(&self, c: CampaignId) -> StoreResult<Option<DateTime<Utc>>> {
+        self.inner.next_due_communication(c).await
+    }
+    async fn live_communications(
+        &self,
+        c: CampaignId,
+    ) -> StoreResult<Vec<(CommunicationId, SessionId)>> {
+        self.inner.live_communications(c).await
+    }
+    async fn communication_by_session(
+        &self,
+        s: SessionId,
+    ) -> StoreResult<Option<CommunicationRecord>> {
+        self.inner.communication_by_session(s).await
+    }
+    async fn communication_by_message(
+        &self,
+        c: ConnectionId,
+        m: &str,
+    ) -> StoreResult<Option<CommunicationRecord>> {
+        self.inner.communication_by_message(c, m).await
+    }
+    async fn list_communications(&self, p: ParticipantId) -> StoreResult<Vec<CommunicationRecord>> {
+        self.inner.list_communications(p).await
+    }
+    async fn campaign_stats(&self, c: CampaignId) -> StoreResult<CampaignStats> {
+        self.inner.campaign_stats(c).await
+    }
+    async fn customers_by_channel_id(
+        &self,
+        t: TenantId,
+        n: &str,
+        v: &str,
+        l: u32,
+    ) -> StoreResult<Vec<CustomerId>> {
+        self.inner.customers_by_channel_id(t, n, v, l).await
+    }
+    async fn participants_of_customer(
+        &self,
+        c: CampaignId,
+        cu: CustomerId,
+    ) -> StoreResult<Vec<ParticipantId>> {
+        self.inner.participants_of_customer(c, cu).await
     }
 }
 

@@ -59,8 +59,27 @@ pub const CONNECTOR_QUEUED: &str = "parley_connector_outbound_queued";
 /// Outgoing webhook events waiting in the outbox (sampled by the deliverer).
 pub const WEBHOOK_OUTBOX: &str = "parley_webhook_outbox_depth";
 
+/// Flow runs of campaign participants; label `trigger`.
+pub const CAMPAIGN_RUNS_TOTAL: &str = "parley_campaign_flow_runs_total";
+/// Communications entering a status (planned, started, delivered, …); label `status`.
+pub const CAMPAIGN_COMMUNICATIONS_TOTAL: &str = "parley_campaign_communications_total";
+/// Participant actors alive (participants with work in progress; sampled at scrape).
+pub const CAMPAIGN_PARTICIPANTS_RESIDENT: &str = "parley_campaign_participants_resident";
+
 /// Registers the descriptions (call once, after installing a recorder).
 pub fn describe() {
+    describe_counter!(
+        CAMPAIGN_RUNS_TOTAL,
+        "Flow runs of campaign participants, by trigger"
+    );
+    describe_counter!(
+        CAMPAIGN_COMMUNICATIONS_TOTAL,
+        "Campaign communications entering a status, by status"
+    );
+    describe_gauge!(
+        CAMPAIGN_PARTICIPANTS_RESIDENT,
+        "Campaign participant actors alive (participants with work in progress)"
+    );
     describe_counter!(TURNS_TOTAL, "Turns handled by session actors, by outcome");
     describe_counter!(
         CONNECTOR_INBOUND_TOTAL,

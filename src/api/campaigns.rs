@@ -10,8 +10,8 @@ use futures::TryStreamExt;
 use parley_actors::node::{campaign_json, CampaignPatch, NewCampaign};
 use parley_engine::agent::Format;
 use parley_engine::campaign::{
-    CustomerRecord, DataField, FlowRecord, ParticipantInput, ParticipantQuery, ParticipantRecord,
-    UploadRecord,
+    CommunicationRecord, CustomerRecord, DataField, FlowRecord, ParticipantInput, ParticipantQuery,
+    ParticipantRecord, UploadRecord,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -235,10 +235,87 @@ fn participant_json(p: &ParticipantRecord, c: Option<&CustomerRecord>) -> Value 
         "timezone": p.timezone,
         "upload_id": p.upload_id,
         "attributes": p.attributes,
+        "pending_trigger": p.pending,
+        "result": p.result,
+        "result_at": p.result_at.map(|t| t.to_rfc3339()),
         "customer": c.map(customer_json),
         "created_at": p.created_at.to_rfc3339(),
         "updated_at": p.updated_at.to_rfc3339(),
     })
+}
+
+fn communication_json(c: &CommunicationRecord) -> Value {
+    json!({
+        "id": c.id,
+        "name": c.name,
+        "status": c.status.as_str(),
+        "reason": c.reason,
+        "channel": c.channel.as_str(),
+        "agent_id": c.agent_id,
+        "connection_id": c.connection_id,
+        "flow": c.flow,
+        "node": c.node,
+        "scheduled_at": c.start_at.to_rfc3339(),
+        "cancel_at": c.cancel_at.map(|t| t.to_rfc3339()),
+        "session_id": c.session_id,
+        "results": c.results,
+        "created_at": c.created_at.to_rfc3339(),
+        "updated_at": c.updated_at.to_rfc3339(),
+    })
+}
+
+/// `GET …/participants/{pid}/communications`: the participant's communications, oldest
+/// first.
+pub async fn communications(
+    State(st): State<AppState>,
+    AdminAuth(tenant): AdminAuth,
+    Path((id, participant)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let all = st
+        .node
+        .communications(
+            tenant.id,
+            parse_id(&id, "campaign")?,
+            parse_id(&participant, "participant")?,
+        )
+        .await?;
+    Ok(Json(
+        json!({"communications": all.iter().map(communication_json).collect::<Vec<_>>()}),
+    ))
+}
+
+/// `GET …/stats`: participants, communications by status and channel, passes per node.
+pub async fn stats(
+    State(st): State<AppState>,
+    AdminAuth(tenant): AdminAuth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let s = st
+        .node
+        .campaign_stats(tenant.id, parse_id(&id, "campaign")?)
+        .await?;
+    let mut by_status = serde_json::Map::new();
+    let mut by_channel = serde_json::Map::new();
+    for c in &s.communications {
+        let n = by_status.entry(c.status.as_str()).or_insert(json!(0));
+        *n = json!(n.as_u64().unwrap_or(0) + c.count);
+        let n = by_channel.entry(c.channel.as_str()).or_insert(json!(0));
+        *n = json!(n.as_u64().unwrap_or(0) + c.count);
+    }
+    let total: u64 = s.communications.iter().map(|c| c.count).sum();
+    Ok(Json(json!({
+        "participants": {"total": s.participants, "pending": s.participants_pending},
+        "communications": {
+            "total": total,
+            "by_status": by_status,
+            "by_channel": by_channel,
+            "by_status_and_channel": s.communications.iter().map(|c| json!({
+                "status": c.status.as_str(), "channel": c.channel.as_str(), "count": c.count,
+            })).collect::<Vec<_>>(),
+        },
+        "nodes": s.nodes.iter().map(|n| json!({"flow": n.flow, "node": n.node, "count": n.count}))
+            .collect::<Vec<_>>(),
+    })))
 }
 
 fn customer_json(c: &CustomerRecord) -> Value {

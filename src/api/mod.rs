@@ -137,6 +137,8 @@ pub fn routes() -> Vec<(RouteDoc, MethodRouter<AppState>)> {
         route!(post, "/api/v1/campaigns/{campaign_id}/participants", campaigns::add_participants, Admin, "campaigns", "Add or update participants `[{attributes, timezone?, object_id?}]`; answers per item"),
         route!(get, "/api/v1/campaigns/{campaign_id}/participants", campaigns::list_participants, Admin, "campaigns", "Participants with their customer profiles (`external_id`, `email`, `phone`, `upload_id`, `created_from`, `created_to`, `offset`, `limit`)"),
         route!(delete, "/api/v1/campaigns/{campaign_id}/participants/{participant_id}", campaigns::delete_participant, Admin, "campaigns", "Remove a participant (its customer profile stays)"),
+        route!(get, "/api/v1/campaigns/{campaign_id}/participants/{participant_id}/communications", campaigns::communications, Admin, "campaigns", "The participant's communications: name, status (Planned … Failed) with the reason, channel, agent, scheduled time, session, results"),
+        route!(get, "/api/v1/campaigns/{campaign_id}/stats", campaigns::stats, Admin, "campaigns", "Participants (and those whose trigger has not run yet), communications by status and channel, passes per flow node"),
         route!(post, "/api/v1/campaigns/{campaign_id}/uploads", campaigns::upload, Admin, "campaigns", "Upload participants as CSV (multipart `file`, or a text/csv body), streamed; answers counts and bad rows with their row numbers"),
         route!(get, "/api/v1/campaigns/{campaign_id}/uploads", campaigns::uploads, Admin, "campaigns", "The campaign's uploads, newest first, with progress"),
         route!(get, "/api/v1/campaigns/{campaign_id}/uploads/{upload_id}", campaigns::get_upload, Admin, "campaigns", "One upload and its progress"),

@@ -5,6 +5,7 @@ mod support;
 mod actors;
 mod admin;
 mod backends;
+mod campaign_runs;
 mod campaigns;
 mod channels;
 mod chat;

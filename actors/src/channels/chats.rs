@@ -215,21 +215,10 @@ async fn answer(
     ctx: &ChatContext,
     msg: &InboundMessage,
 ) -> Result<(SessionId, Vec<String>), Failure> {
-    let agent = ctx
-        .shared
-        .store
-        .inbound_agent(ctx.rt.id)
-        .await?
-        .ok_or_else(|| {
-            Failure::Final(
-                "no agent answers this connection: list it with \"inbound\": true in PUT /api/v1/agents/{id}/channels"
-                    .into(),
-            )
-        })?;
-    let mut session = chat_session(ctx, agent, msg, false).await?;
+    let (mut session, agent) = chat_session(ctx, msg, false).await?;
     let mut reply = Reply::new(&ctx.rt, msg);
     super::reply::typing(&ctx.rt, &msg.chat_id);
-    let request = TurnRequest {
+    let mut request = TurnRequest {
         agent_id: agent,
         text: msg.text.clone(),
         attachments: Vec::new(),
@@ -239,7 +228,7 @@ async fn answer(
     let turn = loop {
         match turn_streamed(ctx, session, &request, &mut reply).await {
             Err(NodeError::SessionClosed) => {
-                session = chat_session(ctx, agent, msg, true).await?;
+                (session, request.agent_id) = chat_session(ctx, msg, true).await?;
             }
             other => break other?,
         }
@@ -294,15 +283,17 @@ async fn turn_streamed(
     }
 }
 
-/// The chat's open session, or a new one (the first message, or the last session closed
-/// or, on Discord, lasted `session_duration_ms`).
+/// The chat's open session and its agent, or a new one of the connection's inbound agent
+/// (the first message, or the last session closed or, on Discord, lasted
+/// `session_duration_ms`). A session a campaign opened with the customer goes on with
+/// the campaign's agent.
 async fn chat_session(
     ctx: &ChatContext,
-    agent: AgentId,
     msg: &InboundMessage,
     force_new: bool,
-) -> Result<SessionId, Failure> {
+) -> Result<(SessionId, AgentId), Failure> {
     let store = &ctx.shared.store;
+    let inbound = store.inbound_agent(ctx.rt.id).await?;
     let key = chat_key(&ctx.rt, msg);
     let now = Utc::now();
     if !force_new {
@@ -316,13 +307,21 @@ async fn chat_session(
             };
             if !expired {
                 if let Some(s) = store.load_session(current.session_id).await? {
-                    if s.agent_id == agent && s.state == SessionState::Active {
-                        return Ok(s.id);
+                    let ours =
+                        Some(s.agent_id) == inbound || s.kwargs.contains_key("communication_id");
+                    if ours && s.state == SessionState::Active {
+                        return Ok((s.id, s.agent_id));
                     }
                 }
             }
         }
     }
+    let agent = inbound.ok_or_else(|| {
+        Failure::Final(
+            "no agent answers this connection: list it with \"inbound\": true in PUT /api/v1/agents/{id}/channels"
+                .into(),
+        )
+    })?;
     let platform = msg.platform.as_str();
     let mut kwargs = Map::new();
     kwargs.insert("platform".into(), json!(platform));
@@ -352,5 +351,5 @@ async fn chat_session(
             },
         )
         .await?;
-    Ok(session.id)
+    Ok((session.id, agent))
 }

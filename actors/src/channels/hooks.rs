@@ -131,6 +131,7 @@ pub async fn receive(shared: &Shared, running: &RunningChannel, req: HookRequest
                 error,
             } => {
                 count(platform, "status");
+                crate::campaigns::message_status(shared, rt.id, &message_id, &status).await;
                 log_event(
                     shared,
                     rt,

@@ -82,6 +82,18 @@ pub fn webhook_event(
 
 /// Queues one event for a webhook connection and wakes its deliverer.
 pub async fn enqueue(shared: &Shared, connection: ConnectionId, event_type: &str, data: Value) {
+    if let Err(e) = try_enqueue(shared, connection, event_type, data).await {
+        tracing::warn!(connection = %connection, event_type, error = %e, "could not queue a webhook event; it is lost")
+    }
+}
+
+/// Queues an event for the connection's webhook; an error means it was not queued.
+pub async fn try_enqueue(
+    shared: &Shared,
+    connection: ConnectionId,
+    event_type: &str,
+    data: Value,
+) -> parley_engine::store::StoreResult<()> {
     let now = Utc::now();
     let body = json!({"type": event_type, "timestamp": now.to_rfc3339(), "data": data});
     let event = NewOutboxEvent {
@@ -89,12 +101,9 @@ pub async fn enqueue(shared: &Shared, connection: ConnectionId, event_type: &str
         event_type: event_type.to_string(),
         body: body.to_string(),
     };
-    match shared.store.outbox_push(connection, &event, now).await {
-        Ok(_) => shared.channels.wake_outbox(connection),
-        Err(e) => {
-            tracing::warn!(connection = %connection, event_type, error = %e, "could not queue a webhook event; it is lost")
-        }
-    }
+    shared.store.outbox_push(connection, &event, now).await?;
+    shared.channels.wake_outbox(connection);
+    Ok(())
 }
 
 /// Turns conversation events into queued webhook events, in the order they happened.

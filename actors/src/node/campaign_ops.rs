@@ -7,10 +7,11 @@ use std::collections::BTreeMap;
 use chrono::Utc;
 use parley_engine::agent::{Format, ValidationError, ValidationErrors};
 use parley_engine::campaign::{
-    parse_timezone, validate_fields, Campaign, CampaignId, CampaignRecord, CampaignStatus,
-    CheckedParticipant, CsvError, CsvImport, CustomerId, CustomerRecord, DataField, FieldLevel,
-    FieldType, FlowRecord, ParticipantId, ParticipantInput, ParticipantQuery, ParticipantRecord,
-    UploadId, UploadRecord, UploadRowError, UploadStatus, Upserted,
+    parse_timezone, validate_fields, Campaign, CampaignId, CampaignRecord, CampaignStats,
+    CampaignStatus, CheckedParticipant, CommunicationRecord, CsvError, CsvImport, CustomerId,
+    CustomerRecord, DataField, FieldLevel, FieldType, FlowRecord, ParticipantId, ParticipantInput,
+    ParticipantQuery, ParticipantRecord, UploadId, UploadRecord, UploadRowError, UploadStatus,
+    Upserted,
 };
 use parley_engine::flow::{self, CompiledFlow, TriggerType, ValueKind};
 use parley_engine::model::TenantId;
@@ -121,7 +122,7 @@ fn schema(fields: &[DataField]) -> BTreeMap<String, ValueKind> {
         .collect()
 }
 
-fn compile_flow(
+pub(crate) fn compile_flow(
     fields: &[DataField],
     format: Format,
     text: &str,
@@ -370,6 +371,7 @@ impl Node {
         r.campaign.status = CampaignStatus::Running;
         r.campaign.updated_at = Utc::now();
         self.shared.store.put_campaign(&r).await?;
+        self.shared.campaigns.start(id);
         Ok(r)
     }
 
@@ -384,6 +386,8 @@ impl Node {
             r.campaign.updated_at = Utc::now();
             self.shared.store.put_campaign(&r).await?;
         }
+        // Planned communications wait in the store for the next start.
+        self.shared.campaigns.stop(id);
         Ok(r)
     }
 
@@ -430,6 +434,7 @@ impl Node {
                 }
                 results[slot] = Ok(u);
             }
+            self.shared.campaigns.wake(id);
         }
         added.results = results;
         Ok(added)
@@ -511,6 +516,7 @@ impl Node {
                 upload.created += done.iter().filter(|u| u.created).count() as u64;
                 upload.updated += done.iter().filter(|u| !u.created).count() as u64;
                 batch.clear();
+                self.shared.campaigns.wake(r.campaign.id);
                 // Progress for whoever watches the upload.
                 store
                     .put_upload(upload)
@@ -572,6 +578,31 @@ impl Node {
             }
             _ => Err(NodeError::NotFound("participant")),
         }
+    }
+
+    /// A participant's communications, oldest first.
+    pub async fn communications(
+        &self,
+        tenant: TenantId,
+        id: CampaignId,
+        participant: ParticipantId,
+    ) -> NodeResult<Vec<CommunicationRecord>> {
+        self.campaign(tenant, id).await?;
+        match self.shared.store.get_participant(participant).await? {
+            Some(p) if p.campaign_id == id => {
+                Ok(self.shared.store.list_communications(participant).await?)
+            }
+            _ => Err(NodeError::NotFound("participant")),
+        }
+    }
+
+    pub async fn campaign_stats(
+        &self,
+        tenant: TenantId,
+        id: CampaignId,
+    ) -> NodeResult<CampaignStats> {
+        self.campaign(tenant, id).await?;
+        Ok(self.shared.store.campaign_stats(id).await?)
     }
 
     pub async fn customers(

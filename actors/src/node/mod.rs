@@ -21,15 +21,17 @@ use parley_engine::telemetry;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 
+pub(crate) use campaign_ops::compile_flow;
 pub use campaign_ops::{
     campaign_json, AddedParticipants, CampaignPatch, NewCampaign, MAX_PARTICIPANTS_PER_CALL,
 };
 pub use channel_ops::{TemplateSend, MAX_EVENTS_PAGE};
 pub use connection_ops::{ConnectionFilter, ConnectionPatch, ConnectionSummary, NewConnection};
 pub use introspect::{ActorInfo, ActorPage, ActorQuery};
-pub use session_ops::{Conversation, CreateSession, Route, EXT_TYPES};
+pub use session_ops::{Conversation, CreateSession, Opening, Route, EXT_TYPES};
 
 use crate::agents::{AgentDirectory, AgentSupArgs, AgentSupMsg, AgentSupervisor, RunningAgent};
+use crate::campaigns::{CampaignDirectory, CampaignSupervisor};
 use crate::channels::{ChannelDirectory, ChannelSupervisor};
 use crate::error::{NodeError, NodeResult};
 use crate::events::{EventHub, SessionEvent, UserEvent};
@@ -58,6 +60,8 @@ pub struct NodeConfig {
     /// Where platforms reach this deployment (Telegram's setWebhook gets
     /// `{public_url}/hooks/{id}`).
     pub public_url: Option<String>,
+    /// The time campaigns schedule by (tests pass a manual clock).
+    pub clock: crate::Clock,
 }
 
 impl Default for NodeConfig {
@@ -74,6 +78,7 @@ impl Default for NodeConfig {
             )
             .expect("a generated key is valid"),
             public_url: None,
+            clock: crate::Clock::system(),
         }
     }
 }
@@ -86,6 +91,8 @@ pub struct Shared {
     pub agents: Arc<AgentDirectory>,
     /// Connections started on this node.
     pub channels: ChannelDirectory,
+    /// Campaigns running on this node.
+    pub campaigns: CampaignDirectory,
     pub events: Arc<EventHub>,
     pub sessions: SessionRouter,
     /// Who owns which session in the cluster.
@@ -422,6 +429,16 @@ impl Actor for NodeSupervisor {
                     ));
                 }
             }
+        } else if shared
+            .campaigns
+            .supervisor()
+            .is_some_and(|c| c.get_id() == id)
+        {
+            tracing::error!(error = %err, "campaign supervisor failed; restarting it");
+            metrics::counter!(telemetry::RESTARTS_TOTAL, "kind" => "campaign_supervisor")
+                .increment(1);
+            shared.supervision.restarted("campaign_supervisor".into());
+            spawn_campaign_sup(&shared, &myself).await?;
         } else if let Some(index) = state.shards.iter().position(|s| s.get_id() == id) {
             tracing::error!(shard = index, error = %err, "session shard failed; restarting it");
             metrics::counter!(telemetry::RESTARTS_TOTAL, "kind" => "session_shard").increment(1);
@@ -531,6 +548,16 @@ async fn spawn_channel_sup(
     Ok(())
 }
 
+async fn spawn_campaign_sup(
+    shared: &Arc<Shared>,
+    node: &ActorRef<NodeMsg>,
+) -> Result<(), ActorProcessingErr> {
+    // The supervisor registers itself in the directory as it starts.
+    Actor::spawn_linked(None, CampaignSupervisor, shared.clone(), node.get_cell()).await?;
+    shared.supervision.started("campaign_supervisor".into());
+    Ok(())
+}
+
 async fn spawn_shard(
     shared: &Arc<Shared>,
     node: &ActorRef<NodeMsg>,
@@ -589,6 +616,7 @@ impl Node {
             config,
             agents: Arc::default(),
             channels,
+            campaigns: CampaignDirectory::default(),
             events: Arc::default(),
             sessions: SessionRouter::default(),
             registry,
@@ -609,8 +637,14 @@ impl Node {
             node.shared.clone(),
             tapped,
         ));
+        let (tap, tapped) = tokio::sync::mpsc::unbounded_channel();
+        node.shared.events.campaign_tap_into(tap);
+        tokio::spawn(crate::campaigns::run_tap(node.shared.clone(), tapped));
         node.resume_agents().await?;
         node.resume_channels().await?;
+        spawn_campaign_sup(&node.shared, &node.supervisor)
+            .await
+            .map_err(|e| NodeError::Internal(format!("starting campaigns: {e}")))?;
         Ok(node)
     }
 
@@ -686,11 +720,16 @@ impl Node {
             ("agent", agents),
             ("channel_supervisor", 1),
             ("channel", shared.channels.running_count()),
+            ("campaign_supervisor", 1),
+            ("campaign", shared.campaigns.running_count()),
+            ("participant", shared.campaigns.resident_participants()),
             ("session_shard", shared.config.shards.max(1)),
             ("session", resident),
         ] {
             gauge!(telemetry::ACTORS, "kind" => kind).set(n as f64);
         }
+        gauge!(telemetry::CAMPAIGN_PARTICIPANTS_RESIDENT)
+            .set(shared.campaigns.resident_participants() as f64);
         gauge!(telemetry::MAILBOX_DEPTH_MAX, "kind" => "session")
             .set(shared.sessions.deepest_mailbox() as f64);
         let queued = shared.persistence().queue_depth();

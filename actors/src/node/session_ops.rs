@@ -56,6 +56,15 @@ pub struct CreateSession {
     pub start_phrase: Option<String>,
 }
 
+/// How a session opened by parley itself (a campaign's communication) begins.
+#[derive(Debug, Clone, Default)]
+pub struct Opening {
+    /// The session's id, when the caller reserved one.
+    pub id: Option<SessionId>,
+    /// The first message, instead of the agent's greeting.
+    pub text: Option<String>,
+}
+
 /// A session with its whole log.
 #[derive(Debug, Clone)]
 pub struct Conversation {
@@ -234,6 +243,15 @@ impl Shared {
         agent_id: AgentId,
         req: CreateSession,
     ) -> NodeResult<Session> {
+        self.open_session(agent_id, req, Opening::default()).await
+    }
+
+    pub(crate) async fn open_session(
+        &self,
+        agent_id: AgentId,
+        req: CreateSession,
+        opening: Opening,
+    ) -> NodeResult<Session> {
         let running = self.running_agent(agent_id).await?;
         let rt = running.current();
         let ext_type = req.ext_type.unwrap_or_else(|| "web".into());
@@ -255,7 +273,7 @@ impl Shared {
             ));
         }
         let def = &rt.compiled.definition;
-        let id = Uuid::now_v7();
+        let id = opening.id.unwrap_or_else(Uuid::now_v7);
         let now = Utc::now();
         let mut kwargs = req.kwargs;
         if !req.args.is_empty() {
@@ -291,17 +309,21 @@ impl Shared {
             message_count: 0,
         };
         let mut writes = Vec::with_capacity(2);
-        let greeting = def.greeting.as_ref().map(|g| Message {
-            id: 1,
-            session_id: id,
-            role: Role::Ai,
-            text: g.clone(),
-            timestamp: now,
-            attachments: Vec::new(),
-            metadata: Value::Null,
-            feedback: Feedback::None,
-            idempotency_key: None,
-        });
+        let greeting = opening
+            .text
+            .as_ref()
+            .or(def.greeting.as_ref())
+            .map(|g| Message {
+                id: 1,
+                session_id: id,
+                role: Role::Ai,
+                text: g.clone(),
+                timestamp: now,
+                attachments: Vec::new(),
+                metadata: Value::Null,
+                feedback: Feedback::None,
+                idempotency_key: None,
+            });
         if let Some(g) = &greeting {
             session.message_count = 1;
             writes.push(Write::Message(Box::new(g.clone())));

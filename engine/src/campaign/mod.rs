@@ -5,6 +5,7 @@
 mod csv_import;
 mod model;
 mod participant;
+mod progress;
 mod records;
 mod schedule;
 
@@ -14,6 +15,10 @@ pub use model::{
     DataField, FieldLevel, FieldType,
 };
 pub use participant::{merge, CheckedParticipant, ParticipantInput};
+pub use progress::{
+    CampaignStats, CommunicationChange, CommunicationCount, CommunicationId, CommunicationRecord,
+    CommunicationStatus, NodeCount, ParticipantEvent, ParticipantStep, PendingTrigger, StepOutcome,
+};
 pub use records::{
     CampaignRecord, CustomerId, CustomerRecord, FlowRecord, ParticipantId, ParticipantQuery,
     ParticipantRecord, UploadId, UploadRecord, UploadRowError, UploadStatus, Upserted,

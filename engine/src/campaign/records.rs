@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::model::{Campaign, CampaignId, DataField};
+use super::progress::PendingTrigger;
 use crate::model::TenantId;
 
 pub type CustomerId = Uuid;
@@ -59,6 +60,11 @@ pub struct ParticipantRecord {
     pub timezone: Option<String>,
     /// The upload that last created or changed it.
     pub upload_id: Option<UploadId>,
+    /// The created/updated trigger an upload left that has not run yet.
+    pub pending: Option<PendingTrigger>,
+    /// The conversation results of its latest ended communication (`result.` in flows).
+    pub result: Map<String, Value>,
+    pub result_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }

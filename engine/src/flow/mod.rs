@@ -7,6 +7,7 @@ mod compiled;
 mod config;
 mod definition;
 mod eval;
+mod perform;
 mod run;
 mod schedule;
 mod template;
@@ -21,6 +22,7 @@ pub use definition::{
     TemplateDef, TriggerType, WriteDef,
 };
 pub use eval::{check, display, EvalContext};
+pub use perform::ParticipantData;
 pub use run::Walk;
 pub use schedule::{BaseDate, Plan, Schedule, Window};
 pub use template::{placeholders, render};

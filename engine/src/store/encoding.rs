@@ -1,5 +1,6 @@
 //! What both stores encode the same way: their embedded migrations, JSON columns,
-//! feedback and ids as text, timer deadlines in milliseconds.
+//! feedback, ids and campaign enums as text, timer deadlines in milliseconds; and the
+//! changes to communication records and campaign counts both make in Rust.
 
 use std::borrow::Cow;
 
@@ -11,6 +12,11 @@ use sqlx::migrate::{MigrateError, Migration, MigrationSource, MigrationType};
 use uuid::Uuid;
 
 use super::{StoreError, StoreResult};
+use crate::campaign::{
+    CampaignStats, CommunicationChange, CommunicationCount, CommunicationRecord,
+    CommunicationStatus, NodeCount, PendingTrigger,
+};
+use crate::flow::{Channel, TriggerType};
 use crate::model::Feedback;
 
 /// A store's migrations compiled into the binary, oldest first: (version, description,
@@ -94,4 +100,110 @@ pub(super) fn parse_feedback(s: &str) -> StoreResult<Feedback> {
         "NONE" => Ok(Feedback::None),
         _ => Err(StoreError::Corrupt(format!("bad feedback {s:?}"))),
     }
+}
+
+/// A participant's pending trigger, as the schema's `pending` column holds it.
+pub(super) fn parse_pending(s: Option<&str>) -> StoreResult<Option<PendingTrigger>> {
+    s.map(|s| match s {
+        "created" => Ok(PendingTrigger::Created),
+        "updated" => Ok(PendingTrigger::Updated),
+        _ => Err(StoreError::Corrupt(format!("bad pending trigger {s:?}"))),
+    })
+    .transpose()
+}
+
+pub(super) fn parse_trigger(s: &str) -> StoreResult<TriggerType> {
+    TriggerType::ALL
+        .into_iter()
+        .find(|t| t.as_str() == s)
+        .ok_or_else(|| StoreError::Corrupt(format!("bad trigger {s:?}")))
+}
+
+pub(super) fn parse_status(s: &str) -> StoreResult<CommunicationStatus> {
+    CommunicationStatus::parse(s)
+        .ok_or_else(|| StoreError::Corrupt(format!("bad communication status {s:?}")))
+}
+
+/// A channel as [`Channel::as_str`] wrote it (its serde name).
+pub(super) fn parse_channel(s: &str) -> StoreResult<Channel> {
+    serde_json::from_value(serde_json::Value::String(s.to_string()))
+        .map_err(|_| StoreError::Corrupt(format!("bad channel {s:?}")))
+}
+
+/// The statuses as text, for `= ANY(…)`.
+pub(super) fn status_strs(statuses: &[CommunicationStatus]) -> Vec<&'static str> {
+    statuses.iter().map(|s| s.as_str()).collect()
+}
+
+/// Why cancel_open stopped a communication.
+const CANCELED_BY_FLOW: &str = "canceled by the flow";
+
+/// A communication as `cancel_open` leaves it.
+pub(super) fn cancel(mut c: CommunicationRecord, at: DateTime<Utc>) -> CommunicationRecord {
+    c.status = CommunicationStatus::Canceled;
+    c.reason = Some(CANCELED_BY_FLOW.into());
+    c.updated_at = at;
+    c
+}
+
+/// A communication with `change` applied (see [`CommunicationChange`]).
+pub(super) fn apply_change(
+    mut c: CommunicationRecord,
+    change: &CommunicationChange,
+) -> CommunicationRecord {
+    c.status = change.status;
+    c.reason = change.reason.clone();
+    if let Some(s) = change.session_id {
+        c.session_id = Some(s);
+    }
+    if let Some(m) = &change.message_id {
+        c.message_id = Some(m.clone());
+    }
+    if let Some(r) = &change.results {
+        c.results = r.clone();
+    }
+    c.updated_at = change.at;
+    c
+}
+
+/// A campaign's counts from the stores' grouped rows: (status, channel, count) and (flow,
+/// node, count), put in the documented order.
+pub(super) fn stats_from_rows(
+    participants: i64,
+    pending: i64,
+    communications: Vec<(String, String, i64)>,
+    nodes: Vec<(String, String, i64)>,
+) -> StoreResult<CampaignStats> {
+    let count = |n: i64, what: &str| {
+        u64::try_from(n).map_err(|_| StoreError::Corrupt(format!("{what} count {n}")))
+    };
+    let mut communications = communications
+        .into_iter()
+        .map(|(status, channel, n)| {
+            Ok(CommunicationCount {
+                status: parse_status(&status)?,
+                channel: parse_channel(&channel)?,
+                count: count(n, "communication")?,
+            })
+        })
+        .collect::<StoreResult<Vec<_>>>()?;
+    let rank = |s: CommunicationStatus| CommunicationStatus::ALL.iter().position(|a| *a == s);
+    communications.sort_by_key(|c| (rank(c.status), c.channel.as_str()));
+    let mut nodes = nodes
+        .into_iter()
+        .map(|(flow, node, n)| {
+            Ok(NodeCount {
+                flow,
+                node,
+                count: count(n, "node")?,
+            })
+        })
+        .collect::<StoreResult<Vec<_>>>()?;
+    nodes.sort_by(|a, b| (&a.flow, &a.node).cmp(&(&b.flow, &b.node)));
+    Ok(CampaignStats {
+        participants: count(participants, "participant")?,
+        participants_pending: count(pending, "pending participant")?,
+        communications,
+        nodes,
+    })
 }

@@ -18,10 +18,13 @@ pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 use crate::campaign::{
-    CampaignId, CampaignRecord, CheckedParticipant, CustomerId, CustomerRecord, FlowRecord,
-    ParticipantId, ParticipantQuery, ParticipantRecord, UploadId, UploadRecord, Upserted,
+    CampaignId, CampaignRecord, CampaignStats, CheckedParticipant, CommunicationChange,
+    CommunicationId, CommunicationRecord, CommunicationStatus, CustomerId, CustomerRecord,
+    FlowRecord, ParticipantEvent, ParticipantId, ParticipantQuery, ParticipantRecord,
+    ParticipantStep, StepOutcome, UploadId, UploadRecord, Upserted,
 };
 use crate::connection::{ConnectionId, ConnectionRecord};
+use crate::flow::TriggerType;
 use crate::inbound::InboundMessage;
 use crate::model::{AgentId, AttachmentMeta, Feedback, Message, Session, SessionId, TenantId};
 
@@ -354,6 +357,8 @@ pub trait Store: Send + Sync + 'static {
     async fn get_campaign(&self, id: CampaignId) -> StoreResult<Option<CampaignRecord>>;
     /// The tenant's campaigns, oldest first.
     async fn list_campaigns(&self, tenant: TenantId) -> StoreResult<Vec<CampaignRecord>>;
+    /// Every tenant's running campaigns (what the nodes share out among themselves).
+    async fn list_running_campaigns(&self) -> StoreResult<Vec<CampaignRecord>>;
     /// Deletes the campaign with its flows, participants and uploads (customer profiles
     /// stay). False if there was none.
     async fn delete_campaign(&self, id: CampaignId) -> StoreResult<bool>;
@@ -407,6 +412,99 @@ pub trait Store: Send + Sync + 'static {
     async fn get_upload(&self, id: UploadId) -> StoreResult<Option<UploadRecord>>;
     /// The campaign's uploads, newest first.
     async fn list_uploads(&self, campaign: CampaignId) -> StoreResult<Vec<UploadRecord>>;
+
+    // Campaigns at work: participants' triggers, steps and communications.
+    /// Up to `limit` of the campaign's participants with a pending created/updated
+    /// trigger, by id, after `after`.
+    async fn pending_participants(
+        &self,
+        campaign: CampaignId,
+        after: Option<ParticipantId>,
+        limit: u32,
+    ) -> StoreResult<Vec<ParticipantId>>;
+    /// Queues a trigger for a participant; answers its id.
+    async fn add_participant_event(
+        &self,
+        campaign: CampaignId,
+        participant: ParticipantId,
+        trigger: TriggerType,
+        communication: Option<CommunicationId>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<i64>;
+    /// Up to `limit` of the campaign's queued triggers with ids above `after`, oldest
+    /// first.
+    async fn participant_events(
+        &self,
+        campaign: CampaignId,
+        after: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<ParticipantEvent>>;
+    /// Commits one flow run of a participant in one transaction (see [`ParticipantStep`]).
+    async fn commit_participant_step(&self, step: &ParticipantStep) -> StoreResult<StepOutcome>;
+
+    async fn get_communication(
+        &self,
+        id: CommunicationId,
+    ) -> StoreResult<Option<CommunicationRecord>>;
+    /// Applies `change` if the communication's status is one of `from`; answers it as it
+    /// is now, or `None` if it is missing or in another status (nothing changed).
+    async fn change_communication(
+        &self,
+        id: CommunicationId,
+        from: &[CommunicationStatus],
+        change: &CommunicationChange,
+    ) -> StoreResult<Option<CommunicationRecord>>;
+    /// Up to `limit` of the campaign's Planned communications due by `now` (their start,
+    /// or their cancellation if that comes first), earliest first.
+    async fn due_communications(
+        &self,
+        campaign: CampaignId,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<CommunicationRecord>>;
+    /// When the campaign's next Planned communication is due.
+    async fn next_due_communication(
+        &self,
+        campaign: CampaignId,
+    ) -> StoreResult<Option<DateTime<Utc>>>;
+    /// The campaign's communications whose session is open (Started, Delivered, Read,
+    /// Replied) with their sessions.
+    async fn live_communications(
+        &self,
+        campaign: CampaignId,
+    ) -> StoreResult<Vec<(CommunicationId, SessionId)>>;
+    /// The communication a session was opened for.
+    async fn communication_by_session(
+        &self,
+        session: SessionId,
+    ) -> StoreResult<Option<CommunicationRecord>>;
+    /// The communication whose opening message the platform knows by `message_id`.
+    async fn communication_by_message(
+        &self,
+        connection: ConnectionId,
+        message_id: &str,
+    ) -> StoreResult<Option<CommunicationRecord>>;
+    /// A participant's communications, oldest first.
+    async fn list_communications(
+        &self,
+        participant: ParticipantId,
+    ) -> StoreResult<Vec<CommunicationRecord>>;
+    async fn campaign_stats(&self, campaign: CampaignId) -> StoreResult<CampaignStats>;
+    /// The tenant's customers whose attribute `name` (telegram_id, whatsapp_id, web_id or
+    /// phone) is `value`, at most `limit`.
+    async fn customers_by_channel_id(
+        &self,
+        tenant: TenantId,
+        name: &str,
+        value: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<CustomerId>>;
+    /// The customer's participants in the campaign (one per object).
+    async fn participants_of_customer(
+        &self,
+        campaign: CampaignId,
+        customer: CustomerId,
+    ) -> StoreResult<Vec<ParticipantId>>;
 }
 
 /// The session a platform chat talks in, and when it started (Discord keeps a user's

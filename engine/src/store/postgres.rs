@@ -14,27 +14,32 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
 use sqlx::encode::IsNull;
 use sqlx::error::{BoxDynError, ErrorKind};
 use sqlx::migrate::Migrator;
 use sqlx::postgres::types::Oid;
 use sqlx::postgres::{
-    PgArgumentBuffer, PgArguments, PgConnectOptions, PgHasArrayType, PgPool, PgPoolOptions, PgRow,
-    PgTypeInfo, PgValueFormat, PgValueRef,
+    PgArgumentBuffer, PgArguments, PgConnectOptions, PgConnection, PgHasArrayType, PgPool,
+    PgPoolOptions, PgRow, PgTypeInfo, PgValueFormat, PgValueRef,
 };
 use sqlx::{Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
 use crate::campaign::{
-    CampaignId, CampaignRecord, CheckedParticipant, CustomerId, CustomerRecord, FlowRecord,
-    ParticipantId, ParticipantQuery, ParticipantRecord, UploadId, UploadRecord, Upserted,
+    CampaignId, CampaignRecord, CampaignStats, CheckedParticipant, CommunicationChange,
+    CommunicationId, CommunicationRecord, CommunicationStatus, CustomerId, CustomerRecord,
+    FlowRecord, ParticipantEvent, ParticipantId, ParticipantQuery, ParticipantRecord,
+    ParticipantStep, StepOutcome, UploadId, UploadRecord, Upserted,
 };
 use crate::connection::{ConnectionId, ConnectionRecord};
+use crate::flow::TriggerType;
 use crate::inbound::InboundMessage;
 
 use super::encoding::{
-    deadline_millis, feedback_str, map_migrate_err, parse_feedback, parse_json, parse_uuid,
-    rfc3339, to_json, Embedded,
+    apply_change, cancel, deadline_millis, feedback_str, map_migrate_err, parse_feedback,
+    parse_json, parse_pending, parse_trigger, parse_uuid, rfc3339, stats_from_rows, status_strs,
+    to_json, Embedded,
 };
 use super::{
     AgentChannel, AgentRecord, AgentStatus, ChannelSession, ConnectionEvent, Epoch,
@@ -72,6 +77,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         5,
         "campaigns",
         include_str!("../../migrations/postgres/0005_campaigns.sql"),
+    ),
+    (
+        6,
+        "campaign_progress",
+        include_str!("../../migrations/postgres/0006_campaign_progress.sql"),
     ),
 ];
 
@@ -485,11 +495,13 @@ fn customer_from_row(row: &PgRow) -> StoreResult<CustomerRecord> {
 
 const PARTICIPANT_COLS: &str = "p.id, p.campaign_id, p.customer_id, p.object_id, \
                                 p.attributes::text AS attributes, p.timezone, p.upload_id, \
+                                p.pending, p.result::text AS result, p.result_at, \
                                 p.created_at, p.updated_at";
 
 fn participant_from_row(row: &PgRow) -> StoreResult<ParticipantRecord> {
     let object_id: String = col(row, "object_id")?;
     let upload_id: Option<PgUuid> = col(row, "upload_id")?;
+    let result_at: Option<i64> = col(row, "result_at")?;
     Ok(ParticipantRecord {
         id: id_col(row, "id")?,
         campaign_id: id_col(row, "campaign_id")?,
@@ -499,6 +511,9 @@ fn participant_from_row(row: &PgRow) -> StoreResult<ParticipantRecord> {
         attributes: parse_json(col(row, "attributes")?, "participant attributes")?,
         timezone: col(row, "timezone")?,
         upload_id: upload_id.map(|u| u.0),
+        pending: parse_pending(col(row, "pending")?)?,
+        result: parse_json(col(row, "result")?, "participant result")?,
+        result_at: result_at.map(from_ts),
         created_at: ts_col(row, "created_at")?,
         updated_at: ts_col(row, "updated_at")?,
     })
@@ -545,9 +560,10 @@ const UPDATE_CUSTOMERS: &str = "\
     WHERE c.id = r.id";
 
 /// The participant columns both participant statements take as arrays, after the
-/// campaign ($1), the upload ($2) and the time ($3).
+/// campaign ($1), the upload ($2) and the time ($3). A new participant is pending created.
 const PARTICIPANT_ROWS: &str = "\
-    SELECT r.id, $1, r.customer_id, r.object_id, r.attributes::jsonb, r.timezone, $2, $3, $3 \
+    SELECT r.id, $1, r.customer_id, r.object_id, r.attributes::jsonb, r.timezone, $2, \
+           'created', $3, $3 \
     FROM UNNEST($4::uuid[], $5::uuid[], $6::text[], $7::text[], $8::text[]) \
          AS r(id, customer_id, object_id, attributes, timezone)";
 
@@ -555,22 +571,25 @@ const PARTICIPANT_ROWS: &str = "\
 static INSERT_PARTICIPANTS: LazyLock<String> = LazyLock::new(|| {
     format!(
         "INSERT INTO participants (id, campaign_id, customer_id, object_id, attributes, \
-         timezone, upload_id, created_at, updated_at) {PARTICIPANT_ROWS}"
+         timezone, upload_id, pending, created_at, updated_at) {PARTICIPANT_ROWS}"
     )
 });
 
 /// Creates or merges the participants of a round's found customers; a zone given replaces
-/// the stored one, none keeps it. Answers each row's id by customer (a round names each
-/// customer once): an existing participant answers its own id, a new one the id proposed
-/// for it.
+/// the stored one, none keeps it. An existing participant is left pending updated unless
+/// its created trigger has not run yet (that run sees the new attributes anyway). Answers
+/// each row's id by customer (a round names each customer once): an existing participant
+/// answers its own id, a new one the id proposed for it.
 static UPSERT_PARTICIPANTS: LazyLock<String> = LazyLock::new(|| {
     format!(
         "INSERT INTO participants (id, campaign_id, customer_id, object_id, attributes, \
-         timezone, upload_id, created_at, updated_at) {PARTICIPANT_ROWS} \
+         timezone, upload_id, pending, created_at, updated_at) {PARTICIPANT_ROWS} \
          ON CONFLICT (campaign_id, customer_id, object_id) DO UPDATE SET \
              attributes = participants.attributes || excluded.attributes, \
              timezone = COALESCE(excluded.timezone, participants.timezone), \
-             upload_id = excluded.upload_id, updated_at = excluded.updated_at \
+             upload_id = excluded.upload_id, updated_at = excluded.updated_at, \
+             pending = CASE participants.pending WHEN 'created' THEN 'created' \
+                       ELSE 'updated' END \
          RETURNING id, customer_id"
     )
 });
@@ -737,6 +756,150 @@ fn page_bound(n: u64) -> i64 {
 
 fn count(n: i64, what: &str) -> StoreResult<u64> {
     u64::try_from(n).map_err(|_| StoreError::Corrupt(format!("{what} count {n}")))
+}
+
+/// A step's attribute patch as the PATCH statements take it: the values to set, as a JSON
+/// object, and the names that `null` removes.
+fn split_patch(patch: &Map<String, Value>) -> StoreResult<(String, Vec<&str>)> {
+    let set: Map<String, Value> = patch
+        .iter()
+        .filter(|(_, v)| !v.is_null())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let removed = patch
+        .iter()
+        .filter(|(_, v)| v.is_null())
+        .map(|(k, _)| k.as_str())
+        .collect();
+    Ok((to_json(&set, "attribute patch")?, removed))
+}
+
+/// Merges a patch into the stored attributes in place (`||`: given values replace, then
+/// the removed names go), so keys an upload wrote since the flow read the row stay. Given
+/// the id ($1), the values ($2), the removed names ($3) and the time ($4).
+const PATCH_PARTICIPANT: &str = "\
+    UPDATE participants SET attributes = (attributes || $2::jsonb) - $3::text[], \
+        updated_at = $4 \
+    WHERE id = $1";
+
+/// As [`PATCH_PARTICIPANT`]; the generated identity columns follow.
+const PATCH_CUSTOMER: &str = "\
+    UPDATE customers SET attributes = (attributes || $2::jsonb) - $3::text[], updated_at = $4 \
+    WHERE id = $1";
+
+async fn patch_row(
+    conn: &mut PgConnection,
+    sql: &str,
+    id: Uuid,
+    patch: &Map<String, Value>,
+    at: i64,
+) -> StoreResult<()> {
+    if patch.is_empty() {
+        return Ok(());
+    }
+    let (set, removed) = split_patch(patch)?;
+    sqlx::query(sql)
+        .bind(PgUuid(id))
+        .bind(set)
+        .bind(removed)
+        .bind(at)
+        .execute(conn)
+        .await
+        .map_err(map_err)?;
+    Ok(())
+}
+
+const INSERT_COMMUNICATIONS: &str = "\
+    INSERT INTO communications (id, tenant_id, campaign_id, participant_id, status, channel, \
+                                due_at, session_id, connection_id, message_id, created_at, data) \
+    SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], \
+                         $6::text[], $7::int8[], $8::uuid[], $9::uuid[], $10::text[], \
+                         $11::int8[], $12::text[])";
+
+/// Rewrites a communication's changeable columns and its record.
+const UPDATE_COMMUNICATION: &str = "\
+    UPDATE communications SET status = $2, due_at = $3, session_id = $4, message_id = $5, \
+        data = $6 \
+    WHERE id = $1";
+
+/// Cancels communications (status $2); each row carries its new record.
+const CANCEL_COMMUNICATIONS: &str = "\
+    UPDATE communications c SET status = $2, data = r.data \
+    FROM UNNEST($1::uuid[], $3::text[]) AS r(id, data) \
+    WHERE c.id = r.id";
+
+/// A communication's columns, serialised before the transaction starts.
+struct CommunicationRow<'a> {
+    record: &'a CommunicationRecord,
+    due_at: i64,
+    created_at: i64,
+    data: String,
+}
+
+impl<'a> CommunicationRow<'a> {
+    fn new(record: &'a CommunicationRecord) -> StoreResult<Self> {
+        Ok(CommunicationRow {
+            record,
+            due_at: ts(record.due_at())?,
+            created_at: ts(record.created_at)?,
+            data: to_json(record, "communication")?,
+        })
+    }
+}
+
+fn communication_from_data(data: &str) -> StoreResult<CommunicationRecord> {
+    parse_json(data, "communication")
+}
+
+const PARTICIPANT_EVENT_COLS: &str =
+    "id, campaign_id, participant_id, trigger_type, communication_id, at";
+
+fn participant_event_from_row(row: &PgRow) -> StoreResult<ParticipantEvent> {
+    let communication_id: Option<PgUuid> = col(row, "communication_id")?;
+    Ok(ParticipantEvent {
+        id: col(row, "id")?,
+        campaign_id: id_col(row, "campaign_id")?,
+        participant_id: id_col(row, "participant_id")?,
+        trigger: parse_trigger(col(row, "trigger_type")?)?,
+        communication_id: communication_id.map(|c| c.0),
+        at: ts_col(row, "at")?,
+    })
+}
+
+async fn insert_participant_event(
+    conn: &mut PgConnection,
+    campaign: CampaignId,
+    participant: ParticipantId,
+    trigger: TriggerType,
+    communication: Option<CommunicationId>,
+    at: DateTime<Utc>,
+) -> StoreResult<i64> {
+    sqlx::query_scalar(
+        "INSERT INTO participant_events (campaign_id, participant_id, trigger_type, \
+         communication_id, at) VALUES ($1, $2, $3, $4, $5) RETURNING id",
+    )
+    .bind(PgUuid(campaign))
+    .bind(PgUuid(participant))
+    .bind(trigger.as_str())
+    .bind(communication.map(PgUuid))
+    .bind(ts(at)?)
+    .fetch_one(conn)
+    .await
+    .map_err(map_err)
+}
+
+/// The tenant's customers whose attribute `$name` reads `$2` (`->>`), oldest first. The
+/// expressions match the customers_<name> indexes exactly, so those answer it.
+macro_rules! customers_by_attribute {
+    ($name:literal) => {
+        concat!(
+            "SELECT id FROM customers WHERE tenant_id = $1 AND attributes ? '",
+            $name,
+            "' AND attributes ->> '",
+            $name,
+            "' = $2 ORDER BY created_at, id LIMIT $3"
+        )
+    };
 }
 
 #[async_trait]
@@ -1661,6 +1824,23 @@ impl super::Store for PgStore {
         rows.iter().map(|d| parse_json(d, "campaign")).collect()
     }
 
+    async fn list_running_campaigns(&self) -> StoreResult<Vec<CampaignRecord>> {
+        // Campaigns are few and their status lives in `data`: filtered here.
+        let rows: Vec<String> =
+            sqlx::query_scalar("SELECT data FROM campaigns ORDER BY created_at, id")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(map_err)?;
+        let all = rows
+            .iter()
+            .map(|d| parse_json::<CampaignRecord>(d, "campaign"))
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(all
+            .into_iter()
+            .filter(|c| c.campaign.status == crate::campaign::CampaignStatus::Running)
+            .collect())
+    }
+
     async fn delete_campaign(&self, id: CampaignId) -> StoreResult<bool> {
         let id = PgUuid(id);
         let mut tx = self.pool.begin().await.map_err(map_err)?;
@@ -1672,10 +1852,15 @@ impl super::Store for PgStore {
             .execute(&mut *tx)
             .await
             .map_err(map_err)?;
+        // Participants before their communications, the order every transaction that
+        // takes both locks them in.
         for sql in [
             "DELETE FROM campaign_flows WHERE campaign_id = $1",
             "DELETE FROM participants WHERE campaign_id = $1",
             "DELETE FROM campaign_uploads WHERE campaign_id = $1",
+            "DELETE FROM communications WHERE campaign_id = $1",
+            "DELETE FROM participant_events WHERE campaign_id = $1",
+            "DELETE FROM flow_steps WHERE campaign_id = $1",
         ] {
             sqlx::query(sql)
                 .bind(id)
@@ -1903,12 +2088,40 @@ impl super::Store for PgStore {
     }
 
     async fn delete_participant(&self, id: ParticipantId) -> StoreResult<bool> {
-        let done = sqlx::query("DELETE FROM participants WHERE id = $1")
-            .bind(PgUuid(id))
-            .execute(&self.pool)
+        let id = PgUuid(id);
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        let campaign: Option<PgUuid> =
+            sqlx::query_scalar("DELETE FROM participants WHERE id = $1 RETURNING campaign_id")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        let Some(campaign) = campaign else {
+            return Ok(false);
+        };
+        // The communications before the events: a change_communication holding one of them
+        // may still queue an event, which this statement then sees once it committed.
+        sqlx::query("DELETE FROM communications WHERE participant_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
             .await
             .map_err(map_err)?;
-        Ok(done.rows_affected() > 0)
+        // By campaign too, so the campaign's (short) queue is all that is searched.
+        sqlx::query(
+            "DELETE FROM participant_events WHERE campaign_id = $1 AND participant_id = $2",
+        )
+        .bind(campaign)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        sqlx::query("DELETE FROM flow_steps WHERE participant_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(true)
     }
 
     async fn get_customer(&self, id: CustomerId) -> StoreResult<Option<CustomerRecord>> {
@@ -1988,6 +2201,442 @@ impl super::Store for PgStore {
         .map_err(map_err)?;
         rows.iter().map(|d| parse_json(d, "upload")).collect()
     }
+
+    async fn pending_participants(
+        &self,
+        campaign: CampaignId,
+        after: Option<ParticipantId>,
+        limit: u32,
+    ) -> StoreResult<Vec<ParticipantId>> {
+        // The nil id sorts before every other.
+        let ids: Vec<PgUuid> = sqlx::query_scalar(
+            "SELECT id FROM participants WHERE campaign_id = $1 AND pending IS NOT NULL \
+             AND id > $2 ORDER BY id LIMIT $3",
+        )
+        .bind(PgUuid(campaign))
+        .bind(PgUuid(after.unwrap_or(Uuid::nil())))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(ids.into_iter().map(|id| id.0).collect())
+    }
+
+    async fn add_participant_event(
+        &self,
+        campaign: CampaignId,
+        participant: ParticipantId,
+        trigger: TriggerType,
+        communication: Option<CommunicationId>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<i64> {
+        let mut conn = self.pool.acquire().await.map_err(map_err)?;
+        insert_participant_event(&mut conn, campaign, participant, trigger, communication, at).await
+    }
+
+    async fn participant_events(
+        &self,
+        campaign: CampaignId,
+        after: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<ParticipantEvent>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {PARTICIPANT_EVENT_COLS} FROM participant_events \
+             WHERE campaign_id = $1 AND id > $2 ORDER BY id LIMIT $3"
+        ))
+        .bind(PgUuid(campaign))
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        rows.iter().map(participant_event_from_row).collect()
+    }
+
+    async fn commit_participant_step(&self, step: &ParticipantStep) -> StoreResult<StepOutcome> {
+        let id = PgUuid(step.participant_id);
+        let at = ts(step.at)?;
+        let new_rows = step
+            .new_communications
+            .iter()
+            .map(CommunicationRow::new)
+            .collect::<StoreResult<Vec<_>>>()?;
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        // Rows are locked customer, then participant, then communications, as upserts
+        // (customer, participant), delete_participant and change_communication (participant,
+        // communication) take them, so none of these can deadlock with another.
+        if !step.customer_patch.is_empty() {
+            sqlx::query("SELECT 1 FROM customers WHERE id = $1 FOR NO KEY UPDATE")
+                .bind(PgUuid(step.customer_id))
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        }
+        let exists = sqlx::query("SELECT 1 FROM participants WHERE id = $1 FOR NO KEY UPDATE")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map_err)?
+            .is_some();
+        if let Some(event) = step.event_done {
+            sqlx::query("DELETE FROM participant_events WHERE id = $1")
+                .bind(event)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        }
+        if !exists {
+            tx.commit().await.map_err(map_err)?;
+            return Ok(StepOutcome::default());
+        }
+        // Before the patch moves updated_at: an upload since the read moved it already, and
+        // its trigger stays.
+        if let Some(read_at) = step.clear_pending {
+            sqlx::query("UPDATE participants SET pending = NULL WHERE id = $1 AND updated_at = $2")
+                .bind(id)
+                .bind(ts(read_at)?)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        }
+        patch_row(
+            &mut tx,
+            PATCH_PARTICIPANT,
+            step.participant_id,
+            &step.participant_patch,
+            at,
+        )
+        .await?;
+        patch_row(
+            &mut tx,
+            PATCH_CUSTOMER,
+            step.customer_id,
+            &step.customer_patch,
+            at,
+        )
+        .await?;
+        let mut canceled = Vec::new();
+        if step.cancel_open {
+            let open: Vec<String> = sqlx::query_scalar(
+                "SELECT data FROM communications WHERE participant_id = $1 \
+                 AND status = ANY($2) ORDER BY created_at, id FOR UPDATE",
+            )
+            .bind(id)
+            .bind(status_strs(&CommunicationStatus::OPEN))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(map_err)?;
+            canceled = open
+                .iter()
+                .map(|d| Ok(cancel(communication_from_data(d)?, step.at)))
+                .collect::<StoreResult<Vec<_>>>()?;
+            if !canceled.is_empty() {
+                let data = canceled
+                    .iter()
+                    .map(|c| to_json(c, "communication"))
+                    .collect::<StoreResult<Vec<_>>>()?;
+                sqlx::query(CANCEL_COMMUNICATIONS)
+                    .bind(column(&canceled, |c| PgUuid(c.id)))
+                    .bind(CommunicationStatus::Canceled.as_str())
+                    .bind(data)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+            }
+        }
+        if !new_rows.is_empty() {
+            sqlx::query(INSERT_COMMUNICATIONS)
+                .bind(column(&new_rows, |r| PgUuid(r.record.id)))
+                .bind(column(&new_rows, |r| PgUuid(r.record.tenant_id)))
+                .bind(column(&new_rows, |r| PgUuid(r.record.campaign_id)))
+                .bind(column(&new_rows, |r| PgUuid(r.record.participant_id)))
+                .bind(column(&new_rows, |r| r.record.status.as_str()))
+                .bind(column(&new_rows, |r| r.record.channel.as_str()))
+                .bind(column(&new_rows, |r| r.due_at))
+                .bind(column(&new_rows, |r| r.record.session_id.map(PgUuid)))
+                .bind(column(&new_rows, |r| r.record.connection_id.map(PgUuid)))
+                .bind(column(&new_rows, |r| r.record.message_id.as_deref()))
+                .bind(column(&new_rows, |r| r.created_at))
+                .bind(column(&new_rows, |r| r.data.as_str()))
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        }
+        if !step.visited.is_empty() {
+            sqlx::query(
+                "INSERT INTO flow_steps (campaign_id, participant_id, flow, node, at) \
+                 SELECT $1, $2, r.flow, r.node, $3 FROM UNNEST($4::text[], $5::text[]) \
+                 AS r(flow, node)",
+            )
+            .bind(PgUuid(step.campaign_id))
+            .bind(id)
+            .bind(at)
+            .bind(column(&step.visited, |(f, _)| f.as_str()))
+            .bind(column(&step.visited, |(_, n)| n.as_str()))
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(StepOutcome {
+            applied: true,
+            canceled,
+        })
+    }
+
+    async fn get_communication(
+        &self,
+        id: CommunicationId,
+    ) -> StoreResult<Option<CommunicationRecord>> {
+        let data: Option<String> =
+            sqlx::query_scalar("SELECT data FROM communications WHERE id = $1")
+                .bind(PgUuid(id))
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(map_err)?;
+        data.as_deref().map(communication_from_data).transpose()
+    }
+
+    async fn change_communication(
+        &self,
+        id: CommunicationId,
+        from: &[CommunicationStatus],
+        change: &CommunicationChange,
+    ) -> StoreResult<Option<CommunicationRecord>> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        if change.results.is_some() {
+            // The participant first, the order commit_participant_step and
+            // delete_participant lock the two in (a communication's participant never
+            // changes, so it can be looked up before the communication is locked).
+            sqlx::query(
+                "SELECT 1 FROM participants WHERE id = \
+                 (SELECT participant_id FROM communications WHERE id = $1) FOR NO KEY UPDATE",
+            )
+            .bind(PgUuid(id))
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        }
+        // The row lock keeps a concurrent change from passing the same status check.
+        let data: Option<String> =
+            sqlx::query_scalar("SELECT data FROM communications WHERE id = $1 FOR UPDATE")
+                .bind(PgUuid(id))
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        let Some(data) = data else {
+            return Ok(None);
+        };
+        let c = communication_from_data(&data)?;
+        if !from.contains(&c.status) {
+            return Ok(None);
+        }
+        let c = apply_change(c, change);
+        sqlx::query(UPDATE_COMMUNICATION)
+            .bind(PgUuid(c.id))
+            .bind(c.status.as_str())
+            .bind(ts(c.due_at())?)
+            .bind(c.session_id.map(PgUuid))
+            .bind(c.message_id.as_deref())
+            .bind(to_json(&c, "communication")?)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        if let Some(results) = &change.results {
+            sqlx::query("UPDATE participants SET result = $2::jsonb, result_at = $3 WHERE id = $1")
+                .bind(PgUuid(c.participant_id))
+                .bind(to_json(results, "results")?)
+                .bind(ts(change.at)?)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        }
+        if let Some(trigger) = change.fire {
+            insert_participant_event(
+                &mut tx,
+                c.campaign_id,
+                c.participant_id,
+                trigger,
+                Some(c.id),
+                change.at,
+            )
+            .await?;
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(Some(c))
+    }
+
+    async fn due_communications(
+        &self,
+        campaign: CampaignId,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<CommunicationRecord>> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT data FROM communications WHERE campaign_id = $1 AND status = 'Planned' \
+             AND due_at <= $2 ORDER BY due_at, id LIMIT $3",
+        )
+        .bind(PgUuid(campaign))
+        .bind(ts(now)?)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        rows.iter().map(|d| communication_from_data(d)).collect()
+    }
+
+    async fn next_due_communication(
+        &self,
+        campaign: CampaignId,
+    ) -> StoreResult<Option<DateTime<Utc>>> {
+        let due: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(due_at) FROM communications WHERE campaign_id = $1 \
+             AND status = 'Planned'",
+        )
+        .bind(PgUuid(campaign))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(due.map(from_ts))
+    }
+
+    async fn live_communications(
+        &self,
+        campaign: CampaignId,
+    ) -> StoreResult<Vec<(CommunicationId, SessionId)>> {
+        let rows: Vec<(PgUuid, PgUuid)> = sqlx::query_as(
+            "SELECT id, session_id FROM communications WHERE campaign_id = $1 \
+             AND status = ANY($2) AND session_id IS NOT NULL ORDER BY id",
+        )
+        .bind(PgUuid(campaign))
+        .bind(status_strs(&CommunicationStatus::LIVE))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(rows.into_iter().map(|(c, s)| (c.0, s.0)).collect())
+    }
+
+    async fn communication_by_session(
+        &self,
+        session: SessionId,
+    ) -> StoreResult<Option<CommunicationRecord>> {
+        let data: Option<String> = sqlx::query_scalar(
+            "SELECT data FROM communications WHERE session_id = $1 \
+             ORDER BY created_at DESC, id DESC LIMIT 1",
+        )
+        .bind(PgUuid(session))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?;
+        data.as_deref().map(communication_from_data).transpose()
+    }
+
+    async fn communication_by_message(
+        &self,
+        connection: ConnectionId,
+        message_id: &str,
+    ) -> StoreResult<Option<CommunicationRecord>> {
+        let data: Option<String> = sqlx::query_scalar(
+            "SELECT data FROM communications WHERE connection_id = $1 AND message_id = $2 \
+             ORDER BY created_at DESC, id DESC LIMIT 1",
+        )
+        .bind(PgUuid(connection))
+        .bind(message_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?;
+        data.as_deref().map(communication_from_data).transpose()
+    }
+
+    async fn list_communications(
+        &self,
+        participant: ParticipantId,
+    ) -> StoreResult<Vec<CommunicationRecord>> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT data FROM communications WHERE participant_id = $1 ORDER BY created_at, id",
+        )
+        .bind(PgUuid(participant))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        rows.iter().map(|d| communication_from_data(d)).collect()
+    }
+
+    async fn campaign_stats(&self, campaign: CampaignId) -> StoreResult<CampaignStats> {
+        let campaign = PgUuid(campaign);
+        let (participants, pending): (i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*), COUNT(pending) FROM participants WHERE campaign_id = $1",
+        )
+        .bind(campaign)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(map_err)?;
+        let communications: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT status, channel, COUNT(*) FROM communications WHERE campaign_id = $1 \
+             GROUP BY status, channel",
+        )
+        .bind(campaign)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        let nodes: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT flow, node, COUNT(*) FROM flow_steps WHERE campaign_id = $1 \
+             GROUP BY flow, node",
+        )
+        .bind(campaign)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        stats_from_rows(participants, pending, communications, nodes)
+    }
+
+    async fn customers_by_channel_id(
+        &self,
+        tenant: TenantId,
+        name: &str,
+        value: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<CustomerId>> {
+        let sql = match name {
+            "telegram_id" => customers_by_attribute!("telegram_id"),
+            "whatsapp_id" => customers_by_attribute!("whatsapp_id"),
+            "web_id" => customers_by_attribute!("web_id"),
+            "phone" => {
+                "SELECT id FROM customers WHERE tenant_id = $1 AND phone = $2 \
+                 ORDER BY created_at, id LIMIT $3"
+            }
+            _ => {
+                return Err(StoreError::Conflict(format!(
+                    "cannot look customers up by {name}"
+                )))
+            }
+        };
+        let ids: Vec<PgUuid> = sqlx::query_scalar(sql)
+            .bind(PgUuid(tenant))
+            .bind(value)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(ids.into_iter().map(|id| id.0).collect())
+    }
+
+    async fn participants_of_customer(
+        &self,
+        campaign: CampaignId,
+        customer: CustomerId,
+    ) -> StoreResult<Vec<ParticipantId>> {
+        let ids: Vec<PgUuid> = sqlx::query_scalar(
+            "SELECT id FROM participants WHERE campaign_id = $1 AND customer_id = $2 \
+             ORDER BY created_at, id",
+        )
+        .bind(PgUuid(campaign))
+        .bind(PgUuid(customer))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(ids.into_iter().map(|id| id.0).collect())
+    }
 }
 
 #[cfg(test)]
@@ -2059,6 +2708,13 @@ mod tests {
         suite_uploads,
         suite_upsert_many,
         suite_concurrent_upserts,
+        suite_pending_participants,
+        suite_participant_step,
+        suite_change_communication,
+        suite_due_communications,
+        suite_campaign_stats,
+        suite_customers_by_channel_id,
+        suite_delete_progress,
     );
 
     #[tokio::test]

@@ -15,18 +15,20 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
 use sqlx::error::ErrorKind;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteRow, SqliteSynchronous,
 };
 use sqlx::{QueryBuilder, Row, Sqlite};
 use uuid::Uuid;
 
 use super::encoding::{
-    deadline_millis, feedback_str, map_migrate_err, parse_feedback, parse_json, parse_uuid,
-    rfc3339, to_json, Embedded,
+    apply_change, cancel, deadline_millis, feedback_str, map_migrate_err, parse_feedback,
+    parse_json, parse_pending, parse_trigger, parse_uuid, rfc3339, stats_from_rows, to_json,
+    Embedded,
 };
 use super::{
     AgentChannel, AgentRecord, AgentStatus, ChannelSession, ConnectionEvent, Epoch,
@@ -34,11 +36,13 @@ use super::{
     Tenant, Write,
 };
 use crate::campaign::{
-    CampaignId, CampaignRecord, CheckedParticipant, CustomerId, CustomerKey, CustomerRecord,
-    FlowRecord, ParticipantId, ParticipantQuery, ParticipantRecord, UploadId, UploadRecord,
-    Upserted,
+    CampaignId, CampaignRecord, CampaignStats, CheckedParticipant, CommunicationChange,
+    CommunicationId, CommunicationRecord, CommunicationStatus, CustomerId, CustomerKey,
+    CustomerRecord, FlowRecord, ParticipantEvent, ParticipantId, ParticipantQuery,
+    ParticipantRecord, ParticipantStep, StepOutcome, UploadId, UploadRecord, Upserted,
 };
 use crate::connection::{ConnectionId, ConnectionRecord};
+use crate::flow::TriggerType;
 use crate::inbound::InboundMessage;
 use crate::model::{
     AgentId, AttachmentMeta, Feedback, Message, Role, Session, SessionId, TenantId,
@@ -76,6 +80,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         6,
         "campaigns",
         include_str!("../../migrations/sqlite/0006_campaigns.sql"),
+    ),
+    (
+        7,
+        "campaign_progress",
+        include_str!("../../migrations/sqlite/0007_campaign_progress.sql"),
     ),
 ];
 
@@ -521,11 +530,13 @@ fn customer_from_row(row: &SqliteRow) -> StoreResult<CustomerRecord> {
 }
 
 const PARTICIPANT_COLS: &str = "p.id, p.campaign_id, p.customer_id, p.object_id, p.attributes, \
-                                p.timezone, p.upload_id, p.created_at, p.updated_at";
+                                p.timezone, p.upload_id, p.pending, p.result, p.result_at, \
+                                p.created_at, p.updated_at";
 
 fn participant_from_row(row: &SqliteRow) -> StoreResult<ParticipantRecord> {
     let object_id: String = col(row, "object_id")?;
     let upload_id: Option<&str> = col(row, "upload_id")?;
+    let result_at: Option<&str> = col(row, "result_at")?;
     Ok(ParticipantRecord {
         id: parse_uuid(col(row, "id")?)?,
         campaign_id: parse_uuid(col(row, "campaign_id")?)?,
@@ -535,6 +546,9 @@ fn participant_from_row(row: &SqliteRow) -> StoreResult<ParticipantRecord> {
         attributes: parse_json(col(row, "attributes")?, "participant attributes")?,
         timezone: col(row, "timezone")?,
         upload_id: upload_id.map(parse_uuid).transpose()?,
+        pending: parse_pending(col(row, "pending")?)?,
+        result: parse_json(col(row, "result")?, "participant result")?,
+        result_at: result_at.map(parse_ts).transpose()?,
         created_at: parse_ts(col(row, "created_at")?)?,
         updated_at: parse_ts(col(row, "updated_at")?)?,
     })
@@ -561,15 +575,18 @@ fn customer_lookup_sql(key: &CustomerKey) -> &'static str {
 }
 
 /// Merges the attributes given into the participant's (`json_patch`: given values replace,
-/// others stay); a zone given replaces the stored one, none keeps it.
+/// others stay); a zone given replaces the stored one, none keeps it. A new participant is
+/// left pending created, an existing one pending updated unless its created trigger has
+/// not run yet (that run sees the new attributes anyway).
 const UPSERT_PARTICIPANT: &str = "\
     INSERT INTO participants (id, campaign_id, customer_id, object_id, attributes, timezone, \
-                              upload_id, created_at, updated_at) \
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                              upload_id, pending, created_at, updated_at) \
+    VALUES (?, ?, ?, ?, ?, ?, ?, 'created', ?, ?) \
     ON CONFLICT (campaign_id, customer_id, object_id) DO UPDATE SET \
         attributes = json_patch(attributes, excluded.attributes), \
         timezone = COALESCE(excluded.timezone, timezone), \
-        upload_id = excluded.upload_id, updated_at = excluded.updated_at \
+        upload_id = excluded.upload_id, updated_at = excluded.updated_at, \
+        pending = CASE pending WHEN 'created' THEN 'created' ELSE 'updated' END \
     RETURNING id";
 
 /// The FROM and WHERE clauses of a participants listing. The customer filters find the
@@ -627,6 +644,186 @@ fn page_bound(n: u64) -> i64 {
 
 fn count(n: i64, what: &str) -> StoreResult<u64> {
     u64::try_from(n).map_err(|_| StoreError::Corrupt(format!("{what} count {n}")))
+}
+
+/// Statuses as a list of SQL literals: they are fixed words, and literals keep one
+/// statement text per list.
+fn status_literals(statuses: &[CommunicationStatus]) -> String {
+    statuses
+        .iter()
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A participant's open communications, oldest first.
+static OPEN_COMMUNICATIONS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT data FROM communications WHERE participant_id = ? AND status IN ({}) \
+         ORDER BY created_at, id",
+        status_literals(&CommunicationStatus::OPEN)
+    )
+});
+
+static LIVE_COMMUNICATIONS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT id, session_id FROM communications WHERE campaign_id = ? AND status IN ({}) \
+         AND session_id IS NOT NULL ORDER BY id",
+        status_literals(&CommunicationStatus::LIVE)
+    )
+});
+
+/// The tenant's customers whose attribute `$name` reads `?` as text, oldest first. The
+/// expressions match the customers_<name> indexes exactly, so those answer it.
+macro_rules! customers_by_attribute {
+    ($name:literal) => {
+        concat!(
+            "SELECT id FROM customers WHERE tenant_id = ? \
+             AND json_extract(attributes, '$.",
+            $name,
+            "') IS NOT NULL AND CAST(json_extract(attributes, '$.",
+            $name,
+            "') AS TEXT) = ? ORDER BY created_at, id LIMIT ?"
+        )
+    };
+}
+
+/// A step's attribute patch: a value replaces, null removes, other attributes stay. (In
+/// Rust rather than json_patch, which would merge object values instead of replacing them;
+/// the write transaction holds the one writer connection, so nothing changes the row
+/// between the read and the write.)
+fn patch_attributes(attributes: &mut Map<String, Value>, patch: &Map<String, Value>) {
+    for (name, value) in patch {
+        if value.is_null() {
+            attributes.remove(name);
+        } else {
+            attributes.insert(name.clone(), value.clone());
+        }
+    }
+}
+
+/// Reads the row's attributes (`table` is a fixed name), applies the patch and writes them
+/// with `at` as updated_at. Nothing when the patch is empty or the row is gone.
+async fn patch_row(
+    conn: &mut SqliteConnection,
+    table: &str,
+    id: &str,
+    patch: &Map<String, Value>,
+    at: &str,
+) -> StoreResult<()> {
+    if patch.is_empty() {
+        return Ok(());
+    }
+    let stored: Option<String> =
+        sqlx::query_scalar(&format!("SELECT attributes FROM {table} WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(map_err)?;
+    let Some(stored) = stored else {
+        return Ok(());
+    };
+    let mut attributes: Map<String, Value> = parse_json(&stored, "attributes")?;
+    patch_attributes(&mut attributes, patch);
+    sqlx::query(&format!(
+        "UPDATE {table} SET attributes = ?, updated_at = ? WHERE id = ?"
+    ))
+    .bind(to_json(&attributes, "attributes")?)
+    .bind(at)
+    .bind(id)
+    .execute(&mut *conn)
+    .await
+    .map_err(map_err)?;
+    Ok(())
+}
+
+async fn insert_communication(
+    conn: &mut SqliteConnection,
+    c: &CommunicationRecord,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO communications (id, tenant_id, campaign_id, participant_id, status, \
+         channel, due_at, session_id, connection_id, message_id, created_at, data) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(c.id.to_string())
+    .bind(c.tenant_id.to_string())
+    .bind(c.campaign_id.to_string())
+    .bind(c.participant_id.to_string())
+    .bind(c.status.as_str())
+    .bind(c.channel.as_str())
+    .bind(ts(c.due_at()))
+    .bind(c.session_id.map(|s| s.to_string()))
+    .bind(c.connection_id.map(|s| s.to_string()))
+    .bind(c.message_id.as_deref())
+    .bind(ts(c.created_at))
+    .bind(to_json(c, "communication")?)
+    .execute(&mut *conn)
+    .await
+    .map_err(map_err)?;
+    Ok(())
+}
+
+/// Rewrites a communication's changeable columns and its record.
+async fn update_communication(
+    conn: &mut SqliteConnection,
+    c: &CommunicationRecord,
+) -> StoreResult<()> {
+    sqlx::query(
+        "UPDATE communications SET status = ?, due_at = ?, session_id = ?, message_id = ?, \
+         data = ? WHERE id = ?",
+    )
+    .bind(c.status.as_str())
+    .bind(ts(c.due_at()))
+    .bind(c.session_id.map(|s| s.to_string()))
+    .bind(c.message_id.as_deref())
+    .bind(to_json(c, "communication")?)
+    .bind(c.id.to_string())
+    .execute(&mut *conn)
+    .await
+    .map_err(map_err)?;
+    Ok(())
+}
+
+fn communication_from_data(data: &str) -> StoreResult<CommunicationRecord> {
+    parse_json(data, "communication")
+}
+
+const PARTICIPANT_EVENT_COLS: &str =
+    "id, campaign_id, participant_id, trigger_type, communication_id, at";
+
+fn participant_event_from_row(row: &SqliteRow) -> StoreResult<ParticipantEvent> {
+    let communication_id: Option<&str> = col(row, "communication_id")?;
+    Ok(ParticipantEvent {
+        id: col(row, "id")?,
+        campaign_id: parse_uuid(col(row, "campaign_id")?)?,
+        participant_id: parse_uuid(col(row, "participant_id")?)?,
+        trigger: parse_trigger(col(row, "trigger_type")?)?,
+        communication_id: communication_id.map(parse_uuid).transpose()?,
+        at: parse_ts(col(row, "at")?)?,
+    })
+}
+
+async fn insert_participant_event(
+    conn: &mut SqliteConnection,
+    campaign: CampaignId,
+    participant: ParticipantId,
+    trigger: TriggerType,
+    communication: Option<CommunicationId>,
+    at: DateTime<Utc>,
+) -> StoreResult<i64> {
+    sqlx::query_scalar(
+        "INSERT INTO participant_events (campaign_id, participant_id, trigger_type, \
+         communication_id, at) VALUES (?, ?, ?, ?, ?) RETURNING id",
+    )
+    .bind(campaign.to_string())
+    .bind(participant.to_string())
+    .bind(trigger.as_str())
+    .bind(communication.map(|c| c.to_string()))
+    .bind(ts(at))
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(map_err)
 }
 
 #[async_trait]
@@ -1560,6 +1757,23 @@ impl super::Store for SqliteStore {
         rows.iter().map(|d| parse_json(d, "campaign")).collect()
     }
 
+    async fn list_running_campaigns(&self) -> StoreResult<Vec<CampaignRecord>> {
+        // Campaigns are few and their status lives in `data`: filtered here.
+        let rows: Vec<String> =
+            sqlx::query_scalar("SELECT data FROM campaigns ORDER BY created_at, id")
+                .fetch_all(&self.reader)
+                .await
+                .map_err(map_err)?;
+        let all = rows
+            .iter()
+            .map(|d| parse_json::<CampaignRecord>(d, "campaign"))
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(all
+            .into_iter()
+            .filter(|c| c.campaign.status == crate::campaign::CampaignStatus::Running)
+            .collect())
+    }
+
     async fn delete_campaign(&self, id: CampaignId) -> StoreResult<bool> {
         let id = id.to_string();
         let mut tx = self.writer.begin().await.map_err(map_err)?;
@@ -1572,6 +1786,9 @@ impl super::Store for SqliteStore {
             "DELETE FROM campaign_flows WHERE campaign_id = ?",
             "DELETE FROM participants WHERE campaign_id = ?",
             "DELETE FROM campaign_uploads WHERE campaign_id = ?",
+            "DELETE FROM communications WHERE campaign_id = ?",
+            "DELETE FROM participant_events WHERE campaign_id = ?",
+            "DELETE FROM flow_steps WHERE campaign_id = ?",
         ] {
             sqlx::query(sql)
                 .bind(&id)
@@ -1764,12 +1981,36 @@ impl super::Store for SqliteStore {
     }
 
     async fn delete_participant(&self, id: ParticipantId) -> StoreResult<bool> {
-        let done = sqlx::query("DELETE FROM participants WHERE id = ?")
-            .bind(id.to_string())
-            .execute(&self.writer)
+        let id = id.to_string();
+        let mut tx = self.writer.begin().await.map_err(map_err)?;
+        let campaign: Option<String> =
+            sqlx::query_scalar("DELETE FROM participants WHERE id = ? RETURNING campaign_id")
+                .bind(&id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        let Some(campaign) = campaign else {
+            return Ok(false);
+        };
+        sqlx::query("DELETE FROM communications WHERE participant_id = ?")
+            .bind(&id)
+            .execute(&mut *tx)
             .await
             .map_err(map_err)?;
-        Ok(done.rows_affected() > 0)
+        // By campaign too, so the campaign's (short) queue is all that is searched.
+        sqlx::query("DELETE FROM participant_events WHERE campaign_id = ? AND participant_id = ?")
+            .bind(&campaign)
+            .bind(&id)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        sqlx::query("DELETE FROM flow_steps WHERE participant_id = ?")
+            .bind(&id)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(true)
     }
 
     async fn get_customer(&self, id: CustomerId) -> StoreResult<Option<CustomerRecord>> {
@@ -1848,6 +2089,364 @@ impl super::Store for SqliteStore {
         .map_err(map_err)?;
         rows.iter().map(|d| parse_json(d, "upload")).collect()
     }
+
+    async fn pending_participants(
+        &self,
+        campaign: CampaignId,
+        after: Option<ParticipantId>,
+        limit: u32,
+    ) -> StoreResult<Vec<ParticipantId>> {
+        // The nil id sorts before every other.
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM participants WHERE campaign_id = ? AND pending IS NOT NULL \
+             AND id > ? ORDER BY id LIMIT ?",
+        )
+        .bind(campaign.to_string())
+        .bind(after.unwrap_or(Uuid::nil()).to_string())
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(map_err)?;
+        ids.iter().map(|id| parse_uuid(id)).collect()
+    }
+
+    async fn add_participant_event(
+        &self,
+        campaign: CampaignId,
+        participant: ParticipantId,
+        trigger: TriggerType,
+        communication: Option<CommunicationId>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<i64> {
+        let mut conn = self.writer.acquire().await.map_err(map_err)?;
+        insert_participant_event(&mut conn, campaign, participant, trigger, communication, at).await
+    }
+
+    async fn participant_events(
+        &self,
+        campaign: CampaignId,
+        after: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<ParticipantEvent>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {PARTICIPANT_EVENT_COLS} FROM participant_events \
+             WHERE campaign_id = ? AND id > ? ORDER BY id LIMIT ?"
+        ))
+        .bind(campaign.to_string())
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(map_err)?;
+        rows.iter().map(participant_event_from_row).collect()
+    }
+
+    async fn commit_participant_step(&self, step: &ParticipantStep) -> StoreResult<StepOutcome> {
+        let id = step.participant_id.to_string();
+        let at = ts(step.at);
+        let mut tx = self.writer.begin().await.map_err(map_err)?;
+        if let Some(event) = step.event_done {
+            sqlx::query("DELETE FROM participant_events WHERE id = ?")
+                .bind(event)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        }
+        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM participants WHERE id = ?")
+            .bind(&id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        if exists.is_none() {
+            tx.commit().await.map_err(map_err)?;
+            return Ok(StepOutcome::default());
+        }
+        // Before the patch moves updated_at: an upload since the read moved it already, and
+        // its trigger stays.
+        if let Some(read_at) = step.clear_pending {
+            sqlx::query("UPDATE participants SET pending = NULL WHERE id = ? AND updated_at = ?")
+                .bind(&id)
+                .bind(ts(read_at))
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        }
+        patch_row(&mut tx, "participants", &id, &step.participant_patch, &at).await?;
+        patch_row(
+            &mut tx,
+            "customers",
+            &step.customer_id.to_string(),
+            &step.customer_patch,
+            &at,
+        )
+        .await?;
+        let mut canceled = Vec::new();
+        if step.cancel_open {
+            let open: Vec<String> = sqlx::query_scalar(&OPEN_COMMUNICATIONS)
+                .bind(&id)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(map_err)?;
+            for data in &open {
+                let c = cancel(communication_from_data(data)?, step.at);
+                update_communication(&mut tx, &c).await?;
+                canceled.push(c);
+            }
+        }
+        for c in &step.new_communications {
+            insert_communication(&mut tx, c).await?;
+        }
+        for (flow, node) in &step.visited {
+            sqlx::query(
+                "INSERT INTO flow_steps (campaign_id, participant_id, flow, node, at) \
+                 VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(step.campaign_id.to_string())
+            .bind(&id)
+            .bind(flow)
+            .bind(node)
+            .bind(&at)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(StepOutcome {
+            applied: true,
+            canceled,
+        })
+    }
+
+    async fn get_communication(
+        &self,
+        id: CommunicationId,
+    ) -> StoreResult<Option<CommunicationRecord>> {
+        let data: Option<String> =
+            sqlx::query_scalar("SELECT data FROM communications WHERE id = ?")
+                .bind(id.to_string())
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(map_err)?;
+        data.as_deref().map(communication_from_data).transpose()
+    }
+
+    async fn change_communication(
+        &self,
+        id: CommunicationId,
+        from: &[CommunicationStatus],
+        change: &CommunicationChange,
+    ) -> StoreResult<Option<CommunicationRecord>> {
+        // The transaction holds the one writer connection, so no other write runs between
+        // the status check and the update.
+        let mut tx = self.writer.begin().await.map_err(map_err)?;
+        let data: Option<String> =
+            sqlx::query_scalar("SELECT data FROM communications WHERE id = ?")
+                .bind(id.to_string())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        let Some(data) = data else {
+            return Ok(None);
+        };
+        let c = communication_from_data(&data)?;
+        if !from.contains(&c.status) {
+            return Ok(None);
+        }
+        let c = apply_change(c, change);
+        update_communication(&mut tx, &c).await?;
+        if let Some(results) = &change.results {
+            sqlx::query("UPDATE participants SET result = ?, result_at = ? WHERE id = ?")
+                .bind(to_json(results, "results")?)
+                .bind(ts(change.at))
+                .bind(c.participant_id.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        }
+        if let Some(trigger) = change.fire {
+            insert_participant_event(
+                &mut tx,
+                c.campaign_id,
+                c.participant_id,
+                trigger,
+                Some(c.id),
+                change.at,
+            )
+            .await?;
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(Some(c))
+    }
+
+    async fn due_communications(
+        &self,
+        campaign: CampaignId,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<CommunicationRecord>> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT data FROM communications WHERE campaign_id = ? AND status = 'Planned' \
+             AND due_at <= ? ORDER BY due_at, id LIMIT ?",
+        )
+        .bind(campaign.to_string())
+        .bind(ts(now))
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(map_err)?;
+        rows.iter().map(|d| communication_from_data(d)).collect()
+    }
+
+    async fn next_due_communication(
+        &self,
+        campaign: CampaignId,
+    ) -> StoreResult<Option<DateTime<Utc>>> {
+        let due: Option<String> = sqlx::query_scalar(
+            "SELECT MIN(due_at) FROM communications WHERE campaign_id = ? \
+             AND status = 'Planned'",
+        )
+        .bind(campaign.to_string())
+        .fetch_one(&self.reader)
+        .await
+        .map_err(map_err)?;
+        due.as_deref().map(parse_ts).transpose()
+    }
+
+    async fn live_communications(
+        &self,
+        campaign: CampaignId,
+    ) -> StoreResult<Vec<(CommunicationId, SessionId)>> {
+        let rows: Vec<(String, String)> = sqlx::query_as(&LIVE_COMMUNICATIONS)
+            .bind(campaign.to_string())
+            .fetch_all(&self.reader)
+            .await
+            .map_err(map_err)?;
+        rows.iter()
+            .map(|(id, session)| Ok((parse_uuid(id)?, parse_uuid(session)?)))
+            .collect()
+    }
+
+    async fn communication_by_session(
+        &self,
+        session: SessionId,
+    ) -> StoreResult<Option<CommunicationRecord>> {
+        let data: Option<String> = sqlx::query_scalar(
+            "SELECT data FROM communications WHERE session_id = ? \
+             ORDER BY created_at DESC, id DESC LIMIT 1",
+        )
+        .bind(session.to_string())
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(map_err)?;
+        data.as_deref().map(communication_from_data).transpose()
+    }
+
+    async fn communication_by_message(
+        &self,
+        connection: ConnectionId,
+        message_id: &str,
+    ) -> StoreResult<Option<CommunicationRecord>> {
+        let data: Option<String> = sqlx::query_scalar(
+            "SELECT data FROM communications WHERE connection_id = ? AND message_id = ? \
+             ORDER BY created_at DESC, id DESC LIMIT 1",
+        )
+        .bind(connection.to_string())
+        .bind(message_id)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(map_err)?;
+        data.as_deref().map(communication_from_data).transpose()
+    }
+
+    async fn list_communications(
+        &self,
+        participant: ParticipantId,
+    ) -> StoreResult<Vec<CommunicationRecord>> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT data FROM communications WHERE participant_id = ? ORDER BY created_at, id",
+        )
+        .bind(participant.to_string())
+        .fetch_all(&self.reader)
+        .await
+        .map_err(map_err)?;
+        rows.iter().map(|d| communication_from_data(d)).collect()
+    }
+
+    async fn campaign_stats(&self, campaign: CampaignId) -> StoreResult<CampaignStats> {
+        let campaign = campaign.to_string();
+        let (participants, pending): (i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*), COUNT(pending) FROM participants WHERE campaign_id = ?",
+        )
+        .bind(&campaign)
+        .fetch_one(&self.reader)
+        .await
+        .map_err(map_err)?;
+        let communications: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT status, channel, COUNT(*) FROM communications WHERE campaign_id = ? \
+             GROUP BY status, channel",
+        )
+        .bind(&campaign)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(map_err)?;
+        let nodes: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT flow, node, COUNT(*) FROM flow_steps WHERE campaign_id = ? \
+             GROUP BY flow, node",
+        )
+        .bind(&campaign)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(map_err)?;
+        stats_from_rows(participants, pending, communications, nodes)
+    }
+
+    async fn customers_by_channel_id(
+        &self,
+        tenant: TenantId,
+        name: &str,
+        value: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<CustomerId>> {
+        let sql = match name {
+            "telegram_id" => customers_by_attribute!("telegram_id"),
+            "whatsapp_id" => customers_by_attribute!("whatsapp_id"),
+            "web_id" => customers_by_attribute!("web_id"),
+            "phone" => {
+                "SELECT id FROM customers WHERE tenant_id = ? AND phone = ? \
+                 ORDER BY created_at, id LIMIT ?"
+            }
+            _ => {
+                return Err(StoreError::Conflict(format!(
+                    "cannot look customers up by {name}"
+                )))
+            }
+        };
+        let ids: Vec<String> = sqlx::query_scalar(sql)
+            .bind(tenant.to_string())
+            .bind(value)
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(map_err)?;
+        ids.iter().map(|id| parse_uuid(id)).collect()
+    }
+
+    async fn participants_of_customer(
+        &self,
+        campaign: CampaignId,
+        customer: CustomerId,
+    ) -> StoreResult<Vec<ParticipantId>> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM participants WHERE campaign_id = ? AND customer_id = ? \
+             ORDER BY created_at, id",
+        )
+        .bind(campaign.to_string())
+        .bind(customer.to_string())
+        .fetch_all(&self.reader)
+        .await
+        .map_err(map_err)?;
+        ids.iter().map(|id| parse_uuid(id)).collect()
+    }
 }
 
 #[cfg(test)]
@@ -1921,6 +2520,13 @@ mod tests {
         suite_uploads,
         suite_upsert_many,
         suite_concurrent_upserts,
+        suite_pending_participants,
+        suite_participant_step,
+        suite_change_communication,
+        suite_due_communications,
+        suite_campaign_stats,
+        suite_customers_by_channel_id,
+        suite_delete_progress,
     );
 
     #[test]

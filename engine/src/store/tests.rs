@@ -13,10 +13,13 @@ use super::{
     StoreError, Tenant, Write, FIRST_EPOCH,
 };
 use crate::campaign::{
-    Campaign, CampaignId, CampaignRecord, CampaignStatus, CheckedParticipant, CustomerKey,
-    CustomerRecord, DataField, FieldLevel, FieldType, FlowRecord, ParticipantId, ParticipantQuery,
-    ParticipantRecord, UploadRecord, UploadRowError, UploadStatus, Upserted,
+    Campaign, CampaignId, CampaignRecord, CampaignStats, CampaignStatus, CheckedParticipant,
+    CommunicationChange, CommunicationCount, CommunicationRecord, CommunicationStatus, CustomerId,
+    CustomerKey, CustomerRecord, DataField, FieldLevel, FieldType, FlowRecord, NodeCount,
+    ParticipantEvent, ParticipantId, ParticipantQuery, ParticipantRecord, ParticipantStep,
+    PendingTrigger, StepOutcome, UploadRecord, UploadRowError, UploadStatus, Upserted,
 };
+use crate::flow::{Channel, TriggerType};
 use crate::model::{
     AgentId, AttachmentMeta, CloseStatus, Feedback, Message, Mode, Role, Session, SessionId,
     SessionState, TenantId,
@@ -1788,6 +1791,9 @@ pub(crate) async fn suite_upsert_participants(store: &dyn Store) {
             attributes: first.participant.clone(),
             timezone: Some("Europe/London".into()),
             upload_id: Some(u1),
+            pending: Some(PendingTrigger::Created),
+            result: serde_json::Map::new(),
+            result_at: None,
             created_at: at(100),
             updated_at: at(100),
         })
@@ -2473,4 +2479,961 @@ pub(crate) async fn suite_connector_batches(store: &dyn Store) {
         kinds(store.connection_events(other, None, 10).await.unwrap()),
         ["k100"]
     );
+}
+
+/// A participant the progress suites give communications and steps to.
+#[derive(Debug, Clone, Copy)]
+struct Enrolled {
+    tenant: TenantId,
+    campaign: CampaignId,
+    participant: ParticipantId,
+    customer: CustomerId,
+}
+
+impl Enrolled {
+    /// Upserts the participant (`customer` must carry an identity) at `at(secs)`.
+    async fn new(
+        store: &dyn Store,
+        tenant: TenantId,
+        campaign: CampaignId,
+        customer: serde_json::Value,
+        participant: serde_json::Value,
+        secs: i64,
+    ) -> Enrolled {
+        let r = store
+            .upsert_participants(
+                tenant,
+                campaign,
+                None,
+                &[checked(customer, participant)],
+                at(secs),
+            )
+            .await
+            .unwrap();
+        Enrolled {
+            tenant,
+            campaign,
+            participant: r[0].participant_id,
+            customer: r[0].customer_id,
+        }
+    }
+
+    /// A Planned telegram communication created at `at(created)`, starting at
+    /// `at(start)`, never canceled.
+    fn communication(&self, name: &str, created: i64, start: i64) -> CommunicationRecord {
+        CommunicationRecord {
+            id: Uuid::now_v7(),
+            tenant_id: self.tenant,
+            campaign_id: self.campaign,
+            participant_id: self.participant,
+            flow: "main".into(),
+            node: format!("start_{name}"),
+            name: name.into(),
+            channel: Channel::Telegram,
+            agent_id: Uuid::new_v4(),
+            connection_id: Some(Uuid::new_v4()),
+            status: CommunicationStatus::Planned,
+            reason: None,
+            start_at: at(start),
+            cancel_at: None,
+            session_id: None,
+            message_id: None,
+            results: serde_json::Map::new(),
+            created_at: at(created),
+            updated_at: at(created),
+        }
+    }
+
+    /// A step at `at(secs)` that changes nothing.
+    fn step(&self, secs: i64) -> ParticipantStep {
+        ParticipantStep {
+            tenant_id: self.tenant,
+            campaign_id: self.campaign,
+            participant_id: self.participant,
+            customer_id: self.customer,
+            clear_pending: None,
+            event_done: None,
+            participant_patch: serde_json::Map::new(),
+            customer_patch: serde_json::Map::new(),
+            cancel_open: false,
+            new_communications: Vec::new(),
+            visited: Vec::new(),
+            at: at(secs),
+        }
+    }
+
+    /// Stores communications through a step.
+    async fn plan(&self, store: &dyn Store, communications: &[CommunicationRecord]) {
+        let step = ParticipantStep {
+            new_communications: communications.to_vec(),
+            ..self.step(1)
+        };
+        assert!(store.commit_participant_step(&step).await.unwrap().applied);
+    }
+
+    async fn record(&self, store: &dyn Store) -> ParticipantRecord {
+        store
+            .get_participant(self.participant)
+            .await
+            .unwrap()
+            .unwrap()
+    }
+}
+
+fn change(status: CommunicationStatus, secs: i64) -> CommunicationChange {
+    CommunicationChange {
+        status,
+        reason: None,
+        session_id: None,
+        message_id: None,
+        results: None,
+        fire: None,
+        at: at(secs),
+    }
+}
+
+fn visits(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(f, n)| (f.to_string(), n.to_string()))
+        .collect()
+}
+
+/// Pending triggers: an upload leaves created on a new participant and updated on an
+/// existing one (created stays while it has not run); a step clears it only if nothing
+/// changed the participant since the flow read it; the pending list pages by id.
+pub(crate) async fn suite_pending_participants(store: &dyn Store) {
+    let t = Uuid::new_v4();
+    let (c, other) = (
+        stored_campaign(store, t, "c").await,
+        stored_campaign(store, t, "other").await,
+    );
+    let person = |i: u32| checked(json!({"external_id": format!("p{i}")}), json!({"i": i}));
+    let r = store
+        .upsert_participants(t, c, None, &[person(1), person(2), person(3)], at(10))
+        .await
+        .unwrap();
+    store
+        .upsert_participants(t, other, None, &[person(1)], at(10))
+        .await
+        .unwrap();
+    let ids: Vec<ParticipantId> = r.iter().map(|u| u.participant_id).collect();
+    let pending = |id: ParticipantId| async move {
+        store.get_participant(id).await.unwrap().unwrap().pending
+    };
+    for &id in &ids {
+        assert_eq!(pending(id).await, Some(PendingTrigger::Created));
+    }
+    let p1 = store.get_participant(ids[0]).await.unwrap().unwrap();
+    assert_eq!(
+        (p1.result.clone(), p1.result_at),
+        (serde_json::Map::new(), None)
+    );
+
+    // Uploaded again before its created trigger ran: still created.
+    let again = store
+        .upsert_participants(t, c, None, &[person(1)], at(20))
+        .await
+        .unwrap();
+    assert!(!again[0].created);
+    assert_eq!(pending(ids[0]).await, Some(PendingTrigger::Created));
+
+    let mut sorted = ids.clone();
+    sorted.sort();
+    let page = |after: Option<ParticipantId>, limit: u32| async move {
+        store.pending_participants(c, after, limit).await.unwrap()
+    };
+    assert_eq!(page(None, 10).await, sorted);
+    assert_eq!(page(None, 2).await, sorted[..2].to_vec());
+    assert_eq!(page(Some(sorted[1]), 2).await, sorted[2..].to_vec());
+    assert_eq!(page(Some(sorted[2]), 2).await, Vec::<Uuid>::new());
+    assert_eq!(page(None, 0).await, Vec::<Uuid>::new());
+    assert_eq!(
+        store
+            .pending_participants(other, None, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // The flow ran on what it read: cleared, although its patch moves updated_at.
+    let p = Enrolled {
+        tenant: t,
+        campaign: c,
+        participant: ids[0],
+        customer: r[0].customer_id,
+    };
+    let read = p.record(store).await;
+    assert_eq!(read.updated_at, at(20));
+    let step = ParticipantStep {
+        clear_pending: Some(read.updated_at),
+        participant_patch: attrs(json!({"seen": true})),
+        ..p.step(30)
+    };
+    assert!(store.commit_participant_step(&step).await.unwrap().applied);
+    let now = p.record(store).await;
+    assert_eq!((now.pending, now.updated_at), (None, at(30)));
+    let mut rest = ids[1..].to_vec();
+    rest.sort();
+    assert_eq!(page(None, 10).await, rest);
+    assert_eq!(
+        store.campaign_stats(c).await.unwrap().participants_pending,
+        2
+    );
+
+    // Uploaded again once it ran: updated.
+    store
+        .upsert_participants(t, c, None, &[person(1)], at(40))
+        .await
+        .unwrap();
+    assert_eq!(pending(ids[0]).await, Some(PendingTrigger::Updated));
+    // A flow that read it before the next upload cannot clear that upload's trigger.
+    let read = p.record(store).await;
+    store
+        .upsert_participants(t, c, None, &[person(1)], at(50))
+        .await
+        .unwrap();
+    let stale = ParticipantStep {
+        clear_pending: Some(read.updated_at),
+        ..p.step(60)
+    };
+    assert!(store.commit_participant_step(&stale).await.unwrap().applied);
+    assert_eq!(pending(ids[0]).await, Some(PendingTrigger::Updated));
+    let fresh = ParticipantStep {
+        clear_pending: Some(at(50)),
+        ..p.step(70)
+    };
+    store.commit_participant_step(&fresh).await.unwrap();
+    assert_eq!(pending(ids[0]).await, None);
+    // A step without a patch leaves updated_at alone.
+    assert_eq!(p.record(store).await.updated_at, at(50));
+    let stats = store.campaign_stats(c).await.unwrap();
+    assert_eq!((stats.participants, stats.participants_pending), (3, 2));
+}
+
+/// A step: attribute patches merge into what is stored now, open communications are
+/// canceled before the new ones go in, the consumed event goes, visited nodes count; on a
+/// participant that is gone only the event goes.
+pub(crate) async fn suite_participant_step(store: &dyn Store) {
+    let t = Uuid::new_v4();
+    let c = stored_campaign(store, t, "c").await;
+    let p = Enrolled::new(
+        store,
+        t,
+        c,
+        json!({"external_id": "s1", "name": "Sam", "city": "Rome"}),
+        json!({"a": 1, "b": 2, "c": 3}),
+        10,
+    )
+    .await;
+    let planned = p.communication("planned", 11, 100);
+    let mut started = p.communication("started", 12, 50);
+    started.status = CommunicationStatus::Started;
+    started.session_id = Some(Uuid::new_v4());
+    let mut completed = p.communication("completed", 13, 40);
+    completed.status = CommunicationStatus::Completed;
+    let first = ParticipantStep {
+        new_communications: vec![planned.clone(), started.clone(), completed.clone()],
+        visited: visits(&[("main", "trigger")]),
+        ..p.step(15)
+    };
+    assert_eq!(
+        store.commit_participant_step(&first).await.unwrap(),
+        StepOutcome {
+            applied: true,
+            canceled: vec![]
+        }
+    );
+    assert_eq!(
+        store.list_communications(p.participant).await.unwrap(),
+        vec![planned.clone(), started.clone(), completed.clone()]
+    );
+    assert_eq!(
+        store.get_communication(started.id).await.unwrap(),
+        Some(started.clone())
+    );
+    assert_eq!(store.get_communication(Uuid::new_v4()).await.unwrap(), None);
+
+    let done = store
+        .add_participant_event(
+            c,
+            p.participant,
+            TriggerType::CommunicationEnded,
+            Some(completed.id),
+            at(16),
+        )
+        .await
+        .unwrap();
+    let kept = store
+        .add_participant_event(c, p.participant, TriggerType::IncomingSession, None, at(17))
+        .await
+        .unwrap();
+    assert!(kept > done);
+
+    // An upload between the flow's read and its commit: its keys stay.
+    store
+        .upsert_participants(
+            t,
+            c,
+            None,
+            &[checked(
+                json!({"external_id": "s1", "tier": "gold"}),
+                json!({"d": 4}),
+            )],
+            at(20),
+        )
+        .await
+        .unwrap();
+
+    let mut new_planned = p.communication("next", 31, 500);
+    new_planned.cancel_at = Some(at(400));
+    let mut skipped = p.communication("skipped", 32, 500);
+    skipped.status = CommunicationStatus::Skipped;
+    skipped.reason = Some("no telegram_id".into());
+    let step = ParticipantStep {
+        event_done: Some(done),
+        participant_patch: attrs(json!({"a": 10, "b": null, "new": "x", "gone": null})),
+        customer_patch: attrs(
+            json!({"name": "Samuel", "city": null, "email": "sam@x.io", "nested": {"k": [1]}}),
+        ),
+        cancel_open: true,
+        new_communications: vec![new_planned.clone(), skipped.clone()],
+        visited: visits(&[("main", "trigger"), ("main", "check"), ("other", "trigger")]),
+        ..p.step(30)
+    };
+    let canceled = |mut c: CommunicationRecord| {
+        c.status = CommunicationStatus::Canceled;
+        c.reason = Some("canceled by the flow".into());
+        c.updated_at = at(30);
+        c
+    };
+    let (planned_canceled, started_canceled) = (canceled(planned), canceled(started));
+    assert_eq!(
+        store.commit_participant_step(&step).await.unwrap(),
+        StepOutcome {
+            applied: true,
+            canceled: vec![planned_canceled.clone(), started_canceled.clone()]
+        }
+    );
+    let record = p.record(store).await;
+    assert_eq!(
+        record.attributes,
+        attrs(json!({"a": 10, "c": 3, "d": 4, "new": "x"}))
+    );
+    assert_eq!(record.updated_at, at(30));
+    let customer = store.get_customer(p.customer).await.unwrap().unwrap();
+    assert_eq!(
+        customer.attributes,
+        attrs(
+            json!({"external_id": "s1", "name": "Samuel", "tier": "gold",
+                     "email": "sam@x.io", "nested": {"k": [1]}})
+        )
+    );
+    assert_eq!(
+        customer.email.as_deref(),
+        Some("sam@x.io"),
+        "columns follow"
+    );
+    assert_eq!(customer.updated_at, at(30));
+    assert_eq!(
+        store.list_communications(p.participant).await.unwrap(),
+        vec![
+            planned_canceled,
+            started_canceled,
+            completed,
+            new_planned.clone(),
+            skipped
+        ]
+    );
+    assert_eq!(
+        store.next_due_communication(c).await.unwrap(),
+        Some(at(400)),
+        "the new planned one is due at its cancellation"
+    );
+    let events = store.participant_events(c, 0, 10).await.unwrap();
+    assert_eq!(
+        events,
+        vec![ParticipantEvent {
+            id: kept,
+            campaign_id: c,
+            participant_id: p.participant,
+            trigger: TriggerType::IncomingSession,
+            communication_id: None,
+            at: at(17),
+        }]
+    );
+    let node = |flow: &str, node: &str, count| NodeCount {
+        flow: flow.into(),
+        node: node.into(),
+        count,
+    };
+    assert_eq!(
+        store.campaign_stats(c).await.unwrap().nodes,
+        vec![
+            node("main", "check", 1),
+            node("main", "trigger", 2),
+            node("other", "trigger", 1)
+        ]
+    );
+
+    // The participant is deleted while its flow runs: only the consumed event goes.
+    assert!(store.delete_participant(p.participant).await.unwrap());
+    let late = store
+        .add_participant_event(
+            c,
+            p.participant,
+            TriggerType::CommunicationUpdated,
+            None,
+            at(40),
+        )
+        .await
+        .unwrap();
+    let orphan = ParticipantStep {
+        event_done: Some(late),
+        participant_patch: attrs(json!({"a": 11})),
+        customer_patch: attrs(json!({"name": "Nobody"})),
+        cancel_open: true,
+        new_communications: vec![p.communication("orphan", 41, 600)],
+        visited: visits(&[("main", "trigger")]),
+        ..p.step(41)
+    };
+    assert_eq!(
+        store.commit_participant_step(&orphan).await.unwrap(),
+        StepOutcome {
+            applied: false,
+            canceled: vec![]
+        }
+    );
+    assert_eq!(store.participant_events(c, 0, 10).await.unwrap(), vec![]);
+    assert_eq!(
+        store.list_communications(p.participant).await.unwrap(),
+        vec![]
+    );
+    assert_eq!(
+        store
+            .get_customer(p.customer)
+            .await
+            .unwrap()
+            .unwrap()
+            .attributes["name"],
+        json!("Samuel")
+    );
+    let stats = store.campaign_stats(c).await.unwrap();
+    assert_eq!((stats.communications, stats.nodes), (vec![], vec![]));
+}
+
+/// Communication changes apply only from the expected statuses, keep what they leave out,
+/// write results to the participant and queue the trigger they fire.
+pub(crate) async fn suite_change_communication(store: &dyn Store) {
+    use CommunicationStatus::*;
+    let t = Uuid::new_v4();
+    let c = stored_campaign(store, t, "c").await;
+    let p = Enrolled::new(store, t, c, json!({"email": "w@x.io"}), json!({}), 1).await;
+    let planned = p.communication("hello", 2, 10);
+    p.plan(store, std::slice::from_ref(&planned)).await;
+    let session = Uuid::new_v4();
+
+    let start = CommunicationChange {
+        session_id: Some(session),
+        reason: Some("first attempt".into()),
+        ..change(Started, 20)
+    };
+    let mut expected = planned.clone();
+    expected.status = Started;
+    expected.session_id = Some(session);
+    expected.reason = Some("first attempt".into());
+    expected.updated_at = at(20);
+    assert_eq!(
+        store
+            .change_communication(planned.id, &[Planned], &start)
+            .await
+            .unwrap(),
+        Some(expected.clone())
+    );
+    // Someone else moved it on already: nothing changes.
+    assert_eq!(
+        store
+            .change_communication(planned.id, &[Planned], &change(Canceled, 21))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store.get_communication(planned.id).await.unwrap(),
+        Some(expected.clone())
+    );
+    assert_eq!(
+        store
+            .change_communication(Uuid::new_v4(), &CommunicationStatus::ALL, &start)
+            .await
+            .unwrap(),
+        None
+    );
+
+    // Delivered: the session stays, the message id is set, the reason cleared, the
+    // trigger queued.
+    let delivered = CommunicationChange {
+        message_id: Some("wamid.1".into()),
+        fire: Some(TriggerType::CommunicationUpdated),
+        ..change(Delivered, 30)
+    };
+    expected.status = Delivered;
+    expected.message_id = Some("wamid.1".into());
+    expected.reason = None;
+    expected.updated_at = at(30);
+    assert_eq!(
+        store
+            .change_communication(planned.id, &[Started, Delivered], &delivered)
+            .await
+            .unwrap(),
+        Some(expected.clone())
+    );
+    let connection = planned.connection_id.unwrap();
+    assert_eq!(
+        store
+            .communication_by_message(connection, "wamid.1")
+            .await
+            .unwrap(),
+        Some(expected.clone())
+    );
+    assert_eq!(
+        store
+            .communication_by_message(connection, "wamid.2")
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .communication_by_message(Uuid::new_v4(), "wamid.1")
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store.communication_by_session(session).await.unwrap(),
+        Some(expected.clone())
+    );
+
+    // Ended with results: they become the participant's latest.
+    let results = attrs(json!({"outcome": "paid", "amount": 12.5}));
+    let ended = CommunicationChange {
+        results: Some(results.clone()),
+        fire: Some(TriggerType::CommunicationEnded),
+        ..change(Completed, 40)
+    };
+    expected.status = Completed;
+    expected.results = results.clone();
+    expected.updated_at = at(40);
+    assert_eq!(
+        store
+            .change_communication(planned.id, &CommunicationStatus::LIVE, &ended)
+            .await
+            .unwrap(),
+        Some(expected.clone())
+    );
+    let record = p.record(store).await;
+    assert_eq!((record.result, record.result_at), (results, Some(at(40))));
+    assert_eq!(
+        record.updated_at,
+        at(1),
+        "results are not an attribute change"
+    );
+    let event = |id, trigger, secs| ParticipantEvent {
+        id,
+        campaign_id: c,
+        participant_id: p.participant,
+        trigger,
+        communication_id: Some(planned.id),
+        at: at(secs),
+    };
+    let events = store.participant_events(c, 0, 10).await.unwrap();
+    assert_eq!(
+        events,
+        vec![
+            event(events[0].id, TriggerType::CommunicationUpdated, 30),
+            event(events[1].id, TriggerType::CommunicationEnded, 40),
+        ]
+    );
+    assert!(events[1].id > events[0].id);
+    assert_eq!(
+        store.participant_events(c, events[0].id, 10).await.unwrap(),
+        events[1..].to_vec()
+    );
+    assert_eq!(
+        store.participant_events(c, 0, 1).await.unwrap(),
+        events[..1].to_vec()
+    );
+    assert_eq!(
+        store
+            .participant_events(Uuid::new_v4(), 0, 10)
+            .await
+            .unwrap(),
+        vec![]
+    );
+}
+
+/// Planned communications fall due at their start, or at their cancellation when that
+/// comes first; live ones are those with an open session.
+pub(crate) async fn suite_due_communications(store: &dyn Store) {
+    use CommunicationStatus::*;
+    let t = Uuid::new_v4();
+    let (c, other) = (
+        stored_campaign(store, t, "c").await,
+        stored_campaign(store, t, "other").await,
+    );
+    let p = Enrolled::new(store, t, c, json!({"email": "d@x.io"}), json!({}), 1).await;
+    let q = Enrolled::new(store, t, other, json!({"email": "d@x.io"}), json!({}), 1).await;
+    let a = p.communication("a", 2, 100);
+    let mut b = p.communication("b", 3, 200);
+    b.cancel_at = Some(at(150));
+    let mut early = p.communication("early", 4, 50);
+    early.cancel_at = Some(at(300));
+    let mut live = p.communication("live", 5, 10);
+    live.status = Started;
+    live.session_id = Some(Uuid::new_v4());
+    let mut reading = p.communication("reading", 6, 10);
+    reading.status = Read;
+    reading.session_id = Some(Uuid::new_v4());
+    let mut ended = p.communication("ended", 7, 10);
+    ended.status = NoResponse;
+    ended.session_id = Some(Uuid::new_v4());
+    p.plan(
+        store,
+        &[
+            a.clone(),
+            b.clone(),
+            early.clone(),
+            live.clone(),
+            reading.clone(),
+            ended.clone(),
+        ],
+    )
+    .await;
+    q.plan(store, &[q.communication("elsewhere", 2, 0)]).await;
+
+    let due = |secs: i64, limit: u32| async move {
+        store
+            .due_communications(c, at(secs), limit)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.name)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(due(40, 10).await, Vec::<String>::new());
+    assert_eq!(due(100, 10).await, vec!["early", "a"]);
+    assert_eq!(due(150, 10).await, vec!["early", "a", "b"]);
+    assert_eq!(due(150, 2).await, vec!["early", "a"]);
+    assert_eq!(
+        store.due_communications(c, at(150), 1).await.unwrap(),
+        vec![early.clone()]
+    );
+    assert_eq!(store.next_due_communication(c).await.unwrap(), Some(at(50)));
+
+    // Once started it is no longer due, and its session is live.
+    let session = Uuid::new_v4();
+    let start = CommunicationChange {
+        session_id: Some(session),
+        ..change(Started, 60)
+    };
+    store
+        .change_communication(early.id, &[Planned], &start)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(due(1000, 10).await, vec!["a", "b"]);
+    assert_eq!(
+        store.next_due_communication(c).await.unwrap(),
+        Some(at(100))
+    );
+    let mut expected = vec![
+        (live.id, live.session_id.unwrap()),
+        (reading.id, reading.session_id.unwrap()),
+        (early.id, session),
+    ];
+    expected.sort();
+    assert_eq!(store.live_communications(c).await.unwrap(), expected);
+    assert_eq!(store.live_communications(other).await.unwrap(), vec![]);
+    assert_eq!(
+        store.next_due_communication(Uuid::new_v4()).await.unwrap(),
+        None
+    );
+
+    // A session reused by a later communication answers the newest.
+    let mut again = p.communication("again", 8, 10);
+    again.status = Replied;
+    again.session_id = Some(session);
+    p.plan(store, std::slice::from_ref(&again)).await;
+    assert_eq!(
+        store.communication_by_session(session).await.unwrap(),
+        Some(again)
+    );
+    assert_eq!(
+        store
+            .communication_by_session(Uuid::new_v4())
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+/// Campaign counts: participants, pending ones, communications by status (in lifecycle
+/// order) and channel, nodes by flow and node.
+pub(crate) async fn suite_campaign_stats(store: &dyn Store) {
+    use CommunicationStatus::*;
+    let t = Uuid::new_v4();
+    let (c, other) = (
+        stored_campaign(store, t, "c").await,
+        stored_campaign(store, t, "other").await,
+    );
+    assert_eq!(
+        store.campaign_stats(c).await.unwrap(),
+        CampaignStats::default()
+    );
+    let p = Enrolled::new(store, t, c, json!({"email": "1@x.io"}), json!({}), 1).await;
+    let q = Enrolled::new(store, t, c, json!({"email": "2@x.io"}), json!({}), 1).await;
+    let o = Enrolled::new(store, t, other, json!({"email": "1@x.io"}), json!({}), 1).await;
+    let read = p.record(store).await;
+    store
+        .commit_participant_step(&ParticipantStep {
+            clear_pending: Some(read.updated_at),
+            ..p.step(2)
+        })
+        .await
+        .unwrap();
+    let made = |e: &Enrolled, status, channel| {
+        let mut c = e.communication("x", 3, 10);
+        c.status = status;
+        c.channel = channel;
+        c
+    };
+    p.plan(
+        store,
+        &[
+            made(&p, Failed, Channel::Chat),
+            made(&p, Completed, Channel::Telegram),
+            made(&p, Planned, Channel::Whatsapp),
+            made(&p, Planned, Channel::Telegram),
+        ],
+    )
+    .await;
+    q.plan(
+        store,
+        &[
+            made(&q, Planned, Channel::Telegram),
+            made(&q, Planned, Channel::Chat),
+            made(&q, Failed, Channel::Chat),
+        ],
+    )
+    .await;
+    o.plan(store, &[made(&o, Planned, Channel::Telegram)]).await;
+    let count = |status, channel, count| CommunicationCount {
+        status,
+        channel,
+        count,
+    };
+    assert_eq!(
+        store.campaign_stats(c).await.unwrap(),
+        CampaignStats {
+            participants: 2,
+            participants_pending: 1,
+            communications: vec![
+                count(Planned, Channel::Chat, 1),
+                count(Planned, Channel::Telegram, 2),
+                count(Planned, Channel::Whatsapp, 1),
+                count(Completed, Channel::Telegram, 1),
+                count(Failed, Channel::Chat, 2),
+            ],
+            nodes: vec![],
+        }
+    );
+    assert_eq!(
+        store.campaign_stats(other).await.unwrap().communications,
+        vec![count(Planned, Channel::Telegram, 1)]
+    );
+}
+
+/// Customers by channel id (compared as text, within the tenant, oldest first), and a
+/// customer's participants in a campaign.
+pub(crate) async fn suite_customers_by_channel_id(store: &dyn Store) {
+    let (t, other_t) = (Uuid::new_v4(), Uuid::new_v4());
+    let (c, c2) = (
+        stored_campaign(store, t, "c").await,
+        stored_campaign(store, t, "c2").await,
+    );
+    let oc = stored_campaign(store, other_t, "oc").await;
+    // As ParticipantInput::check stores them: text.
+    let first = Enrolled::new(
+        store,
+        t,
+        c,
+        json!({"external_id": "a", "telegram_id": "12345", "whatsapp_id": "4915550001",
+               "web_id": "web-a", "phone": "+4915550001"}),
+        json!({}),
+        1,
+    )
+    .await;
+    let second = Enrolled::new(
+        store,
+        t,
+        c,
+        json!({"external_id": "b", "telegram_id": "12345"}),
+        json!({}),
+        2,
+    )
+    .await;
+    Enrolled::new(
+        store,
+        other_t,
+        oc,
+        json!({"external_id": "a", "telegram_id": "12345", "phone": "+4915550001"}),
+        json!({}),
+        1,
+    )
+    .await;
+    let find = |name: &'static str, value: &'static str, limit: u32| async move {
+        store
+            .customers_by_channel_id(t, name, value, limit)
+            .await
+            .unwrap()
+    };
+    assert_eq!(
+        find("telegram_id", "12345", 10).await,
+        vec![first.customer, second.customer]
+    );
+    assert_eq!(find("telegram_id", "12345", 1).await, vec![first.customer]);
+    assert_eq!(find("telegram_id", "1234", 10).await, Vec::<Uuid>::new());
+    assert_eq!(
+        find("whatsapp_id", "4915550001", 10).await,
+        vec![first.customer]
+    );
+    assert_eq!(find("web_id", "web-a", 10).await, vec![first.customer]);
+    assert_eq!(find("web_id", "12345", 10).await, Vec::<Uuid>::new());
+    assert_eq!(find("phone", "+4915550001", 10).await, vec![first.customer]);
+    // A number written by a flow is found by its text.
+    store
+        .commit_participant_step(&ParticipantStep {
+            customer_patch: attrs(json!({"telegram_id": 777})),
+            ..second.step(3)
+        })
+        .await
+        .unwrap();
+    assert_eq!(find("telegram_id", "777", 10).await, vec![second.customer]);
+    assert_eq!(find("telegram_id", "12345", 10).await, vec![first.customer]);
+    assert!(is_conflict(
+        store
+            .customers_by_channel_id(t, "email", "a@x.io", 10)
+            .await
+    ));
+
+    // Two objects of the first customer in c, one in c2.
+    let objects = store
+        .upsert_participants(
+            t,
+            c,
+            None,
+            &[
+                with_object(checked(json!({"external_id": "a"}), json!({})), "o1"),
+                with_object(checked(json!({"external_id": "a"}), json!({})), "o2"),
+            ],
+            at(5),
+        )
+        .await
+        .unwrap();
+    let elsewhere = Enrolled::new(store, t, c2, json!({"external_id": "a"}), json!({}), 6).await;
+    assert_eq!(
+        store
+            .participants_of_customer(c, first.customer)
+            .await
+            .unwrap(),
+        vec![
+            first.participant,
+            objects[0].participant_id,
+            objects[1].participant_id
+        ]
+    );
+    assert_eq!(
+        store
+            .participants_of_customer(c2, first.customer)
+            .await
+            .unwrap(),
+        vec![elsewhere.participant]
+    );
+    assert_eq!(
+        store
+            .participants_of_customer(c2, second.customer)
+            .await
+            .unwrap(),
+        Vec::<Uuid>::new()
+    );
+}
+
+/// Deleting a participant or a campaign takes its communications, queued events and
+/// step counts with it.
+pub(crate) async fn suite_delete_progress(store: &dyn Store) {
+    let t = Uuid::new_v4();
+    let c = stored_campaign(store, t, "c").await;
+    let p = Enrolled::new(store, t, c, json!({"email": "1@x.io"}), json!({}), 1).await;
+    let q = Enrolled::new(store, t, c, json!({"email": "2@x.io"}), json!({}), 1).await;
+    let mut mine = Vec::new();
+    for e in [&p, &q] {
+        let comm = e.communication("x", 2, 10);
+        mine.push(comm.id);
+        store
+            .commit_participant_step(&ParticipantStep {
+                new_communications: vec![comm.clone()],
+                visited: visits(&[("main", "trigger")]),
+                ..e.step(2)
+            })
+            .await
+            .unwrap();
+        store
+            .add_participant_event(
+                c,
+                e.participant,
+                TriggerType::CommunicationEnded,
+                Some(comm.id),
+                at(3),
+            )
+            .await
+            .unwrap();
+    }
+
+    assert!(store.delete_participant(p.participant).await.unwrap());
+    assert_eq!(store.get_communication(mine[0]).await.unwrap(), None);
+    assert!(store.get_communication(mine[1]).await.unwrap().is_some());
+    let events = store.participant_events(c, 0, 10).await.unwrap();
+    assert_eq!(
+        events.iter().map(|e| e.participant_id).collect::<Vec<_>>(),
+        vec![q.participant]
+    );
+    let stats = store.campaign_stats(c).await.unwrap();
+    assert_eq!(stats.participants, 1);
+    assert_eq!(
+        stats.communications,
+        vec![CommunicationCount {
+            status: CommunicationStatus::Planned,
+            channel: Channel::Telegram,
+            count: 1
+        }]
+    );
+    assert_eq!(
+        stats.nodes,
+        vec![NodeCount {
+            flow: "main".into(),
+            node: "trigger".into(),
+            count: 1
+        }]
+    );
+
+    assert!(store.delete_campaign(c).await.unwrap());
+    assert_eq!(
+        store.campaign_stats(c).await.unwrap(),
+        CampaignStats::default()
+    );
+    assert_eq!(store.get_communication(mine[1]).await.unwrap(), None);
+    assert_eq!(store.participant_events(c, 0, 10).await.unwrap(), vec![]);
+    assert_eq!(store.next_due_communication(c).await.unwrap(), None);
 }

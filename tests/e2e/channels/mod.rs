@@ -8,9 +8,9 @@ pub mod fake;
 mod discord;
 mod slack;
 mod teams;
-mod telegram;
+pub mod telegram;
 mod webhook;
-mod whatsapp;
+pub mod whatsapp;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};

@@ -14,9 +14,9 @@ use super::fake::{Fake, Recorded, Reply};
 use super::*;
 use crate::support::*;
 
-const TOKEN: &str = "123456:TEST-token";
+pub(crate) const TOKEN: &str = "123456:TEST-token";
 
-fn update(update_id: i64, chat: i64, text: &str) -> Value {
+pub(crate) fn update(update_id: i64, chat: i64, text: &str) -> Value {
     json!({"update_id": update_id, "message": {
         "message_id": update_id, "date": 1_700_000_000,
         "chat": {"id": chat, "type": "private"},
@@ -25,7 +25,7 @@ fn update(update_id: i64, chat: i64, text: &str) -> Value {
 }
 
 /// The Bot API as protocol-facts.md describes it, for the methods parley calls.
-async fn telegram() -> Fake {
+pub(crate) async fn telegram() -> Fake {
     telegram_refusing(0).await
 }
 
@@ -60,7 +60,7 @@ async fn telegram_refusing(refused: i64) -> Fake {
     .await
 }
 
-fn sent_texts(fake: &Fake, chat: i64) -> Vec<String> {
+pub(crate) fn sent_texts(fake: &Fake, chat: i64) -> Vec<String> {
     fake.requests()
         .iter()
         .filter(|r| r.path.ends_with("/sendMessage") && r.json()["chat_id"] == json!(chat))
@@ -90,7 +90,12 @@ async fn setup(
     (agent, conn, secret.unwrap_or_default())
 }
 
-async fn deliver(t: &TestServer, conn: &str, secret: &str, body: &Value) -> reqwest::Response {
+pub(crate) async fn deliver(
+    t: &TestServer,
+    conn: &str,
+    secret: &str,
+    body: &Value,
+) -> reqwest::Response {
     hook(t, conn)
         .header("X-Telegram-Bot-Api-Secret-Token", secret)
         .json(body)

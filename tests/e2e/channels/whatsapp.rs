@@ -15,25 +15,29 @@ use super::fake::{Fake, Recorded, Reply};
 use super::*;
 use crate::support::*;
 
-const APP_SECRET: &str = "whatsapp-app-secret";
-const ACCESS_TOKEN: &str = "EAAG-whatsapp-access-token";
-const VERIFY_TOKEN: &str = "verify-me-please";
+pub(crate) const APP_SECRET: &str = "whatsapp-app-secret";
+pub(crate) const ACCESS_TOKEN: &str = "EAAG-whatsapp-access-token";
+pub(crate) const VERIFY_TOKEN: &str = "verify-me-please";
 /// The API version in the configured graph base, as in `https://graph.facebook.com/v21.0`.
-const VERSION: &str = "/v21.0";
-const FIRST_NUMBER: &str = "106540352242922";
-const SECOND_NUMBER: &str = "106540352242933";
+pub(crate) const VERSION: &str = "/v21.0";
+pub(crate) const FIRST_NUMBER: &str = "106540352242922";
+pub(crate) const SECOND_NUMBER: &str = "106540352242933";
 const FAQ_QUESTION: &str = "What are your opening hours?";
 const FAQ_ANSWER: &str = "We are open from 9 to 17.";
 
 /// `sha256=<hex HMAC-SHA256(app_secret, body)>`, as Meta signs notifications.
-fn signature(body: &[u8]) -> String {
+pub(crate) fn signature(body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(APP_SECRET.as_bytes()).unwrap();
     mac.update(body);
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
 /// A notification of customer messages to one of our numbers.
-fn notification(phone_number_id: &str, messages: Vec<Value>, statuses: Vec<Value>) -> Value {
+pub(crate) fn notification(
+    phone_number_id: &str,
+    messages: Vec<Value>,
+    statuses: Vec<Value>,
+) -> Value {
     let contacts: Vec<Value> = messages
         .iter()
         .map(|m| json!({"profile": {"name": "Ann"}, "wa_id": m["from"]}))
@@ -61,7 +65,7 @@ fn text(from: &str, wamid: &str, body: &str) -> Value {
 
 /// The Graph API as protocol-facts.md describes it for the calls parley makes: phone
 /// number lookups and sends. Text sends are answered by `text_send` (default: accepted).
-async fn graph_with(
+pub(crate) async fn graph_with(
     text_send: impl Fn(&Recorded) -> Option<Reply> + Send + Sync + 'static,
 ) -> Fake {
     let next = Arc::new(AtomicU64::new(1));
@@ -128,7 +132,7 @@ async fn setup(t: &TestServer, fake: &Fake) -> (Agent, String) {
     (agent, conn)
 }
 
-async fn deliver(t: &TestServer, conn: &str, body: &Value) -> reqwest::Response {
+pub(crate) async fn deliver(t: &TestServer, conn: &str, body: &Value) -> reqwest::Response {
     let bytes = serde_json::to_vec(body).unwrap();
     hook(t, conn)
         .header("content-type", "application/json")
@@ -140,14 +144,14 @@ async fn deliver(t: &TestServer, conn: &str, body: &Value) -> reqwest::Response 
 }
 
 /// The message sends the fake received, in order.
-fn sends(fake: &Fake) -> Vec<Recorded> {
+pub(crate) fn sends(fake: &Fake) -> Vec<Recorded> {
     fake.requests()
         .into_iter()
         .filter(|r| r.method == Method::POST && r.path.ends_with("/messages"))
         .collect()
 }
 
-fn sends_to(fake: &Fake, customer: &str) -> Vec<Recorded> {
+pub(crate) fn sends_to(fake: &Fake, customer: &str) -> Vec<Recorded> {
     sends(fake)
         .into_iter()
         .filter(|r| r.json()["to"] == customer)

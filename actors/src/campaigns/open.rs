@@ -1,0 +1,285 @@
+//! Opening a communication: a session of the chosen agent for the participant, with the
+//! start phrase (else the agent's greeting) as its first message, which then goes out on
+//! the channel — Telegram and WhatsApp through the running connection (a WhatsApp
+//! customer outside the 24-hour window gets the template), a webhook as a signed
+//! `communication.started` event, parley's chat as the session itself.
+
+use std::sync::Arc;
+
+use chrono::{NaiveDate, Utc};
+use parley_connectors::whatsapp::OUTSIDE_WINDOW;
+use parley_connectors::ConnectorError;
+use parley_engine::campaign::{CommunicationRecord, CommunicationStatus};
+use parley_engine::flow::{display, Channel, Communication, EvalContext, ParticipantData};
+use parley_engine::model::SessionId;
+use parley_engine::store::ChannelSession;
+use serde_json::{json, Map, Value};
+
+use super::runner::CampaignCtx;
+use crate::channels::outbound::Urgency;
+use crate::channels::{PlatformRuntime, RunningChannel};
+use crate::node::{CreateSession, Opening};
+
+/// How a communication went out.
+pub struct Opened {
+    /// Delivered where sending is delivering (Telegram, chat, webhook); Started where the
+    /// platform reports delivery later (WhatsApp).
+    pub status: CommunicationStatus,
+    pub message_id: Option<String>,
+}
+
+/// Why a communication could not go out.
+pub enum OpenError {
+    /// Before its session was opened.
+    Before(String),
+    /// After: its session is to be closed.
+    After(String),
+}
+
+fn attribute(ctx: &EvalContext<'_>, name: &str) -> Option<String> {
+    ctx.attribute(name).map(display)
+}
+
+fn digits(s: &str) -> String {
+    s.chars().filter(char::is_ascii_digit).collect()
+}
+
+/// Renders the placeholders in every string of a template's components.
+fn render_value(v: &Value, ctx: &EvalContext<'_>) -> Value {
+    match v {
+        Value::String(s) => Value::String(ctx.render(s)),
+        Value::Array(items) => Value::Array(items.iter().map(|i| render_value(i, ctx)).collect()),
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, v)| (k.clone(), render_value(v, ctx)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+fn running(ctx: &CampaignCtx, c: &CommunicationRecord) -> Result<Arc<RunningChannel>, OpenError> {
+    let id = c.connection_id.ok_or_else(|| {
+        OpenError::Before(format!(
+            "a {} communication needs a connection",
+            c.channel.as_str()
+        ))
+    })?;
+    ctx.shared.channels.get(&id).ok_or_else(|| {
+        OpenError::Before(format!(
+            "connection {id} is not running: start it with POST /api/v1/connections/{id}/start"
+        ))
+    })
+}
+
+pub async fn open(
+    ctx: &CampaignCtx,
+    c: &CommunicationRecord,
+    spec: &Communication,
+    data: &ParticipantData,
+    today: NaiveDate,
+    session_id: SessionId,
+) -> Result<Opened, OpenError> {
+    let ectx = data.context(today);
+    let start_phrase = spec.start_phrase.as_ref().map(|t| ectx.render(t));
+    // The platform address, and the connection it goes out on.
+    let (ext_type, user_id, address, channel) = match spec.channel {
+        Channel::Chat => {
+            let user = attribute(&ectx, "web_id")
+                .or_else(|| attribute(&ectx, "external_id"))
+                .unwrap_or_else(|| format!("participant:{}", c.participant_id));
+            ("web", user, None, None)
+        }
+        Channel::Webhook => {
+            let user = attribute(&ectx, "external_id")
+                .unwrap_or_else(|| format!("participant:{}", c.participant_id));
+            ("webhook", user, None, Some(running(ctx, c)?))
+        }
+        Channel::Telegram => {
+            let id = attribute(&ectx, "telegram_id").ok_or_else(|| {
+                OpenError::Before(
+                    "the participant has no telegram_id: a Telegram bot can only write to people who wrote to it first"
+                        .into(),
+                )
+            })?;
+            let rt = running(ctx, c)?;
+            ("telegram", format!("telegram:{id}"), Some(id), Some(rt))
+        }
+        Channel::Whatsapp => {
+            let to = attribute(&ectx, "whatsapp_id")
+                .or_else(|| attribute(&ectx, "phone"))
+                .map(|n| digits(&n))
+                .filter(|n| !n.is_empty())
+                .ok_or_else(|| {
+                    OpenError::Before("the participant has no whatsapp_id or phone".into())
+                })?;
+            let rt = running(ctx, c)?;
+            ("whatsapp", format!("whatsapp:{to}"), Some(to), Some(rt))
+        }
+    };
+    let mut kwargs = Map::new();
+    kwargs.insert("campaign_id".into(), json!(c.campaign_id));
+    kwargs.insert("participant_id".into(), json!(c.participant_id));
+    kwargs.insert("communication_id".into(), json!(c.id));
+    kwargs.insert("communication".into(), json!(c.name));
+    kwargs.insert(
+        "context".into(),
+        Value::Object(data.context_values(&spec.context, today)),
+    );
+    if let (Some(rt), Some(address)) = (&channel, &address) {
+        kwargs.insert("platform".into(), json!(ext_type));
+        kwargs.insert("connection_id".into(), json!(rt.rt.id));
+        kwargs.insert("chat_id".into(), json!(address));
+    }
+    let session = ctx
+        .shared
+        .open_session(
+            c.agent_id,
+            CreateSession {
+                user_id: Some(user_id),
+                name: attribute(&ectx, "name"),
+                ext_type: Some(ext_type.into()),
+                channel_id: c.connection_id.map(|id| id.to_string()),
+                kwargs,
+                ..CreateSession::default()
+            },
+            Opening {
+                id: Some(session_id),
+                text: start_phrase.clone(),
+            },
+        )
+        .await
+        .map_err(|e| OpenError::Before(format!("could not open its session: {e}")))?;
+    let text = start_phrase.or(session.greeting_text.clone());
+    let after = |e: ConnectorError| OpenError::After(e.to_string());
+    let Some(running) = channel else {
+        return Ok(Opened {
+            status: CommunicationStatus::Delivered,
+            message_id: None,
+        });
+    };
+    let rt = &running.rt;
+    if let Some(address) = &address {
+        // The customer's answer comes to this session.
+        ctx.shared
+            .store
+            .set_channel_session(
+                rt.id,
+                &format!("{address}/{address}"),
+                &ChannelSession {
+                    session_id,
+                    started_at: Utc::now(),
+                },
+            )
+            .await
+            .map_err(|e| OpenError::After(e.to_string()))?;
+    }
+    let must =
+        |sent: Option<String>| sent.ok_or_else(|| OpenError::After("the send was not made".into()));
+    match (&rt.platform, address) {
+        (PlatformRuntime::Telegram { client, .. }, Some(chat)) => {
+            let text = text.ok_or_else(|| {
+                OpenError::After(
+                    "nothing to send: give the communication a start_phrase or the agent a greeting"
+                        .into(),
+                )
+            })?;
+            let sent = rt
+                .outbound
+                .send(Some(&chat), Urgency::Must, || {
+                    client.send_message(&chat, &text)
+                })
+                .await
+                .map_err(after)?
+                .and_then(|s| s.into_iter().last().map(|m| m.message_id));
+            Ok(Opened {
+                status: CommunicationStatus::Delivered,
+                message_id: Some(must(sent)?),
+            })
+        }
+        (
+            PlatformRuntime::Whatsapp {
+                client, numbers, ..
+            },
+            Some(to),
+        ) => {
+            let from = numbers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pick(&to, None)
+                .to_string();
+            if let Some(text) = spec.start_phrase.as_ref().and(text.as_ref()) {
+                // Free text reaches a customer who wrote within 24 hours; the platform
+                // tells us otherwise, and the template goes instead.
+                match rt
+                    .outbound
+                    .send(Some(&from), Urgency::Must, || {
+                        client.send_text(&from, &to, text)
+                    })
+                    .await
+                {
+                    Ok(sent) => {
+                        return Ok(Opened {
+                            status: CommunicationStatus::Started,
+                            message_id: Some(must(sent.map(|s| s.message_id))?),
+                        })
+                    }
+                    Err(ConnectorError::Refused { ref code, .. }) if code == OUTSIDE_WINDOW => {}
+                    Err(e) => return Err(after(e)),
+                }
+            }
+            let template = spec.template.as_ref().ok_or_else(|| {
+                OpenError::After("a WhatsApp communication needs a template".into())
+            })?;
+            let components = template
+                .components
+                .as_ref()
+                .map(|c| render_value(&Value::Array(c.clone()), &ectx))
+                .unwrap_or(Value::Null);
+            let sent = rt
+                .outbound
+                .send(Some(&from), Urgency::Must, || {
+                    client.send_template(
+                        &from,
+                        &to,
+                        &template.name,
+                        &template.language,
+                        components.clone(),
+                    )
+                })
+                .await
+                .map_err(after)?;
+            Ok(Opened {
+                status: CommunicationStatus::Started,
+                message_id: Some(must(sent.map(|s| s.message_id))?),
+            })
+        }
+        (PlatformRuntime::Webhook { .. }, _) => {
+            let data = json!({
+                "communication_id": c.id,
+                "communication": c.name,
+                "campaign_id": c.campaign_id,
+                "participant_id": c.participant_id,
+                "session_id": session_id,
+                "agent_id": c.agent_id,
+                "text": text,
+                "participant": data.participant,
+                "customer": data.customer,
+                "context": data.context_values(&spec.context, today),
+            });
+            crate::channels::outbox::try_enqueue(&ctx.shared, rt.id, "communication.started", data)
+                .await
+                .map_err(|e| OpenError::After(e.to_string()))?;
+            Ok(Opened {
+                status: CommunicationStatus::Delivered,
+                message_id: None,
+            })
+        }
+        _ => Err(OpenError::After(format!(
+            "connection {} is a {} connection, not {}",
+            rt.id,
+            rt.kind().as_str(),
+            c.channel.as_str()
+        ))),
+    }
+}
