@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 pub struct BenchNode {
     pub node: Node,
+    #[allow(dead_code, reason = "campaign benches need no agent")]
     pub agent: Uuid,
     #[allow(dead_code, reason = "only some benches create tenant-owned things")]
     pub tenant: Uuid,

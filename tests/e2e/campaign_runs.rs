@@ -702,3 +702,173 @@ nodes:
         drop(tmp);
     }
 }
+
+mod actions {
+    use std::sync::{Arc, Mutex};
+
+    use axum::routing::post;
+    use axum::{Json, Router};
+
+    use super::*;
+    use crate::channels::webhook::{webhook_connection, Receiver, OUT_SECRET};
+
+    fn flows(agent: &str, conn: &str, scorer: &str) -> (String, &'static str) {
+        (
+            format!(
+                r#"
+nodes:
+  - {{id: created, type: participant_created, next: score}}
+  - id: score
+    type: http_action
+    url: {scorer}
+    params: {{model: churn-v2}}
+    writes: [{{from: /result/score, property: participant.score}}, {{from: /result/segment, property: customer.segment}}]
+    next: risky
+  - {{id: risky, type: field_check, property: participant.score, operator: ge, value: 70, match: call}}
+  - id: call
+    type: start_communication
+    name: RETENTION
+    channel: webhook
+    agent_id: {agent}
+    connection_id: {conn}
+    duration: "02:00"
+    start_phrase: "Hi {{{{ name }}}}, we have an offer for you."
+"#
+            ),
+            r#"
+nodes:
+  - {id: incoming, type: incoming_session, next: stop}
+  - {id: stop, type: cancel_communications, next: note}
+  - id: note
+    type: update_field
+    assignments: [{property: participant.came_back, value: true}]
+"#,
+        )
+    }
+
+    fn fields() -> Value {
+        json!([
+            {"title": "Name", "name": "name", "type": "string", "level": "customer_profile", "import": true},
+            {"title": "Segment", "name": "segment", "type": "string", "level": "customer_profile"},
+            {"title": "Score", "name": "score", "type": "int", "level": "participant"},
+            {"title": "Came back", "name": "came_back", "type": "bool", "level": "participant"}
+        ])
+    }
+
+    /// A scoring service: answers from the participant's data it was sent.
+    async fn scorer(seen: Arc<Mutex<Vec<Value>>>) -> String {
+        let app = Router::new().route(
+            "/score",
+            post(move |Json(body): Json<Value>| {
+                let seen = seen.clone();
+                async move {
+                    let score = if body["customer"]["name"] == "Ann" {
+                        90
+                    } else {
+                        20
+                    };
+                    seen.lock().unwrap().push(body);
+                    Json(json!({"result": {"score": score, "segment": "at-risk"}}))
+                }
+            }),
+        );
+        format!("{}/score", serve_fake(app).await)
+    }
+
+    #[tokio::test]
+    async fn http_actions_webhook_communications_and_incoming_sessions() {
+        let clock = Clock::manual(start_time());
+        let t = server(&clock).await;
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let scorer = scorer(seen.clone()).await;
+        let rx = Receiver::start().await;
+        let agent = t.agent(&basic_agent("")).await;
+        let conn =
+            webhook_connection(&t, "CRM", json!({"url": rx.url(), "secret": OUT_SECRET})).await;
+        assert_eq!(act(&t, &conn, "start").await["status"], "Connected");
+        let campaign = create_campaign(&t, fields()).await;
+        let (main, incoming) = flows(&agent.id, &conn, &scorer);
+        put_flow(&t, &campaign, "main", &main).await;
+        put_flow(&t, &campaign, "incoming", incoming).await;
+        start(&t, &campaign).await;
+        let ids = add(
+            &t,
+            &campaign,
+            json!([
+                {"attributes": {"external_id": "ann", "name": "Ann", "web_id": "web-ann"}},
+                {"attributes": {"external_id": "bob", "name": "Bob", "web_id": "web-bob"}}
+            ]),
+        )
+        .await;
+        let (ann, bob) = (ids[0].0.clone(), ids[1].0.clone());
+
+        // The scorer got each participant's data and the node's params; its answer was
+        // written to the participant and the customer profile.
+        let a = comms_until(&t, &campaign, &ann, "Ann's offer delivered", |all| {
+            statuses(all) == ["Delivered"]
+        })
+        .await;
+        eventually(10, "Bob scored", || async {
+            participant(&t, &campaign, "bob").await["attributes"]["score"] == 20
+        })
+        .await;
+        assert!(communications(&t, &campaign, &bob).await.is_empty());
+        let p = participant(&t, &campaign, "ann").await;
+        assert_eq!(p["attributes"]["score"], 90);
+        assert_eq!(p["customer"]["attributes"]["segment"], "at-risk");
+        {
+            let seen = seen.lock().unwrap();
+            assert_eq!(seen.len(), 2, "{seen:?}");
+            let ann_call = seen
+                .iter()
+                .find(|b| b["customer"]["name"] == "Ann")
+                .unwrap();
+            assert_eq!(ann_call["params"], json!({"model": "churn-v2"}));
+            assert_eq!(ann_call["participant_id"], ann);
+            assert_eq!(ann_call["campaign_id"], campaign);
+        }
+
+        // The offer went out as a signed event on the connection.
+        let session = a[0]["session_id"].as_str().unwrap().to_string();
+        eventually(10, "the event delivered", || async {
+            rx.distinct()
+                .iter()
+                .any(|d| d.kind() == "communication.started")
+        })
+        .await;
+        let event = rx
+            .distinct()
+            .into_iter()
+            .find(|d| d.kind() == "communication.started")
+            .unwrap();
+        assert_eq!(event.data()["text"], "Hi Ann, we have an offer for you.");
+        assert_eq!(event.data()["session_id"], session);
+        assert_eq!(event.data()["communication"], "RETENTION");
+        assert_eq!(event.data()["participant_id"], ann);
+
+        // Ann comes to the web chat on her own: incoming_session cancels the offer (its
+        // session closes) and marks her.
+        let own = t.session(&agent, json!({"user_id": "web-ann"})).await;
+        let a = comms_until(&t, &campaign, &ann, "the offer canceled", |all| {
+            statuses(all) == ["Canceled"]
+        })
+        .await;
+        assert_eq!(a[0]["reason"], "canceled by the flow");
+        eventually(10, "Ann marked", || async {
+            participant(&t, &campaign, "ann").await["attributes"]["came_back"] == true
+        })
+        .await;
+        eventually(10, "the offer's session closed", || async {
+            t.get_session(&agent, &session).await["status"] == "canceled"
+        })
+        .await;
+        assert_ne!(own, session);
+        let s = stats(&t, &campaign).await;
+        assert_eq!(node_count(&s, "incoming", "incoming"), 1, "{s}");
+        assert_eq!(node_count(&s, "main", "call"), 1, "{s}");
+        assert!(
+            participant(&t, &campaign, "bob").await["attributes"]["came_back"].is_null(),
+            "only Ann came back"
+        );
+    }
+}

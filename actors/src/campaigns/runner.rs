@@ -211,8 +211,9 @@ impl CampaignState {
         Ok(())
     }
 
-    /// Reads more pending participants and queued events while the queue is short.
-    async fn feed(&mut self) {
+    /// Reads more pending participants while the queue is short, and the queued events
+    /// when `events` (a scan, or work that queued some).
+    async fn feed(&mut self, events: bool) {
         let store = self.ctx.shared.store.clone();
         let id = self.ctx.id();
         while self.pending_more && self.queue.len() < LOW_WATER {
@@ -235,7 +236,7 @@ impl CampaignState {
                 }
             }
         }
-        if self.queue.len() < LOW_WATER {
+        if events && self.queue.len() < LOW_WATER {
             match store.participant_events(id, self.events_after, PAGE).await {
                 Ok(events) => {
                     for e in events {
@@ -441,7 +442,7 @@ impl Actor for CampaignActor {
                 // From the start: triggers left behind an earlier page are found too.
                 state.pending_more = true;
                 state.pending_after = None;
-                state.feed().await;
+                state.feed(true).await;
                 if state.armed.is_none() {
                     state.arm().await;
                 }
@@ -492,8 +493,8 @@ impl Actor for CampaignActor {
                         state.set_timer(Some(at));
                     }
                 }
-                if queued_events || state.queue.len() < LOW_WATER {
-                    state.feed().await;
+                if queued_events || (state.pending_more && state.queue.len() < LOW_WATER) {
+                    state.feed(queued_events).await;
                 }
             }
             CampaignMsg::Session(r, note) => state.dispatch(r.participant, Work::Session(r, note)),

@@ -9,7 +9,7 @@ mod discord;
 mod slack;
 mod teams;
 pub mod telegram;
-mod webhook;
+pub mod webhook;
 pub mod whatsapp;
 
 use reqwest::{Method, StatusCode};

@@ -17,7 +17,7 @@ use super::*;
 use crate::support::*;
 
 /// Signs what parley sends.
-const OUT_SECRET: &str = "whsec_cGFybGV5LWUyZS1vdXRnb2luZy1zaWduaW5nLWtleSE=";
+pub(crate) const OUT_SECRET: &str = "whsec_cGFybGV5LWUyZS1vdXRnb2luZy1zaWduaW5nLWtleSE=";
 /// Signs what customers' systems send parley.
 const IN_SECRET: &str = "whsec_cGFybGV5LWUyZS1pbmNvbWluZy1zaWduaW5nLWtleSE=";
 const FAQ_QUESTION: &str = "What are your opening hours?";
@@ -25,7 +25,7 @@ const FAQ_ANSWER: &str = "We are open from 9 to 17.";
 
 /// A customer's endpoint: answers 200, or 500 while `failing`; canned answers queued on
 /// `fake` go first. Remembers which events it accepted.
-struct Receiver {
+pub(crate) struct Receiver {
     fake: Fake,
     failing: Arc<AtomicBool>,
     accepted: Arc<Mutex<Vec<String>>>,
@@ -33,24 +33,24 @@ struct Receiver {
 
 /// One event as the receiver got it (signature checked).
 #[derive(Debug, Clone)]
-struct Delivered {
+pub(crate) struct Delivered {
     id: String,
     body: Value,
     at: Instant,
 }
 
 impl Delivered {
-    fn kind(&self) -> &str {
+    pub(crate) fn kind(&self) -> &str {
         self.body["type"].as_str().unwrap()
     }
 
-    fn data(&self) -> &Value {
+    pub(crate) fn data(&self) -> &Value {
         &self.body["data"]
     }
 }
 
 impl Receiver {
-    async fn start() -> Receiver {
+    pub(crate) async fn start() -> Receiver {
         let failing = Arc::new(AtomicBool::new(false));
         let accepted = Arc::new(Mutex::new(Vec::new()));
         let (f, a) = (failing.clone(), accepted.clone());
@@ -71,7 +71,7 @@ impl Receiver {
         }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("{}/events", self.fake.base)
     }
 
@@ -107,7 +107,7 @@ impl Receiver {
     }
 
     /// Distinct events in the order they were first delivered.
-    fn distinct(&self) -> Vec<Delivered> {
+    pub(crate) fn distinct(&self) -> Vec<Delivered> {
         let mut seen = Vec::<Delivered>::new();
         for d in self.delivered() {
             if !seen.iter().any(|s| s.id == d.id) {
@@ -143,7 +143,7 @@ fn pair(kind: &str, detail: &str) -> (String, String) {
 }
 
 /// Creates and enables a webhook connection named `name` (names are unique); answers its id.
-async fn webhook_connection(t: &TestServer, name: &str, config: Value) -> String {
+pub(crate) async fn webhook_connection(t: &TestServer, name: &str, config: Value) -> String {
     let (status, body) = json_of(
         t.admin(Method::POST, "/api/v1/connections")
             .json(
