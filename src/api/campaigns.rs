@@ -11,7 +11,7 @@ use parley_actors::node::{campaign_json, CampaignPatch, NewCampaign};
 use parley_engine::agent::Format;
 use parley_engine::campaign::{
     CommunicationRecord, CustomerRecord, DataField, FlowRecord, ParticipantInput, ParticipantQuery,
-    ParticipantRecord, UploadRecord,
+    ParticipantRecord, ParticipantStatus, UploadRecord,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -383,6 +383,8 @@ pub async fn add_participants(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ParticipantsQuery {
+    name: Option<String>,
+    status: Option<String>,
     external_id: Option<String>,
     email: Option<String>,
     phone: Option<String>,
@@ -408,7 +410,20 @@ pub async fn list_participants(
         .upload_id
         .map(|u| uuid::Uuid::parse_str(&u).map_err(|_| ApiError::invalid("upload_id: not an id")))
         .transpose()?;
+    let status = q
+        .status
+        .map(|s| {
+            ParticipantStatus::parse(&s).ok_or_else(|| {
+                ApiError::invalid(format!(
+                    "status: {s:?} is not one of {}",
+                    ParticipantStatus::ALL.map(|p| p.as_str()).join(", ")
+                ))
+            })
+        })
+        .transpose()?;
     let query = ParticipantQuery {
+        name: q.name.filter(|n| !n.trim().is_empty()),
+        status,
         external_id: q.external_id,
         email: q.email.map(|e| e.trim().to_lowercase()),
         phone: q.phone,
@@ -424,7 +439,12 @@ pub async fn list_participants(
         .await?;
     let participants: Vec<Value> = page
         .iter()
-        .map(|(p, c)| participant_json(p, c.as_ref()))
+        .map(|v| {
+            let mut j = participant_json(&v.participant, v.customer.as_ref());
+            j["status"] = json!(v.status().as_str());
+            j["communications"] = json!(v.communications.len());
+            j
+        })
         .collect();
     Ok(Json(json!({"participants": participants, "total": total,
                     "offset": query.offset, "limit": limit})))

@@ -134,6 +134,24 @@ async fn participant(t: &TestServer, campaign: &str, external_id: &str) -> Value
     body["participants"][0].clone()
 }
 
+/// The external ids of the participants a list query finds.
+async fn listed(t: &TestServer, campaign: &str, query: &str) -> Vec<String> {
+    let (status, body) = t
+        .call(
+            Method::GET,
+            &format!("/api/v1/campaigns/{campaign}/participants?{query}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["customer"]["external_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
 fn node_count(stats: &Value, flow: &str, node: &str) -> u64 {
     stats["nodes"]
         .as_array()
@@ -320,6 +338,7 @@ nodes:
         let [ann, bob, cid, dan, eve] = [0, 1, 2, 3, 4].map(|i| ids[i].0.clone());
         let s = stats(&t, &campaign).await;
         assert_eq!(s["participants"], json!({"total": 5, "pending": 5}), "{s}");
+        assert_eq!(listed(&t, &campaign, "status=pending").await.len(), 5);
         assert_eq!(s["communications"]["total"], 0);
 
         start(&t, &campaign).await;
@@ -340,6 +359,30 @@ nodes:
         .await;
         assert!(communications(&t, &campaign, &cid).await.is_empty());
         assert!(communications(&t, &campaign, &dan).await.is_empty());
+        // Filters: who has something under way, who does not, and by name in any case.
+        let mut active = listed(&t, &campaign, "status=active").await;
+        active.sort();
+        assert_eq!(active, ["ann", "bob", "eve"]);
+        let mut idle = listed(&t, &campaign, "status=idle").await;
+        idle.sort();
+        assert_eq!(idle, ["cid", "dan"]);
+        assert_eq!(listed(&t, &campaign, "name=bO").await, ["bob"]);
+        assert_eq!(
+            listed(&t, &campaign, "name=b%25&status=active").await,
+            Vec::<String>::new()
+        );
+        let (status, body) = t
+            .call(
+                Method::GET,
+                &format!("/api/v1/campaigns/{campaign}/participants?status=asleep"),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert!(body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("pending, active, idle"));
         let s = stats(&t, &campaign).await;
         assert_eq!(node_count(&s, "reminder", "created"), 5, "{s}");
         assert_eq!(node_count(&s, "reminder", "stop"), 1, "{s}");

@@ -10,8 +10,8 @@ use parley_engine::campaign::{
     parse_timezone, validate_fields, Campaign, CampaignId, CampaignRecord, CampaignStats,
     CampaignStatus, CheckedParticipant, CommunicationRecord, CsvError, CsvImport, CustomerId,
     CustomerRecord, DataField, FieldLevel, FieldType, FlowRecord, ParticipantId, ParticipantInput,
-    ParticipantQuery, ParticipantRecord, UploadId, UploadRecord, UploadRowError, UploadStatus,
-    Upserted,
+    ParticipantQuery, ParticipantRecord, ParticipantStatus, UploadId, UploadRecord, UploadRowError,
+    UploadStatus, Upserted,
 };
 use parley_engine::flow::{self, CompiledFlow, TriggerType, ValueKind};
 use parley_engine::model::TenantId;
@@ -553,13 +553,19 @@ impl Node {
         tenant: TenantId,
         id: CampaignId,
         query: &ParticipantQuery,
-    ) -> NodeResult<(Vec<(ParticipantRecord, Option<CustomerRecord>)>, u64)> {
+    ) -> NodeResult<(Vec<ParticipantView>, u64)> {
         self.campaign(tenant, id).await?;
-        let (page, total) = self.shared.store.list_participants(id, query).await?;
+        let store = &self.shared.store;
+        let (page, total) = store.list_participants(id, query).await?;
         let mut out = Vec::with_capacity(page.len());
-        for p in page {
-            let customer = self.shared.store.get_customer(p.customer_id).await?;
-            out.push((p, customer));
+        for participant in page {
+            let customer = store.get_customer(participant.customer_id).await?;
+            let communications = store.list_communications(participant.id).await?;
+            out.push(ParticipantView {
+                participant,
+                customer,
+                communications,
+            });
         }
         Ok((out, total))
     }
@@ -623,6 +629,23 @@ impl Node {
             Some(c) if c.tenant_id == tenant => Ok(c),
             _ => Err(NodeError::NotFound("customer")),
         }
+    }
+}
+
+/// A participant as the participants list shows it.
+#[derive(Debug, Clone)]
+pub struct ParticipantView {
+    pub participant: ParticipantRecord,
+    pub customer: Option<CustomerRecord>,
+    pub communications: Vec<CommunicationRecord>,
+}
+
+impl ParticipantView {
+    pub fn status(&self) -> ParticipantStatus {
+        ParticipantStatus::of(
+            self.participant.pending.is_some(),
+            self.communications.iter().any(|c| c.status.is_open()),
+        )
     }
 }
 

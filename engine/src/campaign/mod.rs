@@ -21,7 +21,8 @@ pub use progress::{
 };
 pub use records::{
     CampaignRecord, CustomerId, CustomerRecord, FlowRecord, ParticipantId, ParticipantQuery,
-    ParticipantRecord, UploadId, UploadRecord, UploadRowError, UploadStatus, Upserted,
+    ParticipantRecord, ParticipantStatus, UploadId, UploadRecord, UploadRowError, UploadStatus,
+    Upserted,
 };
 pub use schedule::{
     expires_at, next_start, parse_duration_hhmm, parse_time_of_day, parse_timezone, resolve_local,

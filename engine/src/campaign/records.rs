@@ -79,9 +79,54 @@ pub struct Upserted {
     pub created: bool,
 }
 
+/// Where a participant is in its campaign.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParticipantStatus {
+    /// Its created/updated trigger has not run yet.
+    Pending,
+    /// It has a communication in progress (Planned … Replied).
+    Active,
+    /// Neither: its flows have nothing under way.
+    Idle,
+}
+
+impl ParticipantStatus {
+    pub const ALL: [ParticipantStatus; 3] = [
+        ParticipantStatus::Pending,
+        ParticipantStatus::Active,
+        ParticipantStatus::Idle,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ParticipantStatus::Pending => "pending",
+            ParticipantStatus::Active => "active",
+            ParticipantStatus::Idle => "idle",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ParticipantStatus> {
+        ParticipantStatus::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+
+    /// The status of a participant with a pending trigger or not, and with a
+    /// communication in progress or not.
+    pub fn of(pending: bool, communicating: bool) -> ParticipantStatus {
+        match (pending, communicating) {
+            (true, _) => ParticipantStatus::Pending,
+            (false, true) => ParticipantStatus::Active,
+            (false, false) => ParticipantStatus::Idle,
+        }
+    }
+}
+
 /// Filters of the participants list; all optional, combined with AND.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ParticipantQuery {
+    /// Part of the name (customer or participant attribute `name`), any case.
+    pub name: Option<String>,
+    pub status: Option<ParticipantStatus>,
     pub external_id: Option<String>,
     pub email: Option<String>,
     pub phone: Option<String>,

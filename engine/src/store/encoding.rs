@@ -207,3 +207,17 @@ pub(super) fn stats_from_rows(
         nodes,
     })
 }
+
+/// `text` matched anywhere, as a LIKE pattern (its own `%`, `_` and `\\` taken
+/// literally, with `\\` as the escape).
+pub(super) fn contains_pattern(text: &str) -> String {
+    let mut out = String::from("%");
+    for ch in text.chars() {
+        if matches!(ch, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(ch);
+    }
+    out.push('%');
+    out
+}

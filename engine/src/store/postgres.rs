@@ -30,16 +30,16 @@ use crate::campaign::{
     CampaignId, CampaignRecord, CampaignStats, CheckedParticipant, CommunicationChange,
     CommunicationId, CommunicationRecord, CommunicationStatus, CustomerId, CustomerRecord,
     FlowRecord, ParticipantEvent, ParticipantId, ParticipantQuery, ParticipantRecord,
-    ParticipantStep, StepOutcome, UploadId, UploadRecord, Upserted,
+    ParticipantStatus, ParticipantStep, StepOutcome, UploadId, UploadRecord, Upserted,
 };
 use crate::connection::{ConnectionId, ConnectionRecord};
 use crate::flow::TriggerType;
 use crate::inbound::InboundMessage;
 
 use super::encoding::{
-    apply_change, cancel, deadline_millis, feedback_str, map_migrate_err, parse_feedback,
-    parse_json, parse_pending, parse_trigger, parse_uuid, rfc3339, stats_from_rows, status_strs,
-    to_json, Embedded,
+    apply_change, cancel, contains_pattern, deadline_millis, feedback_str, map_migrate_err,
+    parse_feedback, parse_json, parse_pending, parse_trigger, parse_uuid, rfc3339, stats_from_rows,
+    status_strs, to_json, Embedded,
 };
 use super::{
     AgentChannel, AgentRecord, AgentStatus, ChannelSession, ConnectionEvent, Epoch,
@@ -745,6 +745,38 @@ fn push_participant_filters(
     }
     if let Some(t) = q.created_to {
         qb.push(" AND p.created_at < ").push_bind(ts(t)?);
+    }
+    if let Some(name) = &q.name {
+        let pattern = contains_pattern(name);
+        qb.push(" AND (p.attributes ->> 'name' ILIKE ")
+            .push_bind(pattern.clone())
+            .push(
+                " OR EXISTS (SELECT 1 FROM customers c WHERE c.id = p.customer_id \
+                 AND c.attributes ->> 'name' ILIKE ",
+            )
+            .push_bind(pattern)
+            .push("))");
+    }
+    if let Some(status) = q.status {
+        let open = " EXISTS (SELECT 1 FROM communications m WHERE m.participant_id = p.id \
+                    AND m.status = ANY(";
+        match status {
+            ParticipantStatus::Pending => {
+                qb.push(" AND p.pending IS NOT NULL");
+            }
+            ParticipantStatus::Active => {
+                qb.push(" AND p.pending IS NULL AND")
+                    .push(open)
+                    .push_bind(status_strs(&CommunicationStatus::OPEN))
+                    .push("))");
+            }
+            ParticipantStatus::Idle => {
+                qb.push(" AND p.pending IS NULL AND NOT")
+                    .push(open)
+                    .push_bind(status_strs(&CommunicationStatus::OPEN))
+                    .push("))");
+            }
+        }
     }
     Ok(())
 }
@@ -2702,6 +2734,7 @@ mod tests {
         suite_flows,
         suite_upsert_participants,
         suite_upsert_within_a_batch,
+        suite_participant_filters,
         suite_list_participants,
         suite_delete_participant,
         suite_customers,

@@ -26,9 +26,9 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 use uuid::Uuid;
 
 use super::encoding::{
-    apply_change, cancel, deadline_millis, feedback_str, map_migrate_err, parse_feedback,
-    parse_json, parse_pending, parse_trigger, parse_uuid, rfc3339, stats_from_rows, to_json,
-    Embedded,
+    apply_change, cancel, contains_pattern, deadline_millis, feedback_str, map_migrate_err,
+    parse_feedback, parse_json, parse_pending, parse_trigger, parse_uuid, rfc3339, stats_from_rows,
+    to_json, Embedded,
 };
 use super::{
     AgentChannel, AgentRecord, AgentStatus, ChannelSession, ConnectionEvent, Epoch,
@@ -39,7 +39,8 @@ use crate::campaign::{
     CampaignId, CampaignRecord, CampaignStats, CheckedParticipant, CommunicationChange,
     CommunicationId, CommunicationRecord, CommunicationStatus, CustomerId, CustomerKey,
     CustomerRecord, FlowRecord, ParticipantEvent, ParticipantId, ParticipantQuery,
-    ParticipantRecord, ParticipantStep, StepOutcome, UploadId, UploadRecord, Upserted,
+    ParticipantRecord, ParticipantStatus, ParticipantStep, StepOutcome, UploadId, UploadRecord,
+    Upserted,
 };
 use crate::connection::{ConnectionId, ConnectionRecord};
 use crate::flow::TriggerType;
@@ -634,6 +635,29 @@ fn push_participant_filters(
     }
     if let Some(t) = q.created_to {
         qb.push(" AND p.created_at < ").push_bind(ts(t));
+    }
+    if let Some(name) = &q.name {
+        let pattern = contains_pattern(name);
+        qb.push(" AND (json_extract(p.attributes, '$.name') LIKE ")
+            .push_bind(pattern.clone())
+            .push(
+                " ESCAPE '\\' OR EXISTS (SELECT 1 FROM customers c WHERE c.id = p.customer_id \
+                 AND json_extract(c.attributes, '$.name') LIKE ",
+            )
+            .push_bind(pattern)
+            .push(" ESCAPE '\\'))");
+    }
+    if let Some(status) = q.status {
+        let open = format!(
+            " EXISTS (SELECT 1 FROM communications m WHERE m.participant_id = p.id \
+             AND m.status IN ({}))",
+            status_literals(&CommunicationStatus::OPEN)
+        );
+        match status {
+            ParticipantStatus::Pending => qb.push(" AND p.pending IS NOT NULL"),
+            ParticipantStatus::Active => qb.push(format!(" AND p.pending IS NULL AND{open}")),
+            ParticipantStatus::Idle => qb.push(format!(" AND p.pending IS NULL AND NOT{open}")),
+        };
     }
 }
 
@@ -2514,6 +2538,7 @@ mod tests {
         suite_flows,
         suite_upsert_participants,
         suite_upsert_within_a_batch,
+        suite_participant_filters,
         suite_list_participants,
         suite_delete_participant,
         suite_customers,

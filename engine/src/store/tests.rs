@@ -16,8 +16,9 @@ use crate::campaign::{
     Campaign, CampaignId, CampaignRecord, CampaignStats, CampaignStatus, CheckedParticipant,
     CommunicationChange, CommunicationCount, CommunicationRecord, CommunicationStatus, CustomerId,
     CustomerKey, CustomerRecord, DataField, FieldLevel, FieldType, FlowRecord, NodeCount,
-    ParticipantEvent, ParticipantId, ParticipantQuery, ParticipantRecord, ParticipantStep,
-    PendingTrigger, StepOutcome, UploadRecord, UploadRowError, UploadStatus, Upserted,
+    ParticipantEvent, ParticipantId, ParticipantQuery, ParticipantRecord, ParticipantStatus,
+    ParticipantStep, PendingTrigger, StepOutcome, UploadRecord, UploadRowError, UploadStatus,
+    Upserted,
 };
 use crate::flow::{Channel, TriggerType};
 use crate::model::{
@@ -3436,4 +3437,86 @@ pub(crate) async fn suite_delete_progress(store: &dyn Store) {
     assert_eq!(store.get_communication(mine[1]).await.unwrap(), None);
     assert_eq!(store.participant_events(c, 0, 10).await.unwrap(), vec![]);
     assert_eq!(store.next_due_communication(c).await.unwrap(), None);
+}
+
+/// The participants list by name (a customer's or the participant's own, any case, `%`
+/// and `_` taken literally) and by status (pending trigger, communication under way,
+/// neither).
+pub(crate) async fn suite_participant_filters(store: &dyn Store) {
+    use CommunicationStatus::*;
+    let t = Uuid::new_v4();
+    let c = stored_campaign(store, t, "c").await;
+    let ann = Enrolled::new(
+        store,
+        t,
+        c,
+        json!({"email": "ann@x.io", "name": "Ann Lee"}),
+        json!({}),
+        1,
+    )
+    .await;
+    let bob = Enrolled::new(
+        store,
+        t,
+        c,
+        json!({"email": "bob@x.io"}),
+        json!({"name": "Bob 100%"}),
+        2,
+    )
+    .await;
+    let cid = Enrolled::new(store, t, c, json!({"email": "cid@x.io"}), json!({}), 3).await;
+    let ids =
+        |page: (Vec<ParticipantRecord>, u64)| page.0.into_iter().map(|p| p.id).collect::<Vec<_>>();
+    let query = |name: Option<&str>, status| ParticipantQuery {
+        name: name.map(str::to_string),
+        status,
+        limit: 10,
+        ..ParticipantQuery::default()
+    };
+    let list =
+        |q: ParticipantQuery| async move { ids(store.list_participants(c, &q).await.unwrap()) };
+    assert_eq!(list(query(Some("lee"), None)).await, vec![ann.participant]);
+    assert_eq!(
+        list(query(Some("b 100%"), None)).await,
+        vec![bob.participant]
+    );
+    assert_eq!(list(query(Some("_"), None)).await, Vec::<Uuid>::new());
+    assert_eq!(
+        list(query(None, Some(ParticipantStatus::Pending))).await,
+        vec![ann.participant, bob.participant, cid.participant]
+    );
+    for e in [&ann, &bob, &cid] {
+        let read = e.record(store).await;
+        store
+            .commit_participant_step(&ParticipantStep {
+                clear_pending: Some(read.updated_at),
+                ..e.step(5)
+            })
+            .await
+            .unwrap();
+    }
+    let mut done = ann.communication("x", 6, 10);
+    done.status = Completed;
+    ann.plan(store, &[done]).await;
+    bob.plan(store, &[bob.communication("y", 6, 10)]).await;
+    assert_eq!(
+        list(query(None, Some(ParticipantStatus::Active))).await,
+        vec![bob.participant]
+    );
+    assert_eq!(
+        list(query(None, Some(ParticipantStatus::Idle))).await,
+        vec![ann.participant, cid.participant]
+    );
+    assert_eq!(
+        list(query(Some("ann"), Some(ParticipantStatus::Idle))).await,
+        vec![ann.participant]
+    );
+    assert_eq!(
+        store
+            .list_participants(c, &query(None, Some(ParticipantStatus::Pending)))
+            .await
+            .unwrap()
+            .1,
+        0
+    );
 }
