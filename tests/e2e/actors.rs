@@ -40,13 +40,14 @@ async fn the_actor_tree_is_listed_filtered_and_paged() {
             "persistence",
             "agent_supervisor",
             "channel_supervisor",
+            "campaign_supervisor",
             "shard:0",
             "shard:1",
             "shard:2",
             "shard:3"
         ]
     );
-    let shards: u64 = root["children"].as_array().unwrap()[3..]
+    let shards: u64 = root["children"].as_array().unwrap()[4..]
         .iter()
         .map(|s| s["children"].as_u64().unwrap())
         .sum();
@@ -77,7 +78,7 @@ async fn the_actor_tree_is_listed_filtered_and_paged() {
     let (_, stopped) = get(&t, "/api/v1/admin/actors?kind=session&status=stopped").await;
     assert_eq!(stopped["total"], 0);
 
-    let owner = root["children"].as_array().unwrap()[2..]
+    let owner = root["children"].as_array().unwrap()[4..]
         .iter()
         .find(|s| s["children"].as_u64().unwrap() > 0)
         .unwrap()["id"]

@@ -692,6 +692,20 @@ nodes:
                    {"attributes": {"external_id": "bob", "name": "Bob"}}]),
         )
         .await;
+        // The campaign runs here, in the actor tree under the campaign supervisor.
+        eventually(10, "the campaign actor listed", || async {
+            let (status, tree) = t
+                .call(
+                    Method::GET,
+                    "/api/v1/admin/actors?parent=campaign_supervisor",
+                    None,
+                )
+                .await;
+            status == StatusCode::OK
+                && tree["children"][0]["id"] == format!("campaign:{campaign}")
+                && tree["children"][0]["kind"] == "campaign"
+        })
+        .await;
         for (p, _) in &ids {
             let c = comms_until(&t, &campaign, p, "planned", |all| {
                 statuses(all) == ["Planned"]

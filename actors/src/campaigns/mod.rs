@@ -80,6 +80,17 @@ impl CampaignDirectory {
         self.resident.fetch_sub(1, Ordering::Relaxed);
     }
 
+    /// The running campaigns' actors with what they share.
+    pub(crate) fn running(&self) -> Vec<(ActorRef<CampaignMsg>, Arc<CampaignCtx>)> {
+        self.running
+            .iter()
+            .filter_map(|e| {
+                let ctx = self.contexts.get(e.key())?.clone();
+                Some((e.value().clone(), ctx))
+            })
+            .collect()
+    }
+
     pub(crate) fn contexts(&self) -> Vec<Arc<CampaignCtx>> {
         self.contexts.iter().map(|e| e.value().clone()).collect()
     }

@@ -84,6 +84,8 @@ impl Actor for ParticipantActor {
         (ctx, parent, id): Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
         ctx.shared.campaigns.participant_started();
+        ctx.resident
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(ParticipantState { ctx, parent, id })
     }
 
@@ -93,6 +95,10 @@ impl Actor for ParticipantActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         state.ctx.shared.campaigns.participant_stopped();
+        state
+            .ctx
+            .resident
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 

@@ -43,6 +43,9 @@ pub struct CampaignCtx {
     pub flows: BTreeMap<String, CompiledFlow>,
     /// The campaign's zone, for participants without their own.
     pub tz: Tz,
+    /// Participant actors alive.
+    pub resident: std::sync::atomic::AtomicUsize,
+    pub started: std::time::Instant,
 }
 
 impl CampaignCtx {
@@ -392,6 +395,8 @@ impl Actor for CampaignActor {
             record,
             flows,
             tz,
+            resident: Default::default(),
+            started: std::time::Instant::now(),
         });
         ctx.shared.campaigns.contexts.insert(id, ctx.clone());
         myself.send_interval(SCAN_EVERY, || CampaignMsg::Scan);

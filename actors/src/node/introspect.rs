@@ -2,8 +2,9 @@
 //! depth, restarts, uptime and children, paginated so a node with a million sessions still
 //! answers at once; and the few actions an operator may take on one actor.
 //!
-//! Actors are named `node`, `persistence`, `agent_supervisor`, `agent:<id>`, `shard:<n>`
-//! and `session:<id>`.
+//! Actors are named `node`, `persistence`, `agent_supervisor`, `agent:<id>`,
+//! `channel_supervisor`, `channel:<id>`, `campaign_supervisor`, `campaign:<id>` (its
+//! children are the participant actors alive, counted), `shard:<n>` and `session:<id>`.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -90,7 +91,7 @@ impl Node {
             mailbox: None,
             restarts: 0,
             uptime_secs: secs_since(self.node_started("node")),
-            children: 3 + self.shared.sessions.shard_count() as u64,
+            children: 4 + self.shared.sessions.shard_count() as u64,
         }
     }
 
@@ -134,6 +135,41 @@ impl Node {
             uptime_secs: secs_since(self.node_started("channel_supervisor")),
             children: self.shared.channels.running_count() as u64,
         })
+    }
+
+    fn campaign_sup_info(&self) -> Option<ActorInfo> {
+        let actor = self.shared.campaigns.supervisor()?;
+        Some(ActorInfo {
+            kind: "campaign_supervisor",
+            id: "campaign_supervisor".into(),
+            actor_id: actor.get_id().to_string(),
+            status: status_of(&actor.get_cell()),
+            mailbox: None,
+            restarts: self.node_restarts("campaign_supervisor"),
+            uptime_secs: secs_since(self.node_started("campaign_supervisor")),
+            children: self.shared.campaigns.running_count() as u64,
+        })
+    }
+
+    fn campaign_infos(&self) -> Vec<ActorInfo> {
+        self.shared
+            .campaigns
+            .running()
+            .into_iter()
+            .map(|(actor, ctx)| {
+                let id = format!("campaign:{}", ctx.id());
+                ActorInfo {
+                    kind: "campaign",
+                    actor_id: actor.get_id().to_string(),
+                    status: status_of(&actor.get_cell()),
+                    mailbox: None,
+                    restarts: self.node_restarts(&id),
+                    uptime_secs: ctx.started.elapsed().as_secs(),
+                    children: ctx.resident.load(Ordering::Relaxed) as u64,
+                    id,
+                }
+            })
+            .collect()
     }
 
     fn channel_infos(&self) -> Vec<ActorInfo> {
@@ -244,6 +280,7 @@ impl Node {
             "persistence" => self.persistence_info(),
             "agent_supervisor" => self.agent_sup_info(),
             "channel_supervisor" => self.channel_sup_info(),
+            "campaign_supervisor" => self.campaign_sup_info(),
             _ => {
                 let (kind, rest) = id.split_once(':')?;
                 match kind {
@@ -255,6 +292,10 @@ impl Node {
                     "channel" => {
                         let want = format!("channel:{rest}");
                         self.channel_infos().into_iter().find(|c| c.id == want)
+                    }
+                    "campaign" => {
+                        let want = format!("campaign:{rest}");
+                        self.campaign_infos().into_iter().find(|c| c.id == want)
                     }
                     "session" => self.session_info(Uuid::parse_str(rest).ok()?),
                     _ => None,
@@ -278,6 +319,7 @@ impl Node {
                 "node_supervisor" => self.page(self.node_children(), q),
                 "agent_supervisor" => self.page(self.agent_infos(), q),
                 "channel_supervisor" => self.page(self.channel_infos(), q),
+                "campaign_supervisor" => self.page(self.campaign_infos(), q),
                 "session_shard" => {
                     let index = parent.strip_prefix("shard:").and_then(|i| i.parse().ok());
                     self.session_page(index, q)
@@ -298,6 +340,7 @@ impl Node {
         let mut all: Vec<ActorInfo> = self.persistence_info().into_iter().collect();
         all.extend(self.agent_sup_info());
         all.extend(self.channel_sup_info());
+        all.extend(self.campaign_sup_info());
         all.extend((0..self.shared.sessions.shard_count()).filter_map(|i| self.shard_info(i)));
         all
     }
@@ -307,6 +350,7 @@ impl Node {
         all.extend(self.node_children());
         all.extend(self.agent_infos());
         all.extend(self.channel_infos());
+        all.extend(self.campaign_infos());
         all
     }
 
