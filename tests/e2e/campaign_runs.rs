@@ -496,9 +496,20 @@ mod telegram {
     fn fields() -> Value {
         json!([
             {"title": "Name", "name": "name", "type": "string", "level": "customer_profile", "import": true},
-            {"title": "Status", "name": "status", "type": "string", "level": "participant"}
+            {"title": "Status", "name": "status", "type": "string", "level": "participant"},
+            {"title": "Fallback", "name": "fallback", "type": "string", "level": "participant"}
         ])
     }
+
+    /// What a flow can do when a communication changes: here, note why one failed.
+    const FALLBACK: &str = r#"
+nodes:
+  - {id: changed, type: communication_updated, next: failed}
+  - {id: failed, type: field_check, property: result.communication_status, operator: eq, value: Failed, match: note}
+  - id: note
+    type: update_field
+    assignments: [{property: participant.fallback, from_property: result.communication_name}]
+"#;
 
     fn flows(agent: &str, conn: &str) -> (String, &'static str) {
         (
@@ -563,6 +574,7 @@ nodes:
         let (talk, ended) = flows(&agent.id, &conn);
         put_flow(&t, &campaign, "talk", &talk).await;
         put_flow(&t, &campaign, "ended", ended).await;
+        put_flow(&t, &campaign, "fallback", FALLBACK).await;
         start(&t, &campaign).await;
         let ids = add(
             &t,
@@ -584,6 +596,12 @@ nodes:
             b[0]["reason"].as_str().unwrap().contains("telegram_id"),
             "{b:?}"
         );
+        // communication_updated ran for the failure (and for Ann's changes, which did
+        // not match).
+        eventually(10, "Bob's fallback noted", || async {
+            participant(&t, &campaign, "bob").await["attributes"]["fallback"] == "WELCOME"
+        })
+        .await;
         let a = comms_until(&t, &campaign, &ann, "Ann delivered", |all| {
             statuses(all) == ["Delivered"]
         })
@@ -593,6 +611,10 @@ nodes:
             vec!["Hello Ann! Shall we talk about your order?"]
         );
         let session = a[0]["session_id"].as_str().unwrap().to_string();
+        let opened = t.get_session(&agent, &session).await;
+        assert_eq!(opened["kwargs"]["context"], json!({"customer.name": "Ann"}));
+        assert_eq!(opened["kwargs"]["communication"], "WELCOME");
+        assert_eq!(opened["user_id"], "telegram:4242");
 
         // Ann answers in Telegram: the campaign's session (and agent) takes it.
         let resp = deliver(
@@ -652,6 +674,7 @@ nodes:
         );
         assert_eq!(node_count(&s, "ended", "keep"), 1, "{s}");
         assert_eq!(node_count(&s, "ended", "none"), 0, "{s}");
+        assert!(participant(&t, &campaign, "ann").await["attributes"]["fallback"].is_null());
     }
 }
 
@@ -670,6 +693,26 @@ nodes:
     to: "18:00"
     duration: "08:00"
     start_phrase: "Good morning {{ name }}"
+    next: later
+  - id: later
+    type: start_communication
+    name: FOLLOW_UP
+    channel: chat
+    agent_id: AGENT
+    date: participant.follow_up_on
+    duration: "08:00"
+"#;
+
+    /// Runs after `checkin` (flows run in name order): its CHECK_IN is one too many.
+    const AGAIN: &str = r#"
+nodes:
+  - {id: created, type: participant_created, next: again}
+  - id: again
+    type: start_communication
+    name: CHECK_IN
+    channel: chat
+    agent_id: AGENT
+    duration: "08:00"
 "#;
 
     #[tokio::test]
@@ -680,10 +723,19 @@ nodes:
         let campaign = create_campaign(
             &t,
             json!([{"title": "Name", "name": "name", "type": "string",
-                    "level": "customer_profile", "import": true}]),
+                    "level": "customer_profile", "import": true},
+                   {"title": "Follow up on", "name": "follow_up_on", "type": "date",
+                    "level": "participant", "import": true}]),
         )
         .await;
         put_flow(&t, &campaign, "checkin", &FLOW.replace("AGENT", &agent.id)).await;
+        put_flow(
+            &t,
+            &campaign,
+            "zz_again",
+            &AGAIN.replace("AGENT", &agent.id),
+        )
+        .await;
         start(&t, &campaign).await;
         let ids = add(
             &t,
@@ -708,11 +760,26 @@ nodes:
         .await;
         for (p, _) in &ids {
             let c = comms_until(&t, &campaign, p, "planned", |all| {
-                statuses(all) == ["Planned"]
+                statuses(all) == ["Planned", "Skipped", "Skipped"]
             })
             .await;
             // 10:00 Berlin.
             assert_eq!(c[0]["scheduled_at"], "2026-06-01T08:00:00+00:00");
+            // One with no date, and a second CHECK_IN while the first is under way.
+            assert!(
+                c[2]["reason"]
+                    .as_str()
+                    .unwrap()
+                    .contains("already in progress"),
+                "{c:?}"
+            );
+            assert!(
+                c[1]["reason"]
+                    .as_str()
+                    .unwrap()
+                    .contains("follow_up_on is not set"),
+                "{c:?}"
+            );
         }
 
         // Down before the window opens, back after: late, but once.
@@ -725,7 +792,7 @@ nodes:
         let mut sessions = Vec::new();
         for (p, _) in &ids {
             let c = comms_until(&t, &campaign, p, "delivered after the restart", |all| {
-                statuses(all) == ["Delivered"]
+                statuses(all) == ["Delivered", "Skipped", "Skipped"]
             })
             .await;
             sessions.push(c[0]["session_id"].as_str().unwrap().to_string());
@@ -748,13 +815,38 @@ nodes:
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         for (p, _) in &ids {
             let all = communications(&t, &campaign, p).await;
-            assert_eq!(statuses(&all), ["Delivered"], "{all:?}");
+            assert_eq!(
+                statuses(&all),
+                ["Delivered", "Skipped", "Skipped"],
+                "{all:?}"
+            );
         }
         let s = stats(&t, &campaign).await;
         assert_eq!(
             s["communications"]["by_status"],
-            json!({"Delivered": 2}),
+            json!({"Delivered": 2, "Skipped": 4}),
             "{s}"
+        );
+
+        // Ann never answers; her session times out: NoResponse.
+        let resp = t
+            .http
+            .delete(t.url(&format!(
+                "/chatbot/{}/session/{}?status=user_timeout",
+                agent.id, sessions[0]
+            )))
+            .bearer_auth(&agent.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let a = comms_until(&t, &campaign, &ids[0].0, "no response", |all| {
+            all[0]["status"] == "NoResponse"
+        })
+        .await;
+        assert!(
+            a[0]["reason"].as_str().unwrap().contains("user_timeout"),
+            "{a:?}"
         );
         drop(tmp);
     }

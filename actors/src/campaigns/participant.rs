@@ -178,6 +178,14 @@ impl ParticipantState {
             self.ctx.shared.store.commit_participant_step(&step).await?;
             return Ok(Report::default());
         };
+        let mut data = data;
+        if let Some(id) = e.communication_id {
+            // The communication the event is about: its results, with its name, status
+            // and channel, are what `result.` reads in this run.
+            if let Some(c) = self.ctx.shared.store.get_communication(id).await? {
+                data.result = communication_result(&c);
+            }
+        }
         let mut step = self.step(&p);
         step.event_done = Some(e.id);
         self.run(e.trigger, &p, data, step).await
@@ -658,4 +666,15 @@ impl ParticipantState {
         self.change(r.communication, from, change).await?;
         Ok(report)
     }
+}
+
+/// A communication as `result.` reads it after communication_ended or _updated: the
+/// agent's conversation results plus `communication_name`, `communication_status` and
+/// `communication_channel`.
+fn communication_result(c: &CommunicationRecord) -> Map<String, Value> {
+    let mut result = c.results.clone();
+    result.insert("communication_name".into(), json!(c.name));
+    result.insert("communication_status".into(), json!(c.status.as_str()));
+    result.insert("communication_channel".into(), json!(c.channel.as_str()));
+    result
 }
