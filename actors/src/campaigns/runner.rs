@@ -444,9 +444,12 @@ impl Actor for CampaignActor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             CampaignMsg::Scan => {
-                // From the start: triggers left behind an earlier page are found too.
+                // From the start: triggers left behind an earlier page are found too, and
+                // events whose transaction committed after a later one's (ids are taken
+                // in one order and committed in another).
                 state.pending_more = true;
                 state.pending_after = None;
+                state.events_after = 0;
                 state.feed(true).await;
                 if state.armed.is_none() {
                     state.arm().await;
