@@ -53,6 +53,7 @@ pub async fn ensure_tenant(
         name: "default".into(),
         api_key_hash: hash_secret(&key),
         created_at: Utc::now(),
+        settings: Default::default(),
     };
     store.create_tenant(&tenant).await?;
     let mut key_file = None;

@@ -24,6 +24,8 @@ pub struct ServeConfig {
     /// `sqlite://PATH`; default `<data_dir>/parley.db`.
     pub database_url: Option<String>,
     pub admin_key: Option<String>,
+    /// Lets its holder create tenants (`POST /api/v1/tenants`); none: no one can.
+    pub super_key: Option<String>,
     /// Master key for connection secrets (default: `<data_dir>/secret.key`, generated).
     pub secret_key: Option<String>,
     pub node: NodeConfig,
@@ -67,6 +69,7 @@ impl ServeConfig {
             data_dir,
             database_url: None,
             admin_key: None,
+            super_key: None,
             secret_key: None,
             node: NodeConfig::default(),
             limits: Limits::default(),
@@ -171,6 +174,10 @@ pub async fn start(mut cfg: ServeConfig) -> anyhow::Result<Server> {
         node: node.clone(),
         limits: cfg.limits,
         forwarder: api::forward::client(),
+        super_key_hash: cfg
+            .super_key
+            .as_deref()
+            .map(parley_engine::auth::hash_secret),
     });
     let (tx, rx) = oneshot::channel::<()>();
     // Without TCP_NODELAY, the small frames of a streamed answer wait for the peer's
@@ -181,11 +188,14 @@ pub async fn start(mut cfg: ServeConfig) -> anyhow::Result<Server> {
         }
     });
     let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = rx.await;
-            })
-            .await
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async {
+            let _ = rx.await;
+        })
+        .await
     });
     let me = node.registry().node();
     tracing::info!(%addr, node = %me.id, url = %me.url, "listening");

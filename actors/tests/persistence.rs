@@ -19,6 +19,7 @@ use parley_engine::campaign::{
 };
 use parley_engine::connection::{ConnectionId, ConnectionRecord};
 use parley_engine::flow::TriggerType;
+use parley_engine::identity::{AuthToken, UserId, UserRecord};
 use parley_engine::inbound::InboundMessage;
 use parley_engine::model::{
     AgentId, AttachmentMeta, Feedback, Message, Session, SessionId, TenantId,
@@ -310,6 +311,42 @@ impl Store for Switchable {
     async fn list_uploads(&self, c: CampaignId) -> StoreResult<Vec<UploadRecord>> {
         self.inner.list_uploads(c).await
     }
+    async fn get_tenant(&self, id: TenantId) -> StoreResult<Option<Tenant>> {
+        self.inner.get_tenant(id).await
+    }
+    async fn update_tenant(&self, t: &Tenant) -> StoreResult<()> {
+        self.inner.update_tenant(t).await
+    }
+    async fn put_user(&self, u: &UserRecord) -> StoreResult<()> {
+        self.inner.put_user(u).await
+    }
+    async fn get_user(&self, id: UserId) -> StoreResult<Option<UserRecord>> {
+        self.inner.get_user(id).await
+    }
+    async fn user_by_email(&self, e: &str) -> StoreResult<Option<UserRecord>> {
+        self.inner.user_by_email(e).await
+    }
+    async fn list_users(&self, t: TenantId) -> StoreResult<Vec<UserRecord>> {
+        self.inner.list_users(t).await
+    }
+    async fn delete_user(&self, id: UserId) -> StoreResult<bool> {
+        self.inner.delete_user(id).await
+    }
+    async fn put_auth_token(&self, t: &AuthToken) -> StoreResult<()> {
+        self.inner.put_auth_token(t).await
+    }
+    async fn auth_token(&self, h: &str) -> StoreResult<Option<AuthToken>> {
+        self.inner.auth_token(h).await
+    }
+    async fn delete_auth_token(&self, h: &str) -> StoreResult<()> {
+        self.inner.delete_auth_token(h).await
+    }
+    async fn delete_auth_tokens(&self, u: UserId) -> StoreResult<u64> {
+        self.inner.delete_auth_tokens(u).await
+    }
+    async fn prune_auth_tokens(&self, n: DateTime<Utc>) -> StoreResult<u64> {
+        self.inner.prune_auth_tokens(n).await
+    }
     async fn list_running_campaigns(&self) -> StoreResult<Vec<CampaignRecord>> {
         self.inner.list_running_campaigns().await
     }
@@ -425,6 +462,7 @@ async fn node() -> (Node, Arc<Switchable>, AgentId, tempfile::TempDir) {
         name: "t".into(),
         api_key_hash: "h".into(),
         created_at: Utc::now(),
+        settings: Default::default(),
     };
     store.create_tenant(&tenant).await.unwrap();
     let node = Node::start(store.clone(), NodeConfig::default())

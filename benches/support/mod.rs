@@ -36,6 +36,7 @@ pub async fn bench_node_with(config: NodeConfig) -> BenchNode {
         name: "bench".into(),
         api_key_hash: "x".into(),
         created_at: Utc::now(),
+        settings: Default::default(),
     };
     store.create_tenant(&tenant).await.unwrap();
     let config = NodeConfig {

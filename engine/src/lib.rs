@@ -6,6 +6,7 @@ pub mod auth;
 pub mod campaign;
 pub mod connection;
 pub mod flow;
+pub mod identity;
 pub mod inbound;
 pub mod knowledge;
 pub mod llm;

@@ -2,16 +2,21 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use parley_actors::node::Caller;
+use parley_actors::NodeError;
+use parley_engine::auth::verify_secret;
+use parley_engine::identity::Role;
 use parley_engine::model::{AgentId, SessionId, TenantId};
-use parley_engine::store::Tenant;
 use serde::de::DeserializeOwned;
 
 use super::error::{ApiError, ApiResult};
-use super::AppState;
+use super::{AppState, Auth, LOG_READER_ROLES, PLAYGROUND_ROLES};
 
 /// `axum::Json` whose rejections are JSON errors (422 for bad JSON, 413 for size).
 pub struct ApiJson<T>(pub T);
@@ -42,18 +47,97 @@ pub fn bearer(headers: &HeaderMap, query_token: Option<&str>) -> Option<String> 
         .filter(|t| !t.is_empty())
 }
 
-/// A request made with the tenant's admin API key.
-pub struct AdminAuth(pub Tenant);
+/// A request that passed its route's role check (see [`authorize`]): the caller's
+/// tenant. Handlers that care who called take [`Caller`] instead.
+pub struct AdminAuth(pub CallerTenant);
+
+#[derive(Debug, Clone, Copy)]
+pub struct CallerTenant {
+    pub id: TenantId,
+}
 
 impl FromRequestParts<AppState> for AdminAuth {
     type Rejection = ApiError;
 
     async fn from_request_parts(
         parts: &mut Parts,
-        state: &AppState,
+        _state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let token = bearer(&parts.headers, None).ok_or_else(ApiError::unauthorized)?;
-        Ok(AdminAuth(state.node.tenant_for_key(&token).await?))
+        let c = parts
+            .extensions
+            .get::<Caller>()
+            .ok_or_else(ApiError::unauthorized)?;
+        Ok(AdminAuth(CallerTenant { id: c.tenant }))
+    }
+}
+
+/// The caller as [`authorize`] found it, with the token it presented.
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Caller>()
+            .copied()
+            .ok_or_else(ApiError::unauthorized)
+    }
+}
+
+fn forbidden(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+}
+
+/// Checks a route's credentials before its handler runs: the super key for
+/// [`Auth::Super`]; otherwise the tenant's admin key or a sign-in, whose role the route
+/// must allow (a temporary-password sign-in reaches [`Auth::Profile`] routes only).
+pub async fn authorize(
+    State((state, auth)): State<(AppState, Auth)>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let token = bearer(req.headers(), None);
+    let checked = async {
+        let token = token.ok_or_else(ApiError::unauthorized)?;
+        if auth == Auth::Super {
+            return match &state.super_key_hash {
+                Some(h) if verify_secret(&token, h) => Ok(None),
+                Some(_) => Err(ApiError::unauthorized()),
+                None => Err(forbidden(
+                    "no super key is set on this deployment (--super-key)",
+                )),
+            };
+        }
+        let caller = state.node.authenticate(&token).await?;
+        if caller.password_change_only && auth != Auth::Profile {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "password_change_required",
+                "change the temporary password first: POST /api/v1/auth/password",
+            ));
+        }
+        if let Auth::Roles(roles) = auth {
+            if !roles.contains(&caller.role) {
+                return Err(forbidden(format!(
+                    "the {} role may not do this",
+                    caller.role.as_str()
+                )));
+            }
+        }
+        Ok(Some(caller))
+    }
+    .await;
+    match checked {
+        Ok(caller) => {
+            if let Some(c) = caller {
+                req.extensions_mut().insert(c);
+            }
+            next.run(req).await
+        }
+        Err(e) => e.into_response(),
     }
 }
 
@@ -97,7 +181,8 @@ impl FromRequestParts<AppState> for AgentCaller {
     }
 }
 
-/// Checks an agent's chat API token; answers the agent's tenant.
+/// Checks an agent's chat API token, or a sign-in of the agent's tenant whose role may
+/// use the playground; answers the agent's tenant.
 pub async fn agent_auth(
     state: &AppState,
     headers: &HeaderMap,
@@ -105,10 +190,47 @@ pub async fn agent_auth(
     agent: AgentId,
 ) -> ApiResult<TenantId> {
     let token = bearer(headers, query_token).ok_or_else(ApiError::unauthorized)?;
-    Ok(state.node.authorize_agent(agent, &token).await?)
+    match state.node.authorize_agent(agent, &token).await {
+        Err(NodeError::Unauthorized) if !token.starts_with("pat_") => {
+            let caller = signed_in(state, &token, PLAYGROUND_ROLES).await?;
+            let tenant = state.node.agent_tenant(agent).await?;
+            if tenant != caller.tenant {
+                // Another tenant's agent is not there at all for this caller.
+                return Err(NodeError::NotFound("agent").into());
+            }
+            Ok(tenant)
+        }
+        other => Ok(other?),
+    }
 }
 
-/// Public routes take the agent's token (with `agent_id`) or the tenant's admin key.
+/// A sign-in (or the admin key) whose role is one of `roles`, fully signed in.
+async fn signed_in(state: &AppState, token: &str, roles: &[Role]) -> ApiResult<Caller> {
+    let caller = state.node.authenticate(token).await?;
+    if caller.password_change_only {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "password_change_required",
+            "change the temporary password first: POST /api/v1/auth/password",
+        ));
+    }
+    if !roles.contains(&caller.role) {
+        return Err(forbidden(format!(
+            "the {} role may not do this",
+            caller.role.as_str()
+        )));
+    }
+    Ok(caller)
+}
+
+/// The tenant whose customers' conversations a token may read without an agent: the
+/// admin key's, or a signed-in admin's, viewer's or operator's.
+pub async fn log_reader(state: &AppState, token: &str) -> ApiResult<TenantId> {
+    Ok(signed_in(state, token, LOG_READER_ROLES).await?.tenant)
+}
+
+/// Public routes take the agent's token (with `agent_id`), or without one the tenant's
+/// admin key or a signed-in admin, viewer or operator.
 pub async fn public_auth(
     state: &AppState,
     headers: &HeaderMap,
@@ -116,8 +238,8 @@ pub async fn public_auth(
 ) -> ApiResult<(TenantId, Option<AgentId>)> {
     let token = bearer(headers, None).ok_or_else(ApiError::unauthorized)?;
     match agent {
-        Some(a) => Ok((state.node.authorize_agent(a, &token).await?, Some(a))),
-        None => Ok((state.node.tenant_for_key(&token).await?.id, None)),
+        Some(a) => Ok((agent_auth(state, headers, None, a).await?, Some(a))),
+        None => Ok((log_reader(state, &token).await?, None)),
     }
 }
 

@@ -11,6 +11,7 @@ pub mod error;
 mod extract;
 pub mod forward;
 mod hooks;
+mod identity;
 mod observe;
 mod openapi;
 mod public;
@@ -21,6 +22,7 @@ use axum::http::StatusCode;
 use axum::routing::MethodRouter;
 use axum::Router;
 use parley_actors::Node;
+use parley_engine::identity::Role;
 
 use error::ApiError;
 
@@ -33,6 +35,8 @@ pub struct AppState {
     pub limits: Limits,
     /// Client for requests forwarded to the node that owns a session.
     pub forwarder: reqwest::Client,
+    /// SHA-256 of the deployment's super key, if one is set.
+    pub super_key_hash: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -56,13 +60,41 @@ impl Default for Limits {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Auth {
     None,
-    /// The tenant's admin API key.
-    Admin,
-    /// The agent's chat API token.
+    /// Signed in with one of these roles (the tenant's admin API key counts as Admin).
+    Roles(&'static [Role]),
+    /// Anyone signed in, even with a temporary password still to change (sign-out,
+    /// the password change, one's own profile).
+    Profile,
+    /// The agent's chat API token, or a signed-in user of the agent's tenant who may
+    /// use the playground (admin, user, viewer).
     Agent,
-    /// The agent's token (with `agent_id`) or the admin key.
+    /// The agent's token (with `agent_id`), or the tenant's admin key or a signed-in
+    /// admin, viewer or operator (session logs).
     Public,
+    /// The deployment's super key (`--super-key`): hosting providers creating tenants.
+    Super,
 }
+
+/// The seed's role matrix, by area.
+const ADMIN: Auth = Auth::Roles(&[Role::Admin]);
+/// Agents' configurations, knowledge and session logs: viewers read them too.
+const VIEWERS: Auth = Auth::Roles(&[Role::Admin, Role::Viewer]);
+/// The agents list: whoever may pick an agent to test in the playground, too.
+const PLAYGROUND: Auth = Auth::Roles(&[Role::Admin, Role::User, Role::Viewer]);
+/// Campaigns and customer profiles (view): viewers and operators read them.
+const CAMPAIGN_READERS: Auth = Auth::Roles(&[Role::Admin, Role::Viewer, Role::Operator]);
+/// One's own profile, fully signed in.
+const SIGNED_IN: Auth = Auth::Roles(&Role::ALL);
+const NONE: Auth = Auth::None;
+const PROFILE: Auth = Auth::Profile;
+const AGENT: Auth = Auth::Agent;
+const PUBLIC: Auth = Auth::Public;
+const SUPER: Auth = Auth::Super;
+
+/// Roles that may chat with an agent without its token (the playground).
+pub const PLAYGROUND_ROLES: &[Role] = &[Role::Admin, Role::User, Role::Viewer];
+/// Roles that may read customers' conversations without an agent's token.
+pub const LOG_READER_ROLES: &[Role] = &[Role::Admin, Role::Viewer, Role::Operator];
 
 /// One documented route.
 pub struct RouteDoc {
@@ -80,7 +112,7 @@ macro_rules! route {
                 method: stringify!($m),
                 path: $path,
                 summary: $summary,
-                auth: Auth::$auth,
+                auth: $auth,
                 tag: $tag,
             },
             axum::routing::$m($handler),
@@ -91,75 +123,89 @@ macro_rules! route {
 /// Every route of the API with its documentation.
 pub fn routes() -> Vec<(RouteDoc, MethodRouter<AppState>)> {
     vec![
-        route!(post, "/api/v1/agents", agents::create, Admin, "agents", "Create an agent from its YAML or JSON definition; answers its chat API token once"),
-        route!(get, "/api/v1/agents", agents::list, Admin, "agents", "List the tenant's agents"),
-        route!(get, "/api/v1/agents/{agent_id}", agents::get, Admin, "agents", "An agent with its current definition (secrets redacted)"),
-        route!(put, "/api/v1/agents/{agent_id}", agents::update, Admin, "agents", "Store a new version of the definition; new sessions use it at once"),
-        route!(delete, "/api/v1/agents/{agent_id}", agents::delete, Admin, "agents", "Stop and delete an agent with its sessions"),
-        route!(post, "/api/v1/agents/{agent_id}/start", agents::start, Admin, "agents", "Start an agent (status Running, or Error with the reason)"),
-        route!(post, "/api/v1/agents/{agent_id}/stop", agents::stop, Admin, "agents", "Stop an agent"),
-        route!(put, "/api/v1/agents/{agent_id}/channels", connections::set_channels, Admin, "agents", "Set the connections the agent talks on: `[{connection_id, inbound}]`; a connection takes one inbound agent at most (409)"),
-        route!(get, "/api/v1/agents/{agent_id}/channels", connections::channels, Admin, "agents", "The connections the agent talks on"),
-        route!(post, "/api/v1/agents/{agent_id}/token", agents::rotate_token, Admin, "agents", "Rotate the agent's chat API token; answers the new token once"),
-        route!(get, "/api/v1/admin/actors", actors::list, Admin, "admin", "The node's actor tree: an actor (default the node; `parent=`) and a page of its children, filtered by `kind` and `status`"),
-        route!(post, "/api/v1/admin/actors/{actor}/stop", actors::stop, Admin, "admin", "Stop one session actor now (`session:<id>`); the next request activates it again"),
-        route!(post, "/api/v1/admin/actors/{actor}/restart", actors::restart, Admin, "admin", "Stop one session actor and activate it again from the store"),
-        route!(post, "/api/v1/admin/sessions/passivate", actors::passivate, Admin, "admin", "Passivate idle sessions now (`idle_secs`, default 0)"),
-        route!(get, "/api/v1/admin/cluster", cluster::status, Admin, "admin", "This node, the cluster's live nodes and the registry's counters"),
-        route!(post, "/api/v1/connections", connections::create, Admin, "connections", "Create a platform connection (secrets are write-only)"),
-        route!(get, "/api/v1/connections", connections::list, Admin, "connections", "List connections (`platform`, `status`, `q` filters) with summary counts"),
-        route!(get, "/api/v1/connections/{connection_id}", connections::get, Admin, "connections", "A connection; secrets appear as `<name>_set` flags"),
-        route!(patch, "/api/v1/connections/{connection_id}", connections::update, Admin, "connections", "Change a connection; secrets given are rotated, `null` removes an optional field"),
-        route!(delete, "/api/v1/connections/{connection_id}", connections::delete, Admin, "connections", "Delete a connection"),
-        route!(post, "/api/v1/connections/{connection_id}/test", connections::test, Admin, "connections", "Check the connection with a real call to its platform: `{ok, platform, detail | error}`"),
-        route!(post, "/api/v1/connections/{connection_id}/start", connections::start, Admin, "connections", "Start the connection (Telegram setWebhook or polling, Discord command, credentials check): status Connected, or Error with the reason"),
-        route!(post, "/api/v1/connections/{connection_id}/stop", connections::stop, Admin, "connections", "Stop the connection (Telegram deleteWebhook): status Disconnected"),
-        route!(post, "/api/v1/connections/{connection_id}/retry", connections::retry, Admin, "connections", "Start a connection in Error or Disconnected again"),
-        route!(get, "/api/v1/connections/{connection_id}/events", connections::events, Admin, "connections", "The connection's event log (deliveries, duplicates, rejections, replies, errors, status changes), newest first; `before`, `limit` page it; the newest 1000 are kept"),
-        route!(post, "/api/v1/connections/{connection_id}/setup", connections::setup, Admin, "connections", "Discord: bulk-overwrite the application's slash command with the connection's handle"),
-        route!(post, "/api/v1/connections/{connection_id}/templates/send", connections::send_template, Admin, "connections", "WhatsApp: send an approved template `{to, name, language, components?, phone_number_id?}` (the way to reach a customer outside the 24-hour window)"),
-        route!(post, "/hooks/{connection_id}", hooks::deliver, None, "hooks", "A platform delivery, verified by the platform's signature or secret (401 otherwise); 404 unknown, 410 disabled"),
-        route!(get, "/hooks/{connection_id}", hooks::verify, None, "hooks", "WhatsApp's subscription check (`hub.mode`, `hub.verify_token`, `hub.challenge`)"),
-        route!(post, "/api/v1/campaigns", campaigns::create, Admin, "campaigns", "Create a campaign `{name, description?, timezone?, fields?}` (draft)"),
-        route!(get, "/api/v1/campaigns", campaigns::list, Admin, "campaigns", "The tenant's campaigns"),
-        route!(get, "/api/v1/campaigns/{campaign_id}", campaigns::get, Admin, "campaigns", "A campaign with its data fields (system fields listed apart)"),
-        route!(patch, "/api/v1/campaigns/{campaign_id}", campaigns::update, Admin, "campaigns", "Change name, description or timezone"),
-        route!(delete, "/api/v1/campaigns/{campaign_id}", campaigns::delete, Admin, "campaigns", "Delete a campaign that is not running, with its flows, participants and uploads (customer profiles stay)"),
-        route!(put, "/api/v1/campaigns/{campaign_id}/fields", campaigns::set_fields, Admin, "campaigns", "Replace the data fields `[{title, name, description, type, level, import, required}]`; stored flows must still validate"),
-        route!(get, "/api/v1/campaigns/{campaign_id}/flows", campaigns::list_flows, Admin, "campaigns", "The campaign's flows"),
-        route!(put, "/api/v1/campaigns/{campaign_id}/flows/{flow}", campaigns::put_flow, Admin, "campaigns", "Store a flow (YAML or JSON `{nodes: [...]}`), validated against the fields with path-addressed errors; locked while the campaign runs"),
-        route!(get, "/api/v1/campaigns/{campaign_id}/flows/{flow}", campaigns::get_flow, Admin, "campaigns", "A flow as written"),
-        route!(delete, "/api/v1/campaigns/{campaign_id}/flows/{flow}", campaigns::delete_flow, Admin, "campaigns", "Delete a flow"),
-        route!(post, "/api/v1/campaigns/{campaign_id}/flows/{flow}/activate", campaigns::activate_flow, Admin, "campaigns", "Activate a flow (not while the campaign runs)"),
-        route!(post, "/api/v1/campaigns/{campaign_id}/flows/{flow}/deactivate", campaigns::deactivate_flow, Admin, "campaigns", "Deactivate a flow (not while the campaign runs)"),
-        route!(post, "/api/v1/campaigns/{campaign_id}/start", campaigns::start, Admin, "campaigns", "Start the campaign: at least one active flow, all valid, flow hand-offs resolvable"),
-        route!(post, "/api/v1/campaigns/{campaign_id}/stop", campaigns::stop, Admin, "campaigns", "Stop the campaign"),
-        route!(post, "/api/v1/campaigns/{campaign_id}/participants", campaigns::add_participants, Admin, "campaigns", "Add or update participants `[{attributes, timezone?, object_id?}]`; answers per item"),
-        route!(get, "/api/v1/campaigns/{campaign_id}/participants", campaigns::list_participants, Admin, "campaigns", "Participants with their customer profiles, status (pending, active, idle) and communications count (`name`, `status`, `external_id`, `email`, `phone`, `upload_id`, `created_from`, `created_to`, `offset`, `limit`)"),
-        route!(delete, "/api/v1/campaigns/{campaign_id}/participants/{participant_id}", campaigns::delete_participant, Admin, "campaigns", "Remove a participant (its customer profile stays)"),
-        route!(get, "/api/v1/campaigns/{campaign_id}/participants/{participant_id}/communications", campaigns::communications, Admin, "campaigns", "The participant's communications: name, status (Planned … Failed) with the reason, channel, agent, scheduled time, session, results"),
-        route!(get, "/api/v1/campaigns/{campaign_id}/stats", campaigns::stats, Admin, "campaigns", "Participants (and those whose trigger has not run yet), communications by status and channel, passes per flow node"),
-        route!(post, "/api/v1/campaigns/{campaign_id}/uploads", campaigns::upload, Admin, "campaigns", "Upload participants as CSV (multipart `file`, or a text/csv body), streamed; answers counts and bad rows with their row numbers"),
-        route!(get, "/api/v1/campaigns/{campaign_id}/uploads", campaigns::uploads, Admin, "campaigns", "The campaign's uploads, newest first, with progress"),
-        route!(get, "/api/v1/campaigns/{campaign_id}/uploads/{upload_id}", campaigns::get_upload, Admin, "campaigns", "One upload and its progress"),
-        route!(get, "/api/v1/customers", campaigns::customers, Admin, "campaigns", "Customer profiles shared by the tenant's campaigns (`offset`, `limit`)"),
-        route!(get, "/api/v1/customers/{customer_id}", campaigns::customer, Admin, "campaigns", "One customer profile"),
-        route!(post, "/chatbot/{agent_id}/session", chat::create_session, Agent, "chat", "Start a session"),
-        route!(get, "/chatbot/{agent_id}/session/{session_id}", chat::get_session, Agent, "chat", "Session metadata"),
-        route!(put, "/chatbot/{agent_id}/session/{session_id}", chat::update_session, Agent, "chat", "Update session metadata"),
-        route!(delete, "/chatbot/{agent_id}/session/{session_id}", chat::close_session, Agent, "chat", "Close the session (optional status, default completed)"),
-        route!(post, "/chatbot/{agent_id}/session/{session_id}/run_v2", chat::run_v2, Agent, "chat", "Send a customer message (multipart: message, attachments; or JSON); answers after the turn is committed"),
-        route!(get, "/chatbot/{agent_id}/session/{session_id}/messages", chat::messages, Agent, "chat", "The session's log in order"),
-        route!(get, "/chatbot/{agent_id}/capabilities", chat::capabilities, Agent, "chat", "What the agent supports"),
-        route!(get, "/chatbot/{agent_id}/ws/{session_id}", ws::session_ws, Agent, "websocket", "WebSocket: token deltas, messages, timeout and close events; send messages too"),
-        route!(get, "/ws/{user_id}", ws::user_ws, Public, "websocket", "WebSocket: a customer's conversation events"),
-        route!(get, "/api/v1/public/conversations", public::conversations, Public, "public", "A customer's conversations with their logs"),
-        route!(get, "/api/v1/public/conversations/attachments/{attachment_id}", public::attachment, Public, "public", "Download an attachment of the customer's"),
-        route!(patch, "/api/v1/public/sessions/{session_id}/logs/{log_id}", public::feedback, Public, "public", "Set the customer's reaction (GOOD, BAD, NONE) to a message"),
-        route!(get, "/api/openapi.json", openapi::spec, None, "system", "This document"),
-        route!(get, "/healthz", health, None, "system", "Liveness"),
-        route!(get, "/readyz", observe::readyz, None, "system", "Readiness: 200 when the store and the registry answer, else 503 saying which does not"),
-        route!(get, "/metrics", observe::metrics, None, "system", "Prometheus metrics (text exposition format)"),
+        route!(post, "/api/v1/agents", agents::create, ADMIN, "agents", "Create an agent from its YAML or JSON definition; answers its chat API token once"),
+        route!(get, "/api/v1/agents", agents::list, PLAYGROUND, "agents", "List the tenant's agents"),
+        route!(get, "/api/v1/agents/{agent_id}", agents::get, VIEWERS, "agents", "An agent with its current definition (secrets redacted)"),
+        route!(put, "/api/v1/agents/{agent_id}", agents::update, ADMIN, "agents", "Store a new version of the definition; new sessions use it at once"),
+        route!(delete, "/api/v1/agents/{agent_id}", agents::delete, ADMIN, "agents", "Stop and delete an agent with its sessions"),
+        route!(post, "/api/v1/agents/{agent_id}/start", agents::start, ADMIN, "agents", "Start an agent (status Running, or Error with the reason)"),
+        route!(post, "/api/v1/agents/{agent_id}/stop", agents::stop, ADMIN, "agents", "Stop an agent"),
+        route!(put, "/api/v1/agents/{agent_id}/channels", connections::set_channels, ADMIN, "agents", "Set the connections the agent talks on: `[{connection_id, inbound}]`; a connection takes one inbound agent at most (409)"),
+        route!(get, "/api/v1/agents/{agent_id}/channels", connections::channels, VIEWERS, "agents", "The connections the agent talks on"),
+        route!(post, "/api/v1/agents/{agent_id}/token", agents::rotate_token, ADMIN, "agents", "Rotate the agent's chat API token; answers the new token once"),
+        route!(post, "/api/v1/auth/login", identity::login, NONE, "identity", "Sign in `{email, password}`: a bearer token for 12 hours (with a temporary password, one that only changes it: `password_change_required`); repeated failures per account and per address answer 429 with Retry-After"),
+        route!(post, "/api/v1/auth/password", identity::change_password, PROFILE, "identity", "Change one's password `{current_password, new_password}`; other sign-ins end; answers a new token"),
+        route!(post, "/api/v1/auth/logout", identity::logout, PROFILE, "identity", "End this sign-in"),
+        route!(get, "/api/v1/me", identity::me, PROFILE, "identity", "The caller: tenant, role and, for a signed-in user, the profile"),
+        route!(patch, "/api/v1/me", identity::update_me, SIGNED_IN, "identity", "Change one's own name `{name}`"),
+        route!(get, "/api/v1/users", identity::list_users, ADMIN, "identity", "The tenant's users"),
+        route!(post, "/api/v1/users", identity::create_user, ADMIN, "identity", "Add a user `{name, email, role, password, schedule?}` with a temporary password (changed at the first sign-in); `schedule {days, from, to}` for operators"),
+        route!(get, "/api/v1/users/{user_id}", identity::get_user, ADMIN, "identity", "One user"),
+        route!(patch, "/api/v1/users/{user_id}", identity::update_user, ADMIN, "identity", "Change a user's name, e-mail, role, schedule, or set a new temporary password; the tenant keeps at least one admin (409)"),
+        route!(delete, "/api/v1/users/{user_id}", identity::delete_user, ADMIN, "identity", "Remove a user (not the tenant's last admin: 409)"),
+        route!(get, "/api/v1/tenant", identity::get_tenant, ADMIN, "identity", "The caller's tenant and its settings"),
+        route!(patch, "/api/v1/tenant", identity::update_tenant, ADMIN, "identity", "Change the tenant's name and settings (description, phone, billing_email, country, street, zip, website, timezone)"),
+        route!(post, "/api/v1/tenant/key", identity::rotate_key, ADMIN, "identity", "A new admin API key, shown once; the old one stops working"),
+        route!(post, "/api/v1/tenants", identity::create_tenant, SUPER, "identity", "Create a tenant `{name, …settings}` with the deployment's super key; answers its admin API key once"),
+        route!(get, "/api/v1/admin/actors", actors::list, ADMIN, "admin", "The node's actor tree: an actor (default the node; `parent=`) and a page of its children, filtered by `kind` and `status`"),
+        route!(post, "/api/v1/admin/actors/{actor}/stop", actors::stop, ADMIN, "admin", "Stop one session actor now (`session:<id>`); the next request activates it again"),
+        route!(post, "/api/v1/admin/actors/{actor}/restart", actors::restart, ADMIN, "admin", "Stop one session actor and activate it again from the store"),
+        route!(post, "/api/v1/admin/sessions/passivate", actors::passivate, ADMIN, "admin", "Passivate idle sessions now (`idle_secs`, default 0)"),
+        route!(get, "/api/v1/admin/cluster", cluster::status, ADMIN, "admin", "This node, the cluster's live nodes and the registry's counters"),
+        route!(post, "/api/v1/connections", connections::create, ADMIN, "connections", "Create a platform connection (secrets are write-only)"),
+        route!(get, "/api/v1/connections", connections::list, ADMIN, "connections", "List connections (`platform`, `status`, `q` filters) with summary counts"),
+        route!(get, "/api/v1/connections/{connection_id}", connections::get, ADMIN, "connections", "A connection; secrets appear as `<name>_set` flags"),
+        route!(patch, "/api/v1/connections/{connection_id}", connections::update, ADMIN, "connections", "Change a connection; secrets given are rotated, `null` removes an optional field"),
+        route!(delete, "/api/v1/connections/{connection_id}", connections::delete, ADMIN, "connections", "Delete a connection"),
+        route!(post, "/api/v1/connections/{connection_id}/test", connections::test, ADMIN, "connections", "Check the connection with a real call to its platform: `{ok, platform, detail | error}`"),
+        route!(post, "/api/v1/connections/{connection_id}/start", connections::start, ADMIN, "connections", "Start the connection (Telegram setWebhook or polling, Discord command, credentials check): status Connected, or Error with the reason"),
+        route!(post, "/api/v1/connections/{connection_id}/stop", connections::stop, ADMIN, "connections", "Stop the connection (Telegram deleteWebhook): status Disconnected"),
+        route!(post, "/api/v1/connections/{connection_id}/retry", connections::retry, ADMIN, "connections", "Start a connection in Error or Disconnected again"),
+        route!(get, "/api/v1/connections/{connection_id}/events", connections::events, ADMIN, "connections", "The connection's event log (deliveries, duplicates, rejections, replies, errors, status changes), newest first; `before`, `limit` page it; the newest 1000 are kept"),
+        route!(post, "/api/v1/connections/{connection_id}/setup", connections::setup, ADMIN, "connections", "Discord: bulk-overwrite the application's slash command with the connection's handle"),
+        route!(post, "/api/v1/connections/{connection_id}/templates/send", connections::send_template, ADMIN, "connections", "WhatsApp: send an approved template `{to, name, language, components?, phone_number_id?}` (the way to reach a customer outside the 24-hour window)"),
+        route!(post, "/hooks/{connection_id}", hooks::deliver, NONE, "hooks", "A platform delivery, verified by the platform's signature or secret (401 otherwise); 404 unknown, 410 disabled"),
+        route!(get, "/hooks/{connection_id}", hooks::verify, NONE, "hooks", "WhatsApp's subscription check (`hub.mode`, `hub.verify_token`, `hub.challenge`)"),
+        route!(post, "/api/v1/campaigns", campaigns::create, ADMIN, "campaigns", "Create a campaign `{name, description?, timezone?, fields?}` (draft)"),
+        route!(get, "/api/v1/campaigns", campaigns::list, CAMPAIGN_READERS, "campaigns", "The tenant's campaigns"),
+        route!(get, "/api/v1/campaigns/{campaign_id}", campaigns::get, CAMPAIGN_READERS, "campaigns", "A campaign with its data fields (system fields listed apart)"),
+        route!(patch, "/api/v1/campaigns/{campaign_id}", campaigns::update, ADMIN, "campaigns", "Change name, description or timezone"),
+        route!(delete, "/api/v1/campaigns/{campaign_id}", campaigns::delete, ADMIN, "campaigns", "Delete a campaign that is not running, with its flows, participants and uploads (customer profiles stay)"),
+        route!(put, "/api/v1/campaigns/{campaign_id}/fields", campaigns::set_fields, ADMIN, "campaigns", "Replace the data fields `[{title, name, description, type, level, import, required}]`; stored flows must still validate"),
+        route!(get, "/api/v1/campaigns/{campaign_id}/flows", campaigns::list_flows, CAMPAIGN_READERS, "campaigns", "The campaign's flows"),
+        route!(put, "/api/v1/campaigns/{campaign_id}/flows/{flow}", campaigns::put_flow, ADMIN, "campaigns", "Store a flow (YAML or JSON `{nodes: [...]}`), validated against the fields with path-addressed errors; locked while the campaign runs"),
+        route!(get, "/api/v1/campaigns/{campaign_id}/flows/{flow}", campaigns::get_flow, CAMPAIGN_READERS, "campaigns", "A flow as written"),
+        route!(delete, "/api/v1/campaigns/{campaign_id}/flows/{flow}", campaigns::delete_flow, ADMIN, "campaigns", "Delete a flow"),
+        route!(post, "/api/v1/campaigns/{campaign_id}/flows/{flow}/activate", campaigns::activate_flow, ADMIN, "campaigns", "Activate a flow (not while the campaign runs)"),
+        route!(post, "/api/v1/campaigns/{campaign_id}/flows/{flow}/deactivate", campaigns::deactivate_flow, ADMIN, "campaigns", "Deactivate a flow (not while the campaign runs)"),
+        route!(post, "/api/v1/campaigns/{campaign_id}/start", campaigns::start, ADMIN, "campaigns", "Start the campaign: at least one active flow, all valid, flow hand-offs resolvable"),
+        route!(post, "/api/v1/campaigns/{campaign_id}/stop", campaigns::stop, ADMIN, "campaigns", "Stop the campaign"),
+        route!(post, "/api/v1/campaigns/{campaign_id}/participants", campaigns::add_participants, ADMIN, "campaigns", "Add or update participants `[{attributes, timezone?, object_id?}]`; answers per item"),
+        route!(get, "/api/v1/campaigns/{campaign_id}/participants", campaigns::list_participants, CAMPAIGN_READERS, "campaigns", "Participants with their customer profiles, status (pending, active, idle) and communications count (`name`, `status`, `external_id`, `email`, `phone`, `upload_id`, `created_from`, `created_to`, `offset`, `limit`)"),
+        route!(delete, "/api/v1/campaigns/{campaign_id}/participants/{participant_id}", campaigns::delete_participant, ADMIN, "campaigns", "Remove a participant (its customer profile stays)"),
+        route!(get, "/api/v1/campaigns/{campaign_id}/participants/{participant_id}/communications", campaigns::communications, CAMPAIGN_READERS, "campaigns", "The participant's communications: name, status (Planned … Failed) with the reason, channel, agent, scheduled time, session, results"),
+        route!(get, "/api/v1/campaigns/{campaign_id}/stats", campaigns::stats, CAMPAIGN_READERS, "campaigns", "Participants (and those whose trigger has not run yet), communications by status and channel, passes per flow node"),
+        route!(post, "/api/v1/campaigns/{campaign_id}/uploads", campaigns::upload, ADMIN, "campaigns", "Upload participants as CSV (multipart `file`, or a text/csv body), streamed; answers counts and bad rows with their row numbers"),
+        route!(get, "/api/v1/campaigns/{campaign_id}/uploads", campaigns::uploads, CAMPAIGN_READERS, "campaigns", "The campaign's uploads, newest first, with progress"),
+        route!(get, "/api/v1/campaigns/{campaign_id}/uploads/{upload_id}", campaigns::get_upload, CAMPAIGN_READERS, "campaigns", "One upload and its progress"),
+        route!(get, "/api/v1/customers", campaigns::customers, CAMPAIGN_READERS, "campaigns", "Customer profiles shared by the tenant's campaigns (`offset`, `limit`)"),
+        route!(get, "/api/v1/customers/{customer_id}", campaigns::customer, CAMPAIGN_READERS, "campaigns", "One customer profile"),
+        route!(post, "/chatbot/{agent_id}/session", chat::create_session, AGENT, "chat", "Start a session"),
+        route!(get, "/chatbot/{agent_id}/session/{session_id}", chat::get_session, AGENT, "chat", "Session metadata"),
+        route!(put, "/chatbot/{agent_id}/session/{session_id}", chat::update_session, AGENT, "chat", "Update session metadata"),
+        route!(delete, "/chatbot/{agent_id}/session/{session_id}", chat::close_session, AGENT, "chat", "Close the session (optional status, default completed)"),
+        route!(post, "/chatbot/{agent_id}/session/{session_id}/run_v2", chat::run_v2, AGENT, "chat", "Send a customer message (multipart: message, attachments; or JSON); answers after the turn is committed"),
+        route!(get, "/chatbot/{agent_id}/session/{session_id}/messages", chat::messages, AGENT, "chat", "The session's log in order"),
+        route!(get, "/chatbot/{agent_id}/capabilities", chat::capabilities, AGENT, "chat", "What the agent supports"),
+        route!(get, "/chatbot/{agent_id}/ws/{session_id}", ws::session_ws, AGENT, "websocket", "WebSocket: token deltas, messages, timeout and close events; send messages too"),
+        route!(get, "/ws/{user_id}", ws::user_ws, PUBLIC, "websocket", "WebSocket: a customer's conversation events"),
+        route!(get, "/api/v1/public/conversations", public::conversations, PUBLIC, "public", "A customer's conversations with their logs"),
+        route!(get, "/api/v1/public/conversations/attachments/{attachment_id}", public::attachment, PUBLIC, "public", "Download an attachment of the customer's"),
+        route!(patch, "/api/v1/public/sessions/{session_id}/logs/{log_id}", public::feedback, PUBLIC, "public", "Set the customer's reaction (GOOD, BAD, NONE) to a message"),
+        route!(get, "/api/openapi.json", openapi::spec, NONE, "system", "This document"),
+        route!(get, "/healthz", health, NONE, "system", "Liveness"),
+        route!(get, "/readyz", observe::readyz, NONE, "system", "Readiness: 200 when the store and the registry answer, else 503 saying which does not"),
+        route!(get, "/metrics", observe::metrics, NONE, "system", "Prometheus metrics (text exposition format)"),
     ]
 }
 
@@ -182,6 +228,12 @@ async fn method_not_allowed() -> ApiError {
 pub fn router(state: AppState) -> Router {
     let mut by_path: Vec<(&'static str, MethodRouter<AppState>)> = Vec::new();
     for (doc, handler) in routes() {
+        let handler = match doc.auth {
+            Auth::Roles(_) | Auth::Profile | Auth::Super => handler.route_layer(
+                axum::middleware::from_fn_with_state((state.clone(), doc.auth), extract::authorize),
+            ),
+            Auth::None | Auth::Agent | Auth::Public => handler,
+        };
         match by_path.iter_mut().find(|(p, _)| *p == doc.path) {
             Some((_, mr)) => *mr = std::mem::take(mr).merge(handler),
             None => by_path.push((doc.path, handler)),

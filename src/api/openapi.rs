@@ -6,6 +6,8 @@ use serde_json::{json, Map, Value};
 use parley_actors::node::EXT_TYPES;
 use parley_engine::model::CloseStatus;
 
+use parley_engine::identity::Role;
+
 use super::{routes, Auth};
 
 pub fn document() -> Value {
@@ -19,15 +21,24 @@ pub fn document() -> Value {
             .collect();
         let security = match doc.auth {
             Auth::None => json!([]),
-            Auth::Admin => json!([{"adminKey": []}]),
-            Auth::Agent => json!([{"agentToken": []}]),
-            Auth::Public => json!([{"agentToken": []}, {"adminKey": []}]),
+            Auth::Roles(_) | Auth::Profile => json!([{"adminKey": []}, {"userToken": []}]),
+            Auth::Agent => json!([{"agentToken": []}, {"userToken": []}]),
+            Auth::Public => json!([{"agentToken": []}, {"adminKey": []}, {"userToken": []}]),
+            Auth::Super => json!([{"superKey": []}]),
+        };
+        let roles: Vec<&str> = match doc.auth {
+            Auth::Roles(roles) => roles.iter().map(|r| r.as_str()).collect(),
+            Auth::Profile => Role::ALL.iter().map(|r| r.as_str()).collect(),
+            Auth::Agent => super::PLAYGROUND_ROLES.iter().map(|r| r.as_str()).collect(),
+            Auth::Public => super::LOG_READER_ROLES.iter().map(|r| r.as_str()).collect(),
+            Auth::None | Auth::Super => Vec::new(),
         };
         let mut op = json!({
             "summary": doc.summary,
             "tags": [doc.tag],
             "parameters": params,
             "security": security,
+            "x-roles": roles,
             "responses": {
                 "200": {"description": "OK"},
                 "default": {"description": "Error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
@@ -51,6 +62,8 @@ pub fn document() -> Value {
             "securitySchemes": {
                 "adminKey": {"type": "http", "scheme": "bearer", "description": "The tenant's admin API key"},
                 "agentToken": {"type": "http", "scheme": "bearer", "description": "The agent's chat API token"},
+                "userToken": {"type": "http", "scheme": "bearer", "description": "A signed-in user's token (POST /api/v1/auth/login); `x-roles` lists the roles a route allows"},
+                "superKey": {"type": "http", "scheme": "bearer", "description": "The deployment's super key (--super-key)"},
             },
             "schemas": schemas(),
         },

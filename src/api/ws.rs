@@ -17,7 +17,7 @@ use serde_json::json;
 use tokio::sync::{broadcast, mpsc};
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{agent_auth, bearer, parse_id, AgentCaller};
+use super::extract::{agent_auth, bearer, log_reader, parse_id, AgentCaller};
 use super::forward;
 use super::AppState;
 
@@ -237,7 +237,7 @@ pub async fn user_ws(
         Some(a) => agent_auth(&st, &headers, q.token.as_deref(), parse_id(a, "agent")?).await?,
         None => {
             let key = bearer(&headers, q.token.as_deref()).ok_or_else(ApiError::unauthorized)?;
-            st.node.tenant_for_key(&key).await?.id
+            log_reader(&st, &key).await?
         }
     };
     let mut events = st.node.events().subscribe_user(tenant, &user_id);

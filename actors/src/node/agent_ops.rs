@@ -173,6 +173,17 @@ impl Node {
 
     /// Checks an agent's chat API token; returns the agent's tenant. A running agent is
     /// checked in memory, a stopped one against the store.
+    /// The tenant an agent belongs to.
+    pub async fn agent_tenant(&self, id: AgentId) -> NodeResult<TenantId> {
+        if let Some(running) = self.shared.agents.get(&id) {
+            return Ok(running.tenant_id);
+        }
+        match self.shared.store.get_agent(id).await? {
+            Some(r) => Ok(r.tenant_id),
+            None => Err(NodeError::NotFound("agent")),
+        }
+    }
+
     pub async fn authorize_agent(&self, id: AgentId, token: &str) -> NodeResult<TenantId> {
         if let Some(running) = self.shared.agents.get(&id) {
             let ok = verify_secret(

@@ -5,6 +5,7 @@ mod agent_ops;
 mod campaign_ops;
 mod channel_ops;
 mod connection_ops;
+mod identity_ops;
 mod introspect;
 mod session_ops;
 
@@ -27,6 +28,9 @@ pub use campaign_ops::{
 };
 pub use channel_ops::{TemplateSend, MAX_EVENTS_PAGE};
 pub use connection_ops::{ConnectionFilter, ConnectionPatch, ConnectionSummary, NewConnection};
+pub use identity_ops::{
+    user_json, Caller, LoginError, NewUser, SignedIn, TenantPatch, UserPatch, TOKEN_TTL,
+};
 pub use introspect::{ActorInfo, ActorPage, ActorQuery};
 pub use session_ops::{Conversation, CreateSession, Opening, Route, EXT_TYPES};
 
@@ -102,6 +106,8 @@ pub struct Shared {
     pub leaving: AtomicBool,
     pub http: reqwest::Client,
     pub supervision: SupervisionStats,
+    /// Sign-in failures (throttling).
+    pub logins: identity_ops::Logins,
     persistence: RwLock<Option<(ActorRef<PersistMsg>, CommitQueue)>>,
     agent_sup: RwLock<Option<ActorRef<AgentSupMsg>>>,
 }
@@ -623,6 +629,7 @@ impl Node {
             leaving: AtomicBool::new(false),
             http,
             supervision: SupervisionStats::default(),
+            logins: identity_ops::Logins::default(),
             persistence: RwLock::new(None),
             agent_sup: RwLock::new(None),
         });

@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures::future::BoxFuture;
 use serde::de::DeserializeOwned;
-use sqlx::error::BoxDynError;
+use sqlx::error::{BoxDynError, ErrorKind};
 use sqlx::migrate::{MigrateError, Migration, MigrationSource, MigrationType};
 use uuid::Uuid;
 
@@ -17,6 +17,7 @@ use crate::campaign::{
     CommunicationStatus, NodeCount, PendingTrigger,
 };
 use crate::flow::{Channel, TriggerType};
+use crate::identity::UserId;
 use crate::model::Feedback;
 
 /// A store's migrations compiled into the binary, oldest first: (version, description,
@@ -55,6 +56,27 @@ pub(super) fn map_migrate_err(
         MigrateError::Execute(e) => map_err(e),
         other => StoreError::Corrupt(format!("schema migration: {other}")),
     }
+}
+
+/// A failed write of a user row: the users table's only unique key besides its id (which
+/// the write upserts on) is the e-mail address, so a duplicate is another user's address.
+pub(super) fn map_user_write_err(
+    e: sqlx::Error,
+    map_err: impl FnOnce(sqlx::Error) -> StoreError,
+) -> StoreError {
+    match e {
+        sqlx::Error::Database(db) if matches!(db.kind(), ErrorKind::UniqueViolation) => {
+            StoreError::Conflict("a user with this e-mail address exists".into())
+        }
+        e => map_err(e),
+    }
+}
+
+/// A write that would take its tenant's last admin away.
+pub(super) fn last_admin(user: UserId) -> StoreError {
+    StoreError::Conflict(format!(
+        "user {user} is the tenant's last admin: make another user an admin first"
+    ))
 }
 
 /// RFC 3339 with nanoseconds and `Z`: exact round trips, and it sorts as text.

@@ -25,6 +25,7 @@ use crate::campaign::{
 };
 use crate::connection::{ConnectionId, ConnectionRecord};
 use crate::flow::TriggerType;
+use crate::identity::{AuthToken, TenantSettings, UserId, UserRecord};
 use crate::inbound::InboundMessage;
 use crate::model::{AgentId, AttachmentMeta, Feedback, Message, Session, SessionId, TenantId};
 
@@ -47,6 +48,8 @@ pub struct Tenant {
     /// SHA-256 of the tenant's admin API key.
     pub api_key_hash: String,
     pub created_at: DateTime<Utc>,
+    #[serde(default)]
+    pub settings: TenantSettings,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,6 +137,30 @@ pub trait Store: Send + Sync + 'static {
     async fn list_tenants(&self) -> StoreResult<Vec<Tenant>>;
     async fn tenant_by_key_hash(&self, api_key_hash: &str) -> StoreResult<Option<Tenant>>;
     async fn set_tenant_key_hash(&self, tenant: TenantId, api_key_hash: &str) -> StoreResult<()>;
+    async fn get_tenant(&self, id: TenantId) -> StoreResult<Option<Tenant>>;
+    /// Writes the tenant's name and settings (not its key).
+    async fn update_tenant(&self, tenant: &Tenant) -> StoreResult<()>;
+
+    // Users and sign-in tokens.
+    /// Inserts the user or replaces it whole. Conflict when another user has the e-mail
+    /// address, and when the change would leave a tenant that has admin users without
+    /// one (the user was its last admin and is no longer one).
+    async fn put_user(&self, user: &UserRecord) -> StoreResult<()>;
+    async fn get_user(&self, id: UserId) -> StoreResult<Option<UserRecord>>;
+    /// By (lower-case) e-mail address, across tenants.
+    async fn user_by_email(&self, email: &str) -> StoreResult<Option<UserRecord>>;
+    /// The tenant's users, oldest first.
+    async fn list_users(&self, tenant: TenantId) -> StoreResult<Vec<UserRecord>>;
+    /// Deletes the user and its tokens; false if there was none. Conflict when it is the
+    /// last admin of its tenant.
+    async fn delete_user(&self, id: UserId) -> StoreResult<bool>;
+    async fn put_auth_token(&self, token: &AuthToken) -> StoreResult<()>;
+    async fn auth_token(&self, token_hash: &str) -> StoreResult<Option<AuthToken>>;
+    async fn delete_auth_token(&self, token_hash: &str) -> StoreResult<()>;
+    /// Signs the user out everywhere; answers how many tokens went.
+    async fn delete_auth_tokens(&self, user: UserId) -> StoreResult<u64>;
+    /// Removes tokens expired by `now`; answers how many.
+    async fn prune_auth_tokens(&self, now: DateTime<Utc>) -> StoreResult<u64>;
 
     // Agents.
     /// Inserts the agent and its version `record.current_version` with `definition`.

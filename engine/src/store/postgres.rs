@@ -34,12 +34,13 @@ use crate::campaign::{
 };
 use crate::connection::{ConnectionId, ConnectionRecord};
 use crate::flow::TriggerType;
+use crate::identity::{AuthToken, Role as UserRole, UserId, UserRecord};
 use crate::inbound::InboundMessage;
 
 use super::encoding::{
-    apply_change, cancel, contains_pattern, deadline_millis, feedback_str, map_migrate_err,
-    parse_feedback, parse_json, parse_pending, parse_trigger, parse_uuid, rfc3339, stats_from_rows,
-    status_strs, to_json, Embedded,
+    apply_change, cancel, contains_pattern, deadline_millis, feedback_str, last_admin,
+    map_migrate_err, map_user_write_err, parse_feedback, parse_json, parse_pending, parse_trigger,
+    parse_uuid, rfc3339, stats_from_rows, status_strs, to_json, Embedded,
 };
 use super::{
     AgentChannel, AgentRecord, AgentStatus, ChannelSession, ConnectionEvent, Epoch,
@@ -82,6 +83,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         6,
         "campaign_progress",
         include_str!("../../migrations/postgres/0006_campaign_progress.sql"),
+    ),
+    (
+        7,
+        "identity",
+        include_str!("../../migrations/postgres/0007_identity.sql"),
     ),
 ];
 
@@ -388,7 +394,7 @@ async fn lock_epochs(
         .collect()
 }
 
-const TENANT_COLS: &str = "id, name, api_key_hash, created_at";
+const TENANT_COLS: &str = "id, name, api_key_hash, created_at, settings";
 
 fn tenant_from_row(row: &PgRow) -> StoreResult<Tenant> {
     Ok(Tenant {
@@ -396,7 +402,46 @@ fn tenant_from_row(row: &PgRow) -> StoreResult<Tenant> {
         name: col(row, "name")?,
         api_key_hash: col(row, "api_key_hash")?,
         created_at: ts_col(row, "created_at")?,
+        settings: parse_json(col(row, "settings")?, "tenant settings")?,
     })
+}
+
+/// Conflict when the write takes the role of its tenant's last admin from the stored user
+/// `id`: the user is an admin now and, after the write, is an admin of `admin_of` (None:
+/// of no tenant).
+///
+/// Locks the rows of the user's tenant first (in id order, so concurrent writers cannot
+/// deadlock on them) and judges by the locked rows: where a lock waited for another
+/// writer, Postgres reads the row as that writer committed it. So of two admins demoted or
+/// deleted at once, the second waits for the first and then sees that it is the last one.
+/// An admin inserted meanwhile may be missed, which errs only towards refusing.
+async fn refuse_last_admin(
+    conn: &mut PgConnection,
+    id: UserId,
+    admin_of: Option<TenantId>,
+) -> StoreResult<()> {
+    let rows: Vec<(PgUuid, PgUuid, String)> = sqlx::query_as(
+        "SELECT id, tenant_id, role FROM users \
+         WHERE tenant_id = (SELECT tenant_id FROM users WHERE id = $1) ORDER BY id FOR UPDATE",
+    )
+    .bind(PgUuid(id))
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(map_err)?;
+    let admin = UserRole::Admin.as_str();
+    let Some((_, tenant, role)) = rows.iter().find(|(user, _, _)| user.0 == id) else {
+        return Ok(());
+    };
+    if role != admin || admin_of == Some(tenant.0) {
+        return Ok(());
+    }
+    if !rows
+        .iter()
+        .any(|(user, _, role)| user.0 != id && role == admin)
+    {
+        return Err(last_admin(id));
+    }
+    Ok(())
 }
 
 const AGENT_COLS: &str = "id, tenant_id, name, status, status_reason, current_version, \
@@ -949,13 +994,14 @@ impl super::Store for PgStore {
     }
 
     async fn create_tenant(&self, tenant: &Tenant) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO tenants (id, name, api_key_hash, created_at) VALUES ($1, $2, $3, $4)",
-        )
+        sqlx::query(&format!(
+            "INSERT INTO tenants ({TENANT_COLS}) VALUES ($1, $2, $3, $4, $5)"
+        ))
         .bind(PgUuid(tenant.id))
         .bind(&tenant.name)
         .bind(&tenant.api_key_hash)
         .bind(ts(tenant.created_at)?)
+        .bind(to_json(&tenant.settings, "tenant settings")?)
         .execute(&self.pool)
         .await
         .map_err(map_err)?;
@@ -986,6 +1032,150 @@ impl super::Store for PgStore {
             .bind(api_key_hash)
             .bind(PgUuid(tenant));
         self.update_one(q, || format!("no tenant {tenant}")).await
+    }
+
+    async fn get_tenant(&self, id: TenantId) -> StoreResult<Option<Tenant>> {
+        let sql = format!("SELECT {TENANT_COLS} FROM tenants WHERE id = $1");
+        let row = sqlx::query(&sql)
+            .bind(PgUuid(id))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?;
+        row.as_ref().map(tenant_from_row).transpose()
+    }
+
+    async fn update_tenant(&self, tenant: &Tenant) -> StoreResult<()> {
+        let id = tenant.id;
+        let q = sqlx::query("UPDATE tenants SET name = $1, settings = $2 WHERE id = $3")
+            .bind(&tenant.name)
+            .bind(to_json(&tenant.settings, "tenant settings")?)
+            .bind(PgUuid(id));
+        self.update_one(q, || format!("no tenant {id}")).await
+    }
+
+    async fn put_user(&self, user: &UserRecord) -> StoreResult<()> {
+        let (created_at, updated_at) = (ts(user.created_at)?, ts(user.updated_at)?);
+        let data = to_json(user, "user")?;
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        let admin_of = (user.role == UserRole::Admin).then_some(user.tenant_id);
+        refuse_last_admin(&mut tx, user.id, admin_of).await?;
+        sqlx::query(
+            "INSERT INTO users (id, tenant_id, email, role, created_at, updated_at, data) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (id) DO UPDATE SET tenant_id = excluded.tenant_id, \
+             email = excluded.email, role = excluded.role, created_at = excluded.created_at, \
+             updated_at = excluded.updated_at, data = excluded.data",
+        )
+        .bind(PgUuid(user.id))
+        .bind(PgUuid(user.tenant_id))
+        .bind(&user.email)
+        .bind(user.role.as_str())
+        .bind(created_at)
+        .bind(updated_at)
+        .bind(data)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| map_user_write_err(e, map_err))?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn get_user(&self, id: UserId) -> StoreResult<Option<UserRecord>> {
+        let data: Option<String> = sqlx::query_scalar("SELECT data FROM users WHERE id = $1")
+            .bind(PgUuid(id))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?;
+        data.map(|d| parse_json(&d, "user")).transpose()
+    }
+
+    async fn user_by_email(&self, email: &str) -> StoreResult<Option<UserRecord>> {
+        let data: Option<String> = sqlx::query_scalar("SELECT data FROM users WHERE email = $1")
+            .bind(email)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?;
+        data.map(|d| parse_json(&d, "user")).transpose()
+    }
+
+    async fn list_users(&self, tenant: TenantId) -> StoreResult<Vec<UserRecord>> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT data FROM users WHERE tenant_id = $1 ORDER BY created_at, id",
+        )
+        .bind(PgUuid(tenant))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        rows.iter().map(|d| parse_json(d, "user")).collect()
+    }
+
+    async fn delete_user(&self, id: UserId) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        refuse_last_admin(&mut tx, id, None).await?;
+        sqlx::query("DELETE FROM auth_tokens WHERE user_id = $1")
+            .bind(PgUuid(id))
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        let done = sqlx::query("DELETE FROM users WHERE id = $1")
+            .bind(PgUuid(id))
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn put_auth_token(&self, token: &AuthToken) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO auth_tokens (token_hash, user_id, tenant_id, expires_at, data) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&token.token_hash)
+        .bind(PgUuid(token.user_id))
+        .bind(PgUuid(token.tenant_id))
+        .bind(ts(token.expires_at)?)
+        .bind(to_json(token, "auth token")?)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn auth_token(&self, token_hash: &str) -> StoreResult<Option<AuthToken>> {
+        let data: Option<String> =
+            sqlx::query_scalar("SELECT data FROM auth_tokens WHERE token_hash = $1")
+                .bind(token_hash)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(map_err)?;
+        data.map(|d| parse_json(&d, "auth token")).transpose()
+    }
+
+    async fn delete_auth_token(&self, token_hash: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM auth_tokens WHERE token_hash = $1")
+            .bind(token_hash)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn delete_auth_tokens(&self, user: UserId) -> StoreResult<u64> {
+        let done = sqlx::query("DELETE FROM auth_tokens WHERE user_id = $1")
+            .bind(PgUuid(user))
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn prune_auth_tokens(&self, now: DateTime<Utc>) -> StoreResult<u64> {
+        let done = sqlx::query("DELETE FROM auth_tokens WHERE expires_at <= $1")
+            .bind(ts(now)?)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(done.rows_affected())
     }
 
     async fn create_agent(&self, record: &AgentRecord, definition: &str) -> StoreResult<()> {
@@ -2707,6 +2897,11 @@ mod tests {
 
     on_postgres!(
         suite_tenants,
+        suite_tenant_settings,
+        suite_users,
+        suite_last_admin,
+        suite_concurrent_demotions,
+        suite_auth_tokens,
         suite_agents,
         suite_session_roundtrip,
         suite_messages,

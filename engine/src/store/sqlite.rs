@@ -26,9 +26,9 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 use uuid::Uuid;
 
 use super::encoding::{
-    apply_change, cancel, contains_pattern, deadline_millis, feedback_str, map_migrate_err,
-    parse_feedback, parse_json, parse_pending, parse_trigger, parse_uuid, rfc3339, stats_from_rows,
-    to_json, Embedded,
+    apply_change, cancel, contains_pattern, deadline_millis, feedback_str, last_admin,
+    map_migrate_err, map_user_write_err, parse_feedback, parse_json, parse_pending, parse_trigger,
+    parse_uuid, rfc3339, stats_from_rows, to_json, Embedded,
 };
 use super::{
     AgentChannel, AgentRecord, AgentStatus, ChannelSession, ConnectionEvent, Epoch,
@@ -44,6 +44,7 @@ use crate::campaign::{
 };
 use crate::connection::{ConnectionId, ConnectionRecord};
 use crate::flow::TriggerType;
+use crate::identity::{AuthToken, Role as UserRole, UserId, UserRecord};
 use crate::inbound::InboundMessage;
 use crate::model::{
     AgentId, AttachmentMeta, Feedback, Message, Role, Session, SessionId, TenantId,
@@ -86,6 +87,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         7,
         "campaign_progress",
         include_str!("../../migrations/sqlite/0007_campaign_progress.sql"),
+    ),
+    (
+        8,
+        "identity",
+        include_str!("../../migrations/sqlite/0008_identity.sql"),
     ),
 ];
 
@@ -396,7 +402,7 @@ impl<'a> AttachmentRow<'a> {
     }
 }
 
-const TENANT_COLS: &str = "id, name, api_key_hash, created_at";
+const TENANT_COLS: &str = "id, name, api_key_hash, created_at, settings";
 
 /// The stored epochs of the batch's sessions (those that exist). Read inside the batch's
 /// transaction, which holds SQLite's single write lock, so no claim can slip in between
@@ -433,7 +439,46 @@ fn tenant_from_row(row: &SqliteRow) -> StoreResult<Tenant> {
         name: col(row, "name")?,
         api_key_hash: col(row, "api_key_hash")?,
         created_at: parse_ts(col(row, "created_at")?)?,
+        settings: parse_json(col(row, "settings")?, "tenant settings")?,
     })
+}
+
+/// Conflict when the write takes the role of its tenant's last admin from the stored user
+/// `id`: the user is an admin now and, after the write, is an admin of `admin_of` (None:
+/// of no tenant). Runs inside the write's transaction, which holds the single writer
+/// connection, so no other write can change the tenant's admins between this check and it.
+async fn refuse_last_admin(
+    conn: &mut SqliteConnection,
+    id: UserId,
+    admin_of: Option<TenantId>,
+) -> StoreResult<()> {
+    let key = id.to_string();
+    let stored: Option<(String, String)> =
+        sqlx::query_as("SELECT tenant_id, role FROM users WHERE id = ?")
+            .bind(&key)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(map_err)?;
+    let Some((tenant, role)) = stored else {
+        return Ok(());
+    };
+    let admin = UserRole::Admin.as_str();
+    if role != admin || admin_of.is_some_and(|t| t.to_string() == tenant) {
+        return Ok(());
+    }
+    let others: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM users WHERE tenant_id = ? AND role = ? AND id <> ?",
+    )
+    .bind(&tenant)
+    .bind(admin)
+    .bind(&key)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(map_err)?;
+    if others == 0 {
+        return Err(last_admin(id));
+    }
+    Ok(())
 }
 
 const AGENT_COLS: &str = "id, tenant_id, name, status, status_reason, current_version, \
@@ -863,14 +908,17 @@ impl super::Store for SqliteStore {
     }
 
     async fn create_tenant(&self, tenant: &Tenant) -> StoreResult<()> {
-        sqlx::query("INSERT INTO tenants (id, name, api_key_hash, created_at) VALUES (?, ?, ?, ?)")
-            .bind(tenant.id.to_string())
-            .bind(&tenant.name)
-            .bind(&tenant.api_key_hash)
-            .bind(ts(tenant.created_at))
-            .execute(&self.writer)
-            .await
-            .map_err(map_err)?;
+        sqlx::query(&format!(
+            "INSERT INTO tenants ({TENANT_COLS}) VALUES (?, ?, ?, ?, ?)"
+        ))
+        .bind(tenant.id.to_string())
+        .bind(&tenant.name)
+        .bind(&tenant.api_key_hash)
+        .bind(ts(tenant.created_at))
+        .bind(to_json(&tenant.settings, "tenant settings")?)
+        .execute(&self.writer)
+        .await
+        .map_err(map_err)?;
         Ok(())
     }
 
@@ -898,6 +946,149 @@ impl super::Store for SqliteStore {
             .bind(api_key_hash)
             .bind(tenant.to_string());
         self.update_one(q, || format!("no tenant {tenant}")).await
+    }
+
+    async fn get_tenant(&self, id: TenantId) -> StoreResult<Option<Tenant>> {
+        let sql = format!("SELECT {TENANT_COLS} FROM tenants WHERE id = ?");
+        let row = sqlx::query(&sql)
+            .bind(id.to_string())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(map_err)?;
+        row.as_ref().map(tenant_from_row).transpose()
+    }
+
+    async fn update_tenant(&self, tenant: &Tenant) -> StoreResult<()> {
+        let id = tenant.id;
+        let q = sqlx::query("UPDATE tenants SET name = ?, settings = ? WHERE id = ?")
+            .bind(&tenant.name)
+            .bind(to_json(&tenant.settings, "tenant settings")?)
+            .bind(id.to_string());
+        self.update_one(q, || format!("no tenant {id}")).await
+    }
+
+    async fn put_user(&self, user: &UserRecord) -> StoreResult<()> {
+        let data = to_json(user, "user")?;
+        let mut tx = self.writer.begin().await.map_err(map_err)?;
+        let admin_of = (user.role == UserRole::Admin).then_some(user.tenant_id);
+        refuse_last_admin(&mut tx, user.id, admin_of).await?;
+        sqlx::query(
+            "INSERT INTO users (id, tenant_id, email, role, created_at, updated_at, data) \
+             VALUES (?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (id) DO UPDATE SET tenant_id = excluded.tenant_id, \
+             email = excluded.email, role = excluded.role, created_at = excluded.created_at, \
+             updated_at = excluded.updated_at, data = excluded.data",
+        )
+        .bind(user.id.to_string())
+        .bind(user.tenant_id.to_string())
+        .bind(&user.email)
+        .bind(user.role.as_str())
+        .bind(ts(user.created_at))
+        .bind(ts(user.updated_at))
+        .bind(data)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| map_user_write_err(e, map_err))?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn get_user(&self, id: UserId) -> StoreResult<Option<UserRecord>> {
+        let data: Option<String> = sqlx::query_scalar("SELECT data FROM users WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(map_err)?;
+        data.map(|d| parse_json(&d, "user")).transpose()
+    }
+
+    async fn user_by_email(&self, email: &str) -> StoreResult<Option<UserRecord>> {
+        let data: Option<String> = sqlx::query_scalar("SELECT data FROM users WHERE email = ?")
+            .bind(email)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(map_err)?;
+        data.map(|d| parse_json(&d, "user")).transpose()
+    }
+
+    async fn list_users(&self, tenant: TenantId) -> StoreResult<Vec<UserRecord>> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT data FROM users WHERE tenant_id = ? ORDER BY created_at, id",
+        )
+        .bind(tenant.to_string())
+        .fetch_all(&self.reader)
+        .await
+        .map_err(map_err)?;
+        rows.iter().map(|d| parse_json(d, "user")).collect()
+    }
+
+    async fn delete_user(&self, id: UserId) -> StoreResult<bool> {
+        let mut tx = self.writer.begin().await.map_err(map_err)?;
+        refuse_last_admin(&mut tx, id, None).await?;
+        sqlx::query("DELETE FROM auth_tokens WHERE user_id = ?")
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        let done = sqlx::query("DELETE FROM users WHERE id = ?")
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn put_auth_token(&self, token: &AuthToken) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO auth_tokens (token_hash, user_id, tenant_id, expires_at, data) \
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&token.token_hash)
+        .bind(token.user_id.to_string())
+        .bind(token.tenant_id.to_string())
+        .bind(ts(token.expires_at))
+        .bind(to_json(token, "auth token")?)
+        .execute(&self.writer)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn auth_token(&self, token_hash: &str) -> StoreResult<Option<AuthToken>> {
+        let data: Option<String> =
+            sqlx::query_scalar("SELECT data FROM auth_tokens WHERE token_hash = ?")
+                .bind(token_hash)
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(map_err)?;
+        data.map(|d| parse_json(&d, "auth token")).transpose()
+    }
+
+    async fn delete_auth_token(&self, token_hash: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM auth_tokens WHERE token_hash = ?")
+            .bind(token_hash)
+            .execute(&self.writer)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn delete_auth_tokens(&self, user: UserId) -> StoreResult<u64> {
+        let done = sqlx::query("DELETE FROM auth_tokens WHERE user_id = ?")
+            .bind(user.to_string())
+            .execute(&self.writer)
+            .await
+            .map_err(map_err)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn prune_auth_tokens(&self, now: DateTime<Utc>) -> StoreResult<u64> {
+        let done = sqlx::query("DELETE FROM auth_tokens WHERE expires_at <= ?")
+            .bind(ts(now))
+            .execute(&self.writer)
+            .await
+            .map_err(map_err)?;
+        Ok(done.rows_affected())
     }
 
     async fn create_agent(&self, record: &AgentRecord, definition: &str) -> StoreResult<()> {
@@ -2511,6 +2702,11 @@ mod tests {
 
     on_both!(
         suite_tenants,
+        suite_tenant_settings,
+        suite_users,
+        suite_last_admin,
+        suite_concurrent_demotions,
+        suite_auth_tokens,
         suite_agents,
         suite_session_roundtrip,
         suite_messages,

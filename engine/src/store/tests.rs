@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use chrono::{DateTime, Duration, TimeZone, Utc};
+use chrono::{DateTime, Duration, NaiveTime, TimeZone, Utc, Weekday};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -21,6 +21,7 @@ use crate::campaign::{
     Upserted,
 };
 use crate::flow::{Channel, TriggerType};
+use crate::identity::{AuthToken, OperatorSchedule, Role as UserRole, TenantSettings, UserRecord};
 use crate::model::{
     AgentId, AttachmentMeta, CloseStatus, Feedback, Message, Mode, Role, Session, SessionId,
     SessionState, TenantId,
@@ -38,6 +39,7 @@ pub(crate) fn tenant(name: &str, key_hash: &str) -> Tenant {
         name: name.into(),
         api_key_hash: key_hash.into(),
         created_at: at(0),
+        settings: TenantSettings::default(),
     }
 }
 
@@ -179,6 +181,381 @@ pub(crate) async fn suite_tenants(store: &dyn Store) {
     assert!(is_conflict(
         store.set_tenant_key_hash(Uuid::new_v4(), "x").await
     ));
+}
+
+pub(crate) async fn suite_tenant_settings(store: &dyn Store) {
+    let mut a = tenant("acme", "hash-a");
+    a.settings = TenantSettings {
+        description: "Widgets for everyone".into(),
+        phone: Some("+49 30 1234567".into()),
+        timezone: Some("Europe/Berlin".into()),
+        ..TenantSettings::default()
+    };
+    let b = tenant("globex", "hash-b");
+    store.create_tenant(&a).await.unwrap();
+    store.create_tenant(&b).await.unwrap();
+
+    assert_eq!(store.get_tenant(a.id).await.unwrap(), Some(a.clone()));
+    assert_eq!(store.get_tenant(b.id).await.unwrap(), Some(b.clone()));
+    assert_eq!(store.get_tenant(Uuid::new_v4()).await.unwrap(), None);
+    let mut all = store.list_tenants().await.unwrap();
+    all.sort_by_key(|t| t.name.clone());
+    assert_eq!(all, vec![a.clone(), b.clone()]);
+
+    // Only the name and the settings are written: the key hash and the creation time the
+    // update carries are ignored.
+    let update = Tenant {
+        name: "Acme GmbH".into(),
+        api_key_hash: "hash-b".into(),
+        created_at: at(99),
+        settings: TenantSettings {
+            description: String::new(),
+            phone: None,
+            billing_email: Some("billing@acme.test".into()),
+            country: Some("DE".into()),
+            street: Some("Hauptstraße 1".into()),
+            zip: Some("10115".into()),
+            website: Some("https://acme.test".into()),
+            timezone: Some("America/New_York".into()),
+        },
+        ..a.clone()
+    };
+    store.update_tenant(&update).await.unwrap();
+    let updated = Tenant {
+        name: update.name.clone(),
+        settings: update.settings.clone(),
+        ..a.clone()
+    };
+    assert_eq!(store.get_tenant(a.id).await.unwrap(), Some(updated.clone()));
+    assert_eq!(
+        store.tenant_by_key_hash("hash-a").await.unwrap(),
+        Some(updated.clone())
+    );
+    assert_eq!(store.get_tenant(b.id).await.unwrap(), Some(b.clone()));
+    let mut all = store.list_tenants().await.unwrap();
+    all.sort_by_key(|t| t.name.clone());
+    assert_eq!(all, vec![updated, b]);
+
+    assert!(is_conflict(
+        store.update_tenant(&tenant("ghost", "hash-g")).await
+    ));
+}
+
+fn user(tenant: TenantId, email: &str, role: UserRole, created: i64) -> UserRecord {
+    UserRecord {
+        id: Uuid::new_v4(),
+        tenant_id: tenant,
+        name: format!("Name of {email}"),
+        email: email.into(),
+        role,
+        password_hash: format!("$argon2id$hash-of-{email}"),
+        must_change_password: false,
+        schedule: None,
+        created_at: at(created),
+        updated_at: at(created),
+    }
+}
+
+fn is_conflict_about<T: std::fmt::Debug>(r: Result<T, StoreError>, about: &str) -> bool {
+    matches!(r, Err(StoreError::Conflict(m)) if m.contains(about))
+}
+
+pub(crate) async fn suite_users(store: &dyn Store) {
+    let (t, other) = (Uuid::new_v4(), Uuid::new_v4());
+    let admin = user(t, "ada@acme.test", UserRole::Admin, 20);
+    let mut operator = user(t, "olga@acme.test", UserRole::Operator, 10);
+    operator.must_change_password = true;
+    operator.schedule = Some(OperatorSchedule {
+        days: vec![Weekday::Mon, Weekday::Fri],
+        from: NaiveTime::from_hms_opt(22, 0, 0).unwrap(),
+        to: NaiveTime::from_hms_opt(6, 30, 0).unwrap(),
+    });
+    let elsewhere = user(other, "vic@globex.test", UserRole::Viewer, 5);
+    for u in [&admin, &operator, &elsewhere] {
+        store.put_user(u).await.unwrap();
+    }
+
+    assert_eq!(store.get_user(admin.id).await.unwrap(), Some(admin.clone()));
+    assert_eq!(
+        store.get_user(operator.id).await.unwrap(),
+        Some(operator.clone())
+    );
+    assert_eq!(store.get_user(Uuid::new_v4()).await.unwrap(), None);
+    // Oldest first; the other tenant's users are not listed.
+    assert_eq!(
+        store.list_users(t).await.unwrap(),
+        vec![operator.clone(), admin.clone()]
+    );
+    assert_eq!(
+        store.list_users(other).await.unwrap(),
+        vec![elsewhere.clone()]
+    );
+    assert_eq!(store.list_users(Uuid::new_v4()).await.unwrap(), vec![]);
+    assert_eq!(
+        store.user_by_email("olga@acme.test").await.unwrap(),
+        Some(operator.clone())
+    );
+    assert_eq!(
+        store.user_by_email("vic@globex.test").await.unwrap(),
+        Some(elsewhere.clone())
+    );
+    // An exact match: callers lower-case the address first.
+    assert_eq!(store.user_by_email("OLGA@acme.test").await.unwrap(), None);
+    assert_eq!(store.user_by_email("nobody@acme.test").await.unwrap(), None);
+
+    // Replaced whole, e-mail address included.
+    let replaced = UserRecord {
+        name: "Olga Renamed".into(),
+        email: "olga.r@acme.test".into(),
+        role: UserRole::User,
+        password_hash: "$argon2id$new".into(),
+        must_change_password: false,
+        schedule: None,
+        updated_at: at(30),
+        ..operator.clone()
+    };
+    store.put_user(&replaced).await.unwrap();
+    assert_eq!(
+        store.get_user(operator.id).await.unwrap(),
+        Some(replaced.clone())
+    );
+    assert_eq!(store.user_by_email("olga@acme.test").await.unwrap(), None);
+    assert_eq!(
+        store.user_by_email("olga.r@acme.test").await.unwrap(),
+        Some(replaced.clone())
+    );
+    assert_eq!(
+        store.list_users(t).await.unwrap(),
+        vec![replaced.clone(), admin.clone()]
+    );
+    // Writing a user again unchanged keeps its own address.
+    store.put_user(&admin).await.unwrap();
+
+    // An address another user has, in this tenant or another, is refused; nothing changes.
+    let newcomer = user(t, "ada@acme.test", UserRole::User, 40);
+    assert!(is_conflict_about(store.put_user(&newcomer).await, "e-mail"));
+    let stranger = user(other, "ada@acme.test", UserRole::User, 40);
+    assert!(is_conflict_about(store.put_user(&stranger).await, "e-mail"));
+    let taking = UserRecord {
+        email: "vic@globex.test".into(),
+        name: "Olga Again".into(),
+        ..replaced.clone()
+    };
+    assert!(is_conflict_about(store.put_user(&taking).await, "e-mail"));
+    assert_eq!(store.get_user(newcomer.id).await.unwrap(), None);
+    assert_eq!(store.get_user(stranger.id).await.unwrap(), None);
+    assert_eq!(
+        store.get_user(replaced.id).await.unwrap(),
+        Some(replaced.clone())
+    );
+    assert_eq!(
+        store.user_by_email("ada@acme.test").await.unwrap(),
+        Some(admin.clone())
+    );
+    assert_eq!(
+        store.list_users(t).await.unwrap(),
+        vec![replaced.clone(), admin.clone()]
+    );
+    assert_eq!(store.list_users(other).await.unwrap(), vec![elsewhere]);
+
+    assert!(store.delete_user(replaced.id).await.unwrap());
+    assert!(!store.delete_user(replaced.id).await.unwrap());
+    assert_eq!(store.get_user(replaced.id).await.unwrap(), None);
+    assert_eq!(store.user_by_email("olga.r@acme.test").await.unwrap(), None);
+    assert_eq!(store.list_users(t).await.unwrap(), vec![admin]);
+    // The address is free again.
+    let reuse = user(t, "olga.r@acme.test", UserRole::User, 50);
+    store.put_user(&reuse).await.unwrap();
+    assert_eq!(store.get_user(reuse.id).await.unwrap(), Some(reuse));
+}
+
+fn with_role(u: &UserRecord, role: UserRole) -> UserRecord {
+    UserRecord {
+        role,
+        updated_at: u.updated_at + Duration::seconds(1),
+        ..u.clone()
+    }
+}
+
+pub(crate) async fn suite_last_admin(store: &dyn Store) {
+    let t = Uuid::new_v4();
+    let a = user(t, "a@acme.test", UserRole::Admin, 1);
+    let b = user(t, "b@acme.test", UserRole::User, 2);
+    store.put_user(&a).await.unwrap();
+    store.put_user(&b).await.unwrap();
+
+    // A is the last admin: no demotion, no move to another tenant, no deletion.
+    for role in [UserRole::User, UserRole::Viewer, UserRole::Operator] {
+        assert!(is_conflict_about(
+            store.put_user(&with_role(&a, role)).await,
+            "last admin"
+        ));
+    }
+    let moved = UserRecord {
+        tenant_id: Uuid::new_v4(),
+        ..a.clone()
+    };
+    assert!(is_conflict_about(
+        store.put_user(&moved).await,
+        "last admin"
+    ));
+    assert!(is_conflict_about(
+        store.delete_user(a.id).await,
+        "last admin"
+    ));
+    assert_eq!(store.get_user(a.id).await.unwrap(), Some(a.clone()));
+    // Changes that keep A an admin are fine.
+    let renamed = UserRecord {
+        name: "Ada Admin".into(),
+        ..a.clone()
+    };
+    store.put_user(&renamed).await.unwrap();
+
+    // With B an admin too, A can step down; then B is the last one.
+    let b_admin = with_role(&b, UserRole::Admin);
+    store.put_user(&b_admin).await.unwrap();
+    let a_user = with_role(&renamed, UserRole::User);
+    store.put_user(&a_user).await.unwrap();
+    assert_eq!(store.get_user(a.id).await.unwrap(), Some(a_user.clone()));
+    assert!(is_conflict_about(
+        store.put_user(&with_role(&b_admin, UserRole::Viewer)).await,
+        "last admin"
+    ));
+    assert!(is_conflict_about(
+        store.delete_user(b.id).await,
+        "last admin"
+    ));
+    assert!(store.delete_user(a.id).await.unwrap());
+    assert_eq!(store.list_users(t).await.unwrap(), vec![b_admin]);
+
+    // A tenant without admins from the start: its users come and go freely.
+    let u = Uuid::new_v4();
+    let x = user(u, "x@initech.test", UserRole::Viewer, 1);
+    let y = user(u, "y@initech.test", UserRole::Operator, 2);
+    store.put_user(&x).await.unwrap();
+    store.put_user(&y).await.unwrap();
+    let x_user = with_role(&x, UserRole::User);
+    store.put_user(&x_user).await.unwrap();
+    assert_eq!(store.get_user(x.id).await.unwrap(), Some(x_user));
+    assert!(store.delete_user(x.id).await.unwrap());
+    assert!(store.delete_user(y.id).await.unwrap());
+    assert_eq!(store.list_users(u).await.unwrap(), vec![]);
+    // Once it has an admin, the rule protects that one.
+    let z = user(u, "z@initech.test", UserRole::Admin, 3);
+    store.put_user(&z).await.unwrap();
+    assert!(is_conflict_about(
+        store.put_user(&with_role(&z, UserRole::User)).await,
+        "last admin"
+    ));
+    assert!(is_conflict_about(
+        store.delete_user(z.id).await,
+        "last admin"
+    ));
+    assert_eq!(store.list_users(u).await.unwrap(), vec![z]);
+}
+
+/// Two admins demoted (or deleted) at the same moment: exactly one of the two writes goes
+/// through, so the tenant keeps one admin.
+pub(crate) async fn suite_concurrent_demotions(store: &dyn Store) {
+    let admins = |t: TenantId| async move {
+        store
+            .list_users(t)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|u| u.role == UserRole::Admin)
+            .count()
+    };
+    for round in 0..20 {
+        let t = Uuid::new_v4();
+        let a = user(t, &format!("a{round}@acme.test"), UserRole::Admin, 1);
+        let b = user(t, &format!("b{round}@acme.test"), UserRole::Admin, 2);
+        store.put_user(&a).await.unwrap();
+        store.put_user(&b).await.unwrap();
+        let (ra, rb) = if round % 2 == 0 {
+            let (a, b) = (
+                with_role(&a, UserRole::User),
+                with_role(&b, UserRole::Viewer),
+            );
+            tokio::join!(store.put_user(&a), store.put_user(&b))
+        } else {
+            let (ra, rb) = tokio::join!(store.delete_user(a.id), store.delete_user(b.id));
+            (ra.map(|gone| assert!(gone)), rb.map(|gone| assert!(gone)))
+        };
+        let conflicts = [&ra, &rb]
+            .into_iter()
+            .filter(|r| matches!(r, Err(StoreError::Conflict(m)) if m.contains("last admin")))
+            .count();
+        assert!(
+            conflicts == 1 && (ra.is_ok() || rb.is_ok()),
+            "round {round}: {ra:?} {rb:?}"
+        );
+        assert_eq!(admins(t).await, 1, "round {round}");
+    }
+}
+
+fn token(user: &UserRecord, hash: &str, expires: i64) -> AuthToken {
+    AuthToken {
+        token_hash: hash.into(),
+        user_id: user.id,
+        tenant_id: user.tenant_id,
+        password_change_only: false,
+        created_at: at(0),
+        expires_at: at(expires),
+    }
+}
+
+pub(crate) async fn suite_auth_tokens(store: &dyn Store) {
+    let t = Uuid::new_v4();
+    let u = user(t, "u@acme.test", UserRole::Admin, 1);
+    let v = user(t, "v@acme.test", UserRole::User, 2);
+    store.put_user(&u).await.unwrap();
+    store.put_user(&v).await.unwrap();
+    let u1 = token(&u, "hash-u1", 100);
+    let u2 = AuthToken {
+        password_change_only: true,
+        ..token(&u, "hash-u2", 200)
+    };
+    let v1 = token(&v, "hash-v1", 50);
+    for tok in [&u1, &u2, &v1] {
+        store.put_auth_token(tok).await.unwrap();
+    }
+    assert!(is_conflict(
+        store.put_auth_token(&token(&v, "hash-u1", 300)).await
+    ));
+    assert_eq!(store.auth_token("hash-u1").await.unwrap(), Some(u1.clone()));
+    assert_eq!(store.auth_token("hash-u2").await.unwrap(), Some(u2.clone()));
+    assert_eq!(store.auth_token("nope").await.unwrap(), None);
+
+    // Expired tokens are still answered (the caller checks expiry) until pruned; pruning
+    // takes those expired by `now`, the one expiring at `now` included.
+    assert_eq!(store.prune_auth_tokens(at(49)).await.unwrap(), 0);
+    assert_eq!(store.auth_token("hash-v1").await.unwrap(), Some(v1.clone()));
+    assert_eq!(store.prune_auth_tokens(at(50)).await.unwrap(), 1);
+    assert_eq!(store.auth_token("hash-v1").await.unwrap(), None);
+    assert_eq!(store.auth_token("hash-u1").await.unwrap(), Some(u1.clone()));
+    assert_eq!(store.auth_token("hash-u2").await.unwrap(), Some(u2.clone()));
+
+    store.delete_auth_token("hash-u1").await.unwrap();
+    assert_eq!(store.auth_token("hash-u1").await.unwrap(), None);
+    store.delete_auth_token("hash-u1").await.unwrap();
+    assert_eq!(store.auth_token("hash-u2").await.unwrap(), Some(u2.clone()));
+
+    let u3 = token(&u, "hash-u3", 300);
+    let v2 = token(&v, "hash-v2", 300);
+    store.put_auth_token(&u3).await.unwrap();
+    store.put_auth_token(&v2).await.unwrap();
+    assert_eq!(store.delete_auth_tokens(u.id).await.unwrap(), 2);
+    assert_eq!(store.delete_auth_tokens(u.id).await.unwrap(), 0);
+    assert_eq!(store.auth_token("hash-u2").await.unwrap(), None);
+    assert_eq!(store.auth_token("hash-u3").await.unwrap(), None);
+    assert_eq!(store.auth_token("hash-v2").await.unwrap(), Some(v2.clone()));
+
+    // Deleting a user signs it out.
+    assert!(store.delete_user(v.id).await.unwrap());
+    assert_eq!(store.auth_token("hash-v2").await.unwrap(), None);
+    assert_eq!(store.delete_auth_tokens(v.id).await.unwrap(), 0);
+    assert_eq!(store.prune_auth_tokens(at(1000)).await.unwrap(), 0);
 }
 
 pub(crate) async fn suite_agents(store: &dyn Store) {

@@ -1,0 +1,13 @@
+//! Who works in a tenant: users with their roles (and operators' schedules), their
+//! passwords and sign-in tokens, and the tenant's own settings. No HTTP here: the API
+//! checks every route against the roles its table allows.
+
+mod password;
+mod records;
+mod schedule;
+mod throttle;
+
+pub use password::{check_password_policy, hash_password, verify_password, MIN_PASSWORD_CHARS};
+pub use records::{AuthToken, Role, TenantSettings, UserId, UserRecord};
+pub use schedule::OperatorSchedule;
+pub use throttle::Throttle;
