@@ -84,6 +84,10 @@ pub struct ServeArgs {
     /// The tenant's admin API key; generated on first start when not given.
     #[arg(long, env = "PARLEY_ADMIN_KEY", hide_env_values = true)]
     pub admin_key: Option<String>,
+    /// Deployment-level key that may create tenants (`POST /api/v1/tenants`); without
+    /// one, no tenant can be created over the API.
+    #[arg(long, env = "PARLEY_SUPER_KEY", hide_env_values = true)]
+    pub super_key: Option<String>,
     /// Master key sealing connection secrets at rest: 32 bytes as 64 hex digits or base64
     /// (default: DATA_DIR/secret.key, generated). Every node of a cluster needs the same.
     #[arg(long, env = "PARLEY_SECRET_KEY", hide_env_values = true)]
@@ -227,6 +231,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     cfg.listen = args.listen;
     cfg.database_url = args.store.database_url;
     cfg.admin_key = args.admin_key;
+    cfg.super_key = args.super_key;
     cfg.secret_key = args.secret_key;
     cfg.node.passivate_after = Duration::from_secs(args.passivate_after.max(1));
     cfg.node.shards = args.shards.max(1);

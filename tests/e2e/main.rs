@@ -11,6 +11,7 @@ mod channels;
 mod chat;
 mod connections;
 mod durability;
+mod identity;
 mod observe;
 mod openapi;
 mod public;
