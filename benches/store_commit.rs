@@ -29,21 +29,23 @@ const SESSIONS: usize = 10_000;
 /// Rows a turn writes.
 const ROWS_PER_TURN: usize = 3;
 
-/// The baseline's statements: the store's, less its epoch check. Ids travel as text (the
+/// The baseline's statements: the store's, less its epoch check (the benched sessions
+/// stay open, so their `closed_at` is always null). Ids travel as text (the
 /// workspace's sqlx has no uuid support of its own); casting them costs far less than a
 /// round trip.
 const BARE_SESSIONS: &str = "\
     INSERT INTO sessions (id, tenant_id, agent_id, user_id, ext_type, state, next_deadline, \
-                          created_at, updated_at, data, epoch) \
+                          created_at, updated_at, data, epoch, closed_at) \
     SELECT id, tenant_id, agent_id, user_id, ext_type, state, next_deadline, created_at, $11, \
-           data, epoch \
+           data, epoch, NULL::int8 \
     FROM UNNEST($1::text[]::uuid[], $2::text[]::uuid[], $3::text[]::uuid[], $4::text[], \
                 $5::text[], $6::text[], $7::int8[], $8::int8[], $9::text[], $10::int8[]) \
          AS r(id, tenant_id, agent_id, user_id, ext_type, state, next_deadline, created_at, \
               data, epoch) \
     ON CONFLICT (id) DO UPDATE SET user_id = excluded.user_id, ext_type = excluded.ext_type, \
         state = excluded.state, next_deadline = excluded.next_deadline, \
-        updated_at = excluded.updated_at, data = excluded.data";
+        updated_at = excluded.updated_at, data = excluded.data, \
+        closed_at = excluded.closed_at";
 
 const BARE_MESSAGES: &str = "\
     INSERT INTO messages (session_id, id, role, text, ts, attachments, metadata, feedback, \

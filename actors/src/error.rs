@@ -1,6 +1,7 @@
 //! The errors the node reports to its callers (the HTTP layer maps them to statuses).
 
 use parley_engine::agent::ValidationErrors;
+use parley_engine::model::SessionId;
 use parley_engine::registry::RegistryError;
 use parley_engine::store::StoreError;
 
@@ -37,6 +38,14 @@ pub enum NodeError {
     SessionCrashed,
     #[error("internal error: {0}")]
     Internal(String),
+    /// The tenant's monthly session limit is reached: no new sessions until it is raised
+    /// or the period ends.
+    #[error("{0}")]
+    LimitReached(String),
+    /// The agent's daily session limit is reached: the session was recorded closed with
+    /// `daily_limit_exceeded` and never activated.
+    #[error("the agent's daily session limit is reached")]
+    DailyLimitExceeded(SessionId),
 }
 
 impl From<StoreError> for NodeError {

@@ -19,7 +19,7 @@ use parley_engine::campaign::{
 };
 use parley_engine::connection::{ConnectionId, ConnectionRecord};
 use parley_engine::flow::TriggerType;
-use parley_engine::identity::{AuthToken, UserId, UserRecord};
+use parley_engine::identity::{AuthToken, SessionUsage, UsageScope, UserId, UserRecord};
 use parley_engine::inbound::InboundMessage;
 use parley_engine::model::{
     AgentId, AttachmentMeta, Feedback, Message, Session, SessionId, TenantId,
@@ -346,6 +346,25 @@ impl Store for Switchable {
     }
     async fn prune_auth_tokens(&self, n: DateTime<Utc>) -> StoreResult<u64> {
         self.inner.prune_auth_tokens(n).await
+    }
+    async fn reserve_session(
+        &self,
+        s: UsageScope,
+        f: DateTime<Utc>,
+        t: DateTime<Utc>,
+        l: u64,
+    ) -> StoreResult<bool> {
+        self.inner.reserve_session(s, f, t, l).await
+    }
+    async fn session_usage(
+        &self,
+        t: TenantId,
+        f: DateTime<Utc>,
+        to: DateTime<Utc>,
+        n: DateTime<Utc>,
+        l: chrono::TimeDelta,
+    ) -> StoreResult<SessionUsage> {
+        self.inner.session_usage(t, f, to, n, l).await
     }
     async fn list_running_campaigns(&self) -> StoreResult<Vec<CampaignRecord>> {
         self.inner.list_running_campaigns().await

@@ -75,6 +75,13 @@ impl From<NodeError> for ApiError {
             NodeError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "not_found", msg),
             NodeError::Unauthorized => ApiError::unauthorized(),
             NodeError::SessionClosed => ApiError::new(StatusCode::CONFLICT, "session_closed", msg),
+            NodeError::LimitReached(m) => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "session_limit_reached", m)
+            }
+            NodeError::DailyLimitExceeded(session) => ApiError {
+                details: Some(json!({"session_id": session, "status": "daily_limit_exceeded"})),
+                ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "daily_limit_exceeded", msg)
+            },
             NodeError::AgentNotRunning => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "agent_not_running", msg)
             }

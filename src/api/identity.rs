@@ -236,3 +236,40 @@ pub async fn create_tenant(
     answer["admin_key"] = json!(key);
     Ok((StatusCode::CREATED, Json(answer)))
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// `null` lifts the limit.
+    monthly_session_limit: Option<u64>,
+}
+
+/// `PATCH /api/v1/tenants/{id}` (super key): the tenant's monthly session limit.
+pub async fn set_limits(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<Limits>,
+) -> ApiResult<Json<Value>> {
+    let t = st
+        .node
+        .set_session_limit(parse_id(&id, "tenant")?, body.monthly_session_limit)
+        .await?;
+    Ok(Json(tenant_json(&t)))
+}
+
+/// `GET /api/v1/billing/usage`: this month's sessions and billable sessions.
+pub async fn usage(
+    State(st): State<AppState>,
+    AdminAuth(tenant): AdminAuth,
+) -> ApiResult<Json<Value>> {
+    let u = st.node.usage(tenant.id).await?;
+    let limit = u.monthly_session_limit;
+    Ok(Json(json!({
+        "period": {"from": u.from.to_rfc3339(), "to": u.to.to_rfc3339(), "timezone": u.timezone},
+        "sessions": u.usage.sessions,
+        "billable_sessions": u.usage.billable,
+        "refused_sessions": u.usage.refused,
+        "monthly_session_limit": limit,
+        "remaining": limit.map(|l| l.saturating_sub(u.usage.sessions)),
+    })))
+}

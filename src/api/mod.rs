@@ -146,6 +146,8 @@ pub fn routes() -> Vec<(RouteDoc, MethodRouter<AppState>)> {
         route!(get, "/api/v1/tenant", identity::get_tenant, ADMIN, "identity", "The caller's tenant and its settings"),
         route!(patch, "/api/v1/tenant", identity::update_tenant, ADMIN, "identity", "Change the tenant's name and settings (description, phone, billing_email, country, street, zip, website, timezone)"),
         route!(post, "/api/v1/tenant/key", identity::rotate_key, ADMIN, "identity", "A new admin API key, shown once; the old one stops working"),
+        route!(patch, "/api/v1/tenants/{tenant_id}", identity::set_limits, SUPER, "identity", "Set a tenant's monthly session limit `{monthly_session_limit: n | null}`; past it new sessions answer 429 until it is raised or the month ends"),
+        route!(get, "/api/v1/billing/usage", identity::usage, ADMIN, "identity", "This month's sessions (tenant time zone), billable sessions (one per started 24 hours of each session), refused starts and the limit"),
         route!(post, "/api/v1/tenants", identity::create_tenant, SUPER, "identity", "Create a tenant `{name, …settings}` with the deployment's super key; answers its admin API key once"),
         route!(get, "/api/v1/admin/actors", actors::list, ADMIN, "admin", "The node's actor tree: an actor (default the node; `parent=`) and a page of its children, filtered by `kind` and `status`"),
         route!(post, "/api/v1/admin/actors/{actor}/stop", actors::stop, ADMIN, "admin", "Stop one session actor now (`session:<id>`); the next request activates it again"),

@@ -777,3 +777,136 @@ async fn users_test_agents_in_the_playground_without_the_agents_token() {
         (StatusCode::FORBIDDEN, "forbidden")
     );
 }
+
+async fn set_limit(t: &TestServer, limit: Value) {
+    let (_, me) = t.call(Method::GET, "/api/v1/tenant", None).await;
+    let id = me["id"].as_str().unwrap();
+    let (status, body) = send(
+        t,
+        Method::PATCH,
+        &format!("/api/v1/tenants/{id}"),
+        SUPER_KEY,
+        Some(json!({"monthly_session_limit": limit})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+async fn start_session(t: &TestServer, agent: &Agent) -> (StatusCode, Value) {
+    json_of(
+        t.http
+            .post(t.url(&format!("/chatbot/{}/session", agent.id)))
+            .bearer_auth(&agent.token)
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn the_monthly_limit_lets_the_nth_session_through_and_refuses_the_next() {
+    let t = TestServer::start_with(|c| c.super_key = Some(SUPER_KEY.into())).await;
+    let agent = t.agent(&basic_agent("")).await;
+    let (status, body) = t
+        .call(
+            Method::PATCH,
+            "/api/v1/tenant",
+            Some(json!({"monthly_session_limit": 1})),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "a tenant cannot set its own limit: {body}"
+    );
+    start_session(&t, &agent).await;
+    set_limit(&t, json!(3)).await;
+    // One came before the limit: two more fit.
+    for _ in 0..2 {
+        let (status, body) = start_session(&t, &agent).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let (status, body) = start_session(&t, &agent).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(error_code(&body), "session_limit_reached");
+    // Raised: exactly as many as fit pass, even all at once.
+    set_limit(&t, json!(8)).await;
+    let attempts = (0..10).map(|_| start_session(&t, &agent));
+    let results = futures::future::join_all(attempts).await;
+    let passed = results
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::CREATED)
+        .count();
+    let refused = results
+        .iter()
+        .filter(|(s, b)| {
+            *s == StatusCode::TOO_MANY_REQUESTS && error_code(b) == "session_limit_reached"
+        })
+        .count();
+    assert_eq!((passed, refused), (5, 5), "{results:?}");
+    let (status, usage) = t.call(Method::GET, "/api/v1/billing/usage", None).await;
+    assert_eq!(status, StatusCode::OK, "{usage}");
+    assert_eq!(usage["sessions"], 8);
+    assert_eq!(usage["billable_sessions"], 8);
+    assert_eq!(usage["monthly_session_limit"], 8);
+    assert_eq!(usage["remaining"], 0);
+    set_limit(&t, Value::Null).await;
+    assert_eq!(start_session(&t, &agent).await.0, StatusCode::CREATED);
+    let (status, body) = send(
+        &t,
+        Method::PATCH,
+        "/api/v1/tenants/not-an-id",
+        SUPER_KEY,
+        Some(json!({"monthly_session_limit": 0})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (_, me) = t.call(Method::GET, "/api/v1/tenant", None).await;
+    let (status, body) = send(
+        &t,
+        Method::PATCH,
+        &format!("/api/v1/tenants/{}", me["id"].as_str().unwrap()),
+        SUPER_KEY,
+        Some(json!({"monthly_session_limit": 0})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+}
+
+#[tokio::test]
+async fn past_its_daily_limit_an_agent_records_the_start_and_never_runs_it() {
+    let t = TestServer::start().await;
+    let agent = t.agent(&basic_agent("session:\n  daily_limit: 2")).await;
+    for _ in 0..2 {
+        assert_eq!(start_session(&t, &agent).await.0, StatusCode::CREATED);
+    }
+    let (status, body) = start_session(&t, &agent).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(error_code(&body), "daily_limit_exceeded");
+    let refused = body["error"]["details"]["session_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let s = t.get_session(&agent, &refused).await;
+    assert_eq!(s["status"], "daily_limit_exceeded", "{s}");
+    let resp = t.run(&agent, &refused, "hello?").send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::CONFLICT, "never active");
+    let (_, usage) = t.call(Method::GET, "/api/v1/billing/usage", None).await;
+    assert_eq!(usage["sessions"], 2, "{usage}");
+    assert_eq!(usage["billable_sessions"], 2, "{usage}");
+    assert_eq!(usage["refused_sessions"], 1, "{usage}");
+    // A daily limit of 0 is refused when the agent is defined.
+    let (status, body) = json_of(
+        t.admin(Method::POST, "/api/v1/agents")
+            .header("content-type", "application/yaml")
+            .body(basic_agent("session:\n  daily_limit: 0"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body.to_string().contains("session.daily_limit"), "{body}");
+}

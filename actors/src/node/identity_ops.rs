@@ -11,12 +11,14 @@ use parley_engine::identity::{
     check_password_policy, hash_password, verify_password, AuthToken, OperatorSchedule, Role,
     TenantSettings, Throttle, UserId, UserRecord,
 };
+use parley_engine::identity::{day_period, month_period, SessionUsage, UsageScope};
+use parley_engine::model::AgentId;
 use parley_engine::model::TenantId;
 use parley_engine::store::Tenant;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::Node;
+use super::{Node, Shared};
 use crate::error::{NodeError, NodeResult};
 
 /// How long a sign-in lasts.
@@ -47,6 +49,29 @@ impl Default for Logins {
             dummy_hash: std::sync::OnceLock::new(),
         }
     }
+}
+
+/// How long a node trusts the tenant settings it read (limits, time zone).
+const TENANT_CACHE_TTL: Duration = Duration::from_secs(5);
+/// Sessions older than this before a billing period are not looked at for its windows.
+const BILLING_LOOKBACK: TimeDelta = TimeDelta::days(90);
+
+/// Whether a new session may start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    Admitted,
+    /// Past the agent's daily limit: record it as `daily_limit_exceeded`.
+    DailyLimit,
+}
+
+/// A tenant's session usage in its current month.
+#[derive(Debug, Clone)]
+pub struct Usage {
+    pub from: chrono::DateTime<Utc>,
+    pub to: chrono::DateTime<Utc>,
+    pub timezone: String,
+    pub usage: SessionUsage,
+    pub monthly_session_limit: Option<u64>,
 }
 
 /// Who is calling: the tenant, the role and, for a signed-in person, the user.
@@ -450,6 +475,7 @@ impl Node {
         let mut t = self.tenant(id).await?;
         apply_tenant_patch(&mut t, patch)?;
         self.shared.store.update_tenant(&t).await?;
+        self.shared.tenants.remove(&id);
         Ok(t)
     }
 
@@ -539,4 +565,108 @@ fn apply_tenant_patch(t: &mut Tenant, p: TenantPatch) -> NodeResult<()> {
         }
     }
     Ok(())
+}
+
+fn zone(t: &Tenant) -> chrono_tz::Tz {
+    t.settings
+        .timezone
+        .as_deref()
+        .and_then(|z| parse_timezone(z).ok())
+        .unwrap_or(chrono_tz::UTC)
+}
+
+impl Shared {
+    /// The tenant, as read at most [`TENANT_CACHE_TTL`] ago.
+    pub(crate) async fn tenant_cached(&self, id: TenantId) -> NodeResult<std::sync::Arc<Tenant>> {
+        if let Some(e) = self.tenants.get(&id) {
+            if e.0.elapsed() < TENANT_CACHE_TTL {
+                return Ok(e.1.clone());
+            }
+        }
+        let t = std::sync::Arc::new(
+            self.store
+                .get_tenant(id)
+                .await?
+                .ok_or(NodeError::NotFound("tenant"))?,
+        );
+        self.tenants.insert(id, (Instant::now(), t.clone()));
+        Ok(t)
+    }
+
+    /// Counts a new session against the agent's daily and the tenant's monthly limits
+    /// (only those that are set cost a store round trip).
+    pub(crate) async fn admit_session(
+        &self,
+        tenant: TenantId,
+        agent: AgentId,
+        daily_limit: Option<u64>,
+        now: chrono::DateTime<Utc>,
+    ) -> NodeResult<Admission> {
+        let t = self.tenant_cached(tenant).await?;
+        let tz = zone(&t);
+        if let Some(limit) = daily_limit {
+            let (from, to) = day_period(tz, now);
+            if !self
+                .store
+                .reserve_session(UsageScope::Agent(agent), from, to, limit)
+                .await?
+            {
+                return Ok(Admission::DailyLimit);
+            }
+        }
+        if let Some(limit) = t.settings.monthly_session_limit {
+            let (from, to) = month_period(tz, now);
+            if !self
+                .store
+                .reserve_session(UsageScope::Tenant(tenant), from, to, limit)
+                .await?
+            {
+                return Err(NodeError::LimitReached(format!(
+                    "the tenant's monthly limit of {limit} sessions is reached; new sessions start again when it is raised or on {}",
+                    to.to_rfc3339()
+                )));
+            }
+        }
+        Ok(Admission::Admitted)
+    }
+}
+
+impl Node {
+    /// The tenant's sessions and billable sessions in its current month.
+    pub async fn usage(&self, tenant: TenantId) -> NodeResult<Usage> {
+        let t = self.tenant(tenant).await?;
+        let tz = zone(&t);
+        let now = Utc::now();
+        let (from, to) = month_period(tz, now);
+        let usage = self
+            .shared
+            .store
+            .session_usage(tenant, from, to, now, BILLING_LOOKBACK)
+            .await?;
+        Ok(Usage {
+            from,
+            to,
+            timezone: tz.name().to_string(),
+            usage,
+            monthly_session_limit: t.settings.monthly_session_limit,
+        })
+    }
+
+    /// Sets (or with `None` lifts) a tenant's monthly session limit.
+    pub async fn set_session_limit(
+        &self,
+        tenant: TenantId,
+        limit: Option<u64>,
+    ) -> NodeResult<Tenant> {
+        if limit == Some(0) {
+            return Err(NodeError::Invalid(
+                "monthly_session_limit: greater than 0, or null for none".into(),
+            ));
+        }
+        let mut t = self.tenant(tenant).await?;
+        t.settings.monthly_session_limit = limit;
+        self.shared.store.update_tenant(&t).await?;
+        self.shared.tenants.remove(&tenant);
+        Ok(t)
+    }
 }

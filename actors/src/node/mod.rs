@@ -29,7 +29,7 @@ pub use campaign_ops::{
 pub use channel_ops::{TemplateSend, MAX_EVENTS_PAGE};
 pub use connection_ops::{ConnectionFilter, ConnectionPatch, ConnectionSummary, NewConnection};
 pub use identity_ops::{
-    user_json, Caller, LoginError, NewUser, SignedIn, TenantPatch, UserPatch, TOKEN_TTL,
+    user_json, Caller, LoginError, NewUser, SignedIn, TenantPatch, Usage, UserPatch, TOKEN_TTL,
 };
 pub use introspect::{ActorInfo, ActorPage, ActorQuery};
 pub use session_ops::{Conversation, CreateSession, Opening, Route, EXT_TYPES};
@@ -108,6 +108,11 @@ pub struct Shared {
     pub supervision: SupervisionStats,
     /// Sign-in failures (throttling).
     pub logins: identity_ops::Logins,
+    /// Tenants as last read (limits, time zone), with when.
+    pub(crate) tenants: dashmap::DashMap<
+        parley_engine::model::TenantId,
+        (std::time::Instant, Arc<parley_engine::store::Tenant>),
+    >,
     persistence: RwLock<Option<(ActorRef<PersistMsg>, CommitQueue)>>,
     agent_sup: RwLock<Option<ActorRef<AgentSupMsg>>>,
 }
@@ -630,6 +635,7 @@ impl Node {
             http,
             supervision: SupervisionStats::default(),
             logins: identity_ops::Logins::default(),
+            tenants: dashmap::DashMap::new(),
             persistence: RwLock::new(None),
             agent_sup: RwLock::new(None),
         });

@@ -16,6 +16,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use super::identity_ops::Admission;
 use super::{Node, Shared};
 use crate::error::{NodeError, NodeResult};
 use crate::events::UserEvent;
@@ -308,6 +309,20 @@ impl Shared {
             state: SessionState::Active,
             message_count: 0,
         };
+        if let Admission::DailyLimit = self
+            .admit_session(running.tenant_id, agent_id, def.session.daily_limit, now)
+            .await?
+        {
+            // Recorded, so the refusal shows in the agent's sessions, but never active.
+            session.state = SessionState::Closed(CloseStatus::DailyLimitExceeded);
+            session.closed_at = Some(now);
+            self.persistence()
+                .commit(id, FIRST_EPOCH, vec![Write::Session(Box::new(session))])
+                .await?;
+            metrics::counter!(telemetry::SESSIONS_CLOSED_TOTAL, "status" => CloseStatus::DailyLimitExceeded.as_str())
+                .increment(1);
+            return Err(NodeError::DailyLimitExceeded(id));
+        }
         let mut writes = Vec::with_capacity(2);
         let greeting = opening
             .text

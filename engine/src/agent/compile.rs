@@ -357,6 +357,12 @@ pub fn compile(def: AgentDefinition) -> Result<CompiledAgent, ValidationErrors> 
             "must be greater than 0".into(),
         );
     }
+    if def.session.daily_limit == Some(0) {
+        err(
+            "session.daily_limit".into(),
+            "must be greater than 0".into(),
+        );
+    }
 
     // LLM backends.
     let mut backend_names = HashMap::new();

@@ -146,6 +146,10 @@ pub struct SessionDef {
     /// Close with `timeout` this long after the start.
     #[serde(default = "default_max_duration", alias = "timeout")]
     pub max_duration: u64,
+    /// Sessions the agent starts per day (in the tenant's time zone); past it a start is
+    /// recorded as `daily_limit_exceeded` and never activated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daily_limit: Option<u64>,
 }
 
 fn default_max_duration() -> u64 {
@@ -157,6 +161,7 @@ impl Default for SessionDef {
         SessionDef {
             user_timeout: None,
             max_duration: default_max_duration(),
+            daily_limit: None,
         }
     }
 }

@@ -6,8 +6,10 @@ mod password;
 mod records;
 mod schedule;
 mod throttle;
+mod usage;
 
 pub use password::{check_password_policy, hash_password, verify_password, MIN_PASSWORD_CHARS};
-pub use records::{AuthToken, Role, TenantSettings, UserId, UserRecord};
+pub use records::{AuthToken, Role, SessionUsage, TenantSettings, UsageScope, UserId, UserRecord};
 pub use schedule::OperatorSchedule;
 pub use throttle::Throttle;
+pub use usage::{day_period, month_period};

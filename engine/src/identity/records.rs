@@ -84,4 +84,25 @@ pub struct TenantSettings {
     pub website: Option<String>,
     /// IANA zone: operators' schedules and billing periods are read in it.
     pub timezone: Option<String>,
+    /// Sessions the tenant may start per calendar month (set with the super key).
+    pub monthly_session_limit: Option<u64>,
+}
+
+/// What a usage counter counts sessions of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum UsageScope {
+    Tenant(TenantId),
+    Agent(crate::model::AgentId),
+}
+
+/// A tenant's sessions in a period.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionUsage {
+    /// Sessions started in the period (refused ones apart).
+    pub sessions: u64,
+    /// 24-hour windows of sessions that start in the period: a session counts one per
+    /// started day of its life (a 36-hour session, two).
+    pub billable: u64,
+    /// Starts refused with `daily_limit_exceeded` (recorded, never billed).
+    pub refused: u64,
 }

@@ -1,6 +1,6 @@
 //! What both stores encode the same way: their embedded migrations, JSON columns,
-//! feedback, ids and campaign enums as text, timer deadlines in milliseconds; and the
-//! changes to communication records and campaign counts both make in Rust.
+//! feedback, ids, usage scopes and campaign enums as text, timer deadlines in milliseconds;
+//! and the changes to communication records and campaign counts both make in Rust.
 
 use std::borrow::Cow;
 
@@ -17,7 +17,7 @@ use crate::campaign::{
     CommunicationStatus, NodeCount, PendingTrigger,
 };
 use crate::flow::{Channel, TriggerType};
-use crate::identity::UserId;
+use crate::identity::{UsageScope, UserId};
 use crate::model::Feedback;
 
 /// A store's migrations compiled into the binary, oldest first: (version, description,
@@ -94,6 +94,18 @@ pub(super) fn deadline_millis(t: DateTime<Utc>) -> i64 {
         ms + 1
     }
 }
+
+/// A usage counter's key in session_usage_counters, and the sessions column (and id) that
+/// find the scope's sessions.
+pub(super) fn usage_scope(scope: UsageScope) -> (String, &'static str, Uuid) {
+    match scope {
+        UsageScope::Tenant(id) => (format!("tenant:{id}"), "tenant_id", id),
+        UsageScope::Agent(id) => (format!("agent:{id}"), "agent_id", id),
+    }
+}
+
+/// A billable window: 24 hours, in nanoseconds.
+pub(super) const WINDOW_NANOS: i64 = 24 * 60 * 60 * 1_000_000_000;
 
 pub(super) fn parse_uuid(s: &str) -> StoreResult<Uuid> {
     Uuid::parse_str(s).map_err(|e| StoreError::Corrupt(format!("bad id {s:?}: {e}")))

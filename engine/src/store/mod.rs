@@ -25,7 +25,7 @@ use crate::campaign::{
 };
 use crate::connection::{ConnectionId, ConnectionRecord};
 use crate::flow::TriggerType;
-use crate::identity::{AuthToken, TenantSettings, UserId, UserRecord};
+use crate::identity::{AuthToken, SessionUsage, TenantSettings, UsageScope, UserId, UserRecord};
 use crate::inbound::InboundMessage;
 use crate::model::{AgentId, AttachmentMeta, Feedback, Message, Session, SessionId, TenantId};
 
@@ -161,6 +161,32 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_auth_tokens(&self, user: UserId) -> StoreResult<u64>;
     /// Removes tokens expired by `now`; answers how many.
     async fn prune_auth_tokens(&self, now: DateTime<Utc>) -> StoreResult<u64>;
+
+    // Session limits and billing.
+    /// Counts one more session of `scope` in the period [from, to) unless `limit` are
+    /// counted already; answers whether it was counted. Atomic: of concurrent callers at
+    /// the boundary exactly as many pass as fit. A scope's first call in a period starts
+    /// its counter from the sessions stored in the period (`daily_limit_exceeded` ones
+    /// apart), so a limit set mid-period counts what came before.
+    async fn reserve_session(
+        &self,
+        scope: UsageScope,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        limit: u64,
+    ) -> StoreResult<bool>;
+    /// The tenant's sessions in [from, to) and their billable 24-hour windows (see
+    /// [`SessionUsage`]): windows run from a session's start to its close, or to `now`
+    /// while it is open. Sessions that started more than `lookback` before `from` are
+    /// not looked at.
+    async fn session_usage(
+        &self,
+        tenant: TenantId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        now: DateTime<Utc>,
+        lookback: chrono::TimeDelta,
+    ) -> StoreResult<SessionUsage>;
 
     // Agents.
     /// Inserts the agent and its version `record.current_version` with `definition`.

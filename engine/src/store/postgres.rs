@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Map, Value};
 use sqlx::encode::IsNull;
 use sqlx::error::{BoxDynError, ErrorKind};
@@ -34,13 +34,14 @@ use crate::campaign::{
 };
 use crate::connection::{ConnectionId, ConnectionRecord};
 use crate::flow::TriggerType;
-use crate::identity::{AuthToken, Role as UserRole, UserId, UserRecord};
+use crate::identity::{AuthToken, Role as UserRole, SessionUsage, UsageScope, UserId, UserRecord};
 use crate::inbound::InboundMessage;
 
 use super::encoding::{
     apply_change, cancel, contains_pattern, deadline_millis, feedback_str, last_admin,
     map_migrate_err, map_user_write_err, parse_feedback, parse_json, parse_pending, parse_trigger,
-    parse_uuid, rfc3339, stats_from_rows, status_strs, to_json, Embedded,
+    parse_uuid, rfc3339, stats_from_rows, status_strs, to_json, usage_scope, Embedded,
+    WINDOW_NANOS,
 };
 use super::{
     AgentChannel, AgentRecord, AgentStatus, ChannelSession, ConnectionEvent, Epoch,
@@ -48,7 +49,7 @@ use super::{
     Tenant, Write,
 };
 use crate::model::{
-    AgentId, AttachmentMeta, Feedback, Message, Role, Session, SessionId, TenantId,
+    AgentId, AttachmentMeta, CloseStatus, Feedback, Message, Role, Session, SessionId, TenantId,
 };
 
 /// The schema, oldest first: (version, description, SQL), named like sqlx's
@@ -88,6 +89,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         7,
         "identity",
         include_str!("../../migrations/postgres/0007_identity.sql"),
+    ),
+    (
+        8,
+        "session_usage",
+        include_str!("../../migrations/postgres/0008_session_usage.sql"),
     ),
 ];
 
@@ -246,16 +252,38 @@ fn ts_col(row: &PgRow, name: &str) -> StoreResult<DateTime<Utc>> {
 /// them alone.
 const UPSERT_SESSIONS: &str = "\
     INSERT INTO sessions (id, tenant_id, agent_id, user_id, ext_type, state, next_deadline, \
-                          created_at, updated_at, data, epoch) \
-    SELECT id, tenant_id, agent_id, user_id, ext_type, state, next_deadline, created_at, $11, \
-           data, epoch \
+                          created_at, updated_at, data, epoch, closed_at) \
+    SELECT id, tenant_id, agent_id, user_id, ext_type, state, next_deadline, created_at, $12, \
+           data, epoch, closed_at \
     FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], \
-                $7::int8[], $8::int8[], $9::text[], $10::int8[]) \
+                $7::int8[], $8::int8[], $9::text[], $10::int8[], $11::int8[]) \
          AS r(id, tenant_id, agent_id, user_id, ext_type, state, next_deadline, created_at, \
-              data, epoch) \
+              data, epoch, closed_at) \
     ON CONFLICT (id) DO UPDATE SET user_id = excluded.user_id, ext_type = excluded.ext_type, \
         state = excluded.state, next_deadline = excluded.next_deadline, \
-        updated_at = excluded.updated_at, data = excluded.data";
+        updated_at = excluded.updated_at, data = excluded.data, \
+        closed_at = excluded.closed_at";
+
+/// The tenant's sessions (`sessions`), refused starts (`refused`) and billable windows
+/// (`billable`) in [$2, $3), from its sessions that started in [$5, $3); $4 is now, $6 the
+/// window in nanoseconds, $7 the state of a refused start.
+///
+/// A session runs from s to e: its close, now while it is open ("active", as
+/// Session::status_str says), or its last write if it closed without closed_at. Its
+/// windows start at s + k·$6 for k ≥ 0 while that is before e, and the first always; of
+/// those, the ones that start before $3 and not before $2 are billable. `(t - s - 1) / $6 + 1`
+/// counts the windows that start before t > s (exact in bigint nanoseconds).
+const SESSION_USAGE: &str = "\
+    SELECT count(*) FILTER (WHERE NOT refused AND s >= $2) AS sessions, \
+           count(*) FILTER (WHERE refused AND s >= $2) AS refused, \
+           coalesce(sum(GREATEST(0, \
+               LEAST(CASE WHEN e > s THEN (e - s - 1) / $6 + 1 ELSE 1 END, \
+                     ($3 - s - 1) / $6 + 1) \
+               - CASE WHEN $2 > s THEN ($2 - s - 1) / $6 + 1 ELSE 0 END)) \
+             FILTER (WHERE NOT refused), 0)::int8 AS billable \
+    FROM (SELECT created_at AS s, state = $7 AS refused, \
+                 CASE WHEN state = 'active' THEN $4 ELSE coalesce(closed_at, updated_at) END AS e \
+          FROM sessions WHERE tenant_id = $1 AND created_at >= $5 AND created_at < $3) AS r";
 
 /// A plain INSERT: a message id that exists already fails the batch (history is
 /// append-only).
@@ -276,6 +304,7 @@ struct SessionRow<'a> {
     epoch: Epoch,
     next_deadline: Option<i64>,
     created_at: i64,
+    closed_at: Option<i64>,
     data: String,
 }
 
@@ -286,6 +315,7 @@ impl<'a> SessionRow<'a> {
             epoch,
             next_deadline: session.next_deadline().map(deadline_millis),
             created_at: ts(session.created_at)?,
+            closed_at: session.closed_at.map(ts).transpose()?,
             data: to_json(session, "session")?,
         })
     }
@@ -1178,6 +1208,84 @@ impl super::Store for PgStore {
         Ok(done.rows_affected())
     }
 
+    async fn reserve_session(
+        &self,
+        scope: UsageScope,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        limit: u64,
+    ) -> StoreResult<bool> {
+        let (key, column, id) = usage_scope(scope);
+        let (from, to) = (ts(from)?, ts(to)?);
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        // A new counter starts from the scope's sessions in the period; the count runs only
+        // when there is no counter yet. Of concurrent first callers, one inserts; the
+        // others' inserts wait for it on the primary key and then do nothing, so the
+        // sessions are counted once.
+        sqlx::query(&format!(
+            "INSERT INTO session_usage_counters (scope, period_start, period_end, count) \
+             SELECT $1, $2, $3, \
+                 (SELECT count(*) FROM sessions WHERE {column} = $4 \
+                  AND created_at >= $2 AND created_at < $3 AND state <> $5) \
+             WHERE NOT EXISTS (SELECT 1 FROM session_usage_counters \
+                 WHERE scope = $1 AND period_start = $2 AND period_end = $3) \
+             ON CONFLICT DO NOTHING"
+        ))
+        .bind(&key)
+        .bind(from)
+        .bind(to)
+        .bind(PgUuid(id))
+        .bind(CloseStatus::DailyLimitExceeded.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        // Exact under concurrency: an UPDATE that waited for another one's row lock checks
+        // `count < $4` again against the row that one left.
+        let done = sqlx::query(
+            "UPDATE session_usage_counters SET count = count + 1 \
+             WHERE scope = $1 AND period_start = $2 AND period_end = $3 AND count < $4",
+        )
+        .bind(&key)
+        .bind(from)
+        .bind(to)
+        // Beyond i64::MAX is as good as no limit.
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn session_usage(
+        &self,
+        tenant: TenantId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        now: DateTime<Utc>,
+        lookback: TimeDelta,
+    ) -> StoreResult<SessionUsage> {
+        let from = ts(from)?;
+        let lookback = lookback.max(TimeDelta::zero()).num_nanoseconds();
+        let since = from.saturating_sub(lookback.unwrap_or(i64::MAX));
+        let (sessions, refused, billable): (i64, i64, i64) = sqlx::query_as(SESSION_USAGE)
+            .bind(PgUuid(tenant))
+            .bind(from)
+            .bind(ts(to)?)
+            .bind(ts(now)?)
+            .bind(since)
+            .bind(WINDOW_NANOS)
+            .bind(CloseStatus::DailyLimitExceeded.as_str())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(SessionUsage {
+            sessions: count(sessions, "session")?,
+            billable: count(billable, "billable window")?,
+            refused: count(refused, "refused session")?,
+        })
+    }
+
     async fn create_agent(&self, record: &AgentRecord, definition: &str) -> StoreResult<()> {
         let id = PgUuid(record.id);
         let created_at = ts(record.created_at)?;
@@ -1385,6 +1493,7 @@ impl super::Store for PgStore {
                 .bind(column(&s, |r| r.created_at))
                 .bind(column(&s, |r| r.data.as_str()))
                 .bind(column(&s, |r| r.epoch))
+                .bind(column(&s, |r| r.closed_at))
                 .bind(updated_at)
                 .execute(&mut *tx)
                 .await
@@ -2914,6 +3023,9 @@ mod tests {
         suite_large_batch,
         suite_fencing,
         suite_concurrent_fencing,
+        suite_session_usage,
+        suite_reserve_session,
+        suite_concurrent_reservations,
         suite_connections,
         suite_agent_channels,
         suite_inbound_agent,
@@ -3033,6 +3145,62 @@ mod tests {
             store.load_session(Uuid::new_v4()).await,
             Err(StoreError::Unavailable(_))
         ));
+        finish(store, db).await;
+    }
+
+    /// Sessions stored before closed_at existed get it from their JSON, to the nanosecond
+    /// whatever fraction serde wrote.
+    #[tokio::test]
+    async fn migration_fills_in_closed_at() {
+        let Some(db) = fresh_database().await else {
+            return;
+        };
+        let store = PgStore::connect(db.url()).await.unwrap();
+        // The schema as it was before closed_at.
+        Migrator::new(Embedded(&MIGRATIONS[..7]))
+            .await
+            .unwrap()
+            .run(&store.pool)
+            .await
+            .unwrap();
+        let (t, a) = (Uuid::new_v4(), Uuid::new_v4());
+        let closed = |nanos| {
+            let mut s = suite::session(t, a, "u", 0);
+            s.state = crate::model::SessionState::Closed(CloseStatus::Completed);
+            s.closed_at = DateTime::from_timestamp(1_700_000_100, nanos);
+            s
+        };
+        let sessions = [
+            closed(0),
+            closed(120_000_000),
+            closed(123_456_789),
+            suite::session(t, a, "u", 0),
+        ];
+        for s in &sessions {
+            sqlx::query(
+                "INSERT INTO sessions (id, tenant_id, agent_id, user_id, ext_type, state, \
+                 created_at, updated_at, data) VALUES ($1, $2, $3, 'u', 'x', $4, $5, $5, $6)",
+            )
+            .bind(PgUuid(s.id))
+            .bind(PgUuid(t))
+            .bind(PgUuid(a))
+            .bind(s.status_str())
+            .bind(ts(s.created_at).unwrap())
+            .bind(to_json(s, "session").unwrap())
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        }
+        store.migrate().await.unwrap();
+        for s in &sessions {
+            let stored: Option<i64> =
+                sqlx::query_scalar("SELECT closed_at FROM sessions WHERE id = $1")
+                    .bind(PgUuid(s.id))
+                    .fetch_one(&store.pool)
+                    .await
+                    .unwrap();
+            assert_eq!(stored, s.closed_at.map(|t| ts(t).unwrap()));
+        }
         finish(store, db).await;
     }
 

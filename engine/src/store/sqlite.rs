@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
+use futures::TryStreamExt;
 use serde_json::{Map, Value};
 use sqlx::error::ErrorKind;
 use sqlx::migrate::Migrator;
@@ -28,7 +29,7 @@ use uuid::Uuid;
 use super::encoding::{
     apply_change, cancel, contains_pattern, deadline_millis, feedback_str, last_admin,
     map_migrate_err, map_user_write_err, parse_feedback, parse_json, parse_pending, parse_trigger,
-    parse_uuid, rfc3339, stats_from_rows, to_json, Embedded,
+    parse_uuid, rfc3339, stats_from_rows, to_json, usage_scope, Embedded, WINDOW_NANOS,
 };
 use super::{
     AgentChannel, AgentRecord, AgentStatus, ChannelSession, ConnectionEvent, Epoch,
@@ -44,10 +45,10 @@ use crate::campaign::{
 };
 use crate::connection::{ConnectionId, ConnectionRecord};
 use crate::flow::TriggerType;
-use crate::identity::{AuthToken, Role as UserRole, UserId, UserRecord};
+use crate::identity::{AuthToken, Role as UserRole, SessionUsage, UsageScope, UserId, UserRecord};
 use crate::inbound::InboundMessage;
 use crate::model::{
-    AgentId, AttachmentMeta, Feedback, Message, Role, Session, SessionId, TenantId,
+    AgentId, AttachmentMeta, CloseStatus, Feedback, Message, Role, Session, SessionId, TenantId,
 };
 
 /// The schema, oldest first: (version, description, SQL). The files follow sqlx's
@@ -93,10 +94,15 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "identity",
         include_str!("../../migrations/sqlite/0008_identity.sql"),
     ),
+    (
+        9,
+        "session_usage",
+        include_str!("../../migrations/sqlite/0009_session_usage.sql"),
+    ),
 ];
 
 /// The most rows one multi-row statement writes; a power of two (see [`chunk_sizes`]).
-/// 256 rows × 10 columns stays far below SQLite's 32766 bound parameters.
+/// 256 rows × 12 columns stays far below SQLite's 32766 bound parameters.
 const MAX_ROWS: usize = 256;
 
 /// How long a statement waits for a lock held by another process before failing.
@@ -256,6 +262,32 @@ fn parse_ts(s: &str) -> StoreResult<DateTime<Utc>> {
         .map_err(|e| StoreError::Corrupt(format!("bad timestamp {s:?}: {e}")))
 }
 
+/// A session's billable windows that start in [from, to): one starts every 24 hours from
+/// `start` while that is before `end`, and the first always. (Here rather than in SQL:
+/// the text timestamps would have to be taken apart there.)
+fn windows_in(
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> u64 {
+    // In i128 nanoseconds, which hold any difference of two instants.
+    let nanos = |t: DateTime<Utc>| {
+        i128::from(t.timestamp()) * 1_000_000_000 + i128::from(t.timestamp_subsec_nanos())
+    };
+    // How many windows start before `t`: k ≥ 0 with start + k·24h < t.
+    let before = |t: DateTime<Utc>| {
+        let d = nanos(t) - nanos(start);
+        if d <= 0 {
+            0
+        } else {
+            (d - 1) / i128::from(WINDOW_NANOS) + 1
+        }
+    };
+    let n = before(end).max(1).min(before(to)) - before(from);
+    u64::try_from(n).unwrap_or(0)
+}
+
 fn col<'r, T>(row: &'r SqliteRow, name: &str) -> StoreResult<T>
 where
     T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
@@ -307,12 +339,12 @@ static BATCH_SQL: LazyLock<BatchSql> = LazyLock::new(|| BatchSql {
     sessions: BatchSql::build(
         // The epoch is set when the row is created; later claims raise it (claim_session).
         "INSERT INTO sessions (id, tenant_id, agent_id, user_id, ext_type, state, \
-         next_deadline, created_at, updated_at, data, epoch)",
-        11,
+         next_deadline, created_at, updated_at, data, epoch, closed_at)",
+        12,
         " ON CONFLICT (id) DO UPDATE SET user_id = excluded.user_id, \
          ext_type = excluded.ext_type, state = excluded.state, \
          next_deadline = excluded.next_deadline, updated_at = excluded.updated_at, \
-         data = excluded.data",
+         data = excluded.data, closed_at = excluded.closed_at",
     ),
     // A plain INSERT: a message id that exists already fails the batch (history is
     // append-only).
@@ -338,6 +370,7 @@ struct SessionRow<'a> {
     agent_id: String,
     next_deadline: Option<i64>,
     created_at: String,
+    closed_at: Option<String>,
     data: String,
 }
 
@@ -351,6 +384,7 @@ impl<'a> SessionRow<'a> {
             agent_id: session.agent_id.to_string(),
             next_deadline: session.next_deadline().map(deadline_millis),
             created_at: ts(session.created_at),
+            closed_at: session.closed_at.map(ts),
             data: to_json(session, "session")?,
         })
     }
@@ -1091,6 +1125,97 @@ impl super::Store for SqliteStore {
         Ok(done.rows_affected())
     }
 
+    async fn reserve_session(
+        &self,
+        scope: UsageScope,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        limit: u64,
+    ) -> StoreResult<bool> {
+        let (key, column, id) = usage_scope(scope);
+        let (from, to) = (ts(from), ts(to));
+        // The transaction holds the single writer connection, so no other reservation
+        // runs between starting the counter and raising it.
+        let mut tx = self.writer.begin().await.map_err(map_err)?;
+        // A new counter starts from the scope's sessions in the period; the count runs only
+        // when there is no counter yet.
+        sqlx::query(&format!(
+            "INSERT INTO session_usage_counters (scope, period_start, period_end, count) \
+             SELECT ?1, ?2, ?3, \
+                 (SELECT COUNT(*) FROM sessions WHERE {column} = ?4 \
+                  AND created_at >= ?2 AND created_at < ?3 AND state <> ?5) \
+             WHERE NOT EXISTS (SELECT 1 FROM session_usage_counters \
+                 WHERE scope = ?1 AND period_start = ?2 AND period_end = ?3) \
+             ON CONFLICT DO NOTHING"
+        ))
+        .bind(&key)
+        .bind(&from)
+        .bind(&to)
+        .bind(id.to_string())
+        .bind(CloseStatus::DailyLimitExceeded.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        let done = sqlx::query(
+            "UPDATE session_usage_counters SET count = count + 1 \
+             WHERE scope = ? AND period_start = ? AND period_end = ? AND count < ?",
+        )
+        .bind(&key)
+        .bind(&from)
+        .bind(&to)
+        // Beyond i64::MAX is as good as no limit.
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn session_usage(
+        &self,
+        tenant: TenantId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        now: DateTime<Utc>,
+        lookback: TimeDelta,
+    ) -> StoreResult<SessionUsage> {
+        let since = from
+            .checked_sub_signed(lookback.max(TimeDelta::zero()))
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
+        let mut rows = sqlx::query(
+            "SELECT created_at, closed_at, updated_at, state FROM sessions \
+             WHERE tenant_id = ? AND created_at >= ? AND created_at < ?",
+        )
+        .bind(tenant.to_string())
+        .bind(ts(since))
+        .bind(ts(to))
+        .fetch(&self.reader);
+        let mut usage = SessionUsage::default();
+        while let Some(row) = rows.try_next().await.map_err(map_err)? {
+            let start = parse_ts(col(&row, "created_at")?)?;
+            let in_period = u64::from(start >= from);
+            let state: &str = col(&row, "state")?;
+            if state == CloseStatus::DailyLimitExceeded.as_str() {
+                usage.refused += in_period;
+                continue;
+            }
+            usage.sessions += in_period;
+            // Open ("active", as Session::status_str says) until now; a closed session
+            // without closed_at ended by its last write at the latest.
+            let end = if state == "active" {
+                now
+            } else {
+                match col::<Option<&str>>(&row, "closed_at")? {
+                    Some(closed) => parse_ts(closed)?,
+                    None => parse_ts(col(&row, "updated_at")?)?,
+                }
+            };
+            usage.billable += windows_in(start, end, from, to);
+        }
+        Ok(usage)
+    }
+
     async fn create_agent(&self, record: &AgentRecord, definition: &str) -> StoreResult<()> {
         let id = record.id.to_string();
         let mut tx = self.writer.begin().await.map_err(map_err)?;
@@ -1305,7 +1430,8 @@ impl super::Store for SqliteStore {
                     .bind(r.created_at)
                     .bind(&updated_at)
                     .bind(r.data)
-                    .bind(r.epoch);
+                    .bind(r.epoch)
+                    .bind(r.closed_at);
             }
             q.execute(&mut *tx).await.map_err(map_err)?;
         }
@@ -2719,6 +2845,9 @@ mod tests {
         suite_large_batch,
         suite_fencing,
         suite_concurrent_fencing,
+        suite_session_usage,
+        suite_reserve_session,
+        suite_concurrent_reservations,
         suite_connections,
         suite_agent_channels,
         suite_inbound_agent,
@@ -2795,6 +2924,59 @@ mod tests {
         );
         assert_eq!(store.load_session(s.id).await.unwrap(), Some(s));
         assert_eq!(store.load_messages(m.session_id).await.unwrap(), vec![m]);
+    }
+
+    /// Sessions stored before closed_at existed get it from their JSON, in the column's
+    /// format whatever fraction serde wrote.
+    #[tokio::test]
+    async fn migration_fills_in_closed_at() {
+        let store = SqliteStore::open_memory().await.unwrap();
+        // The schema as it was before closed_at.
+        Migrator::new(Embedded(&MIGRATIONS[..8]))
+            .await
+            .unwrap()
+            .run(&store.writer)
+            .await
+            .unwrap();
+        let (t, a) = (Uuid::new_v4(), Uuid::new_v4());
+        let closed = |nanos| {
+            let mut s = suite::session(t, a, "u", 0);
+            s.state = crate::model::SessionState::Closed(CloseStatus::Completed);
+            s.closed_at = DateTime::from_timestamp(1_700_000_100, nanos);
+            s
+        };
+        let sessions = [
+            closed(0),
+            closed(120_000_000),
+            closed(123_456_789),
+            suite::session(t, a, "u", 0),
+        ];
+        for s in &sessions {
+            sqlx::query(
+                "INSERT INTO sessions (id, tenant_id, agent_id, user_id, ext_type, state, \
+                 created_at, updated_at, data) VALUES (?, ?, ?, 'u', 'x', ?, ?, ?, ?)",
+            )
+            .bind(s.id.to_string())
+            .bind(t.to_string())
+            .bind(a.to_string())
+            .bind(s.status_str())
+            .bind(ts(s.created_at))
+            .bind(ts(s.created_at))
+            .bind(to_json(s, "session").unwrap())
+            .execute(&store.writer)
+            .await
+            .unwrap();
+        }
+        store.migrate().await.unwrap();
+        for s in &sessions {
+            let stored: Option<String> =
+                sqlx::query_scalar("SELECT closed_at FROM sessions WHERE id = ?")
+                    .bind(s.id.to_string())
+                    .fetch_one(&store.writer)
+                    .await
+                    .unwrap();
+            assert_eq!(stored, s.closed_at.map(ts));
+        }
     }
 
     #[tokio::test]

@@ -21,7 +21,10 @@ use crate::campaign::{
     Upserted,
 };
 use crate::flow::{Channel, TriggerType};
-use crate::identity::{AuthToken, OperatorSchedule, Role as UserRole, TenantSettings, UserRecord};
+use crate::identity::{
+    AuthToken, OperatorSchedule, Role as UserRole, SessionUsage, TenantSettings, UsageScope,
+    UserRecord,
+};
 use crate::model::{
     AgentId, AttachmentMeta, CloseStatus, Feedback, Message, Mode, Role, Session, SessionId,
     SessionState, TenantId,
@@ -217,6 +220,7 @@ pub(crate) async fn suite_tenant_settings(store: &dyn Store) {
             zip: Some("10115".into()),
             website: Some("https://acme.test".into()),
             timezone: Some("America/New_York".into()),
+            monthly_session_limit: Some(1000),
         },
         ..a.clone()
     };
@@ -1338,6 +1342,205 @@ pub(crate) async fn suite_concurrent_fencing(store: &dyn Store) {
         writes: vec![w_message(&next)],
     }];
     assert!(store.commit(&batch).await.unwrap().is_empty());
+}
+
+/// A session of `tenant` and `agent` started at `start`; `end`: when and how it closed
+/// (None: open).
+fn usage_session(
+    tenant: TenantId,
+    agent: AgentId,
+    start: DateTime<Utc>,
+    end: Option<(DateTime<Utc>, CloseStatus)>,
+) -> Session {
+    let mut s = session(tenant, agent, "u", 0);
+    s.created_at = start;
+    s.last_activity = start;
+    if let Some((closed, status)) = end {
+        s.state = SessionState::Closed(status);
+        s.closed_at = Some(closed);
+    }
+    s
+}
+
+/// Sessions count by their start in the period, refused ones apart; billable windows
+/// start every 24 hours of a session's life (from its start to its close, or to now while
+/// it is open) and count where they start in the period.
+pub(crate) async fn suite_session_usage(store: &dyn Store) {
+    let h = Duration::hours;
+    let (t, other_t, a) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let from = at(0) + Duration::days(30);
+    let to = from + h(96);
+    let now = from + h(60);
+    let lookback = Duration::days(2);
+    let done = CloseStatus::Completed;
+    let refused = CloseStatus::DailyLimitExceeded;
+    let mk = |tenant, start, end| usage_session(tenant, a, start, end);
+
+    // 36 hours: two windows. Written open first, so its close must reach the row.
+    let long_open = mk(t, from + h(1), None);
+    let mut long = long_open.clone();
+    long.state = SessionState::Closed(done);
+    long.closed_at = Some(from + h(37));
+    // Started before the period (not counted), its second window starts inside it.
+    let early = mk(t, from - h(12), Some((from + h(20), done)));
+    // From the period's first instant, exactly 24 hours: one window.
+    let day = mk(t, from, Some((from + h(24), done)));
+    // Closed as it started: still one window.
+    let instant = mk(t, from + h(4), Some((from + h(4), done)));
+    // Open: windows up to now (+30h, +54h; +78h is later than now).
+    let open = mk(t, from + h(30), None);
+    // Closed without closed_at: it ended by its last write (the commit, long after `to`),
+    // so windows at +40h, +64h and +88h.
+    let mut unstamped = mk(t, from + h(40), None);
+    unstamped.state = SessionState::Closed(done);
+    // Refused starts count apart, in the period only, and are never billed.
+    let refused_in = mk(t, from + h(5), Some((from + h(5), refused)));
+    let refused_before = mk(t, from - h(1), Some((from - h(1), refused)));
+    // Not counted: another tenant's, one that starts at `to`, and one that started before
+    // the lookback (open, its windows would reach into the period).
+    let foreign = mk(other_t, from + h(1), None);
+    let after = mk(t, to, None);
+    let ancient = mk(t, from - lookback - h(1), None);
+
+    commit(store, &[w_session(&long_open)]).await.unwrap();
+    let all = [
+        &long,
+        &early,
+        &day,
+        &instant,
+        &open,
+        &unstamped,
+        &refused_in,
+        &refused_before,
+        &foreign,
+        &after,
+        &ancient,
+    ];
+    let writes: Vec<Write> = all.into_iter().map(w_session).collect();
+    commit(store, &writes).await.unwrap();
+
+    let usage = |tenant, lookback| store.session_usage(tenant, from, to, now, lookback);
+    assert_eq!(
+        usage(t, lookback).await.unwrap(),
+        SessionUsage {
+            sessions: 5,
+            billable: 2 + 1 + 1 + 1 + 2 + 3,
+            refused: 1,
+        }
+    );
+    // Without lookback the early session is not looked at; with a long one the ancient
+    // session's windows at +23h and +47h count too.
+    assert_eq!(
+        usage(t, Duration::zero()).await.unwrap(),
+        SessionUsage {
+            sessions: 5,
+            billable: 9,
+            refused: 1,
+        }
+    );
+    assert_eq!(usage(t, Duration::days(10)).await.unwrap().billable, 12);
+    // The other tenant's open session: windows at +1h, +25h, +49h.
+    assert_eq!(
+        usage(other_t, lookback).await.unwrap(),
+        SessionUsage {
+            sessions: 1,
+            billable: 3,
+            refused: 0,
+        }
+    );
+    assert_eq!(
+        usage(Uuid::new_v4(), lookback).await.unwrap(),
+        SessionUsage::default()
+    );
+}
+
+/// Counters start from the sessions stored in their period (refused ones apart) and count
+/// up to their limit; each scope and period counts on its own.
+pub(crate) async fn suite_reserve_session(store: &dyn Store) {
+    let (t, other_t) = (Uuid::new_v4(), Uuid::new_v4());
+    let (a1, a2, a3) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let (day, h) = (Duration::days(1), Duration::hours);
+    let (prev, from) = (at(0), at(0) + day);
+    let to = from + day;
+    let refused = CloseStatus::DailyLimitExceeded;
+    let stored = [
+        usage_session(t, a1, from + h(1), None),
+        usage_session(t, a1, from + h(2), Some((from + h(2), refused))),
+        usage_session(
+            t,
+            a2,
+            prev + h(1),
+            Some((prev + h(2), CloseStatus::Completed)),
+        ),
+        usage_session(t, a1, to, None),
+        usage_session(other_t, a3, from + h(1), None),
+    ];
+    let writes: Vec<Write> = stored.iter().map(w_session).collect();
+    commit(store, &writes).await.unwrap();
+
+    let reserve = |scope, from, to, limit| async move {
+        store.reserve_session(scope, from, to, limit).await.unwrap()
+    };
+    let tenant = UsageScope::Tenant(t);
+    // One session stored: two more fit under three.
+    assert!(reserve(tenant, from, to, 3).await);
+    assert!(reserve(tenant, from, to, 3).await);
+    assert!(!reserve(tenant, from, to, 3).await);
+    assert!(!reserve(tenant, from, to, 3).await);
+    // Sessions stored after the counter started are not counted again: their
+    // reservations counted them.
+    commit(
+        store,
+        &[w_session(&usage_session(t, a1, from + h(3), None))],
+    )
+    .await
+    .unwrap();
+    assert!(reserve(tenant, from, to, 4).await);
+    assert!(!reserve(tenant, from, to, 4).await);
+
+    // Other periods count on their own: the previous day holds a2's session, two days
+    // from `from` the three of a1 stored by now.
+    assert!(reserve(tenant, prev, from, 2).await);
+    assert!(!reserve(tenant, prev, from, 2).await);
+    assert!(reserve(tenant, from, to + day, 4).await);
+    assert!(!reserve(tenant, from, to + day, 4).await);
+
+    // An agent counts its own sessions only; a1's reservations leave a2's count alone.
+    assert!(reserve(UsageScope::Agent(a1), from, to, 3).await);
+    assert!(!reserve(UsageScope::Agent(a1), from, to, 3).await);
+    assert!(reserve(UsageScope::Agent(a2), from, to, 1).await);
+    assert!(!reserve(UsageScope::Agent(a2), from, to, 1).await);
+    // Another tenant's counter is its own.
+    assert!(reserve(UsageScope::Tenant(other_t), from, to, 2).await);
+    assert!(!reserve(UsageScope::Tenant(other_t), from, to, 2).await);
+    // Nothing fits under a limit of zero.
+    assert!(!reserve(UsageScope::Tenant(Uuid::new_v4()), from, to, 0).await);
+}
+
+/// Of concurrent reservations at the limit exactly as many pass as fit, also when they are
+/// the period's first and start its counter together.
+pub(crate) async fn suite_concurrent_reservations(store: &dyn Store) {
+    const CALLERS: usize = 10;
+    const LIMIT: u64 = 4;
+    for round in 0..20 {
+        let (t, a) = (Uuid::new_v4(), Uuid::new_v4());
+        let from = at(0) + Duration::days(round);
+        let to = from + Duration::days(1);
+        // Odd rounds start with a session stored in the period.
+        let stored = round % 2;
+        if stored == 1 {
+            let s = usage_session(t, a, from, None);
+            commit(store, &[w_session(&s)]).await.unwrap();
+        }
+        let calls =
+            (0..CALLERS).map(|_| store.reserve_session(UsageScope::Tenant(t), from, to, LIMIT));
+        let passed = futures::future::join_all(calls)
+            .await
+            .into_iter()
+            .filter(|r| *r.as_ref().unwrap())
+            .count();
+        assert_eq!(passed as u64, LIMIT - stored as u64, "round {round}");
+    }
 }
 
 /// Connections round-trip whole (sealed secrets included), per tenant, oldest first; a put
