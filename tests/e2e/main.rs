@@ -4,6 +4,7 @@ mod support;
 
 mod actors;
 mod admin;
+mod agent_transfer;
 mod backends;
 mod campaign_runs;
 mod campaigns;

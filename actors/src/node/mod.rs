@@ -2,6 +2,7 @@
 //! layer calls (agent administration and the Chat API operations).
 
 mod agent_ops;
+mod agent_transfer;
 mod campaign_ops;
 mod channel_ops;
 mod connection_ops;
@@ -22,6 +23,7 @@ use parley_engine::telemetry;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 
+pub use agent_transfer::Transferred;
 pub(crate) use campaign_ops::compile_flow;
 pub use campaign_ops::{
     campaign_json, AddedParticipants, CampaignPatch, NewCampaign, MAX_PARTICIPANTS_PER_CALL,

@@ -1,5 +1,6 @@
 //! Agents: the YAML/JSON definition, its validation and the compiled form sessions run.
 
+pub mod archive;
 mod compile;
 mod definition;
 
