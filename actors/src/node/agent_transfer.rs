@@ -97,7 +97,7 @@ impl Node {
         let mut channels = Vec::new();
         for c in &imported.channels {
             let here = self.shared.store.get_connection(c.connection_id).await?;
-            if !here.is_some_and(|r| r.tenant_id == tenant) {
+            if here.is_none_or(|r| r.tenant_id != tenant) {
                 notes.push(format!(
                     "connection {:?} ({}) is not in this tenant: not assigned",
                     c.name, c.platform
