@@ -47,6 +47,7 @@ fn session(state: &str) -> Session {
         closed_at: None,
         state: SessionState::Active,
         message_count: 0,
+        assignee: None,
     }
 }
 

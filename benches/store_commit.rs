@@ -30,14 +30,14 @@ const SESSIONS: usize = 10_000;
 const ROWS_PER_TURN: usize = 3;
 
 /// The baseline's statements: the store's, less its epoch check (the benched sessions
-/// stay open, so their `closed_at` is always null). Ids travel as text (the
-/// workspace's sqlx has no uuid support of its own); casting them costs far less than a
-/// round trip.
+/// stay open and REGULAR with nobody assigned, so their `closed_at` and `assignee` are
+/// always null and their `mode` REGULAR). Ids travel as text (the workspace's sqlx has no
+/// uuid support of its own); casting them costs far less than a round trip.
 const BARE_SESSIONS: &str = "\
     INSERT INTO sessions (id, tenant_id, agent_id, user_id, ext_type, state, next_deadline, \
-                          created_at, updated_at, data, epoch, closed_at) \
+                          created_at, updated_at, data, epoch, closed_at, mode, assignee) \
     SELECT id, tenant_id, agent_id, user_id, ext_type, state, next_deadline, created_at, $11, \
-           data, epoch, NULL::int8 \
+           data, epoch, NULL::int8, 'REGULAR', NULL::uuid \
     FROM UNNEST($1::text[]::uuid[], $2::text[]::uuid[], $3::text[]::uuid[], $4::text[], \
                 $5::text[], $6::text[], $7::int8[], $8::int8[], $9::text[], $10::int8[]) \
          AS r(id, tenant_id, agent_id, user_id, ext_type, state, next_deadline, created_at, \
@@ -45,7 +45,7 @@ const BARE_SESSIONS: &str = "\
     ON CONFLICT (id) DO UPDATE SET user_id = excluded.user_id, ext_type = excluded.ext_type, \
         state = excluded.state, next_deadline = excluded.next_deadline, \
         updated_at = excluded.updated_at, data = excluded.data, \
-        closed_at = excluded.closed_at";
+        closed_at = excluded.closed_at, mode = excluded.mode, assignee = excluded.assignee";
 
 const BARE_MESSAGES: &str = "\
     INSERT INTO messages (session_id, id, role, text, ts, attachments, metadata, feedback, \
@@ -194,6 +194,7 @@ fn session(tenant: Uuid, agent: Uuid, user_id: String) -> Session {
         closed_at: None,
         state: SessionState::Active,
         message_count: 0,
+        assignee: None,
     }
 }
 

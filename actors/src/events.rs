@@ -86,6 +86,26 @@ pub enum UserEvent {
     Relayed(Value),
 }
 
+/// What the operators' WebSocket (`/ws/conversations`) receives: every conversation of
+/// the tenant.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OperatorEvent {
+    NewMessage {
+        session_id: SessionId,
+        agent_id: AgentId,
+        id: i64,
+        role: &'static str,
+        text: String,
+    },
+    /// The mode or the assignee changed.
+    ModeChanged {
+        session_id: SessionId,
+        mode: &'static str,
+        assignee: Option<uuid::Uuid>,
+    },
+}
+
 type Sender<T> = broadcast::Sender<Arc<T>>;
 
 fn user_key(tenant: TenantId, user_id: &str) -> String {
@@ -96,6 +116,7 @@ fn user_key(tenant: TenantId, user_id: &str) -> String {
 pub struct EventHub {
     sessions: DashMap<SessionId, Sender<SessionEvent>>,
     users: DashMap<String, Sender<UserEvent>>,
+    operators: DashMap<TenantId, Sender<OperatorEvent>>,
     /// Customers whose sockets are on other nodes of the cluster (refreshed every second).
     elsewhere: RwLock<Arc<HashSet<String>>>,
     /// Where events for those customers go to be relayed (cluster only).
@@ -164,6 +185,15 @@ impl EventHub {
         user_id: &str,
     ) -> broadcast::Receiver<Arc<UserEvent>> {
         subscribe(&self.users, user_key(tenant, user_id))
+    }
+
+    /// Every conversation event of the tenant, for its operators.
+    pub fn subscribe_operators(&self, tenant: TenantId) -> broadcast::Receiver<Arc<OperatorEvent>> {
+        subscribe(&self.operators, tenant)
+    }
+
+    pub fn operators(&self, tenant: TenantId, event: impl FnOnce() -> OperatorEvent) {
+        publish(&self.operators, &tenant, event);
     }
 
     pub fn has_session_subscribers(&self, id: &SessionId) -> bool {

@@ -25,9 +25,9 @@ use parley_engine::model::{
     AgentId, AttachmentMeta, Feedback, Message, Session, SessionId, TenantId,
 };
 use parley_engine::store::{
-    AgentChannel, AgentRecord, AgentStatus, ChannelSession, ConnectionEvent, Epoch,
-    NewConnectionEvent, NewOutboxEvent, OutboxEntry, SessionWrites, SqliteStore, Store, StoreError,
-    StoreResult, Tenant,
+    AgentChannel, AgentRecord, AgentStatus, ChannelSession, ConnectionEvent, ConversationQuery,
+    Epoch, NewConnectionEvent, NewOutboxEvent, OutboxEntry, SessionWrites, SqliteStore, Store,
+    StoreError, StoreResult, Tenant,
 };
 use uuid::Uuid;
 
@@ -365,6 +365,13 @@ impl Store for Switchable {
         l: chrono::TimeDelta,
     ) -> StoreResult<SessionUsage> {
         self.inner.session_usage(t, f, to, n, l).await
+    }
+    async fn list_conversations(
+        &self,
+        t: TenantId,
+        q: &ConversationQuery,
+    ) -> StoreResult<(Vec<Session>, u64)> {
+        self.inner.list_conversations(t, q).await
     }
     async fn list_running_campaigns(&self) -> StoreResult<Vec<CampaignRecord>> {
         self.inner.list_running_campaigns().await

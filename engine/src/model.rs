@@ -204,6 +204,9 @@ pub struct Session {
     pub state: SessionState,
     /// Number of messages in the log (the id of the newest one).
     pub message_count: i64,
+    /// The operator working the conversation, if one is assigned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assignee: Option<Uuid>,
 }
 
 impl Session {

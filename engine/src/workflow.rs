@@ -1,4 +1,4 @@
-//! The workflow state machine at run time: the four tools and how a turn applies them.
+//! The workflow state machine at run time: the tools and how a turn applies them.
 //!
 //! Every change an LLM backend makes to a session goes through [`TurnContext::apply`],
 //! which allows a tool only when the current state lists it and a state change only along
@@ -19,14 +19,17 @@ pub enum Tool {
     SetResult,
     SendChatMessage,
     FinishSession,
+    /// Hands the conversation to a human operator (when one is on shift).
+    TransferToOperator,
 }
 
 impl Tool {
-    pub const ALL: [Tool; 4] = [
+    pub const ALL: [Tool; 5] = [
         Tool::ChangeState,
         Tool::SetResult,
         Tool::SendChatMessage,
         Tool::FinishSession,
+        Tool::TransferToOperator,
     ];
 
     pub fn name(self) -> &'static str {
@@ -35,6 +38,7 @@ impl Tool {
             Tool::SetResult => "SetResult",
             Tool::SendChatMessage => "SendChatMessage",
             Tool::FinishSession => "FinishSession",
+            Tool::TransferToOperator => "TransferToOperator",
         }
     }
 
@@ -50,6 +54,7 @@ pub enum Action {
     ChangeState(String),
     SetResult { field: String, value: Value },
     FinishSession(CloseStatus),
+    TransferToOperator,
 }
 
 impl Action {
@@ -59,6 +64,7 @@ impl Action {
             Action::ChangeState(_) => Tool::ChangeState,
             Action::SetResult { .. } => Tool::SetResult,
             Action::FinishSession(_) => Tool::FinishSession,
+            Action::TransferToOperator => Tool::TransferToOperator,
         }
     }
 }
@@ -74,6 +80,8 @@ pub struct TurnContext<'a> {
     /// Text sent with SendChatMessage during this turn, in order.
     pub messages: Vec<String>,
     pub finish: Option<CloseStatus>,
+    /// The backend asked for a human operator.
+    pub transfer: bool,
     pub state_changed: bool,
     /// Actions that were refused, with the reason (reported in the AI message metadata).
     pub rejected: Vec<String>,
@@ -91,6 +99,7 @@ impl<'a> TurnContext<'a> {
             results: results.clone(),
             messages: Vec::new(),
             finish: None,
+            transfer: false,
             state_changed: false,
             rejected: Vec::new(),
         }
@@ -168,6 +177,10 @@ impl<'a> TurnContext<'a> {
             Action::FinishSession(status) => {
                 self.finish = Some(status);
                 Ok("session will finish after this reply".into())
+            }
+            Action::TransferToOperator => {
+                self.transfer = true;
+                Ok("a human operator takes over if one is on shift".into())
             }
         }
     }

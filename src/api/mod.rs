@@ -7,6 +7,7 @@ mod campaigns;
 mod chat;
 mod cluster;
 mod connections;
+mod conversations;
 pub mod error;
 mod extract;
 pub mod forward;
@@ -83,6 +84,8 @@ const VIEWERS: Auth = Auth::Roles(&[Role::Admin, Role::Viewer]);
 const PLAYGROUND: Auth = Auth::Roles(&[Role::Admin, Role::User, Role::Viewer]);
 /// Campaigns and customer profiles (view): viewers and operators read them.
 const CAMPAIGN_READERS: Auth = Auth::Roles(&[Role::Admin, Role::Viewer, Role::Operator]);
+/// Conversations (inbox, assign, resolve, send messages).
+const CONVERSATIONS: Auth = Auth::Roles(&[Role::Admin, Role::Viewer, Role::Operator]);
 /// One's own profile, fully signed in.
 const SIGNED_IN: Auth = Auth::Roles(&Role::ALL);
 const NONE: Auth = Auth::None;
@@ -195,6 +198,15 @@ pub fn routes() -> Vec<(RouteDoc, MethodRouter<AppState>)> {
         route!(get, "/api/v1/campaigns/{campaign_id}/uploads/{upload_id}", campaigns::get_upload, CAMPAIGN_READERS, "campaigns", "One upload and its progress"),
         route!(get, "/api/v1/customers", campaigns::customers, CAMPAIGN_READERS, "campaigns", "Customer profiles shared by the tenant's campaigns (`offset`, `limit`)"),
         route!(get, "/api/v1/customers/{customer_id}", campaigns::customer, CAMPAIGN_READERS, "campaigns", "One customer profile"),
+        route!(get, "/api/v1/conversations", conversations::inbox, CONVERSATIONS, "conversations", "The operators' inbox: the tenant's conversations, most recently changed first (`mode` REGULAR|OPERATOR|COPILOT, `status` active|closed, `assignee` me|none|<user id>, `offset`, `limit`)"),
+        route!(get, "/api/v1/conversations/{session_id}", conversations::get, CONVERSATIONS, "conversations", "A conversation with its whole log (operator messages, notes and drafts included)"),
+        route!(post, "/api/v1/conversations/{session_id}/mode", conversations::set_mode, CONVERSATIONS, "conversations", "`{mode}`: OPERATOR (a person answers; the customer is told), COPILOT (the AI drafts, a person sends), REGULAR (back to the AI)"),
+        route!(post, "/api/v1/conversations/{session_id}/return", conversations::give_back, CONVERSATIONS, "conversations", "Give the conversation back to the AI (REGULAR) with its whole history"),
+        route!(post, "/api/v1/conversations/{session_id}/assign", conversations::assign, CONVERSATIONS, "conversations", "`{user_id?}` (default: the caller): an operator on shift per their schedule (409 otherwise); `{unassign: true}` leaves it to nobody"),
+        route!(post, "/api/v1/conversations/{session_id}/messages", conversations::send, CONVERSATIONS, "conversations", "`{text, role?}`: OPERATOR (default) goes to the customer on their channel, in order with their messages; NOTES stay internal"),
+        route!(post, "/api/v1/conversations/{session_id}/resolve", conversations::resolve, CONVERSATIONS, "conversations", "Close as resolved_by_operator"),
+        route!(post, "/api/v1/conversations/{session_id}/escalate", conversations::escalate, CONVERSATIONS, "conversations", "Close as escalated_by_operator"),
+        route!(get, "/ws/conversations", conversations::events_ws, PUBLIC, "websocket", "WebSocket for operators (`?token=`: admin, viewer or operator): NEW_MESSAGE and MODE_CHANGED events of every conversation of the tenant"),
         route!(post, "/chatbot/{agent_id}/session", chat::create_session, AGENT, "chat", "Start a session"),
         route!(get, "/chatbot/{agent_id}/session/{session_id}", chat::get_session, AGENT, "chat", "Session metadata"),
         route!(put, "/chatbot/{agent_id}/session/{session_id}", chat::update_session, AGENT, "chat", "Update session metadata"),

@@ -12,6 +12,7 @@ mod channels;
 mod chat;
 mod connections;
 mod durability;
+mod handoff;
 mod identity;
 mod observe;
 mod openapi;

@@ -10,6 +10,7 @@
 
 mod actor;
 mod chats;
+mod deliver;
 pub mod hooks;
 mod journal;
 pub mod outbound;
@@ -33,6 +34,7 @@ use tokio::sync::Notify;
 
 pub use actor::{ChannelActor, ChannelArgs, ChannelMsg};
 pub use chats::{chat_key, log_event as log_connection_event, EVENTS_KEPT};
+pub use deliver::deliver_to_session;
 pub use journal::Journal;
 pub use runtime::{ChannelRuntime, PlatformRuntime};
 

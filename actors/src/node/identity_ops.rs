@@ -576,6 +576,24 @@ fn zone(t: &Tenant) -> chrono_tz::Tz {
 }
 
 impl Shared {
+    /// The tenant's operators on shift at `now` (by their schedules in the tenant's time
+    /// zone; an operator without a schedule is always on shift).
+    pub(crate) async fn operators_on_shift(
+        &self,
+        tenant: TenantId,
+        now: chrono::DateTime<Utc>,
+    ) -> NodeResult<Vec<UserRecord>> {
+        let tz = zone(&*self.tenant_cached(tenant).await?);
+        Ok(self
+            .store
+            .list_users(tenant)
+            .await?
+            .into_iter()
+            .filter(|u| u.role == Role::Operator)
+            .filter(|u| u.schedule.as_ref().is_none_or(|s| s.on_shift(tz, now)))
+            .collect())
+    }
+
     /// The tenant, as read at most [`TENANT_CACHE_TTL`] ago.
     pub(crate) async fn tenant_cached(&self, id: TenantId) -> NodeResult<std::sync::Arc<Tenant>> {
         if let Some(e) = self.tenants.get(&id) {

@@ -6,6 +6,7 @@ mod agent_transfer;
 mod campaign_ops;
 mod channel_ops;
 mod connection_ops;
+mod conversation_ops;
 mod identity_ops;
 mod introspect;
 mod session_ops;
@@ -30,6 +31,7 @@ pub use campaign_ops::{
 };
 pub use channel_ops::{TemplateSend, MAX_EVENTS_PAGE};
 pub use connection_ops::{ConnectionFilter, ConnectionPatch, ConnectionSummary, NewConnection};
+pub use conversation_ops::MAX_OPERATOR_TEXT;
 pub use identity_ops::{
     user_json, Caller, LoginError, NewUser, SignedIn, TenantPatch, Usage, UserPatch, TOKEN_TTL,
 };

@@ -20,7 +20,7 @@ use super::identity_ops::Admission;
 use super::{Node, Shared};
 use crate::error::{NodeError, NodeResult};
 use crate::events::UserEvent;
-use crate::session::{SessionMsg, SessionPatch, TurnReply, TurnRequest};
+use crate::session::{customer_visible, SessionMsg, SessionPatch, TurnReply, TurnRequest};
 
 /// Where a session's requests are served.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,10 +101,13 @@ impl Node {
         }
     }
 
-    /// A session's log, in order.
+    /// A session's log as its customer sees it, in order (operators' notes and the AI's
+    /// drafts for them are left out).
     pub async fn messages(&self, agent_id: AgentId, id: SessionId) -> NodeResult<Vec<Message>> {
         self.session(agent_id, id).await?;
-        Ok(self.shared.store.load_messages(id).await?)
+        let mut log = self.shared.store.load_messages(id).await?;
+        log.retain(|m| customer_visible(m.role));
+        Ok(log)
     }
 
     pub async fn update_session(
@@ -192,7 +195,8 @@ impl Node {
             .sessions_for_user(tenant, agent, ext_id, ext_type)
             .await?
         {
-            let messages = store.load_messages(session.id).await?;
+            let mut messages = store.load_messages(session.id).await?;
+            messages.retain(|m| customer_visible(m.role));
             out.push(Conversation { session, messages });
         }
         Ok(out)
@@ -308,6 +312,7 @@ impl Shared {
             closed_at: None,
             state: SessionState::Active,
             message_count: 0,
+            assignee: None,
         };
         if let Admission::DailyLimit = self
             .admit_session(running.tenant_id, agent_id, def.session.daily_limit, now)

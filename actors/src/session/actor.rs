@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use crate::agents::AgentRuntime;
 use crate::error::{NodeError, NodeResult};
-use crate::events::{SessionEvent, UserEvent};
+use crate::events::{OperatorEvent, SessionEvent, UserEvent};
 use crate::node::Shared;
 
 /// `[{backend, error}]` for the AI message's metadata.
@@ -111,6 +111,94 @@ pub enum SessionMsg {
     Tick,
     /// Load the session now (warm-up, or to check it can be rebuilt from the store).
     Activate(RpcReplyPort<NodeResult<()>>),
+    /// An operator's action, in order with the customer's turns.
+    Handoff(
+        Handoff,
+        RpcReplyPort<NodeResult<(Session, Option<Message>)>>,
+    ),
+}
+
+/// What an operator does to a conversation.
+#[derive(Debug, Clone)]
+pub enum Handoff {
+    /// REGULAR, OPERATOR or COPILOT. Leaving the AI tells the customer; back to REGULAR
+    /// drops the assignee.
+    Mode(Mode),
+    /// The user working it (`None`: nobody); a REGULAR session moves to OPERATOR.
+    Assign(Option<Uuid>),
+    /// An OPERATOR message (to the customer, on their channel) or NOTES (internal).
+    Message {
+        role: Role,
+        text: String,
+        author: Option<Uuid>,
+    },
+}
+
+/// What the customer is told when a person takes over.
+pub const TRANSFER_NOTICE: &str =
+    "I'm handing you over to a colleague from our team. They will answer here shortly.";
+/// …and when nobody is on shift to take over.
+pub const NO_OPERATOR_NOTICE: &str =
+    "No one from our team is available right now, so I'll keep helping you here.";
+/// …and when the AI takes the conversation back.
+pub const RETURN_NOTICE: &str = "You're back with the assistant. How can I help?";
+
+/// Whether the customer sees messages of this role (not notes, not drafts).
+pub fn customer_visible(role: Role) -> bool {
+    matches!(role, Role::Human | Role::Ai | Role::Operator)
+}
+
+/// Tells the session's and customer's subscribers (customer-visible messages only) and
+/// the tenant's operators (every message) about a new message.
+fn publish_message(shared: &Shared, session: &Session, m: &Message) {
+    if customer_visible(m.role) {
+        shared
+            .events
+            .session(session.id, || SessionEvent::message(m));
+        shared.events.user(session.tenant_id, &session.user_id, || {
+            UserEvent::ConversationNewMessage {
+                session_id: session.id,
+                agent_id: session.agent_id,
+                id: m.id,
+                role: m.role.as_str(),
+                text: m.text.clone(),
+            }
+        });
+    }
+    shared
+        .events
+        .operators(session.tenant_id, || OperatorEvent::NewMessage {
+            session_id: session.id,
+            agent_id: session.agent_id,
+            id: m.id,
+            role: m.role.as_str(),
+            text: m.text.clone(),
+        });
+}
+
+fn publish_mode(shared: &Shared, session: &Session) {
+    shared.events.user(session.tenant_id, &session.user_id, || {
+        UserEvent::ConversationBotStatusModified {
+            session_id: Some(session.id),
+            agent_id: session.agent_id,
+            status: mode_str(session.mode).to_string(),
+        }
+    });
+    shared
+        .events
+        .operators(session.tenant_id, || OperatorEvent::ModeChanged {
+            session_id: session.id,
+            mode: mode_str(session.mode),
+            assignee: session.assignee,
+        });
+}
+
+pub fn mode_str(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Regular => "REGULAR",
+        Mode::Operator => "OPERATOR",
+        Mode::Copilot => "COPILOT",
+    }
 }
 
 pub struct SessionActor;
@@ -321,7 +409,10 @@ impl SessionActorState {
         let mut results = None;
         let mut finish = None;
 
-        if live.session.mode == Mode::Regular {
+        // Set when the backend asked for a human and one is on shift.
+        let mut mode_change = None;
+        // An operator answers in OPERATOR mode; in COPILOT mode the AI drafts for them.
+        if live.session.mode != Mode::Operator {
             live.history.push(new_messages[0].clone());
             let streaming = shared.events.has_session_subscribers(&session_id);
             let events = shared.events.clone();
@@ -348,7 +439,24 @@ impl SessionActorState {
                 )
                 .await;
             live.history.pop();
+            let copilot = live.session.mode == Mode::Copilot;
+            let tenant = live.session.tenant_id;
             let (text, metadata) = match outcome {
+                Ok(out) if out.ctx.transfer && !copilot => {
+                    let on_shift = shared.operators_on_shift(tenant, now).await?;
+                    let mut meta = json!({"backend": out.backend, "transfer_to_operator": true});
+                    finish = out.ctx.finish;
+                    if *out.ctx.results() != live.session.conversation_result {
+                        results = Some(out.ctx.into_results());
+                    }
+                    if on_shift.is_empty() {
+                        meta["operators_on_shift"] = json!(0);
+                        (NO_OPERATOR_NOTICE.to_string(), meta)
+                    } else {
+                        mode_change = Some(Mode::Operator);
+                        (TRANSFER_NOTICE.to_string(), meta)
+                    }
+                }
                 Ok(out) => {
                     let mut meta = json!({
                         "backend": out.backend,
@@ -380,7 +488,7 @@ impl SessionActorState {
             new_messages.push(Message {
                 id: human_id + 1,
                 session_id,
-                role: Role::Ai,
+                role: if copilot { Role::Copilot } else { Role::Ai },
                 text,
                 timestamp: Utc::now(),
                 attachments: Vec::new(),
@@ -395,23 +503,29 @@ impl SessionActorState {
             writes.push(Write::Message(Box::new(m.clone())));
         }
         // The row is rewritten only when more than the log changed (see `Live`).
-        let updated =
-            (workflow_state.is_some() || results.is_some() || finish.is_some()).then(|| {
-                let mut s = live.session.clone();
-                s.last_activity = now;
-                s.message_count = last_id;
-                if let Some(w) = workflow_state {
-                    s.workflow_state = w;
-                }
-                if let Some(r) = results {
-                    s.conversation_result = r;
-                }
-                if let Some(status) = finish {
-                    s.state = SessionState::Closed(status);
-                    s.closed_at = Some(Utc::now());
-                }
-                s
-            });
+        let updated = (workflow_state.is_some()
+            || results.is_some()
+            || finish.is_some()
+            || mode_change.is_some())
+        .then(|| {
+            let mut s = live.session.clone();
+            s.last_activity = now;
+            s.message_count = last_id;
+            if let Some(m) = mode_change {
+                s.mode = m;
+            }
+            if let Some(w) = workflow_state {
+                s.workflow_state = w;
+            }
+            if let Some(r) = results {
+                s.conversation_result = r;
+            }
+            if let Some(status) = finish {
+                s.state = SessionState::Closed(status);
+                s.closed_at = Some(Utc::now());
+            }
+            s
+        });
         if let Some(s) = &updated {
             writes.push(Write::Session(Box::new(s.clone())));
         }
@@ -431,23 +545,16 @@ impl SessionActorState {
         }
         let session = &live.session;
         for m in &new_messages {
-            shared
-                .events
-                .session(session_id, || SessionEvent::message(m));
-            shared.events.user(session.tenant_id, &session.user_id, || {
-                UserEvent::ConversationNewMessage {
-                    session_id,
-                    agent_id: session.agent_id,
-                    id: m.id,
-                    role: m.role.as_str(),
-                    text: m.text.clone(),
-                }
-            });
+            publish_message(&shared, session, m);
+        }
+        if mode_change.is_some() {
+            publish_mode(&shared, session);
         }
         if session.is_closed() {
             shared.announce_close(session);
         }
-        let ai = new_messages.get(1);
+        // A COPILOT draft is the operator's, not the customer's answer.
+        let ai = new_messages.get(1).filter(|m| m.role == Role::Ai);
         let reply = TurnReply {
             response: ai.map(|m| m.text.clone()).unwrap_or_default(),
             mode: session.mode,
@@ -527,6 +634,90 @@ impl SessionActorState {
         Ok(s)
     }
 
+    async fn handoff(&mut self, h: Handoff) -> NodeResult<(Session, Option<Message>)> {
+        let shared = self.shared.clone();
+        let live = self.live().await?;
+        if live.session.is_closed() {
+            return Err(NodeError::SessionClosed);
+        }
+        let mut s = live.session.clone();
+        let before = (s.mode, s.assignee);
+        let now = Utc::now();
+        let mut text = None;
+        match h {
+            Handoff::Mode(mode) => {
+                if mode != Mode::Regular && s.mode == Mode::Regular {
+                    text = Some((Role::Ai, TRANSFER_NOTICE.to_string(), None));
+                } else if mode == Mode::Regular && s.mode != Mode::Regular {
+                    text = Some((Role::Ai, RETURN_NOTICE.to_string(), None));
+                    s.assignee = None;
+                }
+                s.mode = mode;
+            }
+            Handoff::Assign(user) => {
+                s.assignee = user;
+                if user.is_some() && s.mode == Mode::Regular {
+                    s.mode = Mode::Operator;
+                    text = Some((Role::Ai, TRANSFER_NOTICE.to_string(), None));
+                }
+            }
+            Handoff::Message {
+                role,
+                text: t,
+                author,
+            } => text = Some((role, t, author)),
+        }
+        let message = text.map(|(role, text, author)| Message {
+            id: s.message_count + 1,
+            session_id: s.id,
+            role,
+            text,
+            timestamp: now,
+            attachments: Vec::new(),
+            metadata: author.map_or(Value::Null, |a| json!({"author": a})),
+            feedback: Feedback::None,
+            idempotency_key: None,
+        });
+        if let Some(m) = &message {
+            s.message_count = m.id;
+            s.last_activity = now;
+        }
+        let changed = (s.mode, s.assignee) != before;
+        if message.is_none() && !changed {
+            return Ok((s, None));
+        }
+        let mut writes = Vec::with_capacity(2);
+        if let Some(m) = &message {
+            writes.push(Write::Message(Box::new(m.clone())));
+        }
+        writes.push(Write::Session(Box::new(s.clone())));
+        self.commit(writes).await?;
+        let live = self.live.as_mut().expect("loaded above");
+        live.written(&s);
+        live.session = s.clone();
+        if let Some(m) = &message {
+            if m.role != Role::Notes {
+                live.history.push(Message {
+                    metadata: Value::Null,
+                    ..m.clone()
+                });
+            }
+            publish_message(&shared, &s, m);
+        }
+        if changed {
+            publish_mode(&shared, &s);
+        }
+        // Said to a customer on a platform: it goes out there too, after the commit and
+        // before this session's next message.
+        if let Some(m) = message
+            .as_ref()
+            .filter(|m| matches!(m.role, Role::Ai | Role::Operator))
+        {
+            crate::channels::deliver_to_session(&shared, &s, &m.text).await;
+        }
+        Ok((s, message))
+    }
+
     async fn close(&mut self, status: CloseStatus, by_timer: bool) -> NodeResult<Session> {
         let live = self.live().await?;
         if live.session.is_closed() {
@@ -595,6 +786,9 @@ impl SessionActorState {
             }
             SessionMsg::Activate(reply) => {
                 let _ = reply.send(self.live().await.map(|_| ()));
+            }
+            SessionMsg::Handoff(h, reply) => {
+                let _ = reply.send(self.handoff(h).await);
             }
             SessionMsg::Tick => {
                 let (due, stale) = match self.live().await {

@@ -5,6 +5,9 @@ mod actor;
 mod router;
 mod shard;
 
-pub use actor::{NewAttachment, SessionActor, SessionMsg, SessionPatch, TurnReply, TurnRequest};
+pub use actor::{
+    customer_visible, mode_str, Handoff, NewAttachment, SessionActor, SessionMsg, SessionPatch,
+    TurnReply, TurnRequest, NO_OPERATOR_NOTICE, RETURN_NOTICE, TRANSFER_NOTICE,
+};
 pub use router::SessionRouter;
 pub use shard::{SessionShard, ShardArgs, ShardMsg};

@@ -36,6 +36,18 @@ fn mentions(lower: &str, tokens: &[String], keyword: &str) -> bool {
     }
 }
 
+/// What customers write when they want a person rather than the bot.
+const HUMAN_REQUESTS: [&str; 8] = [
+    "human",
+    "operator",
+    "real person",
+    "live agent",
+    "talk to someone",
+    "speak to someone",
+    "a person",
+    "representative",
+];
+
 #[async_trait]
 impl LlmBackend for BuiltinBackend {
     fn kind(&self) -> &'static str {
@@ -79,6 +91,13 @@ impl LlmBackend for BuiltinBackend {
                     });
                 }
             }
+        }
+
+        // A customer asking for a person is handed over, where the state allows it.
+        if ctx.state().tools.contains(&Tool::TransferToOperator)
+            && HUMAN_REQUESTS.iter().any(|p| mentions(&lower, &tokens, p))
+        {
+            let _ = ctx.apply(Action::TransferToOperator);
         }
 
         if ctx.state().tools.contains(&Tool::ChangeState) {

@@ -465,6 +465,7 @@ fn tool_action(call: &ToolCall) -> Result<Action, String> {
                 )
             }
         },
+        Tool::TransferToOperator => Action::TransferToOperator,
     })
 }
 
@@ -540,6 +541,11 @@ fn tool_specs(ctx: &TurnContext<'_>) -> Vec<Value> {
                         },
                     },
                 }),
+            )),
+            Tool::TransferToOperator => specs.push(function(
+                "TransferToOperator",
+                "Hand the conversation to a human operator (when the customer asks for one, or you cannot help).",
+                json!({"type": "object", "properties": {}}),
             )),
         }
     }

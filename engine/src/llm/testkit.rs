@@ -231,6 +231,7 @@ pub fn session() -> Session {
         closed_at: None,
         state: SessionState::Active,
         message_count: 0,
+        assignee: None,
     }
 }
 

@@ -166,6 +166,11 @@ fn parse_actions(a: &Map<String, Value>) -> Result<Vec<Result<Action, String>>, 
         ),
         Some(_) => return Err(invalid("`actions.finish` must be true or a close status")),
     }
+    match a.get("transfer_to_operator") {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => {}
+        Some(Value::Bool(true)) => out.push(Ok(Action::TransferToOperator)),
+        Some(_) => return Err(invalid("`actions.transfer_to_operator` must be a boolean")),
+    }
     Ok(out)
 }
 

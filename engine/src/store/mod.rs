@@ -162,6 +162,14 @@ pub trait Store: Send + Sync + 'static {
     /// Removes tokens expired by `now`; answers how many.
     async fn prune_auth_tokens(&self, now: DateTime<Utc>) -> StoreResult<u64>;
 
+    /// The tenant's sessions matching `query`, most recently changed first (`updated_at`,
+    /// then id, descending), and how many match in all.
+    async fn list_conversations(
+        &self,
+        tenant: TenantId,
+        query: &ConversationQuery,
+    ) -> StoreResult<(Vec<Session>, u64)>;
+
     // Session limits and billing.
     /// Counts one more session of `scope` in the period [from, to) unless `limit` are
     /// counted already; answers whether it was counted. Atomic: of concurrent callers at
@@ -558,6 +566,24 @@ pub trait Store: Send + Sync + 'static {
         campaign: CampaignId,
         customer: CustomerId,
     ) -> StoreResult<Vec<ParticipantId>>;
+}
+
+/// Whose conversations the inbox lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Assignee {
+    Nobody,
+    User(UserId),
+}
+
+/// Filters of the operators' inbox; all optional, combined with AND.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConversationQuery {
+    pub mode: Option<crate::model::Mode>,
+    /// `true`: open sessions only; `false`: closed ones only.
+    pub active: Option<bool>,
+    pub assignee: Option<Assignee>,
+    pub offset: u64,
+    pub limit: u64,
 }
 
 /// The session a platform chat talks in, and when it started (Discord keeps a user's

@@ -28,13 +28,14 @@ use uuid::Uuid;
 
 use super::encoding::{
     apply_change, cancel, contains_pattern, deadline_millis, feedback_str, last_admin,
-    map_migrate_err, map_user_write_err, parse_feedback, parse_json, parse_pending, parse_trigger,
-    parse_uuid, rfc3339, stats_from_rows, to_json, usage_scope, Embedded, WINDOW_NANOS,
+    map_migrate_err, map_user_write_err, mode_str, parse_feedback, parse_json, parse_pending,
+    parse_trigger, parse_uuid, rfc3339, stats_from_rows, to_json, usage_scope, Embedded,
+    WINDOW_NANOS,
 };
 use super::{
-    AgentChannel, AgentRecord, AgentStatus, ChannelSession, ConnectionEvent, Epoch,
-    NewConnectionEvent, NewOutboxEvent, OutboxEntry, SessionWrites, StoreError, StoreResult,
-    Tenant, Write,
+    AgentChannel, AgentRecord, AgentStatus, Assignee, ChannelSession, ConnectionEvent,
+    ConversationQuery, Epoch, NewConnectionEvent, NewOutboxEvent, OutboxEntry, SessionWrites,
+    StoreError, StoreResult, Tenant, Write,
 };
 use crate::campaign::{
     CampaignId, CampaignRecord, CampaignStats, CheckedParticipant, CommunicationChange,
@@ -48,7 +49,8 @@ use crate::flow::TriggerType;
 use crate::identity::{AuthToken, Role as UserRole, SessionUsage, UsageScope, UserId, UserRecord};
 use crate::inbound::InboundMessage;
 use crate::model::{
-    AgentId, AttachmentMeta, CloseStatus, Feedback, Message, Role, Session, SessionId, TenantId,
+    AgentId, AttachmentMeta, CloseStatus, Feedback, Message, Mode, Role, Session, SessionId,
+    TenantId,
 };
 
 /// The schema, oldest first: (version, description, SQL). The files follow sqlx's
@@ -99,10 +101,15 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "session_usage",
         include_str!("../../migrations/sqlite/0009_session_usage.sql"),
     ),
+    (
+        10,
+        "conversations",
+        include_str!("../../migrations/sqlite/0010_conversations.sql"),
+    ),
 ];
 
 /// The most rows one multi-row statement writes; a power of two (see [`chunk_sizes`]).
-/// 256 rows × 12 columns stays far below SQLite's 32766 bound parameters.
+/// 256 rows × 14 columns stays far below SQLite's 32766 bound parameters.
 const MAX_ROWS: usize = 256;
 
 /// How long a statement waits for a lock held by another process before failing.
@@ -339,12 +346,13 @@ static BATCH_SQL: LazyLock<BatchSql> = LazyLock::new(|| BatchSql {
     sessions: BatchSql::build(
         // The epoch is set when the row is created; later claims raise it (claim_session).
         "INSERT INTO sessions (id, tenant_id, agent_id, user_id, ext_type, state, \
-         next_deadline, created_at, updated_at, data, epoch, closed_at)",
-        12,
+         next_deadline, created_at, updated_at, data, epoch, closed_at, mode, assignee)",
+        14,
         " ON CONFLICT (id) DO UPDATE SET user_id = excluded.user_id, \
          ext_type = excluded.ext_type, state = excluded.state, \
          next_deadline = excluded.next_deadline, updated_at = excluded.updated_at, \
-         data = excluded.data, closed_at = excluded.closed_at",
+         data = excluded.data, closed_at = excluded.closed_at, mode = excluded.mode, \
+         assignee = excluded.assignee",
     ),
     // A plain INSERT: a message id that exists already fails the batch (history is
     // append-only).
@@ -371,6 +379,7 @@ struct SessionRow<'a> {
     next_deadline: Option<i64>,
     created_at: String,
     closed_at: Option<String>,
+    assignee: Option<String>,
     data: String,
 }
 
@@ -385,6 +394,7 @@ impl<'a> SessionRow<'a> {
             next_deadline: session.next_deadline().map(deadline_millis),
             created_at: ts(session.created_at),
             closed_at: session.closed_at.map(ts),
+            assignee: session.assignee.map(|u| u.to_string()),
             data: to_json(session, "session")?,
         })
     }
@@ -564,6 +574,29 @@ fn session_from_row(row: &SqliteRow) -> StoreResult<Session> {
     parse_json(col(row, "data")?, "session")
 }
 
+/// A session row (named `s`) and what brings it up to date from its log: the newest message
+/// and the newest customer message (the row may be older than its last turns, see
+/// Store::load_session).
+const FRESH_SESSION_COLS: &str = "s.data, \
+    (SELECT id FROM messages WHERE session_id = s.id ORDER BY id DESC LIMIT 1) AS last_id, \
+    (SELECT ts FROM messages WHERE session_id = s.id AND role = 'HUMAN' \
+     ORDER BY id DESC LIMIT 1) AS last_human_ts";
+
+/// A session selected with [`FRESH_SESSION_COLS`], its message count and last activity
+/// brought up to date.
+fn fresh_session_from_row(row: &SqliteRow) -> StoreResult<Session> {
+    let mut s = session_from_row(row)?;
+    let last_id: Option<i64> = col(row, "last_id")?;
+    if let Some(id) = last_id.filter(|&id| id > s.message_count) {
+        s.message_count = id;
+    }
+    let last_human: Option<&str> = col(row, "last_human_ts")?;
+    if let Some(t) = last_human.map(parse_ts).transpose()? {
+        s.last_activity = s.last_activity.max(t);
+    }
+    Ok(s)
+}
+
 fn event_from_row(row: &SqliteRow) -> StoreResult<ConnectionEvent> {
     Ok(ConnectionEvent {
         id: col(row, "id")?,
@@ -737,6 +770,43 @@ fn push_participant_filters(
             ParticipantStatus::Active => qb.push(format!(" AND p.pending IS NULL AND{open}")),
             ParticipantStatus::Idle => qb.push(format!(" AND p.pending IS NULL AND NOT{open}")),
         };
+    }
+}
+
+/// The FROM and WHERE clauses of a conversations listing.
+fn push_conversation_filters(
+    qb: &mut QueryBuilder<'_, Sqlite>,
+    tenant: TenantId,
+    q: &ConversationQuery,
+) {
+    qb.push(" FROM sessions WHERE tenant_id = ")
+        .push_bind(tenant.to_string());
+    if let Some(mode) = q.mode {
+        qb.push(" AND mode = ").push_bind(mode_str(mode));
+        if mode != Mode::Regular {
+            // The inbox index's condition: SQLite uses a partial index only for a query that
+            // states it.
+            qb.push(" AND mode <> 'REGULAR'");
+        }
+    }
+    // Open sessions are "active" (Session::status_str), closed ones hold their close status.
+    match q.active {
+        Some(true) => {
+            qb.push(" AND state = 'active'");
+        }
+        Some(false) => {
+            qb.push(" AND state <> 'active'");
+        }
+        None => {}
+    }
+    match q.assignee {
+        Some(Assignee::Nobody) => {
+            qb.push(" AND assignee IS NULL");
+        }
+        Some(Assignee::User(user)) => {
+            qb.push(" AND assignee = ").push_bind(user.to_string());
+        }
+        None => {}
     }
 }
 
@@ -1125,6 +1195,37 @@ impl super::Store for SqliteStore {
         Ok(done.rows_affected())
     }
 
+    async fn list_conversations(
+        &self,
+        tenant: TenantId,
+        query: &ConversationQuery,
+    ) -> StoreResult<(Vec<Session>, u64)> {
+        // The page first, then its sessions brought up to date: only the page's rows look
+        // into their logs.
+        let mut qb = QueryBuilder::new(format!(
+            "SELECT {FRESH_SESSION_COLS} FROM (SELECT id, data, updated_at"
+        ));
+        push_conversation_filters(&mut qb, tenant, query);
+        qb.push(" ORDER BY updated_at DESC, id DESC LIMIT ")
+            .push_bind(page_bound(query.limit))
+            .push(" OFFSET ")
+            .push_bind(page_bound(query.offset))
+            .push(") AS s ORDER BY s.updated_at DESC, s.id DESC");
+        let rows = qb.build().fetch_all(&self.reader).await.map_err(map_err)?;
+        let page = rows
+            .iter()
+            .map(fresh_session_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        let mut qb = QueryBuilder::new("SELECT COUNT(*)");
+        push_conversation_filters(&mut qb, tenant, query);
+        let total: i64 = qb
+            .build_query_scalar()
+            .fetch_one(&self.reader)
+            .await
+            .map_err(map_err)?;
+        Ok((page, count(total, "conversation")?))
+    }
+
     async fn reserve_session(
         &self,
         scope: UsageScope,
@@ -1431,7 +1532,9 @@ impl super::Store for SqliteStore {
                     .bind(&updated_at)
                     .bind(r.data)
                     .bind(r.epoch)
-                    .bind(r.closed_at);
+                    .bind(r.closed_at)
+                    .bind(mode_str(r.session.mode))
+                    .bind(r.assignee);
             }
             q.execute(&mut *tx).await.map_err(map_err)?;
         }
@@ -1480,30 +1583,13 @@ impl super::Store for SqliteStore {
     }
 
     async fn load_session(&self, session: SessionId) -> StoreResult<Option<Session>> {
-        // The newest message and the newest customer message come from the log itself:
-        // the session row may be older than its last turns (see Store::load_session).
-        let row = sqlx::query(
-            "SELECT s.data, \
-             (SELECT id FROM messages WHERE session_id = s.id ORDER BY id DESC LIMIT 1) AS last_id, \
-             (SELECT ts FROM messages WHERE session_id = s.id AND role = 'HUMAN' \
-              ORDER BY id DESC LIMIT 1) AS last_human_ts \
-             FROM sessions s WHERE s.id = ?",
-        )
-        .bind(session.to_string())
-        .fetch_optional(&self.reader)
-        .await
-        .map_err(map_err)?;
-        let Some(row) = row else { return Ok(None) };
-        let mut s = session_from_row(&row)?;
-        let last_id: Option<i64> = row.try_get("last_id").map_err(map_err)?;
-        if let Some(id) = last_id.filter(|&id| id > s.message_count) {
-            s.message_count = id;
-        }
-        let last_human: Option<String> = row.try_get("last_human_ts").map_err(map_err)?;
-        if let Some(t) = last_human.as_deref().map(parse_ts).transpose()? {
-            s.last_activity = s.last_activity.max(t);
-        }
-        Ok(Some(s))
+        let sql = format!("SELECT {FRESH_SESSION_COLS} FROM sessions s WHERE s.id = ?");
+        let row = sqlx::query(&sql)
+            .bind(session.to_string())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(map_err)?;
+        row.as_ref().map(fresh_session_from_row).transpose()
     }
 
     async fn load_messages(&self, session: SessionId) -> StoreResult<Vec<Message>> {
@@ -2842,6 +2928,7 @@ mod tests {
         suite_attachments,
         suite_due_sessions,
         suite_sessions_for_user,
+        suite_list_conversations,
         suite_large_batch,
         suite_fencing,
         suite_concurrent_fencing,
@@ -2976,6 +3063,92 @@ mod tests {
                     .await
                     .unwrap();
             assert_eq!(stored, s.closed_at.map(ts));
+        }
+    }
+
+    /// Sessions stored before the inbox's columns existed get their mode and assignee from
+    /// their JSON.
+    #[tokio::test]
+    async fn migration_fills_in_mode_and_assignee() {
+        let store = SqliteStore::open_memory().await.unwrap();
+        // The schema as it was before mode and assignee.
+        Migrator::new(Embedded(&MIGRATIONS[..9]))
+            .await
+            .unwrap()
+            .run(&store.writer)
+            .await
+            .unwrap();
+        let (t, a) = (Uuid::new_v4(), Uuid::new_v4());
+        let with = |mode, assignee| {
+            let mut s = suite::session(t, a, "u", 0);
+            s.mode = mode;
+            s.assignee = assignee;
+            s
+        };
+        let sessions = [
+            with(Mode::Regular, None),
+            with(Mode::Regular, Some(Uuid::new_v4())),
+            with(Mode::Operator, None),
+            with(Mode::Copilot, Some(Uuid::new_v4())),
+        ];
+        for s in &sessions {
+            sqlx::query(
+                "INSERT INTO sessions (id, tenant_id, agent_id, user_id, ext_type, state, \
+                 created_at, updated_at, data) VALUES (?, ?, ?, 'u', 'x', ?, ?, ?, ?)",
+            )
+            .bind(s.id.to_string())
+            .bind(t.to_string())
+            .bind(a.to_string())
+            .bind(s.status_str())
+            .bind(ts(s.created_at))
+            .bind(ts(s.created_at))
+            .bind(to_json(s, "session").unwrap())
+            .execute(&store.writer)
+            .await
+            .unwrap();
+        }
+        store.migrate().await.unwrap();
+        for s in &sessions {
+            let stored: (String, Option<String>) =
+                sqlx::query_as("SELECT mode, assignee FROM sessions WHERE id = ?")
+                    .bind(s.id.to_string())
+                    .fetch_one(&store.writer)
+                    .await
+                    .unwrap();
+            assert_eq!(
+                stored,
+                (mode_str(s.mode).into(), s.assignee.map(|u| u.to_string()))
+            );
+        }
+    }
+
+    /// The inbox's listings by mode find their rows through its partial index, which SQLite
+    /// uses only when the query states the index's condition.
+    #[tokio::test]
+    async fn inbox_listing_uses_its_index() {
+        let store = memory_store().await;
+        for mode in [Mode::Operator, Mode::Copilot] {
+            let query = ConversationQuery {
+                mode: Some(mode),
+                active: Some(true),
+                assignee: Some(Assignee::Nobody),
+                ..ConversationQuery::default()
+            };
+            let mut qb = QueryBuilder::new("EXPLAIN QUERY PLAN SELECT id");
+            push_conversation_filters(&mut qb, Uuid::new_v4(), &query);
+            qb.push(" ORDER BY updated_at DESC, id DESC");
+            let plan: Vec<String> = qb
+                .build()
+                .fetch_all(&store.reader)
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| row.get("detail"))
+                .collect();
+            assert!(
+                plan.iter().any(|step| step.contains("sessions_inbox")),
+                "{plan:?}"
+            );
         }
     }
 

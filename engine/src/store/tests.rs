@@ -9,8 +9,8 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::{
-    AgentRecord, AgentStatus, ConnectionEvent, NewConnectionEvent, SessionWrites, Store,
-    StoreError, Tenant, Write, FIRST_EPOCH,
+    AgentRecord, AgentStatus, Assignee, ConnectionEvent, ConversationQuery, NewConnectionEvent,
+    SessionWrites, Store, StoreError, Tenant, Write, FIRST_EPOCH,
 };
 use crate::campaign::{
     Campaign, CampaignId, CampaignRecord, CampaignStats, CampaignStatus, CheckedParticipant,
@@ -95,6 +95,7 @@ pub(crate) fn session(tenant: TenantId, agent: AgentId, user_id: &str, created: 
         closed_at: None,
         state: SessionState::Active,
         message_count: 0,
+        assignee: None,
     }
 }
 
@@ -1157,6 +1158,225 @@ pub(crate) async fn suite_sessions_for_user(store: &dyn Store) {
         .await
         .unwrap()
         .is_empty());
+}
+
+/// An inbox query with the filters given and room for every session of a test.
+fn inbox(
+    mode: Option<Mode>,
+    active: Option<bool>,
+    assignee: Option<Assignee>,
+) -> ConversationQuery {
+    ConversationQuery {
+        mode,
+        active,
+        assignee,
+        offset: 0,
+        limit: 100,
+    }
+}
+
+/// The ids of the conversations `query` lists, and its total.
+async fn conversation_ids(
+    store: &dyn Store,
+    tenant: TenantId,
+    query: ConversationQuery,
+) -> (Vec<SessionId>, u64) {
+    let (page, total) = store.list_conversations(tenant, &query).await.unwrap();
+    (page.iter().map(|s| s.id).collect(), total)
+}
+
+/// The operators' inbox: each filter and their combinations, newest write first, paging,
+/// tenants apart, and rows that follow their sessions' rewrites.
+pub(crate) async fn suite_list_conversations(store: &dyn Store) {
+    let (t, other_t, a) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let (x, y) = (Uuid::new_v4(), Uuid::new_v4());
+    let mk = |tenant, mode, closed, assignee| {
+        let mut s = session(tenant, a, "cust", 0);
+        s.mode = mode;
+        s.assignee = assignee;
+        if closed {
+            s.state = SessionState::Closed(CloseStatus::ResolvedByOperator);
+            s.closed_at = Some(at(50));
+        }
+        s
+    };
+    let op_x = mk(t, Mode::Operator, false, Some(x));
+    let regular = mk(t, Mode::Regular, false, None);
+    let op_closed = mk(t, Mode::Operator, true, None);
+    let foreign = mk(other_t, Mode::Operator, false, None);
+    let copilot_x = mk(t, Mode::Copilot, false, Some(x));
+    let mut op_open = mk(t, Mode::Operator, false, None);
+    let op_closed_y = mk(t, Mode::Operator, true, Some(y));
+    // One commit each: a row's updated_at is its commit's time, so this is their order.
+    for s in [
+        &op_x,
+        &regular,
+        &op_closed,
+        &foreign,
+        &copilot_x,
+        &op_open,
+        &op_closed_y,
+    ] {
+        commit(store, &[w_session(s)]).await.unwrap();
+    }
+    let ids = |sessions: &[&Session]| {
+        let ids: Vec<SessionId> = sessions.iter().map(|s| s.id).collect();
+        let total = ids.len() as u64;
+        (ids, total)
+    };
+    let list = |tenant, query| conversation_ids(store, tenant, query);
+    let (operator, copilot) = (Some(Mode::Operator), Some(Mode::Copilot));
+    let (nobody, user) = (Some(Assignee::Nobody), |u| Some(Assignee::User(u)));
+
+    assert_eq!(
+        list(t, inbox(operator, None, None)).await,
+        ids(&[&op_closed_y, &op_open, &op_closed, &op_x])
+    );
+    assert_eq!(
+        list(t, inbox(operator, Some(true), None)).await,
+        ids(&[&op_open, &op_x])
+    );
+    assert_eq!(
+        list(t, inbox(operator, None, nobody)).await,
+        ids(&[&op_open, &op_closed])
+    );
+    assert_eq!(
+        list(t, inbox(operator, Some(true), user(x))).await,
+        ids(&[&op_x])
+    );
+    assert_eq!(
+        list(t, inbox(Some(Mode::Regular), None, None)).await,
+        ids(&[&regular])
+    );
+    assert_eq!(
+        list(t, inbox(copilot, None, None)).await,
+        ids(&[&copilot_x])
+    );
+    assert_eq!(
+        list(t, inbox(None, Some(false), None)).await,
+        ids(&[&op_closed_y, &op_closed])
+    );
+    assert_eq!(
+        list(t, inbox(None, None, nobody)).await,
+        ids(&[&op_open, &op_closed, &regular])
+    );
+    assert_eq!(
+        list(t, inbox(None, None, user(x))).await,
+        ids(&[&copilot_x, &op_x])
+    );
+    assert_eq!(
+        list(t, inbox(None, None, user(y))).await,
+        ids(&[&op_closed_y])
+    );
+
+    // Without filters: all of the tenant's sessions, each as load_session has it (brought
+    // up to date by turns appended without rewriting its row).
+    commit(
+        store,
+        &[w_message(&message(
+            regular.id,
+            1,
+            Role::Human,
+            "a human, please",
+        ))],
+    )
+    .await
+    .unwrap();
+    let all = [
+        &op_closed_y,
+        &op_open,
+        &copilot_x,
+        &op_closed,
+        &regular,
+        &op_x,
+    ];
+    let mut loaded = Vec::new();
+    for s in all {
+        loaded.push(store.load_session(s.id).await.unwrap().unwrap());
+    }
+    assert_eq!(loaded[4].message_count, 1);
+    assert_eq!(
+        store
+            .list_conversations(t, &inbox(None, None, None))
+            .await
+            .unwrap(),
+        (loaded, 6)
+    );
+
+    // Pages of the OPERATOR list, each with the total.
+    let page = |offset, limit| ConversationQuery {
+        offset,
+        limit,
+        ..inbox(operator, None, None)
+    };
+    assert_eq!(
+        list(t, page(1, 2)).await,
+        (vec![op_open.id, op_closed.id], 4)
+    );
+    assert_eq!(list(t, page(3, 10)).await, (vec![op_x.id], 4));
+    assert_eq!(list(t, page(4, 10)).await, (vec![], 4));
+    assert_eq!(list(t, page(0, 0)).await, (vec![], 4));
+
+    // Another tenant's sessions are never listed.
+    assert_eq!(
+        list(other_t, inbox(None, None, None)).await,
+        ids(&[&foreign])
+    );
+    assert_eq!(
+        list(other_t, inbox(operator, None, nobody)).await,
+        ids(&[&foreign])
+    );
+    assert_eq!(list(other_t, inbox(None, None, user(x))).await, (vec![], 0));
+    assert_eq!(
+        list(Uuid::new_v4(), inbox(None, None, None)).await,
+        (vec![], 0)
+    );
+
+    // Rewrites move the columns along: an operator takes a session, and another one goes
+    // back to the bot (still assigned).
+    op_open.assignee = Some(y);
+    commit(store, &[w_session(&op_open)]).await.unwrap();
+    let mut back = op_x.clone();
+    back.mode = Mode::Regular;
+    commit(store, &[w_session(&back)]).await.unwrap();
+    assert_eq!(
+        list(t, inbox(operator, None, None)).await,
+        ids(&[&op_open, &op_closed_y, &op_closed])
+    );
+    assert_eq!(
+        list(t, inbox(operator, None, nobody)).await,
+        ids(&[&op_closed])
+    );
+    assert_eq!(
+        list(t, inbox(None, None, user(y))).await,
+        ids(&[&op_open, &op_closed_y])
+    );
+    assert_eq!(
+        list(t, inbox(Some(Mode::Regular), None, None)).await,
+        ids(&[&back, &regular])
+    );
+    assert_eq!(
+        list(t, inbox(None, None, user(x))).await,
+        ids(&[&back, &copilot_x])
+    );
+
+    // Sessions written by one commit share its time: the larger id comes first.
+    let (c1, c2) = (
+        mk(t, Mode::Copilot, false, None),
+        mk(t, Mode::Copilot, false, None),
+    );
+    commit(store, &[w_session(&c1), w_session(&c2)])
+        .await
+        .unwrap();
+    let (first, second) = if c1.id > c2.id {
+        (&c1, &c2)
+    } else {
+        (&c2, &c1)
+    };
+    assert_eq!(
+        list(t, inbox(copilot, Some(true), None)).await,
+        ids(&[first, second, &copilot_x])
+    );
 }
 
 /// One batch of thousands of writes, sized so the statements split into uneven chunks.

@@ -1,0 +1,89 @@
+//! Messages a session says on its own (an operator's reply, the hand-over notice), sent
+//! to the customer on the platform the session talks on.
+
+use parley_connectors::{ConnectorError, ConnectorResult};
+use parley_engine::connection::ConnectionId;
+use parley_engine::model::Session;
+use serde_json::{json, Value};
+
+use super::outbound::Urgency;
+use super::runtime::PlatformRuntime;
+use crate::node::Shared;
+
+/// Sends `text` to the customer of `session` if the session talks on a platform chat
+/// (its `kwargs` name the connection and chat). Failures go to the connection's event
+/// log: the message stays in the session's log either way.
+pub async fn deliver_to_session(shared: &Shared, session: &Session, text: &str) {
+    let kw = &session.kwargs;
+    let (Some(connection), Some(chat)) = (
+        kw.get("connection_id")
+            .and_then(Value::as_str)
+            .and_then(|c| c.parse::<ConnectionId>().ok()),
+        kw.get("chat_id").and_then(Value::as_str),
+    ) else {
+        // Chat API and webhook customers get it as a conversation event.
+        return;
+    };
+    let Some(running) = shared.channels.get(&connection) else {
+        tracing::warn!(session = %session.id, %connection, "the session's connection is not running here; the message was not sent");
+        return;
+    };
+    let rt = &running.rt;
+    let sent: ConnectorResult<Vec<String>> = async {
+        let out = &rt.outbound;
+        let must = |r: Option<String>| {
+            r.ok_or_else(|| ConnectorError::Transport("the send was not made".into()))
+        };
+        match &rt.platform {
+            PlatformRuntime::Telegram { client, .. } => Ok(out
+                .send(Some(chat), Urgency::Must, || {
+                    client.send_message(chat, text)
+                })
+                .await?
+                .unwrap_or_default()
+                .into_iter()
+                .map(|s| s.message_id)
+                .collect()),
+            PlatformRuntime::Slack { client, .. } => Ok(vec![must(
+                out.send(Some(chat), Urgency::Must, || {
+                    client.post_message(chat, text, None)
+                })
+                .await?
+                .map(|s| s.message_id),
+            )?]),
+            PlatformRuntime::Whatsapp {
+                client, numbers, ..
+            } => {
+                let from = numbers
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .pick(chat, None)
+                    .to_string();
+                Ok(vec![must(
+                    out.send(Some(&from), Urgency::Must, || {
+                        client.send_text(&from, chat, text)
+                    })
+                    .await?
+                    .map(|s| s.message_id),
+                )?])
+            }
+            // Webhook customers get the message.created event.
+            PlatformRuntime::Webhook { .. } => Ok(Vec::new()),
+            PlatformRuntime::Discord { .. } | PlatformRuntime::Teams { .. } => {
+                Err(ConnectorError::Malformed(
+                    "this platform only takes replies to a customer's own message".into(),
+                ))
+            }
+        }
+    }
+    .await;
+    let detail = match &sent {
+        Ok(ids) => json!({"session_id": session.id, "chat_id": chat, "message_ids": ids}),
+        Err(e) => json!({"session_id": session.id, "chat_id": chat, "error": e.to_string()}),
+    };
+    let kind = if sent.is_ok() { "reply" } else { "error" };
+    if let Err(e) = &sent {
+        tracing::warn!(session = %session.id, %connection, error = %e, "could not send a message to the customer's platform");
+    }
+    super::log_connection_event(shared, rt, kind, detail).await;
+}
