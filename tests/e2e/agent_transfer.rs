@@ -33,20 +33,6 @@ llm:
     headers: {X-Org: org-secret}
 "#;
 
-async fn call(
-    t: &TestServer,
-    method: Method,
-    path: &str,
-    key: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let mut rb = t.http.request(method, t.url(path)).bearer_auth(key);
-    if let Some(b) = body {
-        rb = rb.json(&b);
-    }
-    json_of(rb.send().await.unwrap()).await
-}
-
 async fn export(t: &TestServer, agent: &str, options: Value) -> (Vec<u8>, String) {
     let resp = t
         .admin(Method::POST, &format!("/api/v1/agents/{agent}/export"))
@@ -87,7 +73,7 @@ async fn import(t: &TestServer, admin_key: &str, zip: &[u8], key: &str) -> (Stat
 }
 
 async fn tenant_id(t: &TestServer, key: &str) -> Uuid {
-    let (_, me) = call(t, Method::GET, "/api/v1/tenant", key, None).await;
+    let (_, me) = t.call_as(Method::GET, "/api/v1/tenant", key, None).await;
     Uuid::parse_str(me["id"].as_str().unwrap()).unwrap()
 }
 
@@ -114,14 +100,14 @@ async fn an_export_imports_elsewhere_equal_to_the_original() {
         .await;
     assert_eq!(status, StatusCode::OK);
     let (zip, key) = export(&t, &agent.id, json!({})).await;
-    let (_, b) = call(
-        &t,
-        Method::POST,
-        "/api/v1/tenants",
-        SUPER_KEY,
-        Some(json!({"name": "B"})),
-    )
-    .await;
+    let (_, b) = t
+        .call_as(
+            Method::POST,
+            "/api/v1/tenants",
+            SUPER_KEY,
+            Some(json!({"name": "B"})),
+        )
+        .await;
     let b_key = b["admin_key"].as_str().unwrap().to_string();
 
     // The wrong key opens nothing.

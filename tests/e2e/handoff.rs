@@ -31,53 +31,6 @@ knowledge:
 "#
 }
 
-async fn send(
-    t: &TestServer,
-    method: Method,
-    path: &str,
-    token: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let mut rb = t.http.request(method, t.url(path)).bearer_auth(token);
-    if let Some(b) = body {
-        rb = rb.json(&b);
-    }
-    json_of(rb.send().await.unwrap()).await
-}
-
-/// An operator (or another role) with `schedule`, signed in for good: (id, token).
-async fn staff(t: &TestServer, role: &str, email: &str, schedule: Value) -> (String, String) {
-    let mut body =
-        json!({"name": email, "email": email, "role": role, "password": "temporary-pass-1"});
-    if !schedule.is_null() {
-        body["schedule"] = schedule;
-    }
-    let (status, u) = t.call(Method::POST, "/api/v1/users", Some(body)).await;
-    assert_eq!(status, StatusCode::CREATED, "{u}");
-    let (_, s) = json_of(
-        t.http
-            .post(t.url("/api/v1/auth/login"))
-            .json(&json!({"email": email, "password": "temporary-pass-1"}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    let (status, s) = send(
-        t,
-        Method::POST,
-        "/api/v1/auth/password",
-        s["token"].as_str().unwrap(),
-        Some(json!({"current_password": "temporary-pass-1", "new_password": "a-better-password"})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{s}");
-    (
-        u["id"].as_str().unwrap().to_string(),
-        s["token"].as_str().unwrap().to_string(),
-    )
-}
-
 fn roles(log: &[Value]) -> Vec<(String, String)> {
     log.iter()
         .map(|m| {
@@ -90,14 +43,14 @@ fn roles(log: &[Value]) -> Vec<(String, String)> {
 }
 
 async fn conversation(t: &TestServer, token: &str, session: &str) -> Value {
-    let (status, c) = send(
-        t,
-        Method::GET,
-        &format!("/api/v1/conversations/{session}"),
-        token,
-        None,
-    )
-    .await;
+    let (status, c) = t
+        .call_as(
+            Method::GET,
+            &format!("/api/v1/conversations/{session}"),
+            token,
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{c}");
     c
 }
@@ -118,7 +71,7 @@ async fn the_ai_hands_over_to_an_operator_and_takes_the_conversation_back() {
     );
     assert_eq!(t.get_session(&agent, &session).await["mode"], "REGULAR");
 
-    let (olga, olga_token) = staff(&t, "operator", "olga@example.com", Value::Null).await;
+    let (olga, olga_token) = t.staff("operator", "olga@example.com", Value::Null).await;
     // The operators' live feed.
     let ws_url = format!(
         "{}/ws/conversations?token={olga_token}",
@@ -148,61 +101,61 @@ async fn the_ai_hands_over_to_an_operator_and_takes_the_conversation_back() {
     assert_eq!(answer["response"], "", "{answer}");
 
     // The inbox shows it unassigned; Olga takes it.
-    let (status, inbox) = send(
-        &t,
-        Method::GET,
-        "/api/v1/conversations?mode=OPERATOR&assignee=none&status=active",
-        &olga_token,
-        None,
-    )
-    .await;
+    let (status, inbox) = t
+        .call_as(
+            Method::GET,
+            "/api/v1/conversations?mode=OPERATOR&assignee=none&status=active",
+            &olga_token,
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{inbox}");
     assert_eq!(inbox["total"], 1, "{inbox}");
     assert_eq!(inbox["conversations"][0]["session_id"], session.as_str());
-    let (status, c) = send(
-        &t,
-        Method::POST,
-        &format!("/api/v1/conversations/{session}/assign"),
-        &olga_token,
-        Some(json!({})),
-    )
-    .await;
+    let (status, c) = t
+        .call_as(
+            Method::POST,
+            &format!("/api/v1/conversations/{session}/assign"),
+            &olga_token,
+            Some(json!({})),
+        )
+        .await;
     assert_eq!(
         (status, c["assignee"].as_str()),
         (StatusCode::OK, Some(olga.as_str())),
         "{c}"
     );
-    let (_, mine) = send(
-        &t,
-        Method::GET,
-        "/api/v1/conversations?assignee=me",
-        &olga_token,
-        None,
-    )
-    .await;
+    let (_, mine) = t
+        .call_as(
+            Method::GET,
+            "/api/v1/conversations?assignee=me",
+            &olga_token,
+            None,
+        )
+        .await;
     assert_eq!(mine["total"], 1);
 
-    let (status, m) = send(
-        &t,
-        Method::POST,
-        &format!("/api/v1/conversations/{session}/messages"),
-        &olga_token,
-        Some(json!({"text": "Hi, I'm Olga. How can I help?"})),
-    )
-    .await;
+    let (status, m) = t
+        .call_as(
+            Method::POST,
+            &format!("/api/v1/conversations/{session}/messages"),
+            &olga_token,
+            Some(json!({"text": "Hi, I'm Olga. How can I help?"})),
+        )
+        .await;
     assert_eq!(
         (status, m["role"].as_str()),
         (StatusCode::CREATED, Some("OPERATOR")),
         "{m}"
     );
-    let (status, _) = send(
-        &t,
-        Method::POST,
-        &format!("/api/v1/conversations/{session}/messages"),
-        &olga_token,
-        Some(json!({"text": "VIP, be nice", "role": "NOTES"})),
-    )
-    .await;
+    let (status, _) = t
+        .call_as(
+            Method::POST,
+            &format!("/api/v1/conversations/{session}/messages"),
+            &olga_token,
+            Some(json!({"text": "VIP, be nice", "role": "NOTES"})),
+        )
+        .await;
     assert_eq!(status, StatusCode::CREATED);
 
     // The customer got the operator's message on their socket, and never the note.
@@ -226,14 +179,14 @@ async fn the_ai_hands_over_to_an_operator_and_takes_the_conversation_back() {
     );
 
     // COPILOT: the AI drafts, Olga sends.
-    let (status, c) = send(
-        &t,
-        Method::POST,
-        &format!("/api/v1/conversations/{session}/mode"),
-        &olga_token,
-        Some(json!({"mode": "COPILOT"})),
-    )
-    .await;
+    let (status, c) = t
+        .call_as(
+            Method::POST,
+            &format!("/api/v1/conversations/{session}/mode"),
+            &olga_token,
+            Some(json!({"mode": "COPILOT"})),
+        )
+        .await;
     assert_eq!(
         (status, c["mode"].as_str()),
         (StatusCode::OK, Some("COPILOT")),
@@ -253,8 +206,7 @@ async fn the_ai_hands_over_to_an_operator_and_takes_the_conversation_back() {
         .find(|(r, _)| r == "COPILOT")
         .unwrap();
     assert_eq!(draft.1, "We are open from 9 to 17.");
-    send(
-        &t,
+    t.call_as(
         Method::POST,
         &format!("/api/v1/conversations/{session}/messages"),
         &olga_token,
@@ -266,14 +218,14 @@ async fn the_ai_hands_over_to_an_operator_and_takes_the_conversation_back() {
         .any(|(r, _)| r == "COPILOT"));
 
     // Given back: the AI answers again, with the whole history.
-    let (status, c) = send(
-        &t,
-        Method::POST,
-        &format!("/api/v1/conversations/{session}/return"),
-        &olga_token,
-        None,
-    )
-    .await;
+    let (status, c) = t
+        .call_as(
+            Method::POST,
+            &format!("/api/v1/conversations/{session}/return"),
+            &olga_token,
+            None,
+        )
+        .await;
     assert_eq!(
         (status, c["mode"].as_str(), c["assignee"].clone()),
         (StatusCode::OK, Some("REGULAR"), Value::Null),
@@ -318,37 +270,37 @@ async fn the_ai_hands_over_to_an_operator_and_takes_the_conversation_back() {
 
     // Resolve and escalate close the conversation with those statuses.
     let s2 = t.session(&agent, json!({})).await;
-    let (status, c) = send(
-        &t,
-        Method::POST,
-        &format!("/api/v1/conversations/{s2}/resolve"),
-        &olga_token,
-        None,
-    )
-    .await;
+    let (status, c) = t
+        .call_as(
+            Method::POST,
+            &format!("/api/v1/conversations/{s2}/resolve"),
+            &olga_token,
+            None,
+        )
+        .await;
     assert_eq!(
         (status, c["status"].as_str()),
         (StatusCode::OK, Some("resolved_by_operator")),
         "{c}"
     );
     let s3 = t.session(&agent, json!({})).await;
-    let (_, c) = send(
-        &t,
-        Method::POST,
-        &format!("/api/v1/conversations/{s3}/escalate"),
-        &olga_token,
-        None,
-    )
-    .await;
+    let (_, c) = t
+        .call_as(
+            Method::POST,
+            &format!("/api/v1/conversations/{s3}/escalate"),
+            &olga_token,
+            None,
+        )
+        .await;
     assert_eq!(c["status"], "escalated_by_operator");
-    let (status, _) = send(
-        &t,
-        Method::POST,
-        &format!("/api/v1/conversations/{s3}/messages"),
-        &olga_token,
-        Some(json!({"text": "too late"})),
-    )
-    .await;
+    let (status, _) = t
+        .call_as(
+            Method::POST,
+            &format!("/api/v1/conversations/{s3}/messages"),
+            &olga_token,
+            Some(json!({"text": "too late"})),
+        )
+        .await;
     assert_eq!(status, StatusCode::CONFLICT);
 }
 
@@ -356,16 +308,16 @@ async fn the_ai_hands_over_to_an_operator_and_takes_the_conversation_back() {
 async fn customer_and_operator_typing_at_once_keep_their_order() {
     let t = TestServer::start().await;
     let agent = t.agent(agent_yaml()).await;
-    let (_, op) = staff(&t, "operator", "olga@example.com", Value::Null).await;
+    let (_, op) = t.staff("operator", "olga@example.com", Value::Null).await;
     let session = t.session(&agent, json!({})).await;
-    let (status, _) = send(
-        &t,
-        Method::POST,
-        &format!("/api/v1/conversations/{session}/mode"),
-        &op,
-        Some(json!({"mode": "OPERATOR"})),
-    )
-    .await;
+    let (status, _) = t
+        .call_as(
+            Method::POST,
+            &format!("/api/v1/conversations/{session}/mode"),
+            &op,
+            Some(json!({"mode": "OPERATOR"})),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
     let customer = async {
         for i in 0..15 {
@@ -374,14 +326,14 @@ async fn customer_and_operator_typing_at_once_keep_their_order() {
     };
     let operator = async {
         for i in 0..15 {
-            let (status, body) = send(
-                &t,
-                Method::POST,
-                &format!("/api/v1/conversations/{session}/messages"),
-                &op,
-                Some(json!({"text": format!("operator {i}")})),
-            )
-            .await;
+            let (status, body) = t
+                .call_as(
+                    Method::POST,
+                    &format!("/api/v1/conversations/{session}/messages"),
+                    &op,
+                    Some(json!({"text": format!("operator {i}")})),
+                )
+                .await;
             assert_eq!(status, StatusCode::CREATED, "{body}");
         }
     };
@@ -409,13 +361,13 @@ async fn only_operators_on_shift_take_conversations() {
     let day = |d: chrono::Weekday| d.to_string().to_lowercase()[..3].to_string();
     // Off today (UTC, the tenant's zone): a shift on tomorrow only.
     let tomorrow = day((now + TimeDelta::days(1)).weekday());
-    let (off, _) = staff(
-        &t,
-        "operator",
-        "off@example.com",
-        json!({"days": [tomorrow], "from": "00:00", "to": "00:00"}),
-    )
-    .await;
+    let (off, _) = t
+        .staff(
+            "operator",
+            "off@example.com",
+            json!({"days": [tomorrow], "from": "00:00", "to": "00:00"}),
+        )
+        .await;
     let session = t.session(&agent, json!({})).await;
     let answer = t.say(&agent, &session, "human please").await;
     assert!(
@@ -437,7 +389,7 @@ async fn only_operators_on_shift_take_conversations() {
             .contains("not on shift"),
         "{body}"
     );
-    let (viewer, _) = staff(&t, "viewer", "vic@example.com", Value::Null).await;
+    let (viewer, _) = t.staff("viewer", "vic@example.com", Value::Null).await;
     let (status, _) = t
         .call(
             Method::POST,
@@ -452,13 +404,13 @@ async fn only_operators_on_shift_take_conversations() {
         (now + TimeDelta::hours(1)).format("%H:%M").to_string(),
     );
     let start_day = day((now - TimeDelta::hours(1)).weekday());
-    let (on, _) = staff(
-        &t,
-        "operator",
-        "on@example.com",
-        json!({"days": [start_day], "from": from, "to": to}),
-    )
-    .await;
+    let (on, _) = t
+        .staff(
+            "operator",
+            "on@example.com",
+            json!({"days": [start_day], "from": from, "to": to}),
+        )
+        .await;
     let (status, c) = t
         .call(
             Method::POST,
@@ -523,7 +475,7 @@ mod telegram {
             .as_str()
             .unwrap()
             .to_string();
-        let (_, op) = staff(&t, "operator", "olga@example.com", Value::Null).await;
+        let (_, op) = t.staff("operator", "olga@example.com", Value::Null).await;
         const CHAT: i64 = 5151;
 
         let resp = deliver(&t, &conn, &secret, &update(9001, CHAT, "I need a human")).await;
@@ -534,14 +486,14 @@ mod telegram {
                 .any(|s| s.starts_with(HANDED_OVER))
         })
         .await;
-        let (_, inbox) = send(
-            &t,
-            Method::GET,
-            "/api/v1/conversations?mode=OPERATOR",
-            &op,
-            None,
-        )
-        .await;
+        let (_, inbox) = t
+            .call_as(
+                Method::GET,
+                "/api/v1/conversations?mode=OPERATOR",
+                &op,
+                None,
+            )
+            .await;
         let session = inbox["conversations"][0]["session_id"]
             .as_str()
             .unwrap()
@@ -564,14 +516,14 @@ mod telegram {
         };
         let operator = async {
             for i in 0..5 {
-                let (status, body) = send(
-                    &t,
-                    Method::POST,
-                    &format!("/api/v1/conversations/{session}/messages"),
-                    &op,
-                    Some(json!({"text": format!("operator {i}")})),
-                )
-                .await;
+                let (status, body) = t
+                    .call_as(
+                        Method::POST,
+                        &format!("/api/v1/conversations/{session}/messages"),
+                        &op,
+                        Some(json!({"text": format!("operator {i}")})),
+                    )
+                    .await;
                 assert_eq!(status, StatusCode::CREATED, "{body}");
             }
         };
@@ -623,8 +575,7 @@ mod telegram {
         );
 
         // Back to the AI: the customer is told on Telegram, and the AI answers again.
-        send(
-            &t,
+        t.call_as(
             Method::POST,
             &format!("/api/v1/conversations/{session}/return"),
             &op,

@@ -11,20 +11,6 @@ use crate::support::*;
 
 const SUPER_KEY: &str = "sk_test_super_key_for_hosting";
 
-async fn send(
-    t: &TestServer,
-    method: Method,
-    path: &str,
-    token: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let mut rb = t.http.request(method, t.url(path)).bearer_auth(token);
-    if let Some(b) = body {
-        rb = rb.json(&b);
-    }
-    json_of(rb.send().await.unwrap()).await
-}
-
 async fn login(t: &TestServer, email: &str, password: &str) -> (StatusCode, Value) {
     json_of(
         t.http
@@ -35,42 +21,6 @@ async fn login(t: &TestServer, email: &str, password: &str) -> (StatusCode, Valu
             .unwrap(),
     )
     .await
-}
-
-/// Adds a user with `key` (an admin's credentials) and signs them in for good: answers
-/// their id and token.
-async fn user_with(t: &TestServer, key: &str, role: &str, email: &str) -> (String, String) {
-    let (status, u) = send(
-        t,
-        Method::POST,
-        "/api/v1/users",
-        key,
-        Some(
-            json!({"name": format!("{role} user"), "email": email, "role": role,
-                    "password": "temporary-pass-1"}),
-        ),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{u}");
-    let (status, s) = login(t, email, "temporary-pass-1").await;
-    assert_eq!(status, StatusCode::OK, "{s}");
-    let (status, s) = send(
-        t,
-        Method::POST,
-        "/api/v1/auth/password",
-        s["token"].as_str().unwrap(),
-        Some(json!({"current_password": "temporary-pass-1", "new_password": "a-better-password"})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{s}");
-    (
-        u["id"].as_str().unwrap().to_string(),
-        s["token"].as_str().unwrap().to_string(),
-    )
-}
-
-async fn user(t: &TestServer, role: &str, email: &str) -> (String, String) {
-    user_with(t, ADMIN_KEY, role, email).await
 }
 
 #[tokio::test]
@@ -104,59 +54,61 @@ async fn a_temporary_password_opens_only_its_own_change() {
     assert_eq!(status, StatusCode::OK, "{s}");
     assert_eq!(s["password_change_required"], true);
     let temp = s["token"].as_str().unwrap().to_string();
-    let (status, me) = send(&t, Method::GET, "/api/v1/me", &temp, None).await;
+    let (status, me) = t.call_as(Method::GET, "/api/v1/me", &temp, None).await;
     assert_eq!(status, StatusCode::OK, "{me}");
     assert_eq!(me["role"], "viewer");
     assert_eq!(me["password_change_required"], true);
-    let (status, body) = send(&t, Method::GET, "/api/v1/agents", &temp, None).await;
+    let (status, body) = t.call_as(Method::GET, "/api/v1/agents", &temp, None).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(error_code(&body), "password_change_required");
 
     let change =
         |current: &str, new: &str| json!({"current_password": current, "new_password": new});
-    let (status, body) = send(
-        &t,
-        Method::POST,
-        "/api/v1/auth/password",
-        &temp,
-        Some(change("nope-nope-nope", "a-better-password")),
-    )
-    .await;
+    let (status, body) = t
+        .call_as(
+            Method::POST,
+            "/api/v1/auth/password",
+            &temp,
+            Some(change("nope-nope-nope", "a-better-password")),
+        )
+        .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-    let (status, body) = send(
-        &t,
-        Method::POST,
-        "/api/v1/auth/password",
-        &temp,
-        Some(change("temporary-pass-1", "short")),
-    )
-    .await;
+    let (status, body) = t
+        .call_as(
+            Method::POST,
+            "/api/v1/auth/password",
+            &temp,
+            Some(change("temporary-pass-1", "short")),
+        )
+        .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-    let (status, s) = send(
-        &t,
-        Method::POST,
-        "/api/v1/auth/password",
-        &temp,
-        Some(change("temporary-pass-1", "a-better-password")),
-    )
-    .await;
+    let (status, s) = t
+        .call_as(
+            Method::POST,
+            "/api/v1/auth/password",
+            &temp,
+            Some(change("temporary-pass-1", "a-better-password")),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{s}");
     assert_eq!(s["password_change_required"], false);
     let token = s["token"].as_str().unwrap().to_string();
     assert_eq!(
-        send(&t, Method::GET, "/api/v1/me", &temp, None).await.0,
+        t.call_as(Method::GET, "/api/v1/me", &temp, None).await.0,
         StatusCode::UNAUTHORIZED,
         "the temporary sign-in ended"
     );
 
     // A viewer reads agents but changes nothing.
     assert_eq!(
-        send(&t, Method::GET, "/api/v1/agents", &token, None)
+        t.call_as(Method::GET, "/api/v1/agents", &token, None)
             .await
             .0,
         StatusCode::OK
     );
-    let (status, body) = send(&t, Method::POST, "/api/v1/agents", &token, Some(json!({}))).await;
+    let (status, body) = t
+        .call_as(Method::POST, "/api/v1/agents", &token, Some(json!({})))
+        .await;
     assert_eq!(
         (status, error_code(&body)),
         (StatusCode::FORBIDDEN, "forbidden")
@@ -171,26 +123,26 @@ async fn a_temporary_password_opens_only_its_own_change() {
         StatusCode::OK
     );
 
-    let (status, me) = send(
-        &t,
-        Method::PATCH,
-        "/api/v1/me",
-        &token,
-        Some(json!({"name": "Vera V."})),
-    )
-    .await;
+    let (status, me) = t
+        .call_as(
+            Method::PATCH,
+            "/api/v1/me",
+            &token,
+            Some(json!({"name": "Vera V."})),
+        )
+        .await;
     assert_eq!(
         (status, me["name"].as_str()),
         (StatusCode::OK, Some("Vera V."))
     );
     assert_eq!(
-        send(&t, Method::POST, "/api/v1/auth/logout", &token, None)
+        t.call_as(Method::POST, "/api/v1/auth/logout", &token, None)
             .await
             .0,
         StatusCode::NO_CONTENT
     );
     assert_eq!(
-        send(&t, Method::GET, "/api/v1/me", &token, None).await.0,
+        t.call_as(Method::GET, "/api/v1/me", &token, None).await.0,
         StatusCode::UNAUTHORIZED
     );
 }
@@ -198,8 +150,8 @@ async fn a_temporary_password_opens_only_its_own_change() {
 #[tokio::test]
 async fn failed_sign_ins_are_throttled_per_account_and_per_address() {
     let t = TestServer::start().await;
-    user(&t, "user", "ann@example.com").await;
-    user(&t, "user", "bob@example.com").await;
+    t.staff("user", "ann@example.com", Value::Null).await;
+    t.staff("user", "bob@example.com", Value::Null).await;
     for _ in 0..5 {
         assert_eq!(
             login(&t, "ann@example.com", "wrong-password").await.0,
@@ -249,9 +201,13 @@ async fn failed_sign_ins_are_throttled_per_account_and_per_address() {
 #[tokio::test]
 async fn admins_manage_users_and_the_tenant_keeps_an_admin() {
     let t = TestServer::start().await;
-    let (ada, ada_token) = user(&t, "admin", "ada@example.com").await;
-    let (bob, bob_token) = user_with(&t, &ada_token, "user", "bob@example.com").await;
-    let (status, list) = send(&t, Method::GET, "/api/v1/users", &ada_token, None).await;
+    let (ada, ada_token) = t.staff("admin", "ada@example.com", Value::Null).await;
+    let (bob, bob_token) = t
+        .staff_with(&ada_token, "user", "bob@example.com", Value::Null)
+        .await;
+    let (status, list) = t
+        .call_as(Method::GET, "/api/v1/users", &ada_token, None)
+        .await;
     assert_eq!(status, StatusCode::OK);
     let emails: Vec<&str> = list["users"]
         .as_array()
@@ -261,14 +217,14 @@ async fn admins_manage_users_and_the_tenant_keeps_an_admin() {
         .collect();
     assert_eq!(emails, ["ada@example.com", "bob@example.com"]);
     // Ada is the only admin user: she can neither step down nor go.
-    let (status, body) = send(
-        &t,
-        Method::PATCH,
-        &format!("/api/v1/users/{ada}"),
-        &ada_token,
-        Some(json!({"role": "viewer"})),
-    )
-    .await;
+    let (status, body) = t
+        .call_as(
+            Method::PATCH,
+            &format!("/api/v1/users/{ada}"),
+            &ada_token,
+            Some(json!({"role": "viewer"})),
+        )
+        .await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert!(
         body["error"]["message"]
@@ -278,8 +234,7 @@ async fn admins_manage_users_and_the_tenant_keeps_an_admin() {
         "{body}"
     );
     assert_eq!(
-        send(
-            &t,
+        t.call_as(
             Method::DELETE,
             &format!("/api/v1/users/{ada}"),
             &ada_token,
@@ -293,59 +248,59 @@ async fn admins_manage_users_and_the_tenant_keeps_an_admin() {
     let agent = t.agent(&basic_agent("")).await;
     let path = format!("/api/v1/agents/{}", agent.id);
     assert_eq!(
-        send(&t, Method::GET, "/api/v1/agents", &bob_token, None)
+        t.call_as(Method::GET, "/api/v1/agents", &bob_token, None)
             .await
             .0,
         StatusCode::OK
     );
     assert_eq!(
-        send(&t, Method::GET, &path, &bob_token, None).await.0,
+        t.call_as(Method::GET, &path, &bob_token, None).await.0,
         StatusCode::FORBIDDEN
     );
-    let (status, _) = send(
-        &t,
-        Method::PATCH,
-        &format!("/api/v1/users/{bob}"),
-        &ada_token,
-        Some(json!({"role": "viewer"})),
-    )
-    .await;
+    let (status, _) = t
+        .call_as(
+            Method::PATCH,
+            &format!("/api/v1/users/{bob}"),
+            &ada_token,
+            Some(json!({"role": "viewer"})),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
-        send(&t, Method::GET, &path, &bob_token, None).await.0,
+        t.call_as(Method::GET, &path, &bob_token, None).await.0,
         StatusCode::OK
     );
     // With a second admin, Ada may step down.
-    let (status, _) = send(
-        &t,
-        Method::PATCH,
-        &format!("/api/v1/users/{bob}"),
-        &ada_token,
-        Some(json!({"role": "admin"})),
-    )
-    .await;
+    let (status, _) = t
+        .call_as(
+            Method::PATCH,
+            &format!("/api/v1/users/{bob}"),
+            &ada_token,
+            Some(json!({"role": "admin"})),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
-    let (status, u) = send(
-        &t,
-        Method::PATCH,
-        &format!("/api/v1/users/{ada}"),
-        &bob_token,
-        Some(json!({"role": "viewer"})),
-    )
-    .await;
+    let (status, u) = t
+        .call_as(
+            Method::PATCH,
+            &format!("/api/v1/users/{ada}"),
+            &bob_token,
+            Some(json!({"role": "viewer"})),
+        )
+        .await;
     assert_eq!(
         (status, u["role"].as_str()),
         (StatusCode::OK, Some("viewer"))
     );
     assert_eq!(
-        send(&t, Method::GET, "/api/v1/users", &ada_token, None)
+        t.call_as(Method::GET, "/api/v1/users", &ada_token, None)
             .await
             .0,
         StatusCode::FORBIDDEN
     );
 
     // Operators have schedules; others do not; bad ones are refused.
-    let (status, op) = send(&t, Method::POST, "/api/v1/users", &bob_token, Some(json!({
+    let (status, op) = t.call_as( Method::POST, "/api/v1/users", &bob_token, Some(json!({
         "name": "Olga", "email": "olga@example.com", "role": "operator", "password": "temporary-pass-1",
         "schedule": {"days": ["mon", "tue"], "from": "09:00", "to": "17:00"}}))).await;
     assert_eq!(status, StatusCode::CREATED, "{op}");
@@ -353,36 +308,36 @@ async fn admins_manage_users_and_the_tenant_keeps_an_admin() {
         op["schedule"],
         json!({"days": ["mon", "tue"], "from": "09:00", "to": "17:00"})
     );
-    let (status, body) = send(
-        &t,
-        Method::POST,
-        "/api/v1/users",
-        &bob_token,
-        Some(json!({
+    let (status, body) = t
+        .call_as(
+            Method::POST,
+            "/api/v1/users",
+            &bob_token,
+            Some(json!({
         "name": "Vic", "email": "vic@example.com", "role": "viewer", "password": "temporary-pass-1",
         "schedule": {"days": ["mon"], "from": "09:00", "to": "17:00"}})),
-    )
-    .await;
+        )
+        .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-    let (status, body) = send(&t, Method::POST, "/api/v1/users", &bob_token, Some(json!({
+    let (status, body) = t.call_as( Method::POST, "/api/v1/users", &bob_token, Some(json!({
         "name": "Vic", "email": "vic@example.com", "role": "operator", "password": "temporary-pass-1",
         "schedule": {"days": ["someday"], "from": "09:00", "to": "17:00"}}))).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-    let (status, body) = send(&t, Method::POST, "/api/v1/users", &bob_token, Some(json!({
+    let (status, body) = t.call_as( Method::POST, "/api/v1/users", &bob_token, Some(json!({
         "name": "Dup", "email": "OLGA@example.com", "role": "user", "password": "temporary-pass-1"}))).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     // A reset password is temporary again and ends the user's sign-ins.
-    let (status, _) = send(
-        &t,
-        Method::PATCH,
-        &format!("/api/v1/users/{ada}"),
-        &bob_token,
-        Some(json!({"password": "another-temp-1"})),
-    )
-    .await;
+    let (status, _) = t
+        .call_as(
+            Method::PATCH,
+            &format!("/api/v1/users/{ada}"),
+            &bob_token,
+            Some(json!({"password": "another-temp-1"})),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
-        send(&t, Method::GET, "/api/v1/me", &ada_token, None)
+        t.call_as(Method::GET, "/api/v1/me", &ada_token, None)
             .await
             .0,
         StatusCode::UNAUTHORIZED
@@ -390,8 +345,7 @@ async fn admins_manage_users_and_the_tenant_keeps_an_admin() {
     let (_, s) = login(&t, "ada@example.com", "another-temp-1").await;
     assert_eq!(s["password_change_required"], true);
     assert_eq!(
-        send(
-            &t,
+        t.call_as(
             Method::DELETE,
             &format!("/api/v1/users/{ada}"),
             &bob_token,
@@ -426,7 +380,13 @@ async fn every_route_lets_exactly_the_roles_of_the_matrix_through() {
     let agent = t.agent(&basic_agent("")).await;
     let mut tokens = vec![(Role::Admin, ADMIN_KEY.to_string())];
     for role in Role::ALL {
-        let (_, token) = user(&t, role.as_str(), &format!("{}@example.com", role.as_str())).await;
+        let (_, token) = t
+            .staff(
+                role.as_str(),
+                &format!("{}@example.com", role.as_str()),
+                Value::Null,
+            )
+            .await;
         tokens.push((role, token));
     }
     let mut checked = 0;
@@ -466,7 +426,7 @@ async fn every_route_lets_exactly_the_roles_of_the_matrix_through() {
             } else {
                 json!({})
             };
-            let (status, body) = send(&t, method.clone(), &path, token, Some(body)).await;
+            let (status, body) = t.call_as(method.clone(), &path, token, Some(body)).await;
             let what = format!("{} {} as {}", doc.method, doc.path, role.as_str());
             if allowed.contains(role) {
                 assert!(
@@ -483,14 +443,14 @@ async fn every_route_lets_exactly_the_roles_of_the_matrix_through() {
         }
     }
     assert!(checked > 300, "walked {checked} route × role pairs");
-    let (status, body) = send(
-        &t,
-        Method::POST,
-        "/api/v1/tenants",
-        SUPER_KEY,
-        Some(json!({"name": "Hosted"})),
-    )
-    .await;
+    let (status, body) = t
+        .call_as(
+            Method::POST,
+            "/api/v1/tenants",
+            SUPER_KEY,
+            Some(json!({"name": "Hosted"})),
+        )
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
 }
 
@@ -533,30 +493,32 @@ async fn tenants_never_see_each_others_data() {
         .as_str()
         .unwrap()
         .to_string();
-    let (a_user, _) = user(&t, "viewer", "vera@a.example").await;
+    let (a_user, _) = t.staff("viewer", "vera@a.example", Value::Null).await;
 
     // Tenant B, made with the super key.
-    let (status, body) = send(
-        &t,
-        Method::POST,
-        "/api/v1/tenants",
-        "sk_wrong",
-        Some(json!({"name": "B"})),
-    )
-    .await;
+    let (status, body) = t
+        .call_as(
+            Method::POST,
+            "/api/v1/tenants",
+            "sk_wrong",
+            Some(json!({"name": "B"})),
+        )
+        .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
-    let (status, b) = send(
-        &t,
-        Method::POST,
-        "/api/v1/tenants",
-        SUPER_KEY,
-        Some(json!({"name": "B", "website": "https://b.example", "timezone": "Europe/Paris"})),
-    )
-    .await;
+    let (status, b) = t
+        .call_as(
+            Method::POST,
+            "/api/v1/tenants",
+            SUPER_KEY,
+            Some(json!({"name": "B", "website": "https://b.example", "timezone": "Europe/Paris"})),
+        )
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{b}");
     let b_key = b["admin_key"].as_str().unwrap().to_string();
     assert_eq!(b["settings"]["timezone"], "Europe/Paris");
-    let (_, b_admin) = user_with(&t, &b_key, "admin", "boss@b.example").await;
+    let (_, b_admin) = t
+        .staff_with(&b_key, "admin", "boss@b.example", Value::Null)
+        .await;
 
     for key in [&b_key, &b_admin] {
         for (method, path) in [
@@ -614,7 +576,7 @@ async fn tenants_never_see_each_others_data() {
                 Method::PATCH | Method::POST => Some(json!({})),
                 _ => None,
             };
-            let (status, answer) = send(&t, method.clone(), &path, key, body).await;
+            let (status, answer) = t.call_as(method.clone(), &path, key, body).await;
             assert_eq!(
                 status,
                 StatusCode::NOT_FOUND,
@@ -629,7 +591,7 @@ async fn tenants_never_see_each_others_data() {
             "/api/v1/customers",
             "/api/v1/users",
         ] {
-            let (status, body) = send(&t, Method::GET, path, key, None).await;
+            let (status, body) = t.call_as(Method::GET, path, key, None).await;
             assert_eq!(status, StatusCode::OK, "{path}: {body}");
             for id in [&agent.id, &conn, &campaign, &customer, &a_user] {
                 assert!(
@@ -638,54 +600,58 @@ async fn tenants_never_see_each_others_data() {
                 );
             }
         }
-        let (status, body) = send(
-            &t,
-            Method::GET,
-            "/api/v1/public/conversations?ext_id=cust-1",
-            key,
-            None,
-        )
-        .await;
+        let (status, body) = t
+            .call_as(
+                Method::GET,
+                "/api/v1/public/conversations?ext_id=cust-1",
+                key,
+                None,
+            )
+            .await;
         assert_eq!(status, StatusCode::OK, "{body}");
         assert!(!body.to_string().contains(&session), "{body}");
     }
     // Each tenant's settings are its own; a rotated key replaces the old one.
-    let (status, mine) = send(&t, Method::GET, "/api/v1/tenant", &b_admin, None).await;
+    let (status, mine) = t
+        .call_as(Method::GET, "/api/v1/tenant", &b_admin, None)
+        .await;
     assert_eq!((status, mine["name"].as_str()), (StatusCode::OK, Some("B")));
-    let (status, body) = send(
-        &t,
-        Method::PATCH,
-        "/api/v1/tenant",
-        &b_admin,
-        Some(json!({"billing_email": "not-an-email"})),
-    )
-    .await;
+    let (status, body) = t
+        .call_as(
+            Method::PATCH,
+            "/api/v1/tenant",
+            &b_admin,
+            Some(json!({"billing_email": "not-an-email"})),
+        )
+        .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-    let (status, body) = send(
-        &t,
-        Method::PATCH,
-        "/api/v1/tenant",
-        &b_admin,
-        Some(json!({"phone": "+33 1 23", "country": "FR"})),
-    )
-    .await;
+    let (status, body) = t
+        .call_as(
+            Method::PATCH,
+            "/api/v1/tenant",
+            &b_admin,
+            Some(json!({"phone": "+33 1 23", "country": "FR"})),
+        )
+        .await;
     assert_eq!(
         (status, body["settings"]["country"].as_str()),
         (StatusCode::OK, Some("FR"))
     );
     let (_, a) = t.call(Method::GET, "/api/v1/tenant", None).await;
     assert_eq!(a["settings"]["country"], Value::Null);
-    let (status, rotated) = send(&t, Method::POST, "/api/v1/tenant/key", &b_key, None).await;
+    let (status, rotated) = t
+        .call_as(Method::POST, "/api/v1/tenant/key", &b_key, None)
+        .await;
     assert_eq!(status, StatusCode::OK);
     let new_key = rotated["admin_key"].as_str().unwrap();
     assert_eq!(
-        send(&t, Method::GET, "/api/v1/tenant", &b_key, None)
+        t.call_as(Method::GET, "/api/v1/tenant", &b_key, None)
             .await
             .0,
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(
-        send(&t, Method::GET, "/api/v1/tenant", new_key, None)
+        t.call_as(Method::GET, "/api/v1/tenant", new_key, None)
             .await
             .0,
         StatusCode::OK
@@ -695,23 +661,23 @@ async fn tenants_never_see_each_others_data() {
 #[tokio::test]
 async fn without_a_super_key_no_tenant_can_be_created() {
     let t = TestServer::start().await;
-    let (status, body) = send(
-        &t,
-        Method::POST,
-        "/api/v1/tenants",
-        "sk_anything",
-        Some(json!({"name": "B"})),
-    )
-    .await;
+    let (status, body) = t
+        .call_as(
+            Method::POST,
+            "/api/v1/tenants",
+            "sk_anything",
+            Some(json!({"name": "B"})),
+        )
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-    let (status, body) = send(
-        &t,
-        Method::POST,
-        "/api/v1/tenants",
-        ADMIN_KEY,
-        Some(json!({"name": "B"})),
-    )
-    .await;
+    let (status, body) = t
+        .call_as(
+            Method::POST,
+            "/api/v1/tenants",
+            ADMIN_KEY,
+            Some(json!({"name": "B"})),
+        )
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
 }
 
@@ -719,59 +685,59 @@ async fn without_a_super_key_no_tenant_can_be_created() {
 async fn users_test_agents_in_the_playground_without_the_agents_token() {
     let t = TestServer::start().await;
     let agent = t.agent(&basic_agent("")).await;
-    let (_, user_token) = user(&t, "user", "pat@example.com").await;
-    let (_, operator_token) = user(&t, "operator", "op@example.com").await;
-    let (status, s) = send(
-        &t,
-        Method::POST,
-        &format!("/chatbot/{}/session", agent.id),
-        &user_token,
-        Some(json!({})),
-    )
-    .await;
+    let (_, user_token) = t.staff("user", "pat@example.com", Value::Null).await;
+    let (_, operator_token) = t.staff("operator", "op@example.com", Value::Null).await;
+    let (status, s) = t
+        .call_as(
+            Method::POST,
+            &format!("/chatbot/{}/session", agent.id),
+            &user_token,
+            Some(json!({})),
+        )
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{s}");
     let session = s["session_id"].as_str().unwrap();
-    let (status, answer) = send(
-        &t,
-        Method::POST,
-        &format!("/chatbot/{}/session/{session}/run_v2", agent.id),
-        &user_token,
-        Some(json!({"message": "What are your opening hours?"})),
-    )
-    .await;
+    let (status, answer) = t
+        .call_as(
+            Method::POST,
+            &format!("/chatbot/{}/session/{session}/run_v2", agent.id),
+            &user_token,
+            Some(json!({"message": "What are your opening hours?"})),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert!(answer.to_string().contains("9 to 17"), "{answer}");
     // Operators work conversations, not the playground.
-    let (status, body) = send(
-        &t,
-        Method::POST,
-        &format!("/chatbot/{}/session", agent.id),
-        &operator_token,
-        Some(json!({})),
-    )
-    .await;
+    let (status, body) = t
+        .call_as(
+            Method::POST,
+            &format!("/chatbot/{}/session", agent.id),
+            &operator_token,
+            Some(json!({})),
+        )
+        .await;
     assert_eq!(
         (status, error_code(&body)),
         (StatusCode::FORBIDDEN, "forbidden")
     );
     // …but read session logs.
-    let (status, body) = send(
-        &t,
-        Method::GET,
-        "/api/v1/public/conversations?ext_id=x",
-        &operator_token,
-        None,
-    )
-    .await;
+    let (status, body) = t
+        .call_as(
+            Method::GET,
+            "/api/v1/public/conversations?ext_id=x",
+            &operator_token,
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, body) = send(
-        &t,
-        Method::GET,
-        "/api/v1/public/conversations?ext_id=x",
-        &user_token,
-        None,
-    )
-    .await;
+    let (status, body) = t
+        .call_as(
+            Method::GET,
+            "/api/v1/public/conversations?ext_id=x",
+            &user_token,
+            None,
+        )
+        .await;
     assert_eq!(
         (status, error_code(&body)),
         (StatusCode::FORBIDDEN, "forbidden")
@@ -781,14 +747,14 @@ async fn users_test_agents_in_the_playground_without_the_agents_token() {
 async fn set_limit(t: &TestServer, limit: Value) {
     let (_, me) = t.call(Method::GET, "/api/v1/tenant", None).await;
     let id = me["id"].as_str().unwrap();
-    let (status, body) = send(
-        t,
-        Method::PATCH,
-        &format!("/api/v1/tenants/{id}"),
-        SUPER_KEY,
-        Some(json!({"monthly_session_limit": limit})),
-    )
-    .await;
+    let (status, body) = t
+        .call_as(
+            Method::PATCH,
+            &format!("/api/v1/tenants/{id}"),
+            SUPER_KEY,
+            Some(json!({"monthly_session_limit": limit})),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
 }
 
@@ -854,24 +820,24 @@ async fn the_monthly_limit_lets_the_nth_session_through_and_refuses_the_next() {
     assert_eq!(usage["remaining"], 0);
     set_limit(&t, Value::Null).await;
     assert_eq!(start_session(&t, &agent).await.0, StatusCode::CREATED);
-    let (status, body) = send(
-        &t,
-        Method::PATCH,
-        "/api/v1/tenants/not-an-id",
-        SUPER_KEY,
-        Some(json!({"monthly_session_limit": 0})),
-    )
-    .await;
+    let (status, body) = t
+        .call_as(
+            Method::PATCH,
+            "/api/v1/tenants/not-an-id",
+            SUPER_KEY,
+            Some(json!({"monthly_session_limit": 0})),
+        )
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     let (_, me) = t.call(Method::GET, "/api/v1/tenant", None).await;
-    let (status, body) = send(
-        &t,
-        Method::PATCH,
-        &format!("/api/v1/tenants/{}", me["id"].as_str().unwrap()),
-        SUPER_KEY,
-        Some(json!({"monthly_session_limit": 0})),
-    )
-    .await;
+    let (status, body) = t
+        .call_as(
+            Method::PATCH,
+            &format!("/api/v1/tenants/{}", me["id"].as_str().unwrap()),
+            SUPER_KEY,
+            Some(json!({"monthly_session_limit": 0})),
+        )
+        .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
 }
 

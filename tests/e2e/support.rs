@@ -77,6 +77,71 @@ impl TestServer {
             .bearer_auth(ADMIN_KEY)
     }
 
+    /// A call with `token` (any credentials) and an optional JSON body; answers the
+    /// status and the JSON.
+    pub async fn call_as(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut rb = self.http.request(method, self.url(path)).bearer_auth(token);
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        json_of(rb.send().await.unwrap()).await
+    }
+
+    /// Adds a user (with `schedule`, if not null) with the admin key, signs them in and
+    /// changes their temporary password: answers their id and token.
+    pub async fn staff(&self, role: &str, email: &str, schedule: Value) -> (String, String) {
+        self.staff_with(ADMIN_KEY, role, email, schedule).await
+    }
+
+    /// [`TestServer::staff`], added by the admin whose credentials are `key`.
+    pub async fn staff_with(
+        &self,
+        key: &str,
+        role: &str,
+        email: &str,
+        schedule: Value,
+    ) -> (String, String) {
+        let mut body = json!({"name": format!("{role} {email}"), "email": email, "role": role,
+                              "password": "temporary-pass-1"});
+        if !schedule.is_null() {
+            body["schedule"] = schedule;
+        }
+        let (status, u) = self
+            .call_as(reqwest::Method::POST, "/api/v1/users", key, Some(body))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{u}");
+        let (status, s) = json_of(
+            self.http
+                .post(self.url("/api/v1/auth/login"))
+                .json(&json!({"email": email, "password": "temporary-pass-1"}))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{s}");
+        let (status, s) = self
+            .call_as(
+                reqwest::Method::POST,
+                "/api/v1/auth/password",
+                s["token"].as_str().unwrap(),
+                Some(json!({"current_password": "temporary-pass-1",
+                            "new_password": "a-better-password"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{s}");
+        (
+            u["id"].as_str().unwrap().to_string(),
+            s["token"].as_str().unwrap().to_string(),
+        )
+    }
+
     /// An admin API call with an optional JSON body; answers the status and the JSON.
     pub async fn call(
         &self,
