@@ -11,6 +11,11 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+// The allocator the server binary ships with (src/main.rs), so the bench measures the path
+// as it runs in production; the bare baseline shares it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use chrono::Utc;
 use criterion::{criterion_group, Criterion, Throughput};
 use parley_actors::session::TurnRequest;
