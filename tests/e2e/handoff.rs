@@ -600,3 +600,44 @@ mod telegram {
             .any(|s| s.starts_with("You're back")));
     }
 }
+
+#[tokio::test]
+async fn a_customer_message_brings_their_conversation_up_the_inbox() {
+    let t = TestServer::start().await;
+    let agent = t.agent(agent_yaml()).await;
+    let (_, op) = t.staff("operator", "olga@example.com", Value::Null).await;
+    let (older, newer) = (
+        t.session(&agent, json!({})).await,
+        t.session(&agent, json!({})).await,
+    );
+    for s in [&older, &newer] {
+        let (status, _) = t
+            .call_as(
+                Method::POST,
+                &format!("/api/v1/conversations/{s}/mode"),
+                &op,
+                Some(json!({"mode": "OPERATOR"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let order = || async {
+        let (_, inbox) = t
+            .call_as(
+                Method::GET,
+                "/api/v1/conversations?mode=OPERATOR",
+                &op,
+                None,
+            )
+            .await;
+        inbox["conversations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["session_id"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(order().await, [newer.clone(), older.clone()]);
+    t.say(&agent, &older, "still there?").await;
+    assert_eq!(order().await, [older, newer]);
+}

@@ -503,29 +503,33 @@ impl SessionActorState {
             writes.push(Write::Message(Box::new(m.clone())));
         }
         // The row is rewritten only when more than the log changed (see `Live`).
+        // A conversation operators work is rewritten on every message, so the inbox
+        // (newest change first) brings it up; the AI's conversations keep the append-only
+        // path.
         let updated = (workflow_state.is_some()
             || results.is_some()
             || finish.is_some()
-            || mode_change.is_some())
-        .then(|| {
-            let mut s = live.session.clone();
-            s.last_activity = now;
-            s.message_count = last_id;
-            if let Some(m) = mode_change {
-                s.mode = m;
-            }
-            if let Some(w) = workflow_state {
-                s.workflow_state = w;
-            }
-            if let Some(r) = results {
-                s.conversation_result = r;
-            }
-            if let Some(status) = finish {
-                s.state = SessionState::Closed(status);
-                s.closed_at = Some(Utc::now());
-            }
-            s
-        });
+            || mode_change.is_some()
+            || live.session.mode != Mode::Regular)
+            .then(|| {
+                let mut s = live.session.clone();
+                s.last_activity = now;
+                s.message_count = last_id;
+                if let Some(m) = mode_change {
+                    s.mode = m;
+                }
+                if let Some(w) = workflow_state {
+                    s.workflow_state = w;
+                }
+                if let Some(r) = results {
+                    s.conversation_result = r;
+                }
+                if let Some(status) = finish {
+                    s.state = SessionState::Closed(status);
+                    s.closed_at = Some(Utc::now());
+                }
+                s
+            });
         if let Some(s) = &updated {
             writes.push(Write::Session(Box::new(s.clone())));
         }
