@@ -356,6 +356,14 @@ impl Store for Switchable {
     ) -> StoreResult<bool> {
         self.inner.reserve_session(s, f, t, l).await
     }
+    async fn release_session(
+        &self,
+        s: UsageScope,
+        f: DateTime<Utc>,
+        t: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        self.inner.release_session(s, f, t).await
+    }
     async fn session_usage(
         &self,
         t: TenantId,

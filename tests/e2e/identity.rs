@@ -876,3 +876,24 @@ async fn past_its_daily_limit_an_agent_records_the_start_and_never_runs_it() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert!(body.to_string().contains("session.daily_limit"), "{body}");
 }
+
+#[tokio::test]
+async fn a_start_the_monthly_limit_refuses_keeps_no_place_in_the_agents_day() {
+    let t = TestServer::start_with(|c| c.super_key = Some(SUPER_KEY.into())).await;
+    let agent = t.agent(&basic_agent("session:\n  daily_limit: 2")).await;
+    set_limit(&t, json!(1)).await;
+    assert_eq!(start_session(&t, &agent).await.0, StatusCode::CREATED);
+    let (status, body) = start_session(&t, &agent).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::TOO_MANY_REQUESTS, "session_limit_reached")
+    );
+    // Raised: the agent's second place of the day is still free.
+    set_limit(&t, json!(5)).await;
+    assert_eq!(start_session(&t, &agent).await.0, StatusCode::CREATED);
+    let (status, body) = start_session(&t, &agent).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::TOO_MANY_REQUESTS, "daily_limit_exceeded")
+    );
+}

@@ -622,6 +622,7 @@ impl Shared {
     ) -> NodeResult<Admission> {
         let t = self.tenant_cached(tenant).await?;
         let tz = zone(&t);
+        let mut daily = None;
         if let Some(limit) = daily_limit {
             let (from, to) = day_period(tz, now);
             if !self
@@ -631,6 +632,7 @@ impl Shared {
             {
                 return Ok(Admission::DailyLimit);
             }
+            daily = Some((from, to));
         }
         if let Some(limit) = t.settings.monthly_session_limit {
             let (from, to) = month_period(tz, now);
@@ -639,6 +641,12 @@ impl Shared {
                 .reserve_session(UsageScope::Tenant(tenant), from, to, limit)
                 .await?
             {
+                // The start does not happen: its place in the agent's day is free again.
+                if let Some((from, to)) = daily {
+                    self.store
+                        .release_session(UsageScope::Agent(agent), from, to)
+                        .await?;
+                }
                 return Err(NodeError::LimitReached(format!(
                     "the tenant's monthly limit of {limit} sessions is reached; new sessions start again when it is raised or on {}",
                     to.to_rfc3339()

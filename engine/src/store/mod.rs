@@ -183,6 +183,14 @@ pub trait Store: Send + Sync + 'static {
         to: DateTime<Utc>,
         limit: u64,
     ) -> StoreResult<bool>;
+    /// Gives back one session [`Store::reserve_session`] counted for `scope` in the
+    /// period (the start it was counted for did not happen).
+    async fn release_session(
+        &self,
+        scope: UsageScope,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> StoreResult<()>;
     /// The tenant's sessions in [from, to) and their billable 24-hour windows (see
     /// [`SessionUsage`]): windows run from a session's start to its close, or to `now`
     /// while it is open. Sessions that started more than `lookback` before `from` are

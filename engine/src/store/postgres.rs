@@ -1222,6 +1222,26 @@ impl super::Store for PgStore {
         Ok(done.rows_affected() > 0)
     }
 
+    async fn release_session(
+        &self,
+        scope: UsageScope,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let (key, _, _) = usage_scope(scope);
+        sqlx::query(
+            "UPDATE session_usage_counters SET count = count - 1 \
+             WHERE scope = $1 AND period_start = $2 AND period_end = $3 AND count > 0",
+        )
+        .bind(&key)
+        .bind(ts(from)?)
+        .bind(ts(to)?)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
     async fn put_auth_token(&self, token: &AuthToken) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO auth_tokens (token_hash, user_id, tenant_id, expires_at, data) \

@@ -1142,6 +1142,26 @@ impl super::Store for SqliteStore {
         Ok(done.rows_affected() > 0)
     }
 
+    async fn release_session(
+        &self,
+        scope: UsageScope,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let (key, _, _) = usage_scope(scope);
+        sqlx::query(
+            "UPDATE session_usage_counters SET count = count - 1 \
+             WHERE scope = ? AND period_start = ? AND period_end = ? AND count > 0",
+        )
+        .bind(&key)
+        .bind(ts(from))
+        .bind(ts(to))
+        .execute(&self.writer)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
     async fn put_auth_token(&self, token: &AuthToken) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO auth_tokens (token_hash, user_id, tenant_id, expires_at, data) \

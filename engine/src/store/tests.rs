@@ -1735,6 +1735,17 @@ pub(crate) async fn suite_reserve_session(store: &dyn Store) {
     assert!(!reserve(UsageScope::Tenant(other_t), from, to, 2).await);
     // Nothing fits under a limit of zero.
     assert!(!reserve(UsageScope::Tenant(Uuid::new_v4()), from, to, 0).await);
+
+    // A released reservation makes room again, once; releasing an empty or unknown
+    // counter changes nothing.
+    let a1_day = UsageScope::Agent(a1);
+    store.release_session(a1_day, from, to).await.unwrap();
+    assert!(reserve(a1_day, from, to, 3).await);
+    assert!(!reserve(a1_day, from, to, 3).await);
+    let fresh = UsageScope::Agent(Uuid::new_v4());
+    store.release_session(fresh, from, to).await.unwrap();
+    assert!(reserve(fresh, from, to, 1).await);
+    assert!(!reserve(fresh, from, to, 1).await);
 }
 
 /// Of concurrent reservations at the limit exactly as many pass as fit, also when they are
