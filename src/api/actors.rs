@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult};
-use super::extract::AdminAuth;
+use super::extract::{page_limit, AdminAuth};
 use super::AppState;
 
 const DEFAULT_LIMIT: usize = 100;
@@ -47,10 +47,7 @@ pub async fn list(
             KINDS.join(", ")
         )));
     }
-    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
-    if limit == 0 || limit > MAX_LIMIT {
-        return Err(ApiError::invalid(format!("limit: 1 to {MAX_LIMIT}")));
-    }
+    let limit = page_limit(q.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
     let page = st.node.actors(&ActorQuery {
         parent: q.parent,
         kind: q.kind,

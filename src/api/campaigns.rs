@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use tokio_util::io::StreamReader;
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{parse_id, AdminAuth, ApiJson};
+use super::extract::{page_limit, parse_id, AdminAuth, ApiJson};
 use super::AppState;
 
 /// Largest page of participants or customers.
@@ -402,10 +402,7 @@ pub async fn list_participants(
     q: Result<Query<ParticipantsQuery>, QueryRejection>,
 ) -> ApiResult<Json<Value>> {
     let Query(q) = q.map_err(|e| ApiError::invalid(e.body_text()))?;
-    let limit = q.limit.unwrap_or(100);
-    if limit == 0 || limit > MAX_PAGE {
-        return Err(ApiError::invalid(format!("limit: 1 to {MAX_PAGE}")));
-    }
+    let limit = page_limit(q.limit, 100, MAX_PAGE)?;
     let upload_id = q
         .upload_id
         .map(|u| uuid::Uuid::parse_str(&u).map_err(|_| ApiError::invalid("upload_id: not an id")))
@@ -560,10 +557,7 @@ pub async fn customers(
     q: Result<Query<PageQuery>, QueryRejection>,
 ) -> ApiResult<Json<Value>> {
     let Query(q) = q.map_err(|e| ApiError::invalid(e.body_text()))?;
-    let limit = q.limit.unwrap_or(100);
-    if limit == 0 || limit > MAX_PAGE {
-        return Err(ApiError::invalid(format!("limit: 1 to {MAX_PAGE}")));
-    }
+    let limit = page_limit(q.limit, 100, MAX_PAGE)?;
     let offset = q.offset.unwrap_or(0);
     let (page, total) = st.node.customers(tenant.id, offset, limit).await?;
     Ok(Json(

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{parse_id, AdminAuth, ApiJson};
+use super::extract::{page_limit, parse_id, AdminAuth, ApiJson};
 use super::AppState;
 
 pub async fn create(
@@ -198,10 +198,7 @@ pub async fn events(
     q: Result<Query<EventsQuery>, QueryRejection>,
 ) -> ApiResult<Json<Value>> {
     let Query(q) = q.map_err(|e| ApiError::invalid(e.body_text()))?;
-    let limit = q.limit.unwrap_or(100);
-    if limit == 0 || limit > MAX_EVENTS_PAGE {
-        return Err(ApiError::invalid(format!("limit: 1 to {MAX_EVENTS_PAGE}")));
-    }
+    let limit = page_limit(q.limit, 100, MAX_EVENTS_PAGE)?;
     let events = st
         .node
         .connection_events(tenant.id, parse_id(&id, "connection")?, q.before, limit)

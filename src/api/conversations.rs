@@ -18,7 +18,7 @@ use tokio::sync::broadcast;
 
 use super::chat::{message_json, session_json};
 use super::error::{ApiError, ApiResult};
-use super::extract::{bearer, log_reader, parse_id, ApiJson};
+use super::extract::{bearer, log_reader, page_limit, parse_id, ApiJson};
 use super::AppState;
 
 const MAX_PAGE: u64 = 500;
@@ -60,10 +60,7 @@ pub async fn inbox(
     q: Result<Query<InboxQuery>, QueryRejection>,
 ) -> ApiResult<Json<Value>> {
     let Query(q) = q.map_err(|e| ApiError::invalid(e.body_text()))?;
-    let limit = q.limit.unwrap_or(50);
-    if limit == 0 || limit > MAX_PAGE {
-        return Err(ApiError::invalid(format!("limit: 1 to {MAX_PAGE}")));
-    }
+    let limit = page_limit(q.limit, 50, MAX_PAGE)?;
     let active = match q.status.as_deref() {
         None => None,
         Some("active") => Some(true),

@@ -252,3 +252,16 @@ pub fn parse_id(raw: &str, what: &'static str) -> ApiResult<uuid::Uuid> {
         )
     })
 }
+
+/// A page size from a query: `given`, else `default`; 1 to `max`, else a 422 naming the
+/// bounds.
+pub fn page_limit<T>(given: Option<T>, default: T, max: T) -> ApiResult<T>
+where
+    T: Copy + PartialOrd + Default + std::fmt::Display,
+{
+    let limit = given.unwrap_or(default);
+    if limit == T::default() || limit > max {
+        return Err(ApiError::invalid(format!("limit: 1 to {max}")));
+    }
+    Ok(limit)
+}
