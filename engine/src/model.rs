@@ -55,6 +55,26 @@ pub enum Mode {
     Copilot,
 }
 
+impl Mode {
+    pub const ALL: [Mode; 3] = [Mode::Regular, Mode::Operator, Mode::Copilot];
+
+    /// Its serde name (what the API shows and the store's `mode` column holds).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Regular => "REGULAR",
+            Mode::Operator => "OPERATOR",
+            Mode::Copilot => "COPILOT",
+        }
+    }
+
+    /// By name, in any case.
+    pub fn parse(s: &str) -> Option<Mode> {
+        Mode::ALL
+            .into_iter()
+            .find(|m| m.as_str().eq_ignore_ascii_case(s))
+    }
+}
+
 /// How a session ended: the seed's fifteen close statuses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

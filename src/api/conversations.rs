@@ -9,7 +9,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::Json;
 use parley_actors::node::Caller;
-use parley_actors::session::mode_str;
 use parley_engine::model::{CloseStatus, Mode, Role, Session};
 use parley_engine::store::{Assignee, ConversationQuery};
 use serde::Deserialize;
@@ -25,7 +24,7 @@ const MAX_PAGE: u64 = 500;
 
 fn conversation_json(s: &Session) -> Value {
     let mut v = session_json(s);
-    v["mode"] = json!(mode_str(s.mode));
+    v["mode"] = json!(s.mode.as_str());
     v["assignee"] = json!(s.assignee);
     v
 }
@@ -43,14 +42,11 @@ pub struct InboxQuery {
 }
 
 fn parse_mode(s: &str) -> ApiResult<Mode> {
-    match s.to_ascii_uppercase().as_str() {
-        "REGULAR" => Ok(Mode::Regular),
-        "OPERATOR" => Ok(Mode::Operator),
-        "COPILOT" => Ok(Mode::Copilot),
-        _ => Err(ApiError::invalid(format!(
+    Mode::parse(s).ok_or_else(|| {
+        ApiError::invalid(format!(
             "mode: {s:?} is not one of REGULAR, OPERATOR, COPILOT"
-        ))),
-    }
+        ))
+    })
 }
 
 /// `GET /api/v1/conversations?mode=&status=&assignee=&offset=&limit=`

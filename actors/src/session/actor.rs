@@ -181,24 +181,16 @@ fn publish_mode(shared: &Shared, session: &Session) {
         UserEvent::ConversationBotStatusModified {
             session_id: Some(session.id),
             agent_id: session.agent_id,
-            status: mode_str(session.mode).to_string(),
+            status: session.mode.as_str().to_string(),
         }
     });
     shared
         .events
         .operators(session.tenant_id, || OperatorEvent::ModeChanged {
             session_id: session.id,
-            mode: mode_str(session.mode),
+            mode: session.mode.as_str(),
             assignee: session.assignee,
         });
-}
-
-pub fn mode_str(mode: Mode) -> &'static str {
-    match mode {
-        Mode::Regular => "REGULAR",
-        Mode::Operator => "OPERATOR",
-        Mode::Copilot => "COPILOT",
-    }
 }
 
 pub struct SessionActor;
@@ -625,10 +617,7 @@ impl SessionActorState {
                 UserEvent::ConversationBotStatusModified {
                     session_id: Some(s.id),
                     agent_id: s.agent_id,
-                    status: serde_json::to_value(s.mode)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_string))
-                        .unwrap_or_default(),
+                    status: s.mode.as_str().to_string(),
                 }
             });
         }

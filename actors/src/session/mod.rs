@@ -6,8 +6,8 @@ mod router;
 mod shard;
 
 pub use actor::{
-    customer_visible, mode_str, Handoff, NewAttachment, SessionActor, SessionMsg, SessionPatch,
-    TurnReply, TurnRequest, NO_OPERATOR_NOTICE, RETURN_NOTICE, TRANSFER_NOTICE,
+    customer_visible, Handoff, NewAttachment, SessionActor, SessionMsg, SessionPatch, TurnReply,
+    TurnRequest, NO_OPERATOR_NOTICE, RETURN_NOTICE, TRANSFER_NOTICE,
 };
 pub use router::SessionRouter;
 pub use shard::{SessionShard, ShardArgs, ShardMsg};

@@ -18,7 +18,7 @@ use crate::campaign::{
 };
 use crate::flow::{Channel, TriggerType};
 use crate::identity::{UsageScope, UserId};
-use crate::model::{Feedback, Mode};
+use crate::model::Feedback;
 
 /// A store's migrations compiled into the binary, oldest first: (version, description,
 /// SQL). (The `migrate!` macro needs sqlx's `macros` feature, which this workspace does
@@ -133,16 +133,6 @@ pub(super) fn parse_feedback(s: &str) -> StoreResult<Feedback> {
         "BAD" => Ok(Feedback::Bad),
         "NONE" => Ok(Feedback::None),
         _ => Err(StoreError::Corrupt(format!("bad feedback {s:?}"))),
-    }
-}
-
-/// A session's mode as the `mode` column holds it: its serde name, as the migration that
-/// added the column copied it from `data`.
-pub(super) fn mode_str(m: Mode) -> &'static str {
-    match m {
-        Mode::Regular => "REGULAR",
-        Mode::Operator => "OPERATOR",
-        Mode::Copilot => "COPILOT",
     }
 }
 

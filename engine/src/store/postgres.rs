@@ -39,9 +39,9 @@ use crate::inbound::InboundMessage;
 
 use super::encoding::{
     apply_change, cancel, contains_pattern, deadline_millis, feedback_str, last_admin,
-    map_migrate_err, map_user_write_err, mode_str, parse_feedback, parse_json, parse_pending,
-    parse_trigger, parse_uuid, rfc3339, stats_from_rows, status_strs, to_json, usage_scope,
-    Embedded, WINDOW_NANOS,
+    map_migrate_err, map_user_write_err, parse_feedback, parse_json, parse_pending, parse_trigger,
+    parse_uuid, rfc3339, stats_from_rows, status_strs, to_json, usage_scope, Embedded,
+    WINDOW_NANOS,
 };
 use super::{
     AgentChannel, AgentRecord, AgentStatus, Assignee, ChannelSession, ConnectionEvent,
@@ -896,7 +896,7 @@ fn push_conversation_filters(
     qb.push(" FROM sessions WHERE tenant_id = ")
         .push_bind(PgUuid(tenant));
     if let Some(mode) = q.mode {
-        qb.push(" AND mode = ").push_bind(mode_str(mode));
+        qb.push(" AND mode = ").push_bind(mode.as_str());
         if mode != Mode::Regular {
             // The inbox index's condition: a generic plan, made without the bound mode,
             // uses a partial index only for a query that states it.
@@ -1612,7 +1612,7 @@ impl super::Store for PgStore {
                 .bind(column(&s, |r| r.data.as_str()))
                 .bind(column(&s, |r| r.epoch))
                 .bind(column(&s, |r| r.closed_at))
-                .bind(column(&s, |r| mode_str(r.session.mode)))
+                .bind(column(&s, |r| r.session.mode.as_str()))
                 .bind(column(&s, |r| r.session.assignee.map(PgUuid)))
                 .bind(updated_at)
                 .execute(&mut *tx)
@@ -3359,7 +3359,7 @@ mod tests {
                     .fetch_one(&store.pool)
                     .await
                     .unwrap();
-            assert_eq!(mode, mode_str(s.mode));
+            assert_eq!(mode, s.mode.as_str());
             assert_eq!(assignee.map(|u| u.0), s.assignee);
         }
         finish(store, db).await;

@@ -28,9 +28,8 @@ use uuid::Uuid;
 
 use super::encoding::{
     apply_change, cancel, contains_pattern, deadline_millis, feedback_str, last_admin,
-    map_migrate_err, map_user_write_err, mode_str, parse_feedback, parse_json, parse_pending,
-    parse_trigger, parse_uuid, rfc3339, stats_from_rows, to_json, usage_scope, Embedded,
-    WINDOW_NANOS,
+    map_migrate_err, map_user_write_err, parse_feedback, parse_json, parse_pending, parse_trigger,
+    parse_uuid, rfc3339, stats_from_rows, to_json, usage_scope, Embedded, WINDOW_NANOS,
 };
 use super::{
     AgentChannel, AgentRecord, AgentStatus, Assignee, ChannelSession, ConnectionEvent,
@@ -782,7 +781,7 @@ fn push_conversation_filters(
     qb.push(" FROM sessions WHERE tenant_id = ")
         .push_bind(tenant.to_string());
     if let Some(mode) = q.mode {
-        qb.push(" AND mode = ").push_bind(mode_str(mode));
+        qb.push(" AND mode = ").push_bind(mode.as_str());
         if mode != Mode::Regular {
             // The inbox index's condition: SQLite uses a partial index only for a query that
             // states it.
@@ -1553,7 +1552,7 @@ impl super::Store for SqliteStore {
                     .bind(r.data)
                     .bind(r.epoch)
                     .bind(r.closed_at)
-                    .bind(mode_str(r.session.mode))
+                    .bind(r.session.mode.as_str())
                     .bind(r.assignee);
             }
             q.execute(&mut *tx).await.map_err(map_err)?;
@@ -3137,7 +3136,7 @@ mod tests {
                     .unwrap();
             assert_eq!(
                 stored,
-                (mode_str(s.mode).into(), s.assignee.map(|u| u.to_string()))
+                (s.mode.as_str().into(), s.assignee.map(|u| u.to_string()))
             );
         }
     }
