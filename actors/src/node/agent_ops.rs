@@ -21,7 +21,8 @@ fn checked(text: &str, format: Format) -> NodeResult<AgentDefinition> {
     Ok(def)
 }
 
-fn to_json(def: &AgentDefinition) -> NodeResult<String> {
+/// The definition as the store keeps it.
+pub(super) fn to_json(def: &AgentDefinition) -> NodeResult<String> {
     serde_json::to_string(def).map_err(|e| NodeError::Internal(e.to_string()))
 }
 

@@ -7,6 +7,7 @@ use parley_engine::agent::{AgentDefinition, Format};
 use parley_engine::model::{AgentId, TenantId};
 use parley_engine::store::{AgentChannel, AgentRecord};
 
+use super::agent_ops::to_json;
 use super::Node;
 use crate::error::{NodeError, NodeResult};
 
@@ -21,10 +22,6 @@ pub struct Transferred {
     /// What could not be carried over, for the operator to fix.
     pub notes: Vec<String>,
     pub secrets_removed: bool,
-}
-
-fn definition_text(def: &AgentDefinition) -> NodeResult<String> {
-    serde_json::to_string(def).map_err(|e| NodeError::Internal(e.to_string()))
 }
 
 impl Node {
@@ -66,7 +63,7 @@ impl Node {
             e => NodeError::Invalid(format!("file: {e}")),
         })?;
         let def = imported.definition;
-        let text = definition_text(&def)?;
+        let text = to_json(&def)?;
         let existing = self
             .list_agents(tenant)
             .await?
@@ -182,7 +179,7 @@ impl Node {
                 ..def.clone()
             };
         let (record, definition, token) = self
-            .create_agent(tenant, &definition_text(&copy)?, Format::Json)
+            .create_agent(tenant, &to_json(&copy)?, Format::Json)
             .await?;
         let mut notes = Vec::new();
         if secrets_removed {

@@ -19,6 +19,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::io::AsyncRead;
 
+use super::check_name;
 use super::Node;
 use crate::error::{NodeError, NodeResult};
 
@@ -57,14 +58,6 @@ pub struct AddedParticipants {
     pub updated: u64,
     /// Per input, in order: what happened to it, or why it was refused.
     pub results: Vec<Result<Upserted, Vec<String>>>,
-}
-
-fn check_name(name: &str) -> NodeResult<String> {
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > 200 {
-        return Err(NodeError::Invalid("name: 1 to 200 characters".into()));
-    }
-    Ok(name.to_string())
 }
 
 fn check_flow_name(name: &str) -> NodeResult<()> {

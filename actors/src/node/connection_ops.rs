@@ -15,6 +15,7 @@ use parley_engine::store::{AgentChannel, StoreError};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
+use super::check_name;
 use super::Node;
 use crate::channels::PlatformRuntime;
 use crate::error::{NodeError, NodeResult};
@@ -66,14 +67,6 @@ pub struct ConnectionSummary {
     pub total: usize,
     pub connected: usize,
     pub error: usize,
-}
-
-fn check_name(name: &str) -> NodeResult<String> {
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > 200 {
-        return Err(NodeError::Invalid("name: 1 to 200 characters".into()));
-    }
-    Ok(name.to_string())
 }
 
 fn check_object(what: &str, v: Option<Value>) -> NodeResult<Value> {

@@ -18,6 +18,7 @@ use parley_engine::store::Tenant;
 use serde::Deserialize;
 use uuid::Uuid;
 
+use super::check_name;
 use super::{Node, Shared};
 use crate::error::{NodeError, NodeResult};
 
@@ -155,14 +156,6 @@ pub struct TenantPatch {
     pub zip: Option<String>,
     pub website: Option<String>,
     pub timezone: Option<String>,
-}
-
-fn check_name(name: &str) -> NodeResult<String> {
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > 200 {
-        return Err(NodeError::Invalid("name: 1 to 200 characters".into()));
-    }
-    Ok(name.to_string())
 }
 
 fn check_email(field: &str, email: &str) -> NodeResult<String> {

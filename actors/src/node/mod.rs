@@ -91,6 +91,16 @@ impl Default for NodeConfig {
     }
 }
 
+/// A display name (of a campaign, connection, user or tenant): trimmed, 1 to 200
+/// characters.
+fn check_name(name: &str) -> NodeResult<String> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 200 {
+        return Err(NodeError::Invalid("name: 1 to 200 characters".into()));
+    }
+    Ok(name.to_string())
+}
+
 /// What every actor of the node reaches: the store, the directories and the actor refs
 /// a supervisor may replace after a restart.
 pub struct Shared {
