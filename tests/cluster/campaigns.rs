@@ -127,7 +127,8 @@ async fn a_dead_nodes_campaign_is_taken_over_and_its_timers_fire_once() {
     let survivor = 1 - owner;
 
     // Due a few seconds from now: after the owner is gone.
-    let call_at = chrono::Utc::now() + chrono::TimeDelta::seconds(5);
+    // Far enough ahead that a loaded machine plans it before it is due (5 s was not).
+    let call_at = chrono::Utc::now() + chrono::TimeDelta::seconds(20);
     let (status, added) = admin(
         &http,
         &bases[survivor],
@@ -158,7 +159,8 @@ async fn a_dead_nodes_campaign_is_taken_over_and_its_timers_fire_once() {
         runner(&http, &bases[survivor..=survivor], &campaign).await,
         0
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
+    // The 30 s it had to be delivered after the kill, plus the 15 s call_at moved out.
+    let deadline = Instant::now() + Duration::from_secs(45);
     let delivered = loop {
         let all = communications(&http, &bases[survivor], &campaign, &participant).await;
         if all.len() == 1 && all[0]["status"] == "Delivered" {
