@@ -22,6 +22,10 @@ pub const COMMITS_TOTAL: &str = "parley_persistence_commits_total";
 /// Requests (turns and other session writes) per group commit.
 pub const COMMIT_BATCH: &str = "parley_persistence_batch_size";
 pub const COMMIT_SECONDS: &str = "parley_persistence_commit_duration_seconds";
+/// Folds of the SQLite store's message log into its indexed table.
+pub const LOG_FOLD_SECONDS: &str = "parley_store_log_fold_duration_seconds";
+/// Messages moved from the SQLite store's log into its indexed table.
+pub const LOG_FOLDED_TOTAL: &str = "parley_store_log_folded_messages_total";
 /// Session writes refused because a newer owner claimed the session.
 pub const FENCED_TOTAL: &str = "parley_persistence_fenced_total";
 /// Session writes waiting for the group-commit writer (sampled at scrape).
@@ -123,6 +127,15 @@ pub fn describe() {
     describe_counter!(COMMITS_TOTAL, "Group commits by outcome");
     describe_histogram!(COMMIT_BATCH, "Session write requests per group commit");
     describe_histogram!(COMMIT_SECONDS, Unit::Seconds, "Group commit duration");
+    describe_histogram!(
+        LOG_FOLD_SECONDS,
+        Unit::Seconds,
+        "SQLite message log folds into the indexed messages table"
+    );
+    describe_counter!(
+        LOG_FOLDED_TOTAL,
+        "Messages moved from the SQLite message log into the indexed messages table"
+    );
     describe_counter!(
         FENCED_TOTAL,
         "Session writes refused because a newer owner claimed the session"

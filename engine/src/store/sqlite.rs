@@ -23,7 +23,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteRow, SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::{Connection, QueryBuilder, Row, Sqlite};
 use uuid::Uuid;
 
 use super::encoding::{
@@ -47,6 +47,10 @@ use crate::connection::{ConnectionId, ConnectionRecord};
 use crate::flow::TriggerType;
 use crate::identity::{AuthToken, Role as UserRole, SessionUsage, UsageScope, UserId, UserRecord};
 use crate::inbound::InboundMessage;
+use message_log::{Appended, MessageLog};
+
+mod message_log;
+
 use crate::model::{
     AgentId, AttachmentMeta, CloseStatus, Feedback, Message, Mode, Role, Session, SessionId,
     TenantId,
@@ -105,6 +109,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "conversations",
         include_str!("../../migrations/sqlite/0010_conversations.sql"),
     ),
+    (
+        11,
+        "message_log",
+        include_str!("../../migrations/sqlite/0011_message_log.sql"),
+    ),
 ];
 
 /// The most rows one multi-row statement writes; a power of two (see [`chunk_sizes`]).
@@ -131,6 +140,8 @@ const WAL_SIZE_LIMIT_BYTES: u64 = 128 * 1024 * 1024;
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    /// What `message_log` holds (see [`message_log`]).
+    log: MessageLog,
 }
 
 impl SqliteStore {
@@ -160,7 +171,13 @@ impl SqliteStore {
             .connect_with(tuned(base, READER_CACHE_KIB))
             .await
             .map_err(map_err)?;
-        Ok(SqliteStore { writer, reader })
+        let store = SqliteStore {
+            writer,
+            reader,
+            log: MessageLog::default(),
+        };
+        store.rebuild_log().await?;
+        Ok(store)
     }
 
     /// A fresh in-memory database (for tests and benches). It lives in one connection that
@@ -171,6 +188,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             writer: pool.clone(),
             reader: pool,
+            log: MessageLog::default(),
         })
     }
 
@@ -187,8 +205,158 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Waits for running queries and closes every connection (checkpointing the WAL).
+    /// One group commit's transaction (see [`Store::commit`](super::Store::commit)).
+    async fn commit_batch(
+        &self,
+        conn: &mut SqliteConnection,
+        batch: &[SessionWrites],
+    ) -> StoreResult<Vec<SessionId>> {
+        let mut tx = conn.begin().await.map_err(map_err)?;
+        let stored = stored_epochs(&mut tx, batch).await?;
+        let current = |g: &&SessionWrites| stored.get(&g.session).is_none_or(|&e| g.epoch >= e);
+        let fenced: Vec<SessionId> = batch
+            .iter()
+            .filter(|g| !current(g))
+            .map(|g| g.session)
+            .collect();
+        // Group by kind. A session written several times keeps its first slot and its last
+        // version.
+        let mut sessions: Vec<(&Session, Epoch)> = Vec::new();
+        let mut slot: HashMap<SessionId, usize> = HashMap::new();
+        let mut messages: Vec<&Message> = Vec::new();
+        let mut attachments = Vec::new();
+        for group in batch.iter().filter(current) {
+            for write in &group.writes {
+                match write {
+                    Write::Session(s) => match slot.get(&s.id) {
+                        Some(&i) => sessions[i] = (s, group.epoch),
+                        None => {
+                            slot.insert(s.id, sessions.len());
+                            sessions.push((s, group.epoch));
+                        }
+                    },
+                    Write::Message(m) => messages.push(m),
+                    Write::Attachment {
+                        session_id,
+                        meta,
+                        bytes,
+                    } => attachments.push(AttachmentRow::new(*session_id, meta, bytes)?),
+                }
+            }
+        }
+        check_new_ids(&mut tx, &self.log, &messages).await?;
+        let sessions = sessions
+            .into_iter()
+            .map(|(s, epoch)| SessionRow::new(s, epoch))
+            .collect::<StoreResult<Vec<_>>>()?;
+        // Keyed messages go to `messages`, whose unique index answers a repeated key; the
+        // rest are appended to the log.
+        let logged = messages
+            .iter()
+            .filter(|m| m.idempotency_key.is_none())
+            .count();
+        let mut seq = self.log.reserve(logged);
+        let mut appended = Vec::with_capacity(messages.len());
+        let (mut log_rows, mut keyed_rows) = (Vec::with_capacity(logged), Vec::new());
+        for m in &messages {
+            let row = MessageRow::new(m)?;
+            let logged = m.idempotency_key.is_none();
+            appended.push(Appended {
+                session: m.session_id,
+                seq: logged.then_some(seq),
+                id: m.id,
+                human_at: (m.role == Role::Human).then_some(m.timestamp),
+            });
+            if logged {
+                log_rows.push((seq, row));
+                seq += 1;
+            } else {
+                keyed_rows.push(row);
+            }
+        }
+        let updated_at = ts(Utc::now());
+        let sql = &*BATCH_SQL;
+
+        // Rows are bound by value: sqlx copies borrowed arguments before handing them to its
+        // worker thread, and moving the strings avoids that.
+        let (n_sessions, mut rows) = (sessions.len(), sessions.into_iter());
+        for n in chunk_sizes(n_sessions) {
+            let mut q = sqlx::query(BatchSql::get(&sql.sessions, n));
+            for r in rows.by_ref().take(n) {
+                q = q
+                    .bind(r.id)
+                    .bind(r.tenant_id)
+                    .bind(r.agent_id)
+                    .bind(&r.session.user_id)
+                    .bind(&r.session.ext_type)
+                    .bind(r.session.status_str())
+                    .bind(r.next_deadline)
+                    .bind(r.created_at)
+                    .bind(&updated_at)
+                    .bind(r.data)
+                    .bind(r.epoch)
+                    .bind(r.closed_at)
+                    .bind(r.session.mode.as_str())
+                    .bind(r.assignee);
+            }
+            q.execute(&mut *tx).await.map_err(map_err)?;
+        }
+        let (n_logged, mut rows) = (log_rows.len(), log_rows.into_iter());
+        for n in chunk_sizes(n_logged) {
+            let mut q = sqlx::query(BatchSql::get(&sql.log, n));
+            for (seq, r) in rows.by_ref().take(n) {
+                q = r.bind(q.bind(seq));
+            }
+            q.execute(&mut *tx).await.map_err(map_err)?;
+        }
+        let (n_keyed, mut rows) = (keyed_rows.len(), keyed_rows.into_iter());
+        for n in chunk_sizes(n_keyed) {
+            let mut q = sqlx::query(BatchSql::get(&sql.messages, n));
+            for r in rows.by_ref().take(n) {
+                q = r.bind(q);
+            }
+            q.execute(&mut *tx).await.map_err(map_err)?;
+        }
+        let (n_attachments, mut rows) = (attachments.len(), attachments.into_iter());
+        for n in chunk_sizes(n_attachments) {
+            let mut q = sqlx::query(BatchSql::get(&sql.attachments, n));
+            for r in rows.by_ref().take(n) {
+                q = q
+                    .bind(r.id)
+                    .bind(r.session_id)
+                    .bind(&r.meta.filename)
+                    .bind(&r.meta.content_type)
+                    .bind(r.size)
+                    .bind(r.bytes);
+            }
+            q.execute(&mut *tx).await.map_err(map_err)?;
+        }
+        // Any error above returns early and drops `tx`, which rolls the whole batch back.
+        tx.commit().await.map_err(map_err)?;
+        self.log.record(&appended);
+        Ok(fenced)
+    }
+
+    /// Reads what the message log holds into memory.
+    async fn rebuild_log(&self) -> StoreResult<()> {
+        let mut conn = self.writer.acquire().await.map_err(map_err)?;
+        message_log::rebuild(&mut conn, &self.log).await
+    }
+
+    /// Folds the message log into `messages` now.
+    async fn fold_log(&self) -> StoreResult<()> {
+        let mut conn = self.writer.acquire().await.map_err(map_err)?;
+        message_log::fold(&mut conn, &self.log).await;
+        Ok(())
+    }
+
+    /// Waits for running queries, folds the message log (leaving the file compact) and
+    /// closes every connection (checkpointing the WAL).
     pub async fn close(&self) {
+        if !self.log.is_empty() {
+            // A failure is logged by the fold; the log stays readable for the next open.
+            let _ = self.fold_log().await;
+        }
         self.reader.close().await;
         self.writer.close().await;
     }
@@ -317,6 +485,7 @@ fn chunk_sizes(n: usize) -> impl Iterator<Item = usize> {
 /// the count's log2.
 struct BatchSql {
     sessions: Vec<String>,
+    log: Vec<String>,
     messages: Vec<String>,
     attachments: Vec<String>,
 }
@@ -353,8 +522,8 @@ static BATCH_SQL: LazyLock<BatchSql> = LazyLock::new(|| BatchSql {
          data = excluded.data, closed_at = excluded.closed_at, mode = excluded.mode, \
          assignee = excluded.assignee",
     ),
-    // A plain INSERT: a message id that exists already fails the batch (history is
-    // append-only).
+    log: BatchSql::build(&message_log::insert_head(), 10, ""),
+    // Keyed messages only (the rest go to the log), checked by check_new_ids first.
     messages: BatchSql::build(
         "INSERT INTO messages (session_id, id, role, text, ts, attachments, metadata, \
          feedback, idempotency_key)",
@@ -422,7 +591,25 @@ impl<'a> MessageRow<'a> {
                 .transpose()?,
         })
     }
+
+    /// Binds the row's columns in [`MESSAGE_COLS`] order.
+    fn bind<'q>(self, q: SqliteQuery<'q>) -> SqliteQuery<'q>
+    where
+        'a: 'q,
+    {
+        q.bind(self.session_id)
+            .bind(self.message.id)
+            .bind(self.message.role.as_str())
+            .bind(&self.message.text)
+            .bind(self.ts)
+            .bind(self.attachments)
+            .bind(self.metadata)
+            .bind(feedback_str(self.message.feedback))
+            .bind(self.message.idempotency_key.as_deref())
+    }
 }
+
+type SqliteQuery<'q> = sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
 
 struct AttachmentRow<'a> {
     meta: &'a AttachmentMeta,
@@ -450,6 +637,77 @@ const TENANT_COLS: &str = "id, name, api_key_hash, created_at, settings";
 /// The stored epochs of the batch's sessions (those that exist). Read inside the batch's
 /// transaction, which holds SQLite's single write lock, so no claim can slip in between
 /// this check and the writes.
+/// A message id must be new in its session, else the batch is a Conflict. Sessions write
+/// their ids in order, so the check is usually that the id is above the session's newest;
+/// only an id at or below it is looked up (in the batch, `messages` and the log).
+async fn check_new_ids(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    log: &MessageLog,
+    messages: &[&Message],
+) -> StoreResult<()> {
+    let ids: HashSet<SessionId> = messages.iter().map(|m| m.session_id).collect();
+    let mut newest = log.last_ids(ids.iter().copied());
+    let unknown: Vec<SessionId> = ids
+        .into_iter()
+        .filter(|s| !newest.contains_key(s))
+        .collect();
+    for chunk in unknown.chunks(MAX_ROWS) {
+        // One index seek per session, where MAX(id) ... GROUP BY would read whole histories.
+        let sql = format!(
+            "WITH ids(sid) AS (VALUES {}) SELECT sid, \
+             (SELECT id FROM messages WHERE session_id = sid ORDER BY id DESC LIMIT 1) AS last_id \
+             FROM ids",
+            vec!["(?)"; chunk.len()].join(",")
+        );
+        let mut q = sqlx::query(&sql);
+        for id in chunk {
+            q = q.bind(id.to_string());
+        }
+        for row in q.fetch_all(&mut **tx).await.map_err(map_err)? {
+            if let Some(id) = col::<Option<i64>>(&row, "last_id")? {
+                newest.insert(parse_uuid(col(&row, "sid")?)?, id);
+            }
+        }
+    }
+    for (i, m) in messages.iter().enumerate() {
+        let last = newest.entry(m.session_id).or_insert(0);
+        if m.id > *last {
+            *last = m.id;
+            continue;
+        }
+        let in_batch = messages[..i]
+            .iter()
+            .any(|o| o.session_id == m.session_id && o.id == m.id);
+        let sid = m.session_id.to_string();
+        let stored: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM messages WHERE session_id = ? AND id = ?")
+                .bind(&sid)
+                .bind(m.id)
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(map_err)?;
+        let logged: Option<i64> = match log.span(m.session_id) {
+            Some(span) => sqlx::query_scalar(
+                "SELECT 1 FROM message_log WHERE seq >= ? AND session_id = ? AND id = ?",
+            )
+            .bind(span.first_seq)
+            .bind(&sid)
+            .bind(m.id)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(map_err)?,
+            None => None,
+        };
+        if in_batch || stored.is_some() || logged.is_some() {
+            return Err(StoreError::Conflict(format!(
+                "message {} of session {} exists already",
+                m.id, m.session_id
+            )));
+        }
+    }
+    Ok(())
+}
+
 async fn stored_epochs(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     batch: &[SessionWrites],
@@ -1007,7 +1265,8 @@ impl super::Store for SqliteStore {
         migrator
             .run(&self.writer)
             .await
-            .map_err(|e| map_migrate_err(e, map_err))
+            .map_err(|e| map_migrate_err(e, map_err))?;
+        self.rebuild_log().await
     }
 
     async fn create_tenant(&self, tenant: &Tenant) -> StoreResult<()> {
@@ -1220,21 +1479,27 @@ impl super::Store for SqliteStore {
         query: &ConversationQuery,
     ) -> StoreResult<(Vec<Session>, u64)> {
         // The page first, then its sessions brought up to date: only the page's rows look
-        // into their logs.
-        let mut qb = QueryBuilder::new(format!(
-            "SELECT {FRESH_SESSION_COLS} FROM (SELECT id, data, updated_at"
-        ));
-        push_conversation_filters(&mut qb, tenant, query);
-        qb.push(" ORDER BY updated_at DESC, id DESC LIMIT ")
-            .push_bind(page_bound(query.limit))
-            .push(" OFFSET ")
-            .push_bind(page_bound(query.offset))
-            .push(") AS s ORDER BY s.updated_at DESC, s.id DESC");
-        let rows = qb.build().fetch_all(&self.reader).await.map_err(map_err)?;
-        let page = rows
-            .iter()
-            .map(fresh_session_from_row)
-            .collect::<StoreResult<Vec<_>>>()?;
+        // into their histories. Repeated if the message log was folded meanwhile.
+        let page = loop {
+            let folds = self.log.folds();
+            let mut qb = QueryBuilder::new(format!(
+                "SELECT {FRESH_SESSION_COLS} FROM (SELECT id, data, updated_at"
+            ));
+            push_conversation_filters(&mut qb, tenant, query);
+            qb.push(" ORDER BY updated_at DESC, id DESC LIMIT ")
+                .push_bind(page_bound(query.limit))
+                .push(" OFFSET ")
+                .push_bind(page_bound(query.offset))
+                .push(") AS s ORDER BY s.updated_at DESC, s.id DESC");
+            let rows = qb.build().fetch_all(&self.reader).await.map_err(map_err)?;
+            let mut page = rows
+                .iter()
+                .map(fresh_session_from_row)
+                .collect::<StoreResult<Vec<_>>>()?;
+            if self.log.patch(&mut page, folds) {
+                break page;
+            }
+        };
         let mut qb = QueryBuilder::new("SELECT COUNT(*)");
         push_conversation_filters(&mut qb, tenant, query);
         let total: i64 = qb
@@ -1468,6 +1733,7 @@ impl super::Store for SqliteStore {
         let id = agent.to_string();
         let mut tx = self.writer.begin().await.map_err(map_err)?;
         for sql in [
+            "DELETE FROM message_log WHERE session_id IN (SELECT id FROM sessions WHERE agent_id = ?)",
             "DELETE FROM messages WHERE session_id IN (SELECT id FROM sessions WHERE agent_id = ?)",
             "DELETE FROM attachments WHERE session_id IN (SELECT id FROM sessions WHERE agent_id = ?)",
             "DELETE FROM sessions WHERE agent_id = ?",
@@ -1493,103 +1759,13 @@ impl super::Store for SqliteStore {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let mut tx = self.writer.begin().await.map_err(map_err)?;
-        let stored = stored_epochs(&mut tx, batch).await?;
-        let current = |g: &&SessionWrites| stored.get(&g.session).is_none_or(|&e| g.epoch >= e);
-        let fenced: Vec<SessionId> = batch
-            .iter()
-            .filter(|g| !current(g))
-            .map(|g| g.session)
-            .collect();
-        // Group by kind. A session written several times keeps its first slot and its last
-        // version.
-        let mut sessions: Vec<(&Session, Epoch)> = Vec::new();
-        let mut slot: HashMap<SessionId, usize> = HashMap::new();
-        let mut messages = Vec::new();
-        let mut attachments = Vec::new();
-        for group in batch.iter().filter(current) {
-            for write in &group.writes {
-                match write {
-                    Write::Session(s) => match slot.get(&s.id) {
-                        Some(&i) => sessions[i] = (s, group.epoch),
-                        None => {
-                            slot.insert(s.id, sessions.len());
-                            sessions.push((s, group.epoch));
-                        }
-                    },
-                    Write::Message(m) => messages.push(MessageRow::new(m)?),
-                    Write::Attachment {
-                        session_id,
-                        meta,
-                        bytes,
-                    } => attachments.push(AttachmentRow::new(*session_id, meta, bytes)?),
-                }
-            }
+        // The writer stays held until the log's index knows this commit (and until a fold
+        // it makes due is done), so no read sees one without the other.
+        let mut conn = self.writer.acquire().await.map_err(map_err)?;
+        let fenced = self.commit_batch(&mut conn, batch).await?;
+        if self.log.fold_due() {
+            message_log::fold(&mut conn, &self.log).await;
         }
-        let sessions = sessions
-            .into_iter()
-            .map(|(s, epoch)| SessionRow::new(s, epoch))
-            .collect::<StoreResult<Vec<_>>>()?;
-        let updated_at = ts(Utc::now());
-        let sql = &*BATCH_SQL;
-
-        // Rows are bound by value: sqlx copies borrowed arguments before handing them to its
-        // worker thread, and moving the strings avoids that.
-        let (n_sessions, mut rows) = (sessions.len(), sessions.into_iter());
-        for n in chunk_sizes(n_sessions) {
-            let mut q = sqlx::query(BatchSql::get(&sql.sessions, n));
-            for r in rows.by_ref().take(n) {
-                q = q
-                    .bind(r.id)
-                    .bind(r.tenant_id)
-                    .bind(r.agent_id)
-                    .bind(&r.session.user_id)
-                    .bind(&r.session.ext_type)
-                    .bind(r.session.status_str())
-                    .bind(r.next_deadline)
-                    .bind(r.created_at)
-                    .bind(&updated_at)
-                    .bind(r.data)
-                    .bind(r.epoch)
-                    .bind(r.closed_at)
-                    .bind(r.session.mode.as_str())
-                    .bind(r.assignee);
-            }
-            q.execute(&mut *tx).await.map_err(map_err)?;
-        }
-        let (n_messages, mut rows) = (messages.len(), messages.into_iter());
-        for n in chunk_sizes(n_messages) {
-            let mut q = sqlx::query(BatchSql::get(&sql.messages, n));
-            for r in rows.by_ref().take(n) {
-                q = q
-                    .bind(r.session_id)
-                    .bind(r.message.id)
-                    .bind(r.message.role.as_str())
-                    .bind(&r.message.text)
-                    .bind(r.ts)
-                    .bind(r.attachments)
-                    .bind(r.metadata)
-                    .bind(feedback_str(r.message.feedback))
-                    .bind(r.message.idempotency_key.as_deref());
-            }
-            q.execute(&mut *tx).await.map_err(map_err)?;
-        }
-        let (n_attachments, mut rows) = (attachments.len(), attachments.into_iter());
-        for n in chunk_sizes(n_attachments) {
-            let mut q = sqlx::query(BatchSql::get(&sql.attachments, n));
-            for r in rows.by_ref().take(n) {
-                q = q
-                    .bind(r.id)
-                    .bind(r.session_id)
-                    .bind(&r.meta.filename)
-                    .bind(&r.meta.content_type)
-                    .bind(r.size)
-                    .bind(r.bytes);
-            }
-            q.execute(&mut *tx).await.map_err(map_err)?;
-        }
-        // Any error above returns early and drops `tx`, which rolls the whole batch back.
-        tx.commit().await.map_err(map_err)?;
         Ok(fenced)
     }
 
@@ -1603,18 +1779,33 @@ impl super::Store for SqliteStore {
 
     async fn load_session(&self, session: SessionId) -> StoreResult<Option<Session>> {
         let sql = format!("SELECT {FRESH_SESSION_COLS} FROM sessions s WHERE s.id = ?");
-        let row = sqlx::query(&sql)
-            .bind(session.to_string())
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(map_err)?;
-        row.as_ref().map(fresh_session_from_row).transpose()
+        loop {
+            let folds = self.log.folds();
+            let row = sqlx::query(&sql)
+                .bind(session.to_string())
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(map_err)?;
+            let mut found: Vec<Session> = row
+                .as_ref()
+                .map(fresh_session_from_row)
+                .transpose()?
+                .into_iter()
+                .collect();
+            if self.log.patch(&mut found, folds) {
+                return Ok(found.pop());
+            }
+        }
     }
 
     async fn load_messages(&self, session: SessionId) -> StoreResult<Vec<Message>> {
-        let sql = format!("SELECT {MESSAGE_COLS} FROM messages WHERE session_id = ? ORDER BY id");
+        // The log's index is read before the query, so rows a fold moves meanwhile are met
+        // in `messages` instead.
+        let span = self.log.span(session);
+        let sql = message_log::select_messages(span, "ORDER BY id");
         let rows = sqlx::query(&sql)
             .bind(session.to_string())
+            .bind(span.map(|s| s.first_seq))
             .fetch_all(&self.reader)
             .await
             .map_err(map_err)?;
@@ -1626,11 +1817,11 @@ impl super::Store for SqliteStore {
         session: SessionId,
         limit: u32,
     ) -> StoreResult<Vec<Message>> {
-        let sql = format!(
-            "SELECT {MESSAGE_COLS} FROM messages WHERE session_id = ? ORDER BY id DESC LIMIT ?"
-        );
+        let span = self.log.span(session);
+        let sql = message_log::select_messages(span, "ORDER BY id DESC LIMIT ?3");
         let rows = sqlx::query(&sql)
             .bind(session.to_string())
+            .bind(span.map(|s| s.first_seq))
             .bind(i64::from(limit))
             .fetch_all(&self.reader)
             .await
@@ -1706,14 +1897,31 @@ impl super::Store for SqliteStore {
         log_id: i64,
         feedback: Feedback,
     ) -> StoreResult<bool> {
-        let done = sqlx::query("UPDATE messages SET feedback = ? WHERE session_id = ? AND id = ?")
+        // Holding the writer: no fold moves the message between the two tables meanwhile.
+        let mut conn = self.writer.acquire().await.map_err(map_err)?;
+        let mut done =
+            sqlx::query("UPDATE messages SET feedback = ? WHERE session_id = ? AND id = ?")
+                .bind(feedback_str(feedback))
+                .bind(session.to_string())
+                .bind(log_id)
+                .execute(&mut *conn)
+                .await
+                .map_err(map_err)?
+                .rows_affected();
+        if let (0, Some(span)) = (done, self.log.span(session)) {
+            done = sqlx::query(
+                "UPDATE message_log SET feedback = ? WHERE seq >= ? AND session_id = ? AND id = ?",
+            )
             .bind(feedback_str(feedback))
+            .bind(span.first_seq)
             .bind(session.to_string())
             .bind(log_id)
-            .execute(&self.writer)
+            .execute(&mut *conn)
             .await
-            .map_err(map_err)?;
-        Ok(done.rows_affected() > 0)
+            .map_err(map_err)?
+            .rows_affected();
+        }
+        Ok(done > 0)
     }
 
     async fn get_attachment(
@@ -3208,6 +3416,237 @@ mod tests {
         assert!(corrupt(
             &store.due_sessions(Utc::now(), 10).await.unwrap_err()
         ));
+    }
+
+    /// Messages `ids` of session `s`, odd ones the customer's.
+    fn turns(s: SessionId, ids: std::ops::RangeInclusive<i64>) -> Vec<SessionWrites> {
+        let writes: Vec<Write> = ids
+            .map(|id| {
+                let role = if id % 2 == 1 { Role::Human } else { Role::Ai };
+                let m = suite::message(s, id, role, &format!("message {id}"));
+                Write::Message(Box::new(m))
+            })
+            .collect();
+        suite::grouped(&writes)
+    }
+
+    async fn rows(store: &SqliteStore, table: &str) -> i64 {
+        sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
+            .fetch_one(&store.reader)
+            .await
+            .unwrap()
+    }
+
+    async fn message_ids(store: &SqliteStore, s: SessionId) -> Vec<i64> {
+        let ms = store.load_messages(s).await.unwrap();
+        ms.iter().map(|m| m.id).collect()
+    }
+
+    /// A stored session with no messages.
+    async fn new_session(store: &SqliteStore) -> Session {
+        let s = suite::session(Uuid::new_v4(), Uuid::new_v4(), "u1", 0);
+        store
+            .commit(&suite::grouped(&[Write::Session(Box::new(s.clone()))]))
+            .await
+            .unwrap();
+        s
+    }
+
+    #[tokio::test]
+    async fn message_log_reads_the_same_before_and_after_a_fold() {
+        let (store, _dir) = file_store().await;
+        let (s1, s2) = (new_session(&store).await, new_session(&store).await);
+        let mut batch = turns(s1.id, 1..=4);
+        batch.extend(turns(s2.id, 1..=2));
+        store.commit(&batch).await.unwrap();
+        assert_eq!(
+            (
+                rows(&store, "message_log").await,
+                rows(&store, "messages").await
+            ),
+            (6, 0)
+        );
+        let logged = store.load_messages(s1.id).await.unwrap();
+        assert_eq!(message_ids(&store, s1.id).await, [1, 2, 3, 4]);
+        assert_eq!(message_ids(&store, s2.id).await, [1, 2]);
+        let loaded = store.load_session(s1.id).await.unwrap().unwrap();
+        assert_eq!(loaded.message_count, 4);
+        assert_eq!(loaded.last_activity, logged[2].timestamp);
+        assert!(store.set_feedback(s1.id, 2, Feedback::Good).await.unwrap());
+
+        store.fold_log().await.unwrap();
+        assert_eq!(
+            (
+                rows(&store, "message_log").await,
+                rows(&store, "messages").await
+            ),
+            (0, 6)
+        );
+        let folded = store.load_messages(s1.id).await.unwrap();
+        assert_eq!(folded[1].feedback, Feedback::Good);
+        let mut expected = logged.clone();
+        expected[1].feedback = Feedback::Good;
+        assert_eq!(folded, expected);
+        assert_eq!(
+            store.load_session(s1.id).await.unwrap(),
+            Some(loaded.clone())
+        );
+
+        // New turns land in the log and read together with the folded ones.
+        store.commit(&turns(s1.id, 5..=6)).await.unwrap();
+        assert_eq!(message_ids(&store, s1.id).await, [1, 2, 3, 4, 5, 6]);
+        let recent = store.load_recent_messages(s1.id, 3).await.unwrap();
+        assert_eq!(recent.iter().map(|m| m.id).collect::<Vec<_>>(), [4, 5, 6]);
+        assert_eq!(
+            store
+                .load_session(s1.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .message_count,
+            6
+        );
+        assert!(store.set_feedback(s1.id, 6, Feedback::Bad).await.unwrap());
+        assert!(store.set_feedback(s1.id, 1, Feedback::Bad).await.unwrap());
+        assert!(!store.set_feedback(s1.id, 9, Feedback::Bad).await.unwrap());
+        let all = store.load_messages(s1.id).await.unwrap();
+        assert_eq!(
+            (all[0].feedback, all[5].feedback),
+            (Feedback::Bad, Feedback::Bad)
+        );
+
+        // An id that exists, in the log or folded, is a conflict; an unused one below the
+        // newest is not.
+        for taken in [6, 3] {
+            let r = store.commit(&turns(s1.id, taken..=taken)).await;
+            assert!(matches!(r, Err(StoreError::Conflict(_))), "{taken}: {r:?}");
+        }
+        store.commit(&turns(s1.id, 8..=8)).await.unwrap();
+        store.commit(&turns(s1.id, 7..=7)).await.unwrap();
+        assert_eq!(message_ids(&store, s1.id).await, [1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(message_ids(&store, s2.id).await, [1, 2]);
+    }
+
+    #[tokio::test]
+    async fn message_log_is_read_back_after_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("parley.db");
+        let s = {
+            let store = SqliteStore::open(&path).await.unwrap();
+            store.migrate().await.unwrap();
+            let s = new_session(&store).await;
+            store.commit(&turns(s.id, 1..=3)).await.unwrap();
+            // Dropped without close: the log is not folded.
+            s
+        };
+        let store = SqliteStore::open(&path).await.unwrap();
+        store.migrate().await.unwrap();
+        assert_eq!(rows(&store, "message_log").await, 3);
+        assert_eq!(message_ids(&store, s.id).await, [1, 2, 3]);
+        assert_eq!(
+            store
+                .load_session(s.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .message_count,
+            3
+        );
+        let again = store.commit(&turns(s.id, 2..=2)).await;
+        assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+        store.commit(&turns(s.id, 4..=4)).await.unwrap();
+        // Closing folds what is left.
+        store.close().await;
+        let store = SqliteStore::open(&path).await.unwrap();
+        assert_eq!(
+            (
+                rows(&store, "message_log").await,
+                rows(&store, "messages").await
+            ),
+            (0, 4)
+        );
+        assert_eq!(message_ids(&store, s.id).await, [1, 2, 3, 4]);
+    }
+
+    #[tokio::test]
+    async fn message_log_folds_when_full_or_old() {
+        let (store, _dir) = file_store().await;
+        let s = new_session(&store).await;
+        let full = message_log::FOLD_ROWS as i64;
+        let per_batch = 1024;
+        let mut next = 1;
+        while next <= full {
+            let last = (next + per_batch - 1).min(full);
+            assert_eq!(rows(&store, "message_log").await, next - 1, "folded early");
+            store.commit(&turns(s.id, next..=last)).await.unwrap();
+            next = last + 1;
+        }
+        assert_eq!(
+            (
+                rows(&store, "message_log").await,
+                rows(&store, "messages").await
+            ),
+            (0, full)
+        );
+
+        store
+            .commit(&turns(s.id, full + 1..=full + 1))
+            .await
+            .unwrap();
+        assert_eq!(rows(&store, "message_log").await, 1);
+        tokio::time::sleep(message_log::FOLD_AGE).await;
+        store
+            .commit(&turns(s.id, full + 2..=full + 2))
+            .await
+            .unwrap();
+        assert_eq!(rows(&store, "message_log").await, 0);
+        let ids = message_ids(&store, s.id).await;
+        assert_eq!(ids, (1..=full + 2).collect::<Vec<_>>());
+    }
+
+    /// Readers racing commits and folds always see a whole history, never shorter than
+    /// what was acknowledged before they started.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_racing_folds_never_miss_a_message() {
+        use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+        use std::sync::Arc;
+
+        let (store, _dir) = file_store().await;
+        let store = Arc::new(store);
+        let s = new_session(&store).await;
+        let acked = Arc::new(AtomicI64::new(0));
+        let done = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (store, acked, done) = (store.clone(), acked.clone(), done.clone());
+            tokio::spawn(async move {
+                for id in 1..=300 {
+                    store.commit(&turns(s.id, id..=id)).await.unwrap();
+                    acked.store(id, Ordering::SeqCst);
+                    if id % 7 == 0 {
+                        store.fold_log().await.unwrap();
+                    }
+                }
+                done.store(true, Ordering::SeqCst);
+            })
+        };
+        let mut reads = 0;
+        while !done.load(Ordering::SeqCst) {
+            let floor = acked.load(Ordering::SeqCst);
+            let ids = message_ids(&store, s.id).await;
+            assert_eq!(ids, (1..=ids.len() as i64).collect::<Vec<_>>());
+            assert!(ids.len() as i64 >= floor, "{} < {floor}", ids.len());
+            let count = store
+                .load_session(s.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .message_count;
+            assert!(count >= floor, "message_count {count} < {floor}");
+            reads += 1;
+        }
+        writer.await.unwrap();
+        assert!(reads > 10, "only {reads} reads raced the writer");
+        assert_eq!(message_ids(&store, s.id).await.len(), 300);
     }
 
     #[tokio::test]
