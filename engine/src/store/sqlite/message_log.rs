@@ -208,11 +208,6 @@ pub(super) fn select_messages(span: Option<Span>, tail: &str) -> String {
     }
 }
 
-/// The multi-row INSERT head for the log.
-pub(super) fn insert_head() -> String {
-    format!("INSERT INTO message_log (seq, {COLS})")
-}
-
 /// Moves every log row into `messages` in one transaction, sorted so that each session's
 /// index pages are visited once. A failure leaves the log as it was (reads still see it) and
 /// holds folds off for a while.
