@@ -45,15 +45,14 @@ use crate::connection::{ConnectionId, ConnectionRecord};
 use crate::flow::TriggerType;
 use crate::identity::{AuthToken, Role as UserRole, SessionUsage, UsageScope, UserId, UserRecord};
 use crate::inbound::InboundMessage;
-use message_log::MessageLog;
-
-mod group_commit;
-mod message_log;
-
 use crate::model::{
     AgentId, AttachmentMeta, CloseStatus, Feedback, Message, Mode, Role, Session, SessionId,
     TenantId,
 };
+use message_log::MessageLog;
+
+mod group_commit;
+mod message_log;
 
 /// The schema, oldest first: (version, description, SQL). The files follow sqlx's
 /// `<version>_<description>.sql` naming so the `migrate!` macro could read them too.
@@ -204,6 +203,23 @@ impl SqliteStore {
     async fn rebuild_log(&self) -> StoreResult<()> {
         let mut conn = self.writer.acquire().await.map_err(map_err)?;
         message_log::rebuild(&mut conn, &self.log).await
+    }
+
+    /// Sessions read with [`FRESH_SESSION_COLS`], brought up to date with their rows in the
+    /// message log. The read is repeated if a fold moved rows from the log to `messages`
+    /// meanwhile, as it may have missed them in both.
+    async fn read_fresh<F, Fut>(&self, read: F) -> StoreResult<Vec<Session>>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = StoreResult<Vec<Session>>>,
+    {
+        loop {
+            let folds = self.log.folds();
+            let mut sessions = read().await?;
+            if self.log.patch(&mut sessions, folds) {
+                return Ok(sessions);
+            }
+        }
     }
 
     /// Folds the message log into `messages` now.
@@ -1079,27 +1095,22 @@ impl super::Store for SqliteStore {
         query: &ConversationQuery,
     ) -> StoreResult<(Vec<Session>, u64)> {
         // The page first, then its sessions brought up to date: only the page's rows look
-        // into their histories. Repeated if the message log was folded meanwhile.
-        let page = loop {
-            let folds = self.log.folds();
-            let mut qb = QueryBuilder::new(format!(
-                "SELECT {FRESH_SESSION_COLS} FROM (SELECT id, data, updated_at"
-            ));
-            push_conversation_filters(&mut qb, tenant, query);
-            qb.push(" ORDER BY updated_at DESC, id DESC LIMIT ")
-                .push_bind(page_bound(query.limit))
-                .push(" OFFSET ")
-                .push_bind(page_bound(query.offset))
-                .push(") AS s ORDER BY s.updated_at DESC, s.id DESC");
-            let rows = qb.build().fetch_all(&self.reader).await.map_err(map_err)?;
-            let mut page = rows
-                .iter()
-                .map(fresh_session_from_row)
-                .collect::<StoreResult<Vec<_>>>()?;
-            if self.log.patch(&mut page, folds) {
-                break page;
-            }
-        };
+        // into their histories.
+        let page = self
+            .read_fresh(|| async {
+                let mut qb = QueryBuilder::new(format!(
+                    "SELECT {FRESH_SESSION_COLS} FROM (SELECT id, data, updated_at"
+                ));
+                push_conversation_filters(&mut qb, tenant, query);
+                qb.push(" ORDER BY updated_at DESC, id DESC LIMIT ")
+                    .push_bind(page_bound(query.limit))
+                    .push(" OFFSET ")
+                    .push_bind(page_bound(query.offset))
+                    .push(") AS s ORDER BY s.updated_at DESC, s.id DESC");
+                let rows = qb.build().fetch_all(&self.reader).await.map_err(map_err)?;
+                rows.iter().map(fresh_session_from_row).collect()
+            })
+            .await?;
         let mut qb = QueryBuilder::new("SELECT COUNT(*)");
         push_conversation_filters(&mut qb, tenant, query);
         let total: i64 = qb
@@ -1365,12 +1376,11 @@ impl super::Store for SqliteStore {
         let fenced = {
             let mut handle = conn.lock_handle().await.map_err(map_err)?;
             // SAFETY: the handle is locked away from sqlx's worker while `handle` lives;
-            // `from_handle` borrows it without closing it, and `db` is dropped first.
+            // `from_handle` borrows it without closing it, and `db`, declared after
+            // `handle`, is dropped before it.
             let db = unsafe { rusqlite::Connection::from_handle(handle.as_raw_handle().as_ptr()) }
                 .map_err(group_commit::map_err)?;
-            let fenced = group_commit::write_batch(&db, &self.log, batch);
-            drop(db);
-            fenced?
+            group_commit::write_batch(&db, &self.log, batch)?
         };
         if self.log.fold_due() {
             message_log::fold(&mut conn, &self.log).await;
@@ -1388,23 +1398,22 @@ impl super::Store for SqliteStore {
 
     async fn load_session(&self, session: SessionId) -> StoreResult<Option<Session>> {
         let sql = format!("SELECT {FRESH_SESSION_COLS} FROM sessions s WHERE s.id = ?");
-        loop {
-            let folds = self.log.folds();
-            let row = sqlx::query(&sql)
-                .bind(session.to_string())
-                .fetch_optional(&self.reader)
-                .await
-                .map_err(map_err)?;
-            let mut found: Vec<Session> = row
-                .as_ref()
-                .map(fresh_session_from_row)
-                .transpose()?
-                .into_iter()
-                .collect();
-            if self.log.patch(&mut found, folds) {
-                return Ok(found.pop());
-            }
-        }
+        let mut found = self
+            .read_fresh(|| async {
+                let row = sqlx::query(&sql)
+                    .bind(session.to_string())
+                    .fetch_optional(&self.reader)
+                    .await
+                    .map_err(map_err)?;
+                Ok(row
+                    .as_ref()
+                    .map(fresh_session_from_row)
+                    .transpose()?
+                    .into_iter()
+                    .collect())
+            })
+            .await?;
+        Ok(found.pop())
     }
 
     async fn load_messages(&self, session: SessionId) -> StoreResult<Vec<Message>> {

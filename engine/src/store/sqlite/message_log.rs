@@ -20,10 +20,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use sqlx::{Connection, Row, SqliteConnection};
+use sqlx::{Connection, SqliteConnection};
 
-use super::{map_err, parse_ts, parse_uuid, MESSAGE_COLS as COLS};
-use crate::model::{Session, SessionId};
+use super::{col, map_err, parse_ts, parse_uuid, MESSAGE_COLS as COLS};
+use crate::model::{Role, Session, SessionId};
 use crate::store::StoreResult;
 use crate::telemetry;
 
@@ -169,8 +169,7 @@ impl MessageLog {
 
     /// True when no committed row is in the log.
     pub fn is_empty(&self) -> bool {
-        let state = self.state();
-        state.rows == 0 && state.spans.is_empty()
+        self.state().rows == 0
     }
 
     pub fn fold_due(&self) -> bool {
@@ -199,12 +198,11 @@ impl MessageLog {
 /// Binds: the session id, then the first log sequence if `span` is given. `tail` follows
 /// (ORDER BY, LIMIT).
 pub(super) fn select_messages(span: Option<Span>, tail: &str) -> String {
-    let cols = COLS;
     match span {
-        None => format!("SELECT {cols} FROM messages WHERE session_id = ?1 {tail}"),
+        None => format!("SELECT {COLS} FROM messages WHERE session_id = ?1 {tail}"),
         Some(_) => format!(
-            "SELECT {cols} FROM messages WHERE session_id = ?1 UNION ALL \
-             SELECT {cols} FROM message_log WHERE seq >= ?2 AND session_id = ?1 {tail}"
+            "SELECT {COLS} FROM messages WHERE session_id = ?1 UNION ALL \
+             SELECT {COLS} FROM message_log WHERE seq >= ?2 AND session_id = ?1 {tail}"
         ),
     }
 }
@@ -265,26 +263,26 @@ pub(super) async fn rebuild(conn: &mut SqliteConnection, log: &MessageLog) -> St
                 .await
                 .map_err(map_err)?;
         for r in &rows {
-            let seq: i64 = r.try_get("seq").map_err(map_err)?;
-            let role: &str = r.try_get("role").map_err(map_err)?;
-            let human_at = if role == "HUMAN" {
-                Some(parse_ts(r.try_get("ts").map_err(map_err)?)?)
-            } else {
-                None
-            };
+            let seq: i64 = col(r, "seq")?;
+            let human = col::<&str>(r, "role")? == Role::Human.as_str();
             appended.push(Appended {
-                session: parse_uuid(r.try_get("session_id").map_err(map_err)?)?,
+                session: parse_uuid(col(r, "session_id")?)?,
                 seq: Some(seq),
-                id: r.try_get("id").map_err(map_err)?,
-                human_at,
+                id: col(r, "id")?,
+                human_at: human.then(|| parse_ts(col(r, "ts")?)).transpose()?,
             });
             last_seq = seq;
         }
     }
-    *log.state() = State {
-        next_seq: last_seq + 1,
-        ..State::default()
-    };
+    {
+        let mut state = log.state();
+        // The spans are replaced as a fold replaces them, so reads under way repeat.
+        *state = State {
+            folds: state.folds + 1,
+            next_seq: last_seq + 1,
+            ..State::default()
+        };
+    }
     log.record(&appended);
     Ok(())
 }
