@@ -22,10 +22,10 @@ pub const COMMITS_TOTAL: &str = "parley_persistence_commits_total";
 /// Requests (turns and other session writes) per group commit.
 pub const COMMIT_BATCH: &str = "parley_persistence_batch_size";
 pub const COMMIT_SECONDS: &str = "parley_persistence_commit_duration_seconds";
-/// Folds of the SQLite store's message log into its indexed table.
-pub const LOG_FOLD_SECONDS: &str = "parley_store_log_fold_duration_seconds";
-/// Messages moved from the SQLite store's log into its indexed table.
-pub const LOG_FOLDED_TOTAL: &str = "parley_store_log_folded_messages_total";
+/// Folds of the SQLite store's newest messages into its message index.
+pub const INDEX_FOLD_SECONDS: &str = "parley_store_index_fold_duration_seconds";
+/// Messages entered into the SQLite store's message index by folds.
+pub const INDEXED_TOTAL: &str = "parley_store_indexed_messages_total";
 /// Session writes refused because a newer owner claimed the session.
 pub const FENCED_TOTAL: &str = "parley_persistence_fenced_total";
 /// Session writes waiting for the group-commit writer (sampled at scrape).
@@ -128,13 +128,13 @@ pub fn describe() {
     describe_histogram!(COMMIT_BATCH, "Session write requests per group commit");
     describe_histogram!(COMMIT_SECONDS, Unit::Seconds, "Group commit duration");
     describe_histogram!(
-        LOG_FOLD_SECONDS,
+        INDEX_FOLD_SECONDS,
         Unit::Seconds,
-        "SQLite message log folds into the indexed messages table"
+        "Folds of the newest SQLite messages into the message index"
     );
     describe_counter!(
-        LOG_FOLDED_TOTAL,
-        "Messages moved from the SQLite message log into the indexed messages table"
+        INDEXED_TOTAL,
+        "Messages entered into the SQLite message index by folds"
     );
     describe_counter!(
         FENCED_TOTAL,

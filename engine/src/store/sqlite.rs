@@ -2,8 +2,8 @@
 //!
 //! One writer connection (SQLite serialises writers anyway, and a single connection means a
 //! write transaction never waits on another of ours) and a small pool of readers, which WAL
-//! lets run beside the writer. Group commits (sqlite/group_commit.rs) append messages to
-//! an unindexed log that is folded into the indexed table in bulk (sqlite/message_log.rs).
+//! lets run beside the writer. Group commits (sqlite/group_commit.rs) append messages in
+//! commit order; the writer indexes them by session in bulk (sqlite/message_index.rs).
 
 use std::path::Path;
 use std::str::FromStr;
@@ -49,10 +49,10 @@ use crate::model::{
     AgentId, AttachmentMeta, CloseStatus, Feedback, Message, Mode, Role, Session, SessionId,
     TenantId,
 };
-use message_log::MessageLog;
+use message_index::Unindexed;
 
 mod group_commit;
-mod message_log;
+mod message_index;
 
 /// The schema, oldest first: (version, description, SQL). The files follow sqlx's
 /// `<version>_<description>.sql` naming so the `migrate!` macro could read them too.
@@ -112,6 +112,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "message_log",
         include_str!("../../migrations/sqlite/0011_message_log.sql"),
     ),
+    (
+        12,
+        "message_index",
+        include_str!("../../migrations/sqlite/0012_message_index.sql"),
+    ),
 ];
 
 /// How long a statement waits for a lock held by another process before failing.
@@ -134,8 +139,8 @@ const WAL_SIZE_LIMIT_BYTES: u64 = 128 * 1024 * 1024;
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
-    /// What `message_log` holds (see [`message_log`]).
-    log: MessageLog,
+    /// The messages not in `message_index` yet (see [`message_index`]).
+    unindexed: Unindexed,
 }
 
 impl SqliteStore {
@@ -168,9 +173,9 @@ impl SqliteStore {
         let store = SqliteStore {
             writer,
             reader,
-            log: MessageLog::default(),
+            unindexed: Unindexed::default(),
         };
-        store.rebuild_log().await?;
+        store.rebuild_unindexed().await?;
         Ok(store)
     }
 
@@ -182,7 +187,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             writer: pool.clone(),
             reader: pool,
-            log: MessageLog::default(),
+            unindexed: Unindexed::default(),
         })
     }
 
@@ -199,46 +204,65 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Reads what the message log holds into memory.
-    async fn rebuild_log(&self) -> StoreResult<()> {
+    /// Reads what is not indexed yet into memory.
+    async fn rebuild_unindexed(&self) -> StoreResult<()> {
         let mut conn = self.writer.acquire().await.map_err(map_err)?;
-        message_log::rebuild(&mut conn, &self.log).await
+        message_index::rebuild(&mut conn, &self.unindexed).await
     }
 
-    /// Sessions read with [`FRESH_SESSION_COLS`], brought up to date with their rows in the
-    /// message log. The read is repeated if a fold moved rows from the log to `messages`
-    /// meanwhile, as it may have missed them in both.
+    /// Sessions read with [`FRESH_SESSION_COLS`], brought up to date with their unindexed
+    /// messages. The read is repeated if a fold indexed messages meanwhile, as it may have
+    /// counted them neither in the index nor in memory.
     async fn read_fresh<F, Fut>(&self, read: F) -> StoreResult<Vec<Session>>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = StoreResult<Vec<Session>>>,
     {
         loop {
-            let folds = self.log.folds();
+            let folds = self.unindexed.folds();
             let mut sessions = read().await?;
-            if self.log.patch(&mut sessions, folds) {
+            if self.unindexed.patch(&mut sessions, folds) {
                 return Ok(sessions);
             }
         }
     }
 
-    /// Folds the message log into `messages` now.
-    async fn fold_log(&self) -> StoreResult<()> {
+    /// Indexes every message now.
+    async fn fold_now(&self) -> StoreResult<()> {
         let mut conn = self.writer.acquire().await.map_err(map_err)?;
-        message_log::fold(&mut conn, &self.log).await;
-        Ok(())
+        with_raw(&mut conn, |db| {
+            message_index::fold(db, &self.unindexed);
+            Ok(())
+        })
+        .await
     }
 
-    /// Waits for running queries, folds the message log (leaving the file compact) and
-    /// closes every connection (checkpointing the WAL).
+    /// Waits for running queries, indexes every message (so the next open has nothing to
+    /// read back) and closes every connection (checkpointing the WAL).
     pub async fn close(&self) {
-        if !self.log.is_empty() {
-            // A failure is logged by the fold; the log stays readable for the next open.
-            let _ = self.fold_log().await;
+        if !self.unindexed.is_empty() {
+            // A failure is logged by the fold; the rows stay readable for the next open.
+            let _ = self.fold_now().await;
         }
         self.reader.close().await;
         self.writer.close().await;
     }
+}
+
+/// Runs `f` on `conn` through rusqlite: the group commit and the fold, whose many
+/// single-row statements would each cost a hop to sqlx's worker thread.
+async fn with_raw<T>(
+    conn: &mut SqliteConnection,
+    f: impl FnOnce(&rusqlite::Connection) -> StoreResult<T>,
+) -> StoreResult<T> {
+    let mut handle = conn.lock_handle().await.map_err(map_err)?;
+    // SAFETY: the handle is locked away from sqlx's worker while `handle` lives;
+    // `from_handle` borrows it without closing it, and `db` is dropped before `handle`.
+    let db = unsafe { rusqlite::Connection::from_handle(handle.as_raw_handle().as_ptr()) }
+        .map_err(group_commit::map_err)?;
+    let r = f(&db);
+    drop(db);
+    r
 }
 
 /// Settings every connection gets.
@@ -451,9 +475,9 @@ fn session_from_row(row: &SqliteRow) -> StoreResult<Session> {
 /// and the newest customer message (the row may be older than its last turns, see
 /// Store::load_session).
 const FRESH_SESSION_COLS: &str = "s.data, \
-    (SELECT id FROM messages WHERE session_id = s.id ORDER BY id DESC LIMIT 1) AS last_id, \
-    (SELECT ts FROM messages WHERE session_id = s.id AND role = 'HUMAN' \
-     ORDER BY id DESC LIMIT 1) AS last_human_ts";
+    (SELECT id FROM message_index WHERE session_id = s.id ORDER BY id DESC LIMIT 1) AS last_id, \
+    (SELECT m.ts FROM message_index i JOIN messages m ON m.seq = i.seq \
+     WHERE i.session_id = s.id AND m.role = 'HUMAN' ORDER BY i.id DESC LIMIT 1) AS last_human_ts";
 
 /// A session selected with [`FRESH_SESSION_COLS`], its message count and last activity
 /// brought up to date.
@@ -882,7 +906,7 @@ impl super::Store for SqliteStore {
             .run(&self.writer)
             .await
             .map_err(|e| map_migrate_err(e, map_err))?;
-        self.rebuild_log().await
+        self.rebuild_unindexed().await
     }
 
     async fn create_tenant(&self, tenant: &Tenant) -> StoreResult<()> {
@@ -1342,10 +1366,22 @@ impl super::Store for SqliteStore {
 
     async fn delete_agent(&self, agent: AgentId) -> StoreResult<bool> {
         let id = agent.to_string();
-        let mut tx = self.writer.begin().await.map_err(map_err)?;
+        // Holding the writer until the unindexed rows of the sessions are forgotten, so no
+        // fold indexes them after they are gone.
+        let mut conn = self.writer.acquire().await.map_err(map_err)?;
+        let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(map_err)?;
+        let sessions: Vec<String> =
+            sqlx::query_scalar("SELECT id FROM sessions WHERE agent_id = ?")
+                .bind(&id)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(map_err)?;
         for sql in [
-            "DELETE FROM message_log WHERE session_id IN (SELECT id FROM sessions WHERE agent_id = ?)",
-            "DELETE FROM messages WHERE session_id IN (SELECT id FROM sessions WHERE agent_id = ?)",
+            "DELETE FROM messages WHERE seq IN (SELECT seq FROM message_index \
+             WHERE session_id IN (SELECT id FROM sessions WHERE agent_id = ?))",
+            "DELETE FROM messages WHERE seq > (SELECT watermark FROM message_fold) \
+             AND session_id IN (SELECT id FROM sessions WHERE agent_id = ?)",
+            "DELETE FROM message_index WHERE session_id IN (SELECT id FROM sessions WHERE agent_id = ?)",
             "DELETE FROM attachments WHERE session_id IN (SELECT id FROM sessions WHERE agent_id = ?)",
             "DELETE FROM sessions WHERE agent_id = ?",
             "DELETE FROM agent_versions WHERE agent_id = ?",
@@ -1363,6 +1399,11 @@ impl super::Store for SqliteStore {
             .await
             .map_err(map_err)?;
         tx.commit().await.map_err(map_err)?;
+        let sessions = sessions
+            .iter()
+            .map(|s| parse_uuid(s))
+            .collect::<StoreResult<Vec<_>>>()?;
+        self.unindexed.forget(&sessions);
         Ok(done.rows_affected() > 0)
     }
 
@@ -1370,22 +1411,17 @@ impl super::Store for SqliteStore {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        // The writer stays held until the log's index knows this commit (and until a fold
-        // it makes due is done), so no read sees one without the other.
+        // The writer stays held until `unindexed` knows this commit (and until a fold it
+        // makes due is done), so no read sees one without the other.
         let mut conn = self.writer.acquire().await.map_err(map_err)?;
-        let fenced = {
-            let mut handle = conn.lock_handle().await.map_err(map_err)?;
-            // SAFETY: the handle is locked away from sqlx's worker while `handle` lives;
-            // `from_handle` borrows it without closing it, and `db`, declared after
-            // `handle`, is dropped before it.
-            let db = unsafe { rusqlite::Connection::from_handle(handle.as_raw_handle().as_ptr()) }
-                .map_err(group_commit::map_err)?;
-            group_commit::write_batch(&db, &self.log, batch)?
-        };
-        if self.log.fold_due() {
-            message_log::fold(&mut conn, &self.log).await;
-        }
-        Ok(fenced)
+        with_raw(&mut conn, |db| {
+            let fenced = group_commit::write_batch(db, &self.unindexed, batch)?;
+            if self.unindexed.fold_due() {
+                message_index::fold(db, &self.unindexed);
+            }
+            Ok(fenced)
+        })
+        .await
     }
 
     async fn claim_session(&self, session: SessionId) -> StoreResult<Option<Epoch>> {
@@ -1417,10 +1453,8 @@ impl super::Store for SqliteStore {
     }
 
     async fn load_messages(&self, session: SessionId) -> StoreResult<Vec<Message>> {
-        // The log's index is read before the query, so rows a fold moves meanwhile are met
-        // in `messages` instead.
-        let span = self.log.span(session);
-        let sql = message_log::select_messages(span, "ORDER BY id");
+        let span = self.unindexed.span(session);
+        let sql = message_index::select_messages("ORDER BY id");
         let rows = sqlx::query(&sql)
             .bind(session.to_string())
             .bind(span.map(|s| s.first_seq))
@@ -1435,8 +1469,8 @@ impl super::Store for SqliteStore {
         session: SessionId,
         limit: u32,
     ) -> StoreResult<Vec<Message>> {
-        let span = self.log.span(session);
-        let sql = message_log::select_messages(span, "ORDER BY id DESC LIMIT ?3");
+        let span = self.unindexed.span(session);
+        let sql = message_index::select_messages("ORDER BY id DESC LIMIT ?3");
         let rows = sqlx::query(&sql)
             .bind(session.to_string())
             .bind(span.map(|s| s.first_seq))
@@ -1515,30 +1549,22 @@ impl super::Store for SqliteStore {
         log_id: i64,
         feedback: Feedback,
     ) -> StoreResult<bool> {
-        // Holding the writer: no fold moves the message between the two tables meanwhile.
+        // Holding the writer: the span stays true (no commit or fold) until the update.
         let mut conn = self.writer.acquire().await.map_err(map_err)?;
-        let mut done =
-            sqlx::query("UPDATE messages SET feedback = ? WHERE session_id = ? AND id = ?")
-                .bind(feedback_str(feedback))
-                .bind(session.to_string())
-                .bind(log_id)
-                .execute(&mut *conn)
-                .await
-                .map_err(map_err)?
-                .rows_affected();
-        if let (0, Some(span)) = (done, self.log.span(session)) {
-            done = sqlx::query(
-                "UPDATE message_log SET feedback = ? WHERE seq >= ? AND session_id = ? AND id = ?",
-            )
-            .bind(feedback_str(feedback))
-            .bind(span.first_seq)
-            .bind(session.to_string())
-            .bind(log_id)
-            .execute(&mut *conn)
-            .await
-            .map_err(map_err)?
-            .rows_affected();
-        }
+        let span = self.unindexed.span(session);
+        let done = sqlx::query(
+            "UPDATE messages SET feedback = ?1 WHERE seq = COALESCE( \
+             (SELECT seq FROM message_index WHERE session_id = ?2 AND id = ?3), \
+             (SELECT seq FROM messages WHERE seq >= ?4 AND session_id = ?2 AND id = ?3))",
+        )
+        .bind(feedback_str(feedback))
+        .bind(session.to_string())
+        .bind(log_id)
+        .bind(span.map(|s| s.first_seq))
+        .execute(&mut *conn)
+        .await
+        .map_err(map_err)?
+        .rows_affected();
         Ok(done > 0)
     }
 
@@ -3001,14 +3027,17 @@ mod tests {
         .execute(&store.writer)
         .await
         .unwrap();
-        sqlx::query(
-            "INSERT INTO messages (session_id, id, role, text, ts, feedback) \
-             VALUES (?, 1, 'ROBOT', 't', 'yesterday', 'MEH')",
-        )
-        .bind(sid.to_string())
-        .execute(&store.writer)
-        .await
-        .unwrap();
+        for sql in [
+            "INSERT INTO messages (seq, session_id, id, role, text, ts, feedback) \
+             VALUES (1, ?, 1, 'ROBOT', 't', 'yesterday', 'MEH')",
+            "INSERT INTO message_index (session_id, id, seq) VALUES (?, 1, 1)",
+        ] {
+            sqlx::query(sql)
+                .bind(sid.to_string())
+                .execute(&store.writer)
+                .await
+                .unwrap();
+        }
         sqlx::query(
             "INSERT INTO agents (id, tenant_id, name, status, current_version, token_hash, \
              created_at, updated_at) VALUES (?, 'x', 'n', 'Sleeping', 1, 'h', 'c', 'u')",
@@ -3039,11 +3068,16 @@ mod tests {
         suite::grouped(&writes)
     }
 
-    async fn rows(store: &SqliteStore, table: &str) -> i64 {
-        sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
-            .fetch_one(&store.reader)
-            .await
-            .unwrap()
+    /// Messages (unindexed, indexed) as the tables hold them.
+    async fn rows(store: &SqliteStore) -> (i64, i64) {
+        sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM messages \
+                     WHERE seq > (SELECT watermark FROM message_fold)), \
+                    (SELECT COUNT(*) FROM message_index)",
+        )
+        .fetch_one(&store.reader)
+        .await
+        .unwrap()
     }
 
     async fn message_ids(store: &SqliteStore, s: SessionId) -> Vec<i64> {
@@ -3062,19 +3096,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn message_log_reads_the_same_before_and_after_a_fold() {
+    async fn unindexed_messages_read_the_same_before_and_after_a_fold() {
         let (store, _dir) = file_store().await;
         let (s1, s2) = (new_session(&store).await, new_session(&store).await);
         let mut batch = turns(s1.id, 1..=4);
         batch.extend(turns(s2.id, 1..=2));
         store.commit(&batch).await.unwrap();
-        assert_eq!(
-            (
-                rows(&store, "message_log").await,
-                rows(&store, "messages").await
-            ),
-            (6, 0)
-        );
+        assert_eq!(rows(&store).await, (6, 0));
         let logged = store.load_messages(s1.id).await.unwrap();
         assert_eq!(message_ids(&store, s1.id).await, [1, 2, 3, 4]);
         assert_eq!(message_ids(&store, s2.id).await, [1, 2]);
@@ -3083,14 +3111,8 @@ mod tests {
         assert_eq!(loaded.last_activity, logged[2].timestamp);
         assert!(store.set_feedback(s1.id, 2, Feedback::Good).await.unwrap());
 
-        store.fold_log().await.unwrap();
-        assert_eq!(
-            (
-                rows(&store, "message_log").await,
-                rows(&store, "messages").await
-            ),
-            (0, 6)
-        );
+        store.fold_now().await.unwrap();
+        assert_eq!(rows(&store).await, (0, 6));
         let folded = store.load_messages(s1.id).await.unwrap();
         assert_eq!(folded[1].feedback, Feedback::Good);
         let mut expected = logged.clone();
@@ -3101,7 +3123,7 @@ mod tests {
             Some(loaded.clone())
         );
 
-        // New turns land in the log and read together with the folded ones.
+        // New turns wait for the next fold and read together with the indexed ones.
         store.commit(&turns(s1.id, 5..=6)).await.unwrap();
         assert_eq!(message_ids(&store, s1.id).await, [1, 2, 3, 4, 5, 6]);
         let recent = store.load_recent_messages(s1.id, 3).await.unwrap();
@@ -3124,8 +3146,8 @@ mod tests {
             (Feedback::Bad, Feedback::Bad)
         );
 
-        // An id that exists, in the log or folded, is a conflict; an unused one below the
-        // newest is not.
+        // An id that exists, indexed or not, is a conflict; an unused one below the newest
+        // is not.
         for taken in [6, 3] {
             let r = store.commit(&turns(s1.id, taken..=taken)).await;
             assert!(matches!(r, Err(StoreError::Conflict(_))), "{taken}: {r:?}");
@@ -3137,7 +3159,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn message_log_is_read_back_after_a_crash() {
+    async fn unindexed_messages_are_read_back_after_a_crash() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("parley.db");
         let s = {
@@ -3145,12 +3167,12 @@ mod tests {
             store.migrate().await.unwrap();
             let s = new_session(&store).await;
             store.commit(&turns(s.id, 1..=3)).await.unwrap();
-            // Dropped without close: the log is not folded.
+            // Dropped without close: nothing is folded.
             s
         };
         let store = SqliteStore::open(&path).await.unwrap();
         store.migrate().await.unwrap();
-        assert_eq!(rows(&store, "message_log").await, 3);
+        assert_eq!(rows(&store).await.0, 3);
         assert_eq!(message_ids(&store, s.id).await, [1, 2, 3]);
         assert_eq!(
             store
@@ -3167,45 +3189,116 @@ mod tests {
         // Closing folds what is left.
         store.close().await;
         let store = SqliteStore::open(&path).await.unwrap();
-        assert_eq!(
-            (
-                rows(&store, "message_log").await,
-                rows(&store, "messages").await
-            ),
-            (0, 4)
-        );
+        assert_eq!(rows(&store).await, (0, 4));
         assert_eq!(message_ids(&store, s.id).await, [1, 2, 3, 4]);
     }
 
+    /// A store written before the message index (messages in `messages` and in the old
+    /// log) reads the same after the upgrade, and takes new turns.
     #[tokio::test]
-    async fn message_log_folds_when_full_or_old() {
+    async fn upgrade_to_the_message_index_keeps_every_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("parley.db");
+        let (s1, s2) = (Uuid::new_v4(), Uuid::new_v4());
+        {
+            let store = SqliteStore::open(&path).await.unwrap();
+            let before = &MIGRATIONS[..MIGRATIONS.len() - 1];
+            assert_eq!(before.last().unwrap().1, "message_log");
+            Migrator::new(Embedded(before))
+                .await
+                .unwrap()
+                .run(&store.writer)
+                .await
+                .unwrap();
+            let cols = "session_id, id, role, text, ts, feedback";
+            for (table, sid, id, role) in [
+                ("messages", s1, 1, "HUMAN"),
+                ("messages", s1, 2, "AI"),
+                ("messages", s2, 1, "HUMAN"),
+                ("message_log", s1, 3, "HUMAN"),
+                ("message_log", s1, 4, "AI"),
+            ] {
+                sqlx::query(&format!(
+                    "INSERT INTO {table} ({cols}) VALUES (?, ?, ?, ?, ?, 'NONE')"
+                ))
+                .bind(sid.to_string())
+                .bind(id)
+                .bind(role)
+                .bind(format!("{table} {id}"))
+                .bind(ts(Utc::now()))
+                .execute(&store.writer)
+                .await
+                .unwrap();
+            }
+            store.close().await;
+        }
+        let store = SqliteStore::open(&path).await.unwrap();
+        store.migrate().await.unwrap();
+        assert_eq!(rows(&store).await, (0, 5));
+        let texts: Vec<String> = store
+            .load_messages(s1)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.text)
+            .collect();
+        assert_eq!(
+            texts,
+            ["messages 1", "messages 2", "message_log 3", "message_log 4"]
+        );
+        assert_eq!(message_ids(&store, s2).await, [1]);
+        let again = store.commit(&turns(s1, 4..=4)).await;
+        assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+        store.commit(&turns(s1, 5..=5)).await.unwrap();
+        assert_eq!(message_ids(&store, s1).await, [1, 2, 3, 4, 5]);
+        assert_eq!(rows(&store).await, (1, 5));
+    }
+
+    /// Deleting an agent deletes its messages, indexed or not, and a later fold indexes
+    /// nothing of them.
+    #[tokio::test]
+    async fn deleted_agents_leave_no_messages_to_fold() {
+        let (store, _dir) = file_store().await;
+        let (gone, kept) = (new_session(&store).await, new_session(&store).await);
+        store.commit(&turns(gone.id, 1..=2)).await.unwrap();
+        store.fold_now().await.unwrap();
+        let mut batch = turns(gone.id, 3..=4);
+        batch.extend(turns(kept.id, 1..=2));
+        store.commit(&batch).await.unwrap();
+        assert_eq!(rows(&store).await, (4, 2));
+
+        store.delete_agent(gone.agent_id).await.unwrap();
+        assert_eq!(rows(&store).await, (2, 0));
+        assert!(store.load_messages(gone.id).await.unwrap().is_empty());
+        store.fold_now().await.unwrap();
+        assert_eq!(rows(&store).await, (0, 2));
+        assert!(store.load_messages(gone.id).await.unwrap().is_empty());
+        assert_eq!(message_ids(&store, kept.id).await, [1, 2]);
+    }
+
+    #[tokio::test]
+    async fn index_folds_when_full_or_old() {
         let (store, _dir) = file_store().await;
         let s = new_session(&store).await;
-        let full = message_log::FOLD_ROWS as i64;
+        let full = message_index::FOLD_ROWS as i64;
         // One commit up to a row short of a fold (several would let the age run out on a
         // slow machine), then the row that makes it due.
         store.commit(&turns(s.id, 1..=full - 1)).await.unwrap();
-        assert_eq!(rows(&store, "message_log").await, full - 1, "folded early");
+        assert_eq!(rows(&store).await.0, full - 1, "folded early");
         store.commit(&turns(s.id, full..=full)).await.unwrap();
-        assert_eq!(
-            (
-                rows(&store, "message_log").await,
-                rows(&store, "messages").await
-            ),
-            (0, full)
-        );
+        assert_eq!(rows(&store).await, (0, full));
 
         store
             .commit(&turns(s.id, full + 1..=full + 1))
             .await
             .unwrap();
-        assert_eq!(rows(&store, "message_log").await, 1);
-        tokio::time::sleep(message_log::FOLD_AGE).await;
+        assert_eq!(rows(&store).await.0, 1);
+        tokio::time::sleep(message_index::FOLD_AGE).await;
         store
             .commit(&turns(s.id, full + 2..=full + 2))
             .await
             .unwrap();
-        assert_eq!(rows(&store, "message_log").await, 0);
+        assert_eq!(rows(&store).await.0, 0);
         let ids = message_ids(&store, s.id).await;
         assert_eq!(ids, (1..=full + 2).collect::<Vec<_>>());
     }
@@ -3229,7 +3322,7 @@ mod tests {
                     store.commit(&turns(s.id, id..=id)).await.unwrap();
                     acked.store(id, Ordering::SeqCst);
                     if id % 7 == 0 {
-                        store.fold_log().await.unwrap();
+                        store.fold_now().await.unwrap();
                     }
                 }
                 done.store(true, Ordering::SeqCst);

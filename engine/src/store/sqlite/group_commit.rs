@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use chrono::Utc;
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 
-use super::message_log::{Appended, MessageLog};
+use super::message_index::{Appended, Unindexed};
 use super::ts;
 use crate::model::{Message, Role, Session, SessionId};
 use crate::store::encoding::{deadline_millis, feedback_str, to_json};
@@ -28,13 +28,9 @@ const UPSERT_SESSION: &str = "INSERT INTO sessions (id, tenant_id, agent_id, use
     data = excluded.data, closed_at = excluded.closed_at, mode = excluded.mode, \
     assignee = excluded.assignee";
 
-const APPEND_LOG: &str = "INSERT INTO message_log (seq, session_id, id, role, text, ts, \
+const APPEND_MESSAGE: &str = "INSERT INTO messages (seq, session_id, id, role, text, ts, \
     attachments, metadata, feedback, idempotency_key) \
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
-
-const INSERT_MESSAGE: &str = "INSERT INTO messages (session_id, id, role, text, ts, \
-    attachments, metadata, feedback, idempotency_key) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
 
 const INSERT_ATTACHMENT: &str = "INSERT INTO attachments (id, session_id, filename, \
     content_type, size, bytes) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
@@ -43,7 +39,7 @@ const INSERT_ATTACHMENT: &str = "INSERT INTO attachments (id, session_id, filena
 /// owner claimed them. Any error rolls the whole batch back.
 pub(super) fn write_batch(
     db: &Connection,
-    log: &MessageLog,
+    unindexed: &Unindexed,
     batch: &[SessionWrites],
 ) -> StoreResult<Vec<SessionId>> {
     // IMMEDIATE takes SQLite's write lock now, so no claim can slip in between the epoch
@@ -82,7 +78,7 @@ pub(super) fn write_batch(
             }
         }
     }
-    check_new_ids(&tx, log, &messages)?;
+    check_new_ids(&tx, unindexed, &messages)?;
 
     let updated_at = ts(Utc::now());
     let mut upsert = tx.prepare_cached(UPSERT_SESSION).map_err(map_err)?;
@@ -108,17 +104,12 @@ pub(super) fn write_batch(
     }
     drop(upsert);
 
-    // Keyed messages go to `messages`, whose unique index answers a repeated key; the rest
-    // are appended to the log.
-    let logged = messages
-        .iter()
-        .filter(|m| m.idempotency_key.is_none())
-        .count();
-    let mut seq = log.reserve(logged);
+    // Appended in commit order; the fold indexes them later (a repeated idempotency key
+    // is refused now, by its own unique index).
+    let first_seq = unindexed.reserve(messages.len());
     let mut appended = Vec::with_capacity(messages.len());
-    let mut append = tx.prepare_cached(APPEND_LOG).map_err(map_err)?;
-    let mut insert = tx.prepare_cached(INSERT_MESSAGE).map_err(map_err)?;
-    for m in &messages {
+    let mut append = tx.prepare_cached(APPEND_MESSAGE).map_err(map_err)?;
+    for (seq, m) in (first_seq..).zip(&messages) {
         // Empty lists and null metadata (the common case) are stored as NULL.
         let files = (!m.attachments.is_empty())
             .then(|| to_json(&m.attachments, "attachments"))
@@ -129,33 +120,19 @@ pub(super) fn write_batch(
         let (sid, role, at) = (m.session_id.to_string(), m.role.as_str(), ts(m.timestamp));
         let feedback = feedback_str(m.feedback);
         let key = m.idempotency_key.as_deref();
-        let logged_at = match key {
-            None => {
-                append
-                    .execute(params![
-                        seq, sid, m.id, role, m.text, at, files, metadata, feedback, key
-                    ])
-                    .map_err(map_err)?;
-                seq += 1;
-                Some(seq - 1)
-            }
-            Some(_) => {
-                insert
-                    .execute(params![
-                        sid, m.id, role, m.text, at, files, metadata, feedback, key
-                    ])
-                    .map_err(map_err)?;
-                None
-            }
-        };
+        append
+            .execute(params![
+                seq, sid, m.id, role, m.text, at, files, metadata, feedback, key
+            ])
+            .map_err(map_err)?;
         appended.push(Appended {
             session: m.session_id,
-            seq: logged_at,
+            seq,
             id: m.id,
             human_at: (m.role == Role::Human).then_some(m.timestamp),
         });
     }
-    drop((append, insert));
+    drop(append);
 
     let mut insert = tx.prepare_cached(INSERT_ATTACHMENT).map_err(map_err)?;
     for (session_id, meta, bytes) in attachments {
@@ -174,7 +151,7 @@ pub(super) fn write_batch(
     }
     drop(insert);
     tx.commit().map_err(map_err)?;
-    log.record(&appended);
+    unindexed.record(&appended);
     Ok(fenced)
 }
 
@@ -202,12 +179,14 @@ fn stored_epochs(
 
 /// A message id must be new in its session, else the batch is a Conflict. Sessions write
 /// their ids in order, so the check is usually that the id is above the session's newest;
-/// only an id at or below it is looked up (in the batch, `messages` and the log).
-fn check_new_ids(db: &Connection, log: &MessageLog, messages: &[&Message]) -> StoreResult<()> {
+/// only an id at or below it is looked up (in the batch, the index and the unindexed rows).
+fn check_new_ids(db: &Connection, unindexed: &Unindexed, messages: &[&Message]) -> StoreResult<()> {
     let ids: HashSet<SessionId> = messages.iter().map(|m| m.session_id).collect();
-    let mut newest = log.last_ids(ids.iter().copied());
+    let mut newest = unindexed.last_ids(ids.iter().copied());
     let mut last_stored = db
-        .prepare_cached("SELECT id FROM messages WHERE session_id = ?1 ORDER BY id DESC LIMIT 1")
+        .prepare_cached(
+            "SELECT id FROM message_index WHERE session_id = ?1 ORDER BY id DESC LIMIT 1",
+        )
         .map_err(map_err)?;
     let unknown: Vec<SessionId> = ids
         .into_iter()
@@ -230,20 +209,20 @@ fn check_new_ids(db: &Connection, log: &MessageLog, messages: &[&Message]) -> St
             .iter()
             .any(|o| o.session_id == m.session_id && o.id == m.id);
         let sid = m.session_id.to_string();
-        let stored = db
-            .prepare_cached("SELECT 1 FROM messages WHERE session_id = ?1 AND id = ?2")
+        let indexed = db
+            .prepare_cached("SELECT 1 FROM message_index WHERE session_id = ?1 AND id = ?2")
             .and_then(|mut q| q.exists(params![sid, m.id]))
             .map_err(map_err)?;
-        let logged = match log.span(m.session_id) {
+        let not_yet_indexed = match unindexed.span(m.session_id) {
             Some(span) => db
                 .prepare_cached(
-                    "SELECT 1 FROM message_log WHERE seq >= ?3 AND session_id = ?1 AND id = ?2",
+                    "SELECT 1 FROM messages WHERE seq >= ?3 AND session_id = ?1 AND id = ?2",
                 )
                 .and_then(|mut q| q.exists(params![sid, m.id, span.first_seq]))
                 .map_err(map_err)?,
             None => false,
         };
-        if in_batch || stored || logged {
+        if in_batch || indexed || not_yet_indexed {
             return Err(StoreError::Conflict(format!(
                 "message {} of session {} exists already",
                 m.id, m.session_id
