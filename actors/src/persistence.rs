@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use parley_engine::store::{SessionWrites, Store};
+use parley_engine::store::{SessionWrites, Store, Write};
 use parley_engine::telemetry;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -29,7 +29,9 @@ pub enum CommitError {
     Failed(String),
 }
 
-type Reply = oneshot::Sender<Result<(), CommitError>>;
+/// A committed request's writes go back to its session, which still needs its messages and
+/// lets them drop off the writer's thread.
+type Reply = oneshot::Sender<Result<Vec<Write>, CommitError>>;
 
 /// What sessions use to commit: a clone of the writer's queue.
 #[derive(Clone)]
@@ -45,8 +47,9 @@ impl CommitQueue {
         self.depth.load(Ordering::Relaxed)
     }
 
-    /// Commits the writes (in one transaction with whatever else is queued) and waits.
-    pub async fn commit(&self, writes: SessionWrites) -> Result<(), CommitError> {
+    /// Commits the writes (in one transaction with whatever else is queued), waits, and
+    /// hands them back.
+    pub async fn commit(&self, writes: SessionWrites) -> Result<Vec<Write>, CommitError> {
         let (tx, rx) = oneshot::channel();
         self.depth.fetch_add(1, Ordering::Relaxed);
         self.tx.send((writes, tx)).map_err(|_| {
@@ -156,13 +159,13 @@ async fn writer(
             s.largest_batch = s.largest_batch.max(waiters.len() as u64);
             s.commit_seconds += elapsed;
         }
-        for (group, w) in batch.iter().zip(waiters) {
+        for (group, w) in batch.into_iter().zip(waiters) {
             let r = match &result {
                 Ok(fenced) if fenced.contains(&group.session) => {
                     tracing::warn!(session = %group.session, epoch = group.epoch, "writes refused: the session has a newer owner");
                     Err(CommitError::Fenced)
                 }
-                Ok(_) => Ok(()),
+                Ok(_) => Ok(group.writes),
                 Err(e) => Err(e.clone()),
             };
             let _ = w.send(r);

@@ -44,8 +44,6 @@ pub struct Passage {
     pub question: Option<String>,
     /// What is said to the customer: the FAQ answer or the text chunk.
     pub answer: String,
-    len: usize,
-    tf: HashMap<String, u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -54,47 +52,75 @@ pub struct Hit<'a> {
     pub score: f64,
 }
 
-/// The searchable form of an agent's knowledge, built once per agent version.
+/// The searchable form of an agent's knowledge, built once per agent version: for each
+/// term, the passages holding it with the term's whole BM25 weight there, so a search
+/// costs one lookup per query word however many passages there are.
 #[derive(Debug, Clone, Default)]
 pub struct KnowledgeIndex {
     passages: Vec<Passage>,
-    df: HashMap<String, u32>,
-    avg_len: f64,
+    postings: HashMap<String, Vec<(usize, f64)>>,
 }
 
 impl KnowledgeIndex {
     pub fn build(def: &KnowledgeDef) -> KnowledgeIndex {
         let mut passages = Vec::new();
+        // Each passage's term frequencies and length in tokens.
+        let mut counted: Vec<(HashMap<String, u32>, usize)> = Vec::new();
+        let mut add = |passage: Passage, indexed: &str| {
+            let tokens = tokenize(indexed);
+            let mut tf: HashMap<String, u32> = HashMap::new();
+            for t in &tokens {
+                *tf.entry(t.clone()).or_insert(0) += 1;
+            }
+            counted.push((tf, tokens.len()));
+            passages.push(passage);
+        };
         for q in &def.faq {
-            passages.push(Passage::new(
-                PassageKind::Faq,
-                Some(q.question.clone()),
-                q.answer.clone(),
-                // The question counts twice: customers phrase things like the question.
+            let passage = Passage {
+                kind: PassageKind::Faq,
+                question: Some(q.question.clone()),
+                answer: q.answer.clone(),
+            };
+            // The question counts twice: customers phrase things like the question.
+            add(
+                passage,
                 &format!("{} {} {}", q.question, q.question, q.answer),
-            ));
+            );
         }
         for text in &def.texts {
             for chunk in chunks(text) {
-                passages.push(Passage::new(PassageKind::Text, None, chunk.clone(), &chunk));
+                let passage = Passage {
+                    kind: PassageKind::Text,
+                    question: None,
+                    answer: chunk.clone(),
+                };
+                add(passage, &chunk);
             }
         }
-        let mut df: HashMap<String, u32> = HashMap::new();
-        for p in &passages {
-            for term in p.tf.keys() {
-                *df.entry(term.clone()).or_default() += 1;
+        let mut df: HashMap<&str, u32> = HashMap::new();
+        for (tf, _) in &counted {
+            for term in tf.keys() {
+                *df.entry(term).or_default() += 1;
             }
         }
-        let avg_len = if passages.is_empty() {
+        let n = counted.len() as f64;
+        let avg_len = if counted.is_empty() {
             0.0
         } else {
-            passages.iter().map(|p| p.len as f64).sum::<f64>() / passages.len() as f64
+            counted.iter().map(|(_, len)| *len as f64).sum::<f64>() / n
         };
-        KnowledgeIndex {
-            passages,
-            df,
-            avg_len,
+        let mut postings: HashMap<String, Vec<(usize, f64)>> = HashMap::new();
+        for (i, (tf, len)) in counted.iter().enumerate() {
+            for (term, &count) in tf {
+                let df = f64::from(df[term.as_str()]);
+                let idf = ((n - df + 0.5) / (df + 0.5) + 1.0).ln();
+                let tf = f64::from(count);
+                let weight = idf * tf * (K1 + 1.0)
+                    / (tf + K1 * (1.0 - B + B * *len as f64 / avg_len.max(1.0)));
+                postings.entry(term.clone()).or_default().push((i, weight));
+            }
         }
+        KnowledgeIndex { passages, postings }
     }
 
     pub fn len(&self) -> usize {
@@ -107,47 +133,21 @@ impl KnowledgeIndex {
 
     /// The best `k` passages for `query`, highest score first; ties keep definition order.
     pub fn search(&self, query: &str, k: usize) -> Vec<Hit<'_>> {
-        let terms = tokenize(query);
-        if terms.is_empty() || self.passages.is_empty() {
-            return Vec::new();
+        let mut scores = vec![0.0; self.passages.len()];
+        for term in tokenize(query) {
+            for &(i, weight) in self.postings.get(&term).into_iter().flatten() {
+                scores[i] += weight;
+            }
         }
-        let n = self.passages.len() as f64;
-        let mut hits: Vec<Hit<'_>> = self
-            .passages
+        let mut hits: Vec<Hit<'_>> = scores
             .iter()
-            .filter_map(|p| {
-                let mut score = 0.0;
-                for t in &terms {
-                    let Some(&tf) = p.tf.get(t) else { continue };
-                    let df = f64::from(*self.df.get(t).unwrap_or(&0));
-                    let idf = ((n - df + 0.5) / (df + 0.5) + 1.0).ln();
-                    let tf = f64::from(tf);
-                    score += idf * tf * (K1 + 1.0)
-                        / (tf + K1 * (1.0 - B + B * p.len as f64 / self.avg_len.max(1.0)));
-                }
-                (score > 0.0).then_some(Hit { passage: p, score })
-            })
+            .zip(&self.passages)
+            .filter(|(&score, _)| score > 0.0)
+            .map(|(&score, passage)| Hit { passage, score })
             .collect();
         hits.sort_by(|a, b| b.score.total_cmp(&a.score));
         hits.truncate(k);
         hits
-    }
-}
-
-impl Passage {
-    fn new(kind: PassageKind, question: Option<String>, answer: String, indexed: &str) -> Self {
-        let tokens = tokenize(indexed);
-        let mut tf = HashMap::new();
-        for t in &tokens {
-            *tf.entry(t.clone()).or_insert(0) += 1;
-        }
-        Passage {
-            kind,
-            question,
-            answer,
-            len: tokens.len(),
-            tf,
-        }
     }
 }
 
@@ -206,6 +206,27 @@ mod tests {
         assert_eq!(hits[0].passage.kind, PassageKind::Faq);
         assert!(idx.search("the of and", 3).is_empty());
         assert!(idx.search("zebra", 3).is_empty());
+    }
+
+    /// Okapi BM25 worked by hand for a two-passage corpus.
+    #[test]
+    fn scores_are_bm25() {
+        let idx = KnowledgeIndex::build(&KnowledgeDef {
+            faq: Vec::new(),
+            texts: vec!["apple banana".into(), "banana cherry cherry".into()],
+        });
+        // Lengths 2 and 3 (average 2.5); "cherry" is in one passage of two, twice.
+        let cherry = 2f64.ln() * 2.0 * 2.2 / (2.0 + 1.2 * (0.25 + 0.75 * 3.0 / 2.5));
+        let hits = idx.search("cherry", 5);
+        assert_eq!(hits.len(), 1);
+        assert!((hits[0].score - cherry).abs() < 1e-12, "{hits:?}");
+        // "banana" is in both, once: the shorter passage ranks first.
+        let banana = |len: f64| 1.2f64.ln() * 2.2 / (1.0 + 1.2 * (0.25 + 0.75 * len / 2.5));
+        let hits = idx.search("banana cherry", 5);
+        assert_eq!(hits.len(), 2);
+        assert!((hits[0].score - (banana(3.0) + cherry)).abs() < 1e-12);
+        assert!((hits[1].score - banana(2.0)).abs() < 1e-12);
+        assert!(hits[1].passage.answer.starts_with("apple"));
     }
 
     #[test]

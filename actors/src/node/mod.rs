@@ -167,13 +167,14 @@ fn write<T>(slot: &RwLock<Option<T>>, value: T) {
 pub struct PersistenceHandle(Option<(ActorRef<PersistMsg>, CommitQueue)>);
 
 impl PersistenceHandle {
-    /// Commits one session's writes under the epoch of its owner's claim.
+    /// Commits one session's writes under the epoch of its owner's claim and hands them
+    /// back.
     pub async fn commit(
         &self,
         session: SessionId,
         epoch: Epoch,
         writes: Vec<Write>,
-    ) -> NodeResult<()> {
+    ) -> NodeResult<Vec<Write>> {
         let Some((_, queue)) = &self.0 else {
             return Err(NodeError::Unavailable("persistence is not running".into()));
         };

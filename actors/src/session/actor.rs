@@ -298,7 +298,8 @@ impl SessionActorState {
         Ok(self.live.as_mut().expect("loaded above"))
     }
 
-    async fn commit(&mut self, writes: Vec<Write>) -> NodeResult<()> {
+    /// Commits the writes and hands them back.
+    async fn commit(&mut self, writes: Vec<Write>) -> NodeResult<Vec<Write>> {
         let r = self
             .shared
             .persistence()
@@ -394,7 +395,7 @@ impl SessionActorState {
         }
 
         let human_id = human.id;
-        let mut new_messages = vec![human];
+        let mut new_messages = Vec::with_capacity(2);
         // What the turn changes besides the log; the session itself is updated only after
         // the commit (and cloned only when its row has to be written).
         let mut workflow_state = None;
@@ -404,8 +405,11 @@ impl SessionActorState {
         // Set when the backend asked for a human and one is on shift.
         let mut mode_change = None;
         // An operator answers in OPERATOR mode; in COPILOT mode the AI drafts for them.
-        if live.session.mode != Mode::Operator {
-            live.history.push(new_messages[0].clone());
+        if live.session.mode == Mode::Operator {
+            new_messages.push(human);
+        } else {
+            // The backends see the customer's message as the newest of the history.
+            live.history.push(human);
             let streaming = shared.events.has_session_subscribers(&session_id);
             let events = shared.events.clone();
             let sink = move |t: &str| {
@@ -430,7 +434,7 @@ impl SessionActorState {
                     &sink,
                 )
                 .await;
-            live.history.pop();
+            new_messages.push(live.history.pop().expect("pushed above"));
             let copilot = live.session.mode == Mode::Copilot;
             let tenant = live.session.tenant_id;
             let (text, metadata) = match outcome {
@@ -491,9 +495,11 @@ impl SessionActorState {
         }
         let last_id = new_messages.last().map_or(human_id, |m| m.id);
 
-        for m in &new_messages {
-            writes.push(Write::Message(Box::new(m.clone())));
-        }
+        writes.extend(
+            new_messages
+                .into_iter()
+                .map(|m| Write::Message(Box::new(m))),
+        );
         // The row is rewritten only when more than the log changed (see `Live`).
         // A conversation operators work is rewritten on every message, so the inbox
         // (newest change first) brings it up; the AI's conversations keep the append-only
@@ -525,7 +531,15 @@ impl SessionActorState {
         if let Some(s) = &updated {
             writes.push(Write::Session(Box::new(s.clone())));
         }
-        self.commit(writes).await?;
+        let mut new_messages: Vec<Message> = self
+            .commit(writes)
+            .await?
+            .into_iter()
+            .filter_map(|w| match w {
+                Write::Message(m) => Some(*m),
+                _ => None,
+            })
+            .collect();
 
         // Committed: only now does the live state move on and do subscribers hear of it.
         let live = self.live.as_mut().expect("loaded above");
@@ -549,14 +563,15 @@ impl SessionActorState {
         if session.is_closed() {
             shared.announce_close(session);
         }
-        // A COPILOT draft is the operator's, not the customer's answer.
-        let ai = new_messages.get(1).filter(|m| m.role == Role::Ai);
+        // A COPILOT draft is the operator's, not the customer's answer. The history keeps no
+        // metadata, so the answer's moves into the reply.
+        let ai = new_messages.get_mut(1).filter(|m| m.role == Role::Ai);
         let reply = TurnReply {
-            response: ai.map(|m| m.text.clone()).unwrap_or_default(),
+            response: ai.as_ref().map(|m| m.text.clone()).unwrap_or_default(),
             mode: session.mode,
             human_id,
-            ai_id: ai.map(|m| m.id),
-            metadata: ai.map(|m| m.metadata.clone()).unwrap_or(Value::Null),
+            ai_id: ai.as_ref().map(|m| m.id),
+            metadata: ai.map_or(Value::Null, |m| std::mem::take(&mut m.metadata)),
             replayed: false,
             status: session.status_str(),
         };
@@ -744,7 +759,7 @@ impl SessionActorState {
             return;
         };
         match self.commit(vec![Write::Session(Box::new(s.clone()))]).await {
-            Ok(()) => {
+            Ok(_) => {
                 if let Some(live) = self.live.as_mut() {
                     live.written(&s);
                 }
