@@ -17,7 +17,7 @@
 //! (before its waiters hear of it) and after a fold. Opening the store rebuilds it from
 //! the rows above the watermark.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -182,11 +182,11 @@ impl Unindexed {
     /// Drops what is known of `sessions`, whose rows were deleted. Call with the writer
     /// held, after the deletion is committed.
     pub fn forget(&self, sessions: &[SessionId]) {
+        // An agent may have many sessions: a set keeps this linear in the pending entries.
+        let gone: HashSet<SessionId> = sessions.iter().copied().collect();
         let mut state = self.state();
-        for s in sessions {
-            state.spans.remove(s);
-        }
-        state.entries.retain(|e| !sessions.contains(&e.session));
+        state.spans.retain(|s, _| !gone.contains(s));
+        state.entries.retain(|e| !gone.contains(&e.session));
     }
 
     /// True when every committed message is indexed.
