@@ -11,6 +11,9 @@ pub enum NodeError {
     NotFound(&'static str),
     #[error("invalid or missing token")]
     Unauthorized,
+    /// The credential is valid but its scope does not reach this.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("the session is closed")]
     SessionClosed,
     #[error("the agent is not running")]

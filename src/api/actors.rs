@@ -4,12 +4,12 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use parley_actors::node::{ActorPage, ActorQuery};
+use parley_actors::node::{ActorPage, ActorQuery, ActorScope};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{page_limit, AdminAuth};
+use super::extract::page_limit;
 use super::AppState;
 
 const DEFAULT_LIMIT: usize = 100;
@@ -25,11 +25,15 @@ pub struct ActorsQuery {
     limit: Option<usize>,
 }
 
-const KINDS: [&str; 6] = [
+const KINDS: [&str; 10] = [
     "node_supervisor",
     "persistence",
     "agent_supervisor",
     "agent",
+    "channel_supervisor",
+    "channel",
+    "campaign_supervisor",
+    "campaign",
     "session_shard",
     "session",
 ];
@@ -37,7 +41,7 @@ const KINDS: [&str; 6] = [
 /// `?parent=shard:3&kind=session&status=running&offset=0&limit=100`
 pub async fn list(
     State(st): State<AppState>,
-    _admin: AdminAuth,
+    scope: ActorScope,
     q: Result<Query<ActorsQuery>, QueryRejection>,
 ) -> ApiResult<Json<ActorPage>> {
     let Query(q) = q.map_err(|e| ApiError::invalid(e.body_text()))?;
@@ -49,6 +53,7 @@ pub async fn list(
     }
     let limit = page_limit(q.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
     let page = st.node.actors(&ActorQuery {
+        scope,
         parent: q.parent,
         kind: q.kind,
         status: q.status,
@@ -60,19 +65,19 @@ pub async fn list(
 
 pub async fn stop(
     State(st): State<AppState>,
-    _admin: AdminAuth,
+    scope: ActorScope,
     Path(actor): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    st.node.stop_actor(&actor).await?;
+    st.node.stop_actor(&actor, scope).await?;
     Ok(Json(json!({"actor": actor, "stopped": true})))
 }
 
 pub async fn restart(
     State(st): State<AppState>,
-    _admin: AdminAuth,
+    scope: ActorScope,
     Path(actor): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    st.node.restart_actor(&actor).await?;
+    st.node.restart_actor(&actor, scope).await?;
     Ok(Json(json!({"actor": actor, "restarted": true})))
 }
 
@@ -85,11 +90,14 @@ pub struct PassivateQuery {
 /// Passivates sessions idle for `idle_secs` (default 0: every idle session) now.
 pub async fn passivate(
     State(st): State<AppState>,
-    _admin: AdminAuth,
+    scope: ActorScope,
     q: Result<Query<PassivateQuery>, QueryRejection>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let Query(q) = q.map_err(|e| ApiError::invalid(e.body_text()))?;
-    let (before, after) = st.node.passivate_idle(q.idle_secs.unwrap_or(0)).await;
+    let (before, after) = st
+        .node
+        .passivate_idle(q.idle_secs.unwrap_or(0), scope)
+        .await;
     Ok((
         StatusCode::OK,
         Json(json!({"resident_before": before, "resident_after": after})),

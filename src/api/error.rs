@@ -74,6 +74,7 @@ impl From<NodeError> for ApiError {
         match e {
             NodeError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "not_found", msg),
             NodeError::Unauthorized => ApiError::unauthorized(),
+            NodeError::Forbidden(m) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", m),
             NodeError::SessionClosed => ApiError::new(StatusCode::CONFLICT, "session_closed", msg),
             NodeError::LimitReached(m) => {
                 ApiError::new(StatusCode::TOO_MANY_REQUESTS, "session_limit_reached", m)

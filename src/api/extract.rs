@@ -8,7 +8,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use parley_actors::node::Caller;
+use parley_actors::node::{ActorScope, Caller};
 use parley_actors::NodeError;
 use parley_engine::auth::verify_secret;
 use parley_engine::identity::Role;
@@ -71,6 +71,22 @@ impl FromRequestParts<AppState> for AdminAuth {
     }
 }
 
+/// Whose actors an [`Auth::NodeAdmin`] route's caller reaches: the whole node with the
+/// super key (no [`Caller`] then), else the admin's own tenant.
+impl FromRequestParts<AppState> for ActorScope {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(match parts.extensions.get::<Caller>() {
+            Some(c) => ActorScope::Tenant(c.tenant),
+            None => ActorScope::Node,
+        })
+    }
+}
+
 /// The caller as [`authorize`] found it, with the token it presented.
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
@@ -111,6 +127,18 @@ pub async fn authorize(
                 )),
             };
         }
+        if auth == Auth::NodeAdmin
+            && state
+                .super_key_hash
+                .as_ref()
+                .is_some_and(|h| verify_secret(&token, h))
+        {
+            return Ok(None);
+        }
+        let auth = match auth {
+            Auth::NodeAdmin => Auth::Roles(&[Role::Admin]),
+            other => other,
+        };
         let caller = state.node.authenticate(&token).await?;
         if caller.password_change_only && auth != Auth::Profile {
             return Err(ApiError::new(

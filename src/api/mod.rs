@@ -74,6 +74,8 @@ pub enum Auth {
     Public,
     /// The deployment's super key (`--super-key`): hosting providers creating tenants.
     Super,
+    /// A tenant admin, for the tenant's own actors; or the super key, for the whole node.
+    NodeAdmin,
 }
 
 /// The seed's role matrix, by area.
@@ -93,6 +95,7 @@ const PROFILE: Auth = Auth::Profile;
 const AGENT: Auth = Auth::Agent;
 const PUBLIC: Auth = Auth::Public;
 const SUPER: Auth = Auth::Super;
+const NODE_ADMIN: Auth = Auth::NodeAdmin;
 
 /// Roles that may chat with an agent without its token (the playground).
 pub const PLAYGROUND_ROLES: &[Role] = &[Role::Admin, Role::User, Role::Viewer];
@@ -155,10 +158,10 @@ pub fn routes() -> Vec<(RouteDoc, MethodRouter<AppState>)> {
         route!(patch, "/api/v1/tenants/{tenant_id}", identity::set_limits, SUPER, "identity", "Set a tenant's monthly session limit `{monthly_session_limit: n | null}`; past it new sessions answer 429 until it is raised or the month ends"),
         route!(get, "/api/v1/billing/usage", identity::usage, ADMIN, "identity", "This month's sessions (tenant time zone), billable sessions (one per started 24 hours of each session), refused starts and the limit"),
         route!(post, "/api/v1/tenants", identity::create_tenant, SUPER, "identity", "Create a tenant `{name, …settings}` with the deployment's super key; answers its admin API key once"),
-        route!(get, "/api/v1/admin/actors", actors::list, ADMIN, "admin", "The node's actor tree: an actor (default the node; `parent=`) and a page of its children, filtered by `kind` and `status`"),
-        route!(post, "/api/v1/admin/actors/{actor}/stop", actors::stop, ADMIN, "admin", "Stop one session actor now (`session:<id>`); the next request activates it again"),
-        route!(post, "/api/v1/admin/actors/{actor}/restart", actors::restart, ADMIN, "admin", "Stop one session actor and activate it again from the store"),
-        route!(post, "/api/v1/admin/sessions/passivate", actors::passivate, ADMIN, "admin", "Passivate idle sessions now (`idle_secs`, default 0)"),
+        route!(get, "/api/v1/admin/actors", actors::list, NODE_ADMIN, "admin", "The node's actor tree: an actor (default the node; `parent=`) and a page of its children, filtered by `kind` and `status`. A tenant admin sees a `tenant:<id>` root with the tenant's own agents, channels, campaigns and sessions; the node's own actors need the super key (403)"),
+        route!(post, "/api/v1/admin/actors/{actor}/stop", actors::stop, NODE_ADMIN, "admin", "Stop one session actor now (`session:<id>`; a tenant admin: the tenant's own); the next request activates it again"),
+        route!(post, "/api/v1/admin/actors/{actor}/restart", actors::restart, NODE_ADMIN, "admin", "Stop one session actor and activate it again from the store (a tenant admin: the tenant's own)"),
+        route!(post, "/api/v1/admin/sessions/passivate", actors::passivate, NODE_ADMIN, "admin", "Passivate idle sessions now (`idle_secs`, default 0): a tenant admin's own, or with the super key every session of the node"),
         route!(get, "/api/v1/admin/cluster", cluster::status, ADMIN, "admin", "This node, the cluster's live nodes and the registry's counters"),
         route!(post, "/api/v1/connections", connections::create, ADMIN, "connections", "Create a platform connection (secrets are write-only)"),
         route!(get, "/api/v1/connections", connections::list, ADMIN, "connections", "List connections (`platform`, `status`, `q` filters) with summary counts"),
@@ -246,7 +249,7 @@ pub fn router(state: AppState) -> Router {
     let mut by_path: Vec<(&'static str, MethodRouter<AppState>)> = Vec::new();
     for (doc, handler) in routes() {
         let handler = match doc.auth {
-            Auth::Roles(_) | Auth::Profile | Auth::Super => handler.route_layer(
+            Auth::Roles(_) | Auth::Profile | Auth::Super | Auth::NodeAdmin => handler.route_layer(
                 axum::middleware::from_fn_with_state((state.clone(), doc.auth), extract::authorize),
             ),
             Auth::None | Auth::Agent | Auth::Public => handler,

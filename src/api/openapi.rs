@@ -25,12 +25,14 @@ pub fn document() -> Value {
             Auth::Agent => json!([{"agentToken": []}, {"userToken": []}]),
             Auth::Public => json!([{"agentToken": []}, {"adminKey": []}, {"userToken": []}]),
             Auth::Super => json!([{"superKey": []}]),
+            Auth::NodeAdmin => json!([{"adminKey": []}, {"userToken": []}, {"superKey": []}]),
         };
         let roles: Vec<&str> = match doc.auth {
             Auth::Roles(roles) => roles.iter().map(|r| r.as_str()).collect(),
             Auth::Profile => Role::ALL.iter().map(|r| r.as_str()).collect(),
             Auth::Agent => super::PLAYGROUND_ROLES.iter().map(|r| r.as_str()).collect(),
             Auth::Public => super::LOG_READER_ROLES.iter().map(|r| r.as_str()).collect(),
+            Auth::NodeAdmin => vec![Role::Admin.as_str()],
             Auth::None | Auth::Super => Vec::new(),
         };
         let mut op = json!({

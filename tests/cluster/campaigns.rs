@@ -34,7 +34,7 @@ async fn runner(http: &Client, bases: &[String], campaign: &str) -> usize {
                 http,
                 base,
                 Method::GET,
-                "/api/v1/admin/actors?parent=campaign_supervisor",
+                "/api/v1/admin/actors?kind=campaign",
                 None,
             )
             .await;

@@ -5,8 +5,9 @@ use serde_json::{json, Value};
 
 use crate::support::*;
 
+/// A node-wide view: the super key.
 async fn get(t: &TestServer, path: &str) -> (StatusCode, Value) {
-    json_of(t.admin(Method::GET, path).send().await.unwrap()).await
+    t.call_as(Method::GET, path, SUPER_KEY, None).await
 }
 
 fn ids(page: &Value) -> Vec<String> {
@@ -22,7 +23,7 @@ fn ids(page: &Value) -> Vec<String> {
 /// filters and pages.
 #[tokio::test]
 async fn the_actor_tree_is_listed_filtered_and_paged() {
-    let t = TestServer::start().await;
+    let t = TestServer::with_super_key().await;
     let a = t.agent(&basic_agent("")).await;
     let mut sids = Vec::new();
     for _ in 0..3 {
@@ -124,12 +125,12 @@ async fn the_actor_tree_is_listed_filtered_and_paged() {
 /// sessions keep their history and keep working.
 #[tokio::test]
 async fn operators_stop_restart_and_passivate_session_actors() {
-    let t = TestServer::start().await;
+    let t = TestServer::with_super_key().await;
     let a = t.agent(&basic_agent("")).await;
     let sid = t.session(&a, json!({})).await;
     t.say(&a, &sid, "one").await;
     let actor = format!("session:{sid}");
-    let post = |path: String| t.admin(Method::POST, &path).send();
+    let post = |path: String| t.http.post(t.url(&path)).bearer_auth(SUPER_KEY).send();
 
     let (status, body) = json_of(
         post(format!("/api/v1/admin/actors/{actor}/stop"))
@@ -201,14 +202,14 @@ async fn operators_stop_restart_and_passivate_session_actors() {
 /// `parley tree` draws the same tree in the terminal.
 #[tokio::test]
 async fn parley_tree_prints_the_tree() {
-    let t = TestServer::start().await;
+    let t = TestServer::with_super_key().await;
     let a = t.agent(&basic_agent("")).await;
     let sid = t.session(&a, json!({})).await;
     t.say(&a, &sid, "hello").await;
     let base = t.base.clone();
     let run = move |extra: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_parley"))
-            .args(["tree", "--url", &base, "--admin-key", ADMIN_KEY])
+            .args(["tree", "--url", &base, "--admin-key", SUPER_KEY])
             .args(extra)
             .output()
             .unwrap();
@@ -249,4 +250,124 @@ async fn parley_tree_prints_the_tree() {
     .unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("401"));
+}
+
+/// A tenant admin sees a root of its own with its agents and sessions, acts on its own
+/// sessions only, and never sees or touches another tenant's actors or the node's own.
+#[tokio::test]
+async fn tenant_admins_see_and_act_on_their_own_actors_only() {
+    let t = TestServer::with_super_key().await;
+    let b_key = t.tenant("B").await;
+    let a = t.agent(&basic_agent("")).await;
+    let b = t.agent_as(&b_key, &basic_agent("")).await;
+    let a_sid = t.session(&a, json!({})).await;
+    t.say(&a, &a_sid, "hello").await;
+    let b_sid = t.session(&b, json!({})).await;
+    t.say(&b, &b_sid, "hello").await;
+
+    let (status, root) = t
+        .call_as(Method::GET, "/api/v1/admin/actors", &b_key, None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{root}");
+    assert_eq!(root["actor"]["kind"], "tenant", "{root}");
+    assert_eq!(ids(&root), [format!("agent:{}", b.id)]);
+    let (_, sessions) = t
+        .call_as(
+            Method::GET,
+            "/api/v1/admin/actors?kind=session",
+            &b_key,
+            None,
+        )
+        .await;
+    assert_eq!(ids(&sessions), [format!("session:{b_sid}")], "{sessions}");
+    let (_, agents) = t
+        .call_as(Method::GET, "/api/v1/admin/actors?kind=agent", &b_key, None)
+        .await;
+    assert_eq!(ids(&agents), [format!("agent:{}", b.id)], "{agents}");
+    for parent in ["persistence", "shard:0", "agent_supervisor"] {
+        let (status, body) = t
+            .call_as(
+                Method::GET,
+                &format!("/api/v1/admin/actors?parent={parent}"),
+                &b_key,
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{parent}: {body}");
+    }
+    for parent in [format!("agent:{}", a.id), format!("session:{a_sid}")] {
+        let (status, body) = t
+            .call_as(
+                Method::GET,
+                &format!("/api/v1/admin/actors?parent={parent}"),
+                &b_key,
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{parent}: {body}");
+    }
+    // Tenant A's session can be neither stopped nor restarted by B.
+    for action in ["stop", "restart"] {
+        let (status, body) = t
+            .call_as(
+                Method::POST,
+                &format!("/api/v1/admin/actors/session:{a_sid}/{action}"),
+                &b_key,
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{action}: {body}");
+    }
+    assert_eq!(t.node().resident_sessions(), 2);
+    // B passivates its own sessions; A's stays resident.
+    let (status, body) = t
+        .call_as(
+            Method::POST,
+            "/api/v1/admin/sessions/passivate",
+            &b_key,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["resident_before"], 1, "{body}");
+    eventually(5, "B's session passivates", || async {
+        t.node().resident_sessions() == 1
+    })
+    .await;
+    let (_, a_view) = t
+        .call_as(
+            Method::GET,
+            "/api/v1/admin/actors?kind=session",
+            ADMIN_KEY,
+            None,
+        )
+        .await;
+    assert_eq!(ids(&a_view), [format!("session:{a_sid}")], "{a_view}");
+    // B stops its own session.
+    t.say(&b, &b_sid, "again").await;
+    let (status, body) = t
+        .call_as(
+            Method::POST,
+            &format!("/api/v1/admin/actors/session:{b_sid}/stop"),
+            &b_key,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+/// Asking for sessions that do not exist leaves no actor behind.
+#[tokio::test]
+async fn unknown_sessions_leave_no_resident_actor() {
+    let t = TestServer::start().await;
+    let a = t.agent(&basic_agent("")).await;
+    for _ in 0..50 {
+        let sid = uuid::Uuid::now_v7();
+        let r = t.run(&a, &sid.to_string(), "hello").send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    }
+    eventually(5, "the empty actors are gone", || async {
+        t.node().resident_sessions() == 0
+    })
+    .await;
 }

@@ -749,7 +749,7 @@ nodes:
             let (status, tree) = t
                 .call(
                     Method::GET,
-                    "/api/v1/admin/actors?parent=campaign_supervisor",
+                    "/api/v1/admin/actors?kind=campaign",
                     None,
                 )
                 .await;

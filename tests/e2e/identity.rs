@@ -401,6 +401,8 @@ async fn every_route_lets_exactly_the_roles_of_the_matrix_through() {
             Auth::Public => parley::api::LOG_READER_ROLES.to_vec(),
             // The super key's route takes no sign-in at all (checked below).
             Auth::Super => Vec::new(),
+            // Tenant admins reach their own actors (the super key the node's, in actors.rs).
+            Auth::NodeAdmin => vec![Role::Admin],
             Auth::None => continue,
         };
         // WebSocket routes need an upgrade before their credentials are read.

@@ -9,6 +9,8 @@ use reqwest::{Client, RequestBuilder, Response, StatusCode};
 use serde_json::{json, Value};
 
 pub const ADMIN_KEY: &str = "pk_test_admin_key";
+/// The deployment's super key of servers that need one ([`TestServer::with_super_key`]).
+pub const SUPER_KEY: &str = "sk_test_super_key_of_the_node";
 
 pub struct TestServer {
     pub server: Option<Server>,
@@ -31,6 +33,25 @@ pub fn config(dir: PathBuf) -> ServeConfig {
 impl TestServer {
     pub async fn start() -> TestServer {
         Self::start_with(|_| {}).await
+    }
+
+    /// A server with [`SUPER_KEY`] set, so tests can create more tenants.
+    pub async fn with_super_key() -> TestServer {
+        Self::start_with(|c| c.super_key = Some(SUPER_KEY.into())).await
+    }
+
+    /// A new tenant (needs [`TestServer::with_super_key`]): answers its admin key.
+    pub async fn tenant(&self, name: &str) -> String {
+        let (status, b) = self
+            .call_as(
+                reqwest::Method::POST,
+                "/api/v1/tenants",
+                SUPER_KEY,
+                Some(json!({ "name": name })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{b}");
+        b["admin_key"].as_str().unwrap().to_string()
     }
 
     pub async fn start_with(tweak: impl FnOnce(&mut ServeConfig)) -> TestServer {
@@ -158,8 +179,15 @@ impl TestServer {
 
     /// Creates an agent from YAML and starts it.
     pub async fn agent(&self, yaml: &str) -> Agent {
+        self.agent_as(ADMIN_KEY, yaml).await
+    }
+
+    /// Creates an agent from YAML in the tenant of `key` and starts it.
+    pub async fn agent_as(&self, key: &str, yaml: &str) -> Agent {
         let resp = self
-            .admin(reqwest::Method::POST, "/api/v1/agents")
+            .http
+            .post(self.url("/api/v1/agents"))
+            .bearer_auth(key)
             .header("content-type", "application/yaml")
             .body(yaml.to_string())
             .send()
@@ -170,7 +198,9 @@ impl TestServer {
         let id = body["id"].as_str().unwrap().to_string();
         let token = body["token"].as_str().unwrap().to_string();
         let (status, body) = json_of(
-            self.admin(reqwest::Method::POST, &format!("/api/v1/agents/{id}/start"))
+            self.http
+                .post(self.url(&format!("/api/v1/agents/{id}/start")))
+                .bearer_auth(key)
                 .send()
                 .await
                 .unwrap(),

@@ -5,6 +5,11 @@
 //! Actors are named `node`, `persistence`, `agent_supervisor`, `agent:<id>`,
 //! `channel_supervisor`, `channel:<id>`, `campaign_supervisor`, `campaign:<id>` (its
 //! children are the participant actors alive, counted), `shard:<n>` and `session:<id>`.
+//!
+//! Every query has a scope: the whole node (the deployment's super key), or one tenant,
+//! which sees a `tenant:<id>` root whose children are its own agents, channels and
+//! campaigns, lists its own resident sessions, and acts on those alone. The node's own
+//! actors (supervisors, shards, the writer) are shared by every tenant: node-wide only.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -12,6 +17,8 @@ use std::time::{Duration, Instant};
 use ractor::ActorCell;
 use serde::Serialize;
 use uuid::Uuid;
+
+use parley_engine::model::TenantId;
 
 use super::{read, Node};
 use crate::error::{NodeError, NodeResult};
@@ -31,6 +38,9 @@ pub struct ActorInfo {
     pub restarts: u64,
     pub uptime_secs: u64,
     pub children: u64,
+    /// The tenant the actor works for (none for the node's own actors).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<TenantId>,
 }
 
 /// An actor and one page of its children.
@@ -44,8 +54,33 @@ pub struct ActorPage {
     pub limit: usize,
 }
 
-#[derive(Debug, Clone, Default)]
+/// Whose actors a caller may see and act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActorScope {
+    /// Every actor of the node (the super key).
+    Node,
+    /// One tenant's agents, channels, campaigns and sessions (its admins).
+    Tenant(TenantId),
+}
+
+impl ActorScope {
+    fn sees(self, tenant: Option<TenantId>) -> bool {
+        match self {
+            ActorScope::Node => true,
+            ActorScope::Tenant(t) => tenant == Some(t),
+        }
+    }
+}
+
+fn node_wide_only(id: &str) -> NodeError {
+    NodeError::Forbidden(format!(
+        "{id} is one of the node's own actors, shared by every tenant: node-wide views need the super key"
+    ))
+}
+
+#[derive(Debug, Clone)]
 pub struct ActorQuery {
+    pub scope: ActorScope,
     /// Whose children to list (default: the node).
     pub parent: Option<String>,
     pub kind: Option<String>,
@@ -92,6 +127,7 @@ impl Node {
             restarts: 0,
             uptime_secs: secs_since(self.node_started("node")),
             children: 4 + self.shared.sessions.shard_count() as u64,
+            tenant: None,
         }
     }
 
@@ -106,6 +142,7 @@ impl Node {
             restarts: self.node_restarts("persistence"),
             uptime_secs: secs_since(self.node_started("persistence")),
             children: 0,
+            tenant: None,
         })
     }
 
@@ -120,6 +157,7 @@ impl Node {
             restarts: self.node_restarts("agent_supervisor"),
             uptime_secs: secs_since(self.node_started("agent_supervisor")),
             children: self.shared.agents.running_count() as u64,
+            tenant: None,
         })
     }
 
@@ -134,6 +172,7 @@ impl Node {
             restarts: self.node_restarts("channel_supervisor"),
             uptime_secs: secs_since(self.node_started("channel_supervisor")),
             children: self.shared.channels.running_count() as u64,
+            tenant: None,
         })
     }
 
@@ -148,6 +187,7 @@ impl Node {
             restarts: self.node_restarts("campaign_supervisor"),
             uptime_secs: secs_since(self.node_started("campaign_supervisor")),
             children: self.shared.campaigns.running_count() as u64,
+            tenant: None,
         })
     }
 
@@ -166,6 +206,7 @@ impl Node {
                     restarts: self.node_restarts(&id),
                     uptime_secs: ctx.started.elapsed().as_secs(),
                     children: ctx.resident.load(Ordering::Relaxed) as u64,
+                    tenant: Some(ctx.record.campaign.tenant_id),
                     id,
                 }
             })
@@ -187,6 +228,7 @@ impl Node {
                     restarts: self.node_restarts(&id),
                     uptime_secs: c.started.elapsed().as_secs(),
                     children: 0,
+                    tenant: Some(c.rt.record.tenant_id),
                     id,
                 }
             })
@@ -205,6 +247,7 @@ impl Node {
             restarts: self.node_restarts(&id),
             uptime_secs: secs_since(stats.as_ref().map(|s| s.started)),
             children: stats.map_or(0, |s| s.children.load(Ordering::Relaxed) as u64),
+            tenant: None,
             id,
         })
     }
@@ -225,6 +268,7 @@ impl Node {
                     restarts: u64::from(a.restarts.load(Ordering::Relaxed)),
                     uptime_secs: a.started.elapsed().as_secs(),
                     children: 0,
+                    tenant: Some(a.tenant_id),
                 }
             })
             .collect()
@@ -242,6 +286,7 @@ impl Node {
             restarts: sessions.restarts.get(&id).map_or(0, |r| u64::from(*r)),
             uptime_secs: u64::from(sessions.now_secs().saturating_sub(e.since)),
             children: 0,
+            tenant: e.tenant.get().copied(),
         })
     }
 
@@ -253,6 +298,9 @@ impl Node {
         let mut page = Vec::with_capacity(q.limit.min(1000));
         for e in sessions.live.iter() {
             if shard.is_some_and(|s| sessions.shard_of(e.key()) != s) {
+                continue;
+            }
+            if !q.scope.sees(e.tenant.get().copied()) {
                 continue;
             }
             if q.status.is_some() {
@@ -304,18 +352,59 @@ impl Node {
         }
     }
 
-    /// An actor (the node by default) and a page of its children; with `kind` and no
-    /// parent, every actor of that kind on the node.
+    /// The actor named `id` as `scope` may see it: a tenant's own actors, its root, and
+    /// nothing of other tenants (not found) or of the node itself (forbidden).
+    fn scoped_info(&self, id: &str, scope: ActorScope) -> NodeResult<ActorInfo> {
+        let ActorScope::Tenant(tenant) = scope else {
+            return self.actor_info(id).ok_or(NodeError::NotFound("actor"));
+        };
+        if id == "node" || id == format!("tenant:{tenant}") {
+            return Ok(self.tenant_root(tenant));
+        }
+        match self.actor_info(id) {
+            Some(a) if a.tenant == Some(tenant) => Ok(a),
+            Some(a) if a.tenant.is_none() => Err(node_wide_only(id)),
+            _ => Err(NodeError::NotFound("actor")),
+        }
+    }
+
+    /// A tenant's view of the node: its own agents, channels and campaigns.
+    fn tenant_root(&self, tenant: TenantId) -> ActorInfo {
+        let mut root = self.root_info();
+        root.kind = "tenant";
+        root.id = format!("tenant:{tenant}");
+        root.tenant = Some(tenant);
+        root.restarts = 0;
+        root.children = self.tenant_children(tenant).len() as u64;
+        root
+    }
+
+    fn tenant_children(&self, tenant: TenantId) -> Vec<ActorInfo> {
+        let mut all = self.agent_infos();
+        all.extend(self.channel_infos());
+        all.extend(self.campaign_infos());
+        all.retain(|a| a.tenant == Some(tenant));
+        all
+    }
+
+    /// An actor (the node, or the tenant's root, by default) and a page of its children;
+    /// with `kind` and no parent, every actor of that kind the scope sees.
     pub fn actors(&self, q: &ActorQuery) -> NodeResult<ActorPage> {
         let parent = q.parent.as_deref().unwrap_or("node");
-        let actor = self
-            .actor_info(parent)
-            .ok_or(NodeError::NotFound("actor"))?;
+        let actor = self.scoped_info(parent, q.scope)?;
         let (children, total) = match (q.parent.is_none(), q.kind.as_deref()) {
             // A flat listing of one kind across the tree.
             (true, Some("session")) => self.session_page(None, q),
-            (true, Some(_)) => self.page(self.everything_but_sessions(), q),
+            (true, Some(_)) => {
+                let mut all = self.everything_but_sessions();
+                all.retain(|a| q.scope.sees(a.tenant));
+                self.page(all, q)
+            }
             _ => match actor.kind {
+                "tenant" => match actor.tenant {
+                    Some(t) => self.page(self.tenant_children(t), q),
+                    None => (Vec::new(), 0),
+                },
                 "node_supervisor" => self.page(self.node_children(), q),
                 "agent_supervisor" => self.page(self.agent_infos(), q),
                 "channel_supervisor" => self.page(self.channel_infos(), q),
@@ -365,14 +454,14 @@ impl Node {
 
     /// Stops a session actor now (its state is in the store; the next request activates it
     /// again). Other actors are supervised parts of the node and are not stopped by hand.
-    pub async fn stop_actor(&self, id: &str) -> NodeResult<()> {
-        let session = self.session_of(id)?;
+    pub async fn stop_actor(&self, id: &str, scope: ActorScope) -> NodeResult<()> {
+        let session = self.session_of(id, scope)?;
         self.stop_session(session).await
     }
 
     /// Stops a session actor and activates it again from the store.
-    pub async fn restart_actor(&self, id: &str) -> NodeResult<()> {
-        let session = self.session_of(id)?;
+    pub async fn restart_actor(&self, id: &str, scope: ActorScope) -> NodeResult<()> {
+        let session = self.session_of(id, scope)?;
         self.stop_session(session).await?;
         self.activate_session(session).await
     }
@@ -382,14 +471,15 @@ impl Node {
         self.wait_gone(session).await
     }
 
-    fn session_of(&self, id: &str) -> NodeResult<Uuid> {
+    fn session_of(&self, id: &str, scope: ActorScope) -> NodeResult<Uuid> {
         let session = id
             .strip_prefix("session:")
             .and_then(|s| Uuid::parse_str(s).ok());
+        let sessions = &self.shared.sessions;
         match session {
-            Some(s) if self.shared.sessions.is_resident(&s) => Ok(s),
+            Some(s) if sessions.is_resident(&s) && scope.sees(sessions.tenant_of(&s)) => Ok(s),
             Some(_) => Err(NodeError::NotFound("actor")),
-            None if self.actor_info(id).is_some() => Err(NodeError::Invalid(format!(
+            None if self.scoped_info(id, scope).is_ok() => Err(NodeError::Invalid(format!(
                 "{id}: only session actors can be stopped or restarted by hand; the others are the node's own and restart themselves"
             ))),
             None => Err(NodeError::NotFound("actor")),
@@ -409,17 +499,34 @@ impl Node {
         Ok(())
     }
 
-    /// Passivates every session idle for at least `idle_secs` now; answers how many
-    /// sessions were resident before and after.
-    pub async fn passivate_idle(&self, idle_secs: u32) -> (usize, usize) {
-        let before = self.shared.sessions.resident();
-        for i in 0..self.shared.sessions.shard_count() {
-            if let Some(s) = self.shared.sessions.shard(i) {
-                let _ = s.send_message(crate::session::ShardMsg::Passivate { idle_secs });
+    /// Passivates every session of the scope idle for at least `idle_secs` now; answers
+    /// how many of its sessions were resident before and after.
+    pub async fn passivate_idle(&self, idle_secs: u32, scope: ActorScope) -> (usize, usize) {
+        let sessions = &self.shared.sessions;
+        let (tenant, resident) = match scope {
+            ActorScope::Node => (None, sessions.resident()),
+            ActorScope::Tenant(t) => (Some(t), self.resident_of(t)),
+        };
+        for i in 0..sessions.shard_count() {
+            if let Some(s) = sessions.shard(i) {
+                let _ = s.send_message(crate::session::ShardMsg::Passivate { idle_secs, tenant });
             }
         }
         // Shards handle it in their own time; give them a moment to report.
         tokio::time::sleep(Duration::from_millis(50)).await;
-        (before, self.shared.sessions.resident())
+        let after = match tenant {
+            None => sessions.resident(),
+            Some(t) => self.resident_of(t),
+        };
+        (resident, after)
+    }
+
+    fn resident_of(&self, tenant: TenantId) -> usize {
+        self.shared
+            .sessions
+            .live
+            .iter()
+            .filter(|e| e.tenant.get() == Some(&tenant))
+            .count()
     }
 }

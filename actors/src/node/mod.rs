@@ -35,7 +35,7 @@ pub use conversation_ops::MAX_OPERATOR_TEXT;
 pub use identity_ops::{
     user_json, Caller, LoginError, NewUser, SignedIn, TenantPatch, Usage, UserPatch, TOKEN_TTL,
 };
-pub use introspect::{ActorInfo, ActorPage, ActorQuery};
+pub use introspect::{ActorInfo, ActorPage, ActorQuery, ActorScope};
 pub use session_ops::{Conversation, CreateSession, Opening, Route, EXT_TYPES};
 
 use crate::agents::{AgentDirectory, AgentSupArgs, AgentSupMsg, AgentSupervisor, RunningAgent};

@@ -278,12 +278,20 @@ impl SessionActorState {
 
     async fn live(&mut self) -> NodeResult<&mut Live> {
         if self.live.is_none() {
-            self.claim().await?;
+            if let Err(e) = self.claim().await {
+                if matches!(e, NodeError::NotFound(_)) {
+                    // No such session: this actor must not stay resident (a caller asking
+                    // for random ids would otherwise fill the node with empty actors).
+                    self.shared.sessions.evict(self.id);
+                }
+                return Err(e);
+            }
             let store = &self.shared.store;
             let session = store
                 .load_session(self.id)
                 .await?
                 .ok_or(NodeError::NotFound("session"))?;
+            self.shared.sessions.set_tenant(&self.id, session.tenant_id);
             let history = store.load_recent_messages(self.id, LOADED_HISTORY).await?;
             self.live = Some(Box::new(Live {
                 written_count: session.message_count,

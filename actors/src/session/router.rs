@@ -3,11 +3,11 @@
 //! rejected unprocessed and simply routed again.
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Instant;
 
 use dashmap::DashMap;
-use parley_engine::model::SessionId;
+use parley_engine::model::{SessionId, TenantId};
 use ractor::rpc::CallResult;
 use ractor::{ActorRef, MessagingErr, RpcReplyPort};
 
@@ -56,6 +56,9 @@ pub(crate) struct LiveEntry {
     pub pending: AtomicU32,
     /// Seconds since the router's epoch when the actor was activated.
     pub since: u32,
+    /// The session's tenant, known once the actor has loaded it: tenant admins see and
+    /// act on their own sessions only.
+    pub tenant: OnceLock<TenantId>,
 }
 
 pub struct SessionRouter {
@@ -158,6 +161,18 @@ impl SessionRouter {
         self.live.contains_key(id)
     }
 
+    /// Records the tenant of a resident session once its actor has loaded it.
+    pub(crate) fn set_tenant(&self, id: &SessionId, tenant: TenantId) {
+        if let Some(e) = self.live.get(id) {
+            let _ = e.tenant.set(tenant);
+        }
+    }
+
+    /// The tenant of a resident, loaded session.
+    pub fn tenant_of(&self, id: &SessionId) -> Option<TenantId> {
+        self.live.get(id).and_then(|e| e.tenant.get().copied())
+    }
+
     pub(crate) fn known_owner(&self, id: &SessionId) -> Option<Arc<str>> {
         let e = self.remote.get(id)?;
         e.1.store(self.now_secs(), Ordering::Relaxed);
@@ -198,6 +213,7 @@ impl SessionRouter {
                 last_used: AtomicU32::new(self.now_secs()),
                 pending: AtomicU32::new(0),
                 since: self.now_secs(),
+                tenant: OnceLock::new(),
             },
         );
     }

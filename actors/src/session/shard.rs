@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parley_engine::model::SessionId;
+use parley_engine::model::{SessionId, TenantId};
 use parley_engine::telemetry;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
@@ -18,9 +18,11 @@ use crate::node::{NodeMsg, Shared};
 
 pub enum ShardMsg {
     Activate(SessionId, RpcReplyPort<NodeResult<ActorRef<SessionMsg>>>),
-    /// Passivate sessions idle for longer than the configured time (0: all idle ones).
+    /// Passivate sessions idle for longer than the configured time (0: all idle ones), of
+    /// one tenant or of all.
     Passivate {
         idle_secs: u32,
+        tenant: Option<TenantId>,
     },
     /// Stop the session's actor now: another node owns the session.
     Evict(SessionId),
@@ -70,15 +72,17 @@ impl ShardState {
         Ok(actor)
     }
 
-    fn passivate(&mut self, idle_secs: u32) {
+    fn passivate(&mut self, idle_secs: u32, tenant: Option<TenantId>) {
         let now = self.shared.sessions.now_secs();
         let idle: Vec<SessionId> = self
             .children
             .keys()
-            .filter(|id| {
-                self.shared.sessions.live.get(id).is_none_or(|e| {
+            .filter(|id| match self.shared.sessions.live.get(id) {
+                Some(e) => {
                     now.saturating_sub(e.last_used.load(Ordering::Relaxed)) >= idle_secs
-                })
+                        && tenant.is_none_or(|t| e.tenant.get() == Some(&t))
+                }
+                None => tenant.is_none(),
             })
             // A session with a WebSocket open here stays resident (and claimed by this
             // node), so turns that reach other nodes are forwarded here and its events
@@ -138,7 +142,10 @@ impl Actor for SessionShard {
         // Check a few times per idle period so sessions passivate close to on time.
         let period =
             (cfg.passivate_after / 4).clamp(Duration::from_millis(250), Duration::from_secs(15));
-        myself.send_interval(period, move || ShardMsg::Passivate { idle_secs });
+        myself.send_interval(period, move || ShardMsg::Passivate {
+            idle_secs,
+            tenant: None,
+        });
         let stats = Arc::new(ShardStats {
             children: AtomicUsize::new(0),
             started: Instant::now(),
@@ -176,7 +183,7 @@ impl Actor for SessionShard {
                     let _ = reply.send(state.spawn(&myself, id).await);
                 }
             }
-            ShardMsg::Passivate { idle_secs } => state.passivate(idle_secs),
+            ShardMsg::Passivate { idle_secs, tenant } => state.passivate(idle_secs, tenant),
             ShardMsg::Evict(id) => state.stop_child(id),
         }
         state.publish();

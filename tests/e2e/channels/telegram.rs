@@ -122,7 +122,7 @@ async fn webhook_mode_answers_once_per_update_and_rejects_forgeries() {
     let (status, tree) = json_of(
         t.admin(
             reqwest::Method::GET,
-            "/api/v1/admin/actors?parent=channel_supervisor",
+            "/api/v1/admin/actors?kind=channel",
         )
         .send()
         .await
