@@ -106,6 +106,22 @@ pub enum OperatorEvent {
     },
 }
 
+impl UserEvent {
+    /// The agent whose conversation the event is about (an agent's token sees only those).
+    pub fn agent_id(&self) -> Option<AgentId> {
+        match self {
+            UserEvent::ConversationCreated { agent_id, .. }
+            | UserEvent::ConversationClosed { agent_id, .. }
+            | UserEvent::ConversationNewMessage { agent_id, .. }
+            | UserEvent::ConversationBotStatusModified { agent_id, .. } => Some(*agent_id),
+            UserEvent::Relayed(v) => v
+                .get("agent_id")
+                .and_then(Value::as_str)
+                .and_then(|a| a.parse().ok()),
+        }
+    }
+}
+
 type Sender<T> = broadcast::Sender<Arc<T>>;
 
 fn user_key(tenant: TenantId, user_id: &str) -> String {
@@ -151,6 +167,15 @@ where
         .subscribe()
 }
 
+/// Drops a channel whose last subscriber left, so a socket that closes leaves nothing
+/// behind even if no event ever comes for its key again.
+fn unsubscribe<K, T>(map: &DashMap<K, Sender<T>>, key: &K)
+where
+    K: std::hash::Hash + Eq,
+{
+    map.remove_if(key, |_, tx| tx.receiver_count() == 0);
+}
+
 /// Builds the event only when someone listens.
 fn publish<K, T>(map: &DashMap<K, Sender<T>>, key: &K, event: impl FnOnce() -> T)
 where
@@ -194,6 +219,27 @@ impl EventHub {
 
     pub fn operators(&self, tenant: TenantId, event: impl FnOnce() -> OperatorEvent) {
         publish(&self.operators, &tenant, event);
+    }
+
+    /// Called after a session socket dropped its receiver.
+    pub fn unsubscribe_session(&self, id: SessionId) {
+        unsubscribe(&self.sessions, &id);
+    }
+
+    /// Called after a customer socket dropped its receiver.
+    pub fn unsubscribe_user(&self, tenant: TenantId, user_id: &str) {
+        unsubscribe(&self.users, &user_key(tenant, user_id));
+    }
+
+    /// Called after an operators' socket dropped its receiver.
+    pub fn unsubscribe_operators(&self, tenant: TenantId) {
+        unsubscribe(&self.operators, &tenant);
+    }
+
+    /// Channels kept for subscribers (sessions, customers, operators), for tests and
+    /// diagnostics.
+    pub fn channels(&self) -> usize {
+        self.sessions.len() + self.users.len() + self.operators.len()
     }
 
     pub fn has_session_subscribers(&self, id: &SessionId) -> bool {

@@ -172,24 +172,46 @@ async fn read_message(st: &AppState, req: Request) -> ApiResult<(String, Vec<New
         ));
     }
     let message = message.unwrap_or_default();
-    if message.trim().is_empty() && attachments.is_empty() {
+    check_message(
+        &message,
+        st.limits.max_message_chars,
+        !attachments.is_empty(),
+    )?;
+    Ok((message, attachments))
+}
+
+fn idempotency_key_error() -> ApiError {
+    ApiError::invalid("Idempotency-Key: 1 to 255 visible ASCII characters")
+}
+
+/// An idempotency key as every way in takes it (the REST header, the WebSocket field).
+pub fn check_idempotency_key(key: &str) -> ApiResult<()> {
+    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(idempotency_key_error());
+    }
+    Ok(())
+}
+
+/// A customer message's text as every way in takes it: not blank (unless attachments
+/// carry the message), no NUL, within the configured length.
+pub fn check_message(text: &str, max_chars: usize, blank_ok: bool) -> ApiResult<()> {
+    if text.trim().is_empty() && !blank_ok {
         return Err(ApiError::invalid("message: required and must not be empty"));
     }
     // Postgres text cannot hold NUL; refusing it here keeps one bad message from failing
     // the group commit it would share with other sessions' turns.
-    if message.contains('\0') {
+    if text.contains('\0') {
         return Err(ApiError::invalid(
             "message: must not contain NUL characters",
         ));
     }
-    let chars = message.chars().count();
-    if chars > st.limits.max_message_chars {
+    let chars = text.chars().count();
+    if chars > max_chars {
         return Err(ApiError::too_large(format!(
-            "message: {chars} characters, at most {} allowed",
-            st.limits.max_message_chars
+            "message: {chars} characters, at most {max_chars} allowed"
         )));
     }
-    Ok((message, attachments))
+    Ok(())
 }
 
 pub async fn run_v2(
@@ -201,13 +223,8 @@ pub async fn run_v2(
     let idempotency_key = match req.headers().get("idempotency-key") {
         None => None,
         Some(v) => {
-            let k = v
-                .to_str()
-                .ok()
-                .filter(|k| !k.is_empty() && k.len() <= 255)
-                .ok_or_else(|| {
-                    ApiError::invalid("Idempotency-Key: 1 to 255 visible ASCII characters")
-                })?;
+            let k = v.to_str().map_err(|_| idempotency_key_error())?;
+            check_idempotency_key(k)?;
             Some(k.to_string())
         }
     };

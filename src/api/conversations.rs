@@ -17,7 +17,7 @@ use tokio::sync::broadcast;
 
 use super::chat::{message_json, session_json};
 use super::error::{ApiError, ApiResult};
-use super::extract::{bearer, log_reader, page_limit, parse_id, ApiJson};
+use super::extract::{bearer, log_reader, page_limit, parse_id, ApiJson, WS_BEARER_PROTOCOL};
 use super::AppState;
 
 const MAX_PAGE: u64 = 500;
@@ -248,6 +248,7 @@ pub async fn events_ws(
     let mut events = st.node.events().subscribe_operators(tenant);
     Ok(ws
         .max_message_size(64 * 1024)
+        .protocols([WS_BEARER_PROTOCOL])
         .on_upgrade(move |mut socket| async move {
             loop {
                 tokio::select! {
@@ -265,5 +266,7 @@ pub async fn events_ws(
                     },
                 }
             }
+            drop(events);
+            st.node.events().unsubscribe_operators(tenant);
         }))
 }

@@ -32,8 +32,14 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     }
 }
 
-/// The bearer token of a request: `Authorization: Bearer …`, else `?token=` (browsers
-/// cannot set headers on WebSocket upgrades).
+/// The WebSocket subprotocol that carries a token: a browser cannot set headers on an
+/// upgrade, so it offers `Sec-WebSocket-Protocol: bearer, <token>` and the server selects
+/// `bearer`.
+pub const WS_BEARER_PROTOCOL: &str = "bearer";
+
+/// The bearer token of a request: `Authorization: Bearer …`, else the token offered after
+/// the `bearer` WebSocket subprotocol, else `?token=` — an agent's chat token only: admin
+/// keys and sign-ins in URLs end up in proxies' logs.
 pub fn bearer(headers: &HeaderMap, query_token: Option<&str>) -> Option<String> {
     headers
         .get(AUTHORIZATION)
@@ -43,8 +49,23 @@ pub fn bearer(headers: &HeaderMap, query_token: Option<&str>) -> Option<String> 
                 .or_else(|| v.strip_prefix("bearer "))
         })
         .map(|t| t.trim().to_string())
-        .or_else(|| query_token.map(str::to_string))
+        .or_else(|| ws_protocol_token(headers))
+        .or_else(|| {
+            query_token
+                .filter(|t| t.starts_with("pat_"))
+                .map(str::to_string)
+        })
         .filter(|t| !t.is_empty())
+}
+
+fn ws_protocol_token(headers: &HeaderMap) -> Option<String> {
+    let offered = headers
+        .get(axum::http::header::SEC_WEBSOCKET_PROTOCOL)?
+        .to_str()
+        .ok()?;
+    let mut parts = offered.split(',').map(str::trim);
+    parts.find(|p| *p == WS_BEARER_PROTOCOL)?;
+    parts.next().map(str::to_string)
 }
 
 /// A request that passed its route's role check (see [`authorize`]): the caller's

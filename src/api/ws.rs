@@ -16,14 +16,26 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::{broadcast, mpsc};
 
+use super::chat::{check_idempotency_key, check_message};
 use super::error::{ApiError, ApiResult};
-use super::extract::{agent_auth, bearer, log_reader, parse_id, AgentCaller};
+use super::extract::{agent_auth, bearer, log_reader, parse_id, AgentCaller, WS_BEARER_PROTOCOL};
 use super::forward;
 use super::AppState;
 
 /// Initial read buffer of a socket (it grows for larger messages). tungstenite's default of
 /// 128 KiB made each open socket cost about 150 KiB of server memory (measured).
 const WS_READ_BUFFER: usize = 8 * 1024;
+
+/// Customer messages of one socket queued or in progress at most: one socket's turns run
+/// one after another, in the order sent; past this the socket is not read until a turn
+/// ends (TCP pushes back on the client).
+const WS_TURNS_IN_FLIGHT: usize = 4;
+
+/// Largest frame a session socket takes: a message of `max_message_chars` characters
+/// (4 bytes each at most) with its JSON envelope and idempotency key.
+fn session_frame_limit(max_message_chars: usize) -> usize {
+    max_message_chars.saturating_mul(4) + 4096
+}
 
 #[derive(Debug, Deserialize)]
 pub struct WsQuery {
@@ -57,10 +69,16 @@ pub async fn session_ws(
     }
     // Subscribe before upgrading so nothing published after this answer is missed.
     let events = st.node.events().subscribe_session(session);
+    let limit = session_frame_limit(st.limits.max_message_chars);
     let ws = ws
-        .max_message_size(st.limits.max_body_bytes)
-        .read_buffer_size(WS_READ_BUFFER);
-    Ok(ws.on_upgrade(move |socket| session_socket(st, agent, session, socket, events)))
+        .max_message_size(limit)
+        .max_frame_size(limit)
+        .read_buffer_size(WS_READ_BUFFER)
+        .protocols([WS_BEARER_PROTOCOL]);
+    Ok(ws.on_upgrade(move |socket| async move {
+        session_socket(&st, agent, session, socket, events).await;
+        st.node.events().unsubscribe_session(session);
+    }))
 }
 
 /// What a client may send on the session socket: `{"type":"message","message":"…"}`
@@ -76,8 +94,34 @@ fn to_text<T: Serialize>(v: &T) -> WsMessage {
     WsMessage::Text(serde_json::to_string(v).unwrap_or_default().into())
 }
 
+/// A customer message from the socket, checked as the REST route checks it.
+fn client_turn(st: &AppState, agent: AgentId, text: &str) -> ApiResult<TurnRequest> {
+    let cm = serde_json::from_str::<ClientMessage>(text).or_else(|_| {
+        if text.trim_start().starts_with('{') {
+            Err(ApiError::invalid(
+                "send {\"type\":\"message\",\"message\":\"…\"} or plain text",
+            ))
+        } else {
+            Ok(ClientMessage {
+                message: text.to_string(),
+                idempotency_key: None,
+            })
+        }
+    })?;
+    check_message(&cm.message, st.limits.max_message_chars, false)?;
+    if let Some(k) = &cm.idempotency_key {
+        check_idempotency_key(k)?;
+    }
+    Ok(TurnRequest {
+        agent_id: agent,
+        text: cm.message,
+        attachments: Vec::new(),
+        idempotency_key: cm.idempotency_key,
+    })
+}
+
 async fn session_socket(
-    st: AppState,
+    st: &AppState,
     agent: AgentId,
     session: SessionId,
     socket: WebSocket,
@@ -87,6 +131,19 @@ async fn session_socket(
     let (mut tx, mut rx) = socket.split();
     // Turn errors come back on their own channel so they interleave with events in order.
     let (err_tx, mut err_rx) = mpsc::unbounded_channel::<ApiError>();
+    // One worker runs the socket's turns in order; the replies arrive as events, so the
+    // socket keeps streaming meanwhile.
+    let (turn_tx, mut turn_rx) = mpsc::channel::<TurnRequest>(WS_TURNS_IN_FLIGHT);
+    let worker = {
+        let (node, err_tx) = (st.node.clone(), err_tx.clone());
+        tokio::spawn(async move {
+            while let Some(req) = turn_rx.recv().await {
+                if let Err(e) = node.turn(session, req).await {
+                    let _ = err_tx.send(e.into());
+                }
+            }
+        })
+    };
     loop {
         tokio::select! {
             ev = events.recv() => match ev {
@@ -110,33 +167,26 @@ async fn session_socket(
                     break;
                 }
             }
-            msg = rx.next() => match msg {
-                Some(Ok(WsMessage::Text(t))) => {
-                    let parsed = serde_json::from_str::<ClientMessage>(&t).or_else(|_| {
-                        if t.trim_start().starts_with('{') { Err(()) } else { Ok(ClientMessage { message: t.to_string(), idempotency_key: None }) }
-                    });
-                    let Ok(cm) = parsed else {
-                        let _ = err_tx.send(ApiError::invalid("send {\"type\":\"message\",\"message\":\"…\"} or plain text"));
-                        continue;
-                    };
-                    if cm.message.trim().is_empty() || cm.message.contains('\0') || cm.message.chars().count() > st.limits.max_message_chars {
-                        let _ = err_tx.send(ApiError::invalid("message: must be 1 to max_message_chars characters, without NUL"));
-                        continue;
-                    }
-                    let (node, err_tx) = (st.node.clone(), err_tx.clone());
-                    // The reply arrives as events; the socket keeps streaming meanwhile.
-                    tokio::spawn(async move {
-                        let req = TurnRequest { agent_id: agent, text: cm.message, attachments: Vec::new(), idempotency_key: cm.idempotency_key };
-                        if let Err(e) = node.turn(session, req).await {
-                            let _ = err_tx.send(e.into());
+            // Read only while the worker can take another turn.
+            msg = rx.next(), if turn_tx.capacity() > 0 => match msg {
+                Some(Ok(WsMessage::Text(t))) => match client_turn(st, agent, &t) {
+                    Ok(req) => {
+                        if turn_tx.try_send(req).is_err() {
+                            break;
                         }
-                    });
-                }
+                    }
+                    Err(e) => {
+                        let _ = err_tx.send(e);
+                    }
+                },
                 Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => break,
                 Some(Ok(_)) => {}
             },
         }
     }
+    // Turns already accepted still run to their commit; their answers stay in the log.
+    drop(turn_tx);
+    let _ = worker.await;
 }
 
 /// Serves the socket through the node that owns the session: frames are relayed both
@@ -158,10 +208,11 @@ async fn proxy(
     let mut request = target
         .into_client_request()
         .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "owner_failed", e.to_string()))?;
-    if let Some(auth) = headers.get(header::AUTHORIZATION) {
-        request
-            .headers_mut()
-            .insert(header::AUTHORIZATION, auth.clone());
+    // The owner reads the credential from the header, whichever way the client sent it.
+    if let Some(auth) = bearer(headers, query_token(uri).as_deref())
+        .and_then(|t| HeaderValue::from_str(&format!("Bearer {t}")).ok())
+    {
+        request.headers_mut().insert(header::AUTHORIZATION, auth);
     }
     let me = HeaderValue::from_str(&st.node.registry().node().id)
         .unwrap_or_else(|_| HeaderValue::from_static("node"));
@@ -179,9 +230,12 @@ async fn proxy(
             }
         };
     RegistryStats::bump(&st.node.registry().stats().forwards);
+    let limit = session_frame_limit(st.limits.max_message_chars);
     let ws = ws
-        .max_message_size(st.limits.max_body_bytes)
-        .read_buffer_size(WS_READ_BUFFER);
+        .max_message_size(limit)
+        .max_frame_size(limit)
+        .read_buffer_size(WS_READ_BUFFER)
+        .protocols([WS_BEARER_PROTOCOL]);
     Ok(ws.on_upgrade(move |socket| relay(socket, upstream)))
 }
 
@@ -226,6 +280,13 @@ where
     let _ = down_tx.close().await;
 }
 
+fn query_token(uri: &Uri) -> Option<String> {
+    uri.query()?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("token="))
+        .map(str::to_string)
+}
+
 pub async fn user_ws(
     State(st): State<AppState>,
     Path(user_id): Path<String>,
@@ -233,22 +294,30 @@ pub async fn user_ws(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> ApiResult<Response> {
-    let tenant = match q.agent_id.as_deref() {
-        Some(a) => agent_auth(&st, &headers, q.token.as_deref(), parse_id(a, "agent")?).await?,
+    // An agent's token hears only that agent's conversations with the customer; the
+    // tenant's log readers hear all of them.
+    let (tenant, only_agent) = match q.agent_id.as_deref() {
+        Some(a) => {
+            let agent = parse_id(a, "agent")?;
+            let tenant = agent_auth(&st, &headers, q.token.as_deref(), agent).await?;
+            (tenant, Some(agent))
+        }
         None => {
             let key = bearer(&headers, q.token.as_deref()).ok_or_else(ApiError::unauthorized)?;
-            log_reader(&st, &key).await?
+            (log_reader(&st, &key).await?, None)
         }
     };
     let mut events = st.node.events().subscribe_user(tenant, &user_id);
     // Customers only listen here; anything they send is ignored, so keep it small.
     let ws = ws
         .max_message_size(64 * 1024)
-        .read_buffer_size(WS_READ_BUFFER);
+        .read_buffer_size(WS_READ_BUFFER)
+        .protocols([WS_BEARER_PROTOCOL]);
     Ok(ws.on_upgrade(move |mut socket| async move {
         loop {
             tokio::select! {
                 ev = events.recv() => match ev {
+                    Ok(ev) if only_agent.is_some_and(|a| ev.agent_id() != Some(a)) => {}
                     Ok(ev) => if socket.send(to_text(&*ev)).await.is_err() { break },
                     Err(broadcast::error::RecvError::Lagged(_)) => continue,
                     Err(broadcast::error::RecvError::Closed) => break,
@@ -259,5 +328,7 @@ pub async fn user_ws(
                 },
             }
         }
+        drop(events);
+        st.node.events().unsubscribe_user(tenant, &user_id);
     }))
 }

@@ -747,11 +747,7 @@ nodes:
         // The campaign runs here, in the actor tree under the campaign supervisor.
         eventually(10, "the campaign actor listed", || async {
             let (status, tree) = t
-                .call(
-                    Method::GET,
-                    "/api/v1/admin/actors?kind=campaign",
-                    None,
-                )
+                .call(Method::GET, "/api/v1/admin/actors?kind=campaign", None)
                 .await;
             status == StatusCode::OK
                 && tree["children"][0]["id"] == format!("campaign:{campaign}")

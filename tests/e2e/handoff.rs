@@ -73,11 +73,9 @@ async fn the_ai_hands_over_to_an_operator_and_takes_the_conversation_back() {
 
     let (olga, olga_token) = t.staff("operator", "olga@example.com", Value::Null).await;
     // The operators' live feed.
-    let ws_url = format!(
-        "{}/ws/conversations?token={olga_token}",
-        t.base.replace("http", "ws")
-    );
-    let (mut feed, _) = tokio_tungstenite::connect_async(ws_url).await.unwrap();
+    let mut feed = ws_with_token(&t, "/ws/conversations", &olga_token)
+        .await
+        .unwrap();
     // The customer's own socket on the session.
     let cust_url = format!(
         "{}/chatbot/{}/ws/{session}?token={}",

@@ -346,3 +346,25 @@ pub async fn serve_fake(app: axum::Router) -> String {
     });
     format!("http://{addr}")
 }
+
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens a WebSocket with `token` offered the way browsers can: as the `bearer`
+/// subprotocol (`Sec-WebSocket-Protocol: bearer, <token>`).
+pub async fn ws_with_token(
+    t: &TestServer,
+    path: &str,
+    token: &str,
+) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let url = format!("{}{path}", t.base.replace("http://", "ws://"));
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut().insert(
+        "sec-websocket-protocol",
+        format!("bearer, {token}").parse().unwrap(),
+    );
+    tokio_tungstenite::connect_async(req)
+        .await
+        .map(|(ws, _)| ws)
+}

@@ -8,9 +8,6 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::*;
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
 async fn connect(t: &TestServer, path: &str) -> Ws {
     let url = format!("{}{path}", t.base.replace("http://", "ws://"));
     tokio_tungstenite::connect_async(url)
@@ -149,4 +146,155 @@ async fn customer_events_cover_a_conversation() {
     assert_eq!(ev["type"], "CONVERSATION_CLOSED");
     assert_eq!(ev["status"], "completed");
     assert_eq!(ev["conversation_result"]["HumanEmail"], "eve@example.com");
+}
+
+/// An agent's token hears only its own agent's conversations with a customer, even when
+/// another agent of the tenant talks to a customer of the same id.
+#[tokio::test]
+async fn an_agent_token_hears_only_its_own_agents_conversations() {
+    let t = TestServer::start().await;
+    let a1 = t.agent(&basic_agent("")).await;
+    let a2 = t.agent(&basic_agent("")).await;
+    let mut ws2 = connect(
+        &t,
+        &format!("/ws/cust-1?agent_id={}&token={}", a2.id, a2.token),
+    )
+    .await;
+    let s1 = t.session(&a1, json!({"user_id": "cust-1"})).await;
+    t.say(&a1, &s1, "my card number is 4111 1111 1111 1111")
+        .await;
+    let s2 = t.session(&a2, json!({"user_id": "cust-1"})).await;
+    // The first event a2's socket hears is a2's own new conversation, nothing of a1's.
+    let ev = next_json(&mut ws2).await;
+    assert_eq!(ev["type"], "CONVERSATION_CREATED", "{ev}");
+    assert_eq!(ev["session_id"], s2.as_str(), "{ev}");
+    assert_eq!(ev["agent_id"], a2.id.as_str(), "{ev}");
+    // An admin key reading the tenant's logs hears both agents.
+    let mut all = ws_with_token(&t, "/ws/cust-1", ADMIN_KEY).await.unwrap();
+    t.say(&a1, &s1, "hello again").await;
+    assert_eq!(next_json(&mut all).await["agent_id"], a1.id.as_str());
+}
+
+/// Admin keys and sign-ins are not taken from the URL (proxies log it); they are taken
+/// from the `bearer` subprotocol. Agent tokens still work in `?token=`.
+#[tokio::test]
+async fn admin_tokens_come_in_the_subprotocol_not_the_url() {
+    let t = TestServer::start().await;
+    let url = format!(
+        "{}/ws/conversations?token={ADMIN_KEY}",
+        t.base.replace("http://", "ws://")
+    );
+    let err = tokio_tungstenite::connect_async(url).await.unwrap_err();
+    assert!(err.to_string().contains("401"), "{err}");
+    let err = ws_with_token(&t, "/ws/conversations", "pk_wrong")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("401"), "{err}");
+    let feed = ws_with_token(&t, "/ws/conversations", ADMIN_KEY).await;
+    assert!(feed.is_ok(), "{:?}", feed.err());
+    let a = t.agent(&basic_agent("")).await;
+    let sid = t.session(&a, json!({})).await;
+    let mut ws = ws_with_token(&t, &format!("/chatbot/{}/ws/{sid}", a.id), &a.token)
+        .await
+        .unwrap();
+    ws.send(Message::text("hello")).await.unwrap();
+    loop {
+        let ev = next_json(&mut ws).await;
+        if ev["type"] == "message" && ev["role"] == "AI" {
+            break;
+        }
+    }
+}
+
+/// Messages pipelined on one socket are committed in the order sent, and bad ones are
+/// answered with the REST route's errors.
+#[tokio::test]
+async fn one_sockets_messages_run_in_order_with_the_rest_checks() {
+    let t = TestServer::start().await;
+    let a = t.agent(&basic_agent("")).await;
+    let sid = t.session(&a, json!({})).await;
+    let mut ws = connect(&t, &format!("/chatbot/{}/ws/{sid}?token={}", a.id, a.token)).await;
+    let sent: Vec<String> = (0..40).map(|i| format!("message {i}")).collect();
+    for m in &sent {
+        ws.send(Message::text(
+            json!({"type": "message", "message": m}).to_string(),
+        ))
+        .await
+        .unwrap();
+    }
+    let mut answers = 0;
+    while answers < sent.len() {
+        let ev = next_json(&mut ws).await;
+        if ev["type"] == "message" && ev["role"] == "AI" {
+            answers += 1;
+        }
+    }
+    let humans: Vec<String> = t
+        .log(&a, &sid)
+        .await
+        .iter()
+        .filter(|m| m["role"] == "HUMAN")
+        .map(|m| m["text"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(humans, sent);
+
+    for bad in [
+        json!({"type": "message", "message": "x", "idempotency_key": "k".repeat(300)}),
+        json!({"type": "message", "message": "x", "idempotency_key": "a\u{0}b"}),
+        json!({"type": "message", "message": "nul \u{0} inside"}),
+        json!({"type": "message", "message": "  "}),
+    ] {
+        ws.send(Message::text(bad.to_string())).await.unwrap();
+        let ev = next_json(&mut ws).await;
+        assert_eq!(ev["type"], "error", "{bad}: {ev}");
+        assert_eq!(ev["error"]["status"], 422, "{bad}: {ev}");
+    }
+    assert_eq!(
+        t.log(&a, &sid)
+            .await
+            .iter()
+            .filter(|m| m["role"] == "HUMAN")
+            .count(),
+        sent.len(),
+        "nothing bad was stored"
+    );
+    // A frame far above the longest message closes the socket.
+    ws.send(Message::text("x".repeat(1 << 20))).await.unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return true,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert_eq!(closed, Ok(true));
+}
+
+/// A closed socket leaves no subscription behind.
+#[tokio::test]
+async fn closed_sockets_leave_no_subscriptions() {
+    let t = TestServer::start().await;
+    let a = t.agent(&basic_agent("")).await;
+    let sid = t.session(&a, json!({})).await;
+    let base = t.node().events().channels();
+    for i in 0..20 {
+        let mut ws = connect(
+            &t,
+            &format!("/ws/visitor-{i}?agent_id={}&token={}", a.id, a.token),
+        )
+        .await;
+        ws.close(None).await.unwrap();
+    }
+    let mut s = connect(&t, &format!("/chatbot/{}/ws/{sid}?token={}", a.id, a.token)).await;
+    s.close(None).await.unwrap();
+    let mut ops = ws_with_token(&t, "/ws/conversations", ADMIN_KEY)
+        .await
+        .unwrap();
+    ops.close(None).await.unwrap();
+    eventually(5, "the subscriptions are dropped", || async {
+        t.node().events().channels() == base
+    })
+    .await;
 }

@@ -120,13 +120,10 @@ async fn webhook_mode_answers_once_per_update_and_rejects_forgeries() {
 
     // The started connection is an actor under the channel supervisor.
     let (status, tree) = json_of(
-        t.admin(
-            reqwest::Method::GET,
-            "/api/v1/admin/actors?kind=channel",
-        )
-        .send()
-        .await
-        .unwrap(),
+        t.admin(reqwest::Method::GET, "/api/v1/admin/actors?kind=channel")
+            .send()
+            .await
+            .unwrap(),
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{tree}");
