@@ -48,6 +48,7 @@ fn session(state: &str) -> Session {
         state: SessionState::Active,
         message_count: 0,
         assignee: None,
+        channel: None,
     }
 }
 

@@ -195,6 +195,7 @@ fn session(tenant: Uuid, agent: Uuid, user_id: String) -> Session {
         state: SessionState::Active,
         message_count: 0,
         assignee: None,
+        channel: None,
     }
 }
 

@@ -187,6 +187,15 @@ pub enum SessionState {
     Closed(CloseStatus),
 }
 
+/// Where a session's customer is reached on a platform: the connection and the chat on
+/// it. Set only by the server (a platform message or a campaign communication opened the
+/// session); nothing a customer or an agent writes can change it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelRef {
+    pub connection_id: Uuid,
+    pub chat_id: String,
+}
+
 /// Everything a session is, apart from its message log. This is what the store keeps per
 /// session and what a session actor rebuilds itself from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -227,6 +236,9 @@ pub struct Session {
     /// The operator working the conversation, if one is assigned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assignee: Option<Uuid>,
+    /// The platform chat the session talks on, if it talks on one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<ChannelRef>,
 }
 
 impl Session {

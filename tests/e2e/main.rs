@@ -14,6 +14,7 @@ mod connections;
 mod durability;
 mod handoff;
 mod identity;
+mod isolation;
 mod observe;
 mod openapi;
 mod public;

@@ -11,7 +11,7 @@ use parley_connectors::whatsapp::OUTSIDE_WINDOW;
 use parley_connectors::ConnectorError;
 use parley_engine::campaign::{CommunicationRecord, CommunicationStatus};
 use parley_engine::flow::{display, Channel, Communication, EvalContext, ParticipantData};
-use parley_engine::model::SessionId;
+use parley_engine::model::{ChannelRef, SessionId};
 use parley_engine::store::ChannelSession;
 use serde_json::{json, Map, Value};
 
@@ -126,11 +126,16 @@ pub async fn open(
         "context".into(),
         Value::Object(data.context_values(&spec.context, today)),
     );
-    if let (Some(rt), Some(address)) = (&channel, &address) {
-        kwargs.insert("platform".into(), json!(ext_type));
-        kwargs.insert("connection_id".into(), json!(rt.rt.id));
-        kwargs.insert("chat_id".into(), json!(address));
-    }
+    let channel_ref = match (&channel, &address) {
+        (Some(rt), Some(address)) => {
+            kwargs.insert("platform".into(), json!(ext_type));
+            Some(ChannelRef {
+                connection_id: rt.rt.id,
+                chat_id: address.clone(),
+            })
+        }
+        _ => None,
+    };
     let session = ctx
         .shared
         .open_session(
@@ -141,6 +146,7 @@ pub async fn open(
                 ext_type: Some(ext_type.into()),
                 channel_id: c.connection_id.map(|id| id.to_string()),
                 kwargs,
+                channel: channel_ref,
                 ..CreateSession::default()
             },
             Opening {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use chrono::Utc;
 use parley_connectors::ConnectorError;
 use parley_engine::inbound::InboundMessage;
-use parley_engine::model::{AgentId, SessionId, SessionState};
+use parley_engine::model::{AgentId, ChannelRef, SessionId, SessionState};
 use parley_engine::store::ChannelSession;
 use ractor::ActorRef;
 use serde_json::{json, Map, Value};
@@ -325,8 +325,6 @@ async fn chat_session(
     let platform = msg.platform.as_str();
     let mut kwargs = Map::new();
     kwargs.insert("platform".into(), json!(platform));
-    kwargs.insert("connection_id".into(), json!(ctx.rt.id));
-    kwargs.insert("chat_id".into(), json!(msg.chat_id));
     let session = ctx
         .shared
         .create_session(
@@ -337,6 +335,10 @@ async fn chat_session(
                 ext_type: Some(platform.into()),
                 channel_id: Some(ctx.rt.id.to_string()),
                 kwargs,
+                channel: Some(ChannelRef {
+                    connection_id: ctx.rt.id,
+                    chat_id: msg.chat_id.clone(),
+                }),
                 ..CreateSession::default()
             },
         )

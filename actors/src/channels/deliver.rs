@@ -2,33 +2,32 @@
 //! to the customer on the platform the session talks on.
 
 use parley_connectors::{ConnectorError, ConnectorResult};
-use parley_engine::connection::ConnectionId;
 use parley_engine::model::Session;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::outbound::Urgency;
 use super::runtime::PlatformRuntime;
 use crate::node::Shared;
 
-/// Sends `text` to the customer of `session` if the session talks on a platform chat
-/// (its `kwargs` name the connection and chat). Failures go to the connection's event
-/// log: the message stays in the session's log either way.
+/// Sends `text` to the customer of `session` if the session talks on a platform chat (its
+/// server-set channel reference). Failures go to the connection's event log: the message
+/// stays in the session's log either way.
 pub async fn deliver_to_session(shared: &Shared, session: &Session, text: &str) {
-    let kw = &session.kwargs;
-    let (Some(connection), Some(chat)) = (
-        kw.get("connection_id")
-            .and_then(Value::as_str)
-            .and_then(|c| c.parse::<ConnectionId>().ok()),
-        kw.get("chat_id").and_then(Value::as_str),
-    ) else {
+    let Some(channel) = &session.channel else {
         // Chat API and webhook customers get it as a conversation event.
         return;
     };
+    let (connection, chat) = (channel.connection_id, channel.chat_id.as_str());
     let Some(running) = shared.channels.get(&connection) else {
         tracing::warn!(session = %session.id, %connection, "the session's connection is not running here; the message was not sent");
         return;
     };
     let rt = &running.rt;
+    // Checked again at use: a session never speaks through another tenant's connection.
+    if rt.record.tenant_id != session.tenant_id {
+        tracing::error!(session = %session.id, %connection, "the session's connection belongs to another tenant; the message was not sent");
+        return;
+    }
     let sent: ConnectorResult<Vec<String>> = async {
         let out = &rt.outbound;
         let must = |r: Option<String>| {

@@ -36,7 +36,11 @@ pub use identity_ops::{
     user_json, Caller, LoginError, NewUser, SignedIn, TenantPatch, Usage, UserPatch, TOKEN_TTL,
 };
 pub use introspect::{ActorInfo, ActorPage, ActorQuery, ActorScope};
-pub use session_ops::{Conversation, CreateSession, Opening, Route, EXT_TYPES};
+pub(crate) use session_ops::check_json;
+pub use session_ops::{
+    Conversation, CreateSession, Opening, Route, EXT_TYPES, MAX_SESSION_FIELD_CHARS,
+    MAX_SESSION_JSON_BYTES, RESERVED_KWARGS,
+};
 
 use crate::agents::{AgentDirectory, AgentSupArgs, AgentSupMsg, AgentSupervisor, RunningAgent};
 use crate::campaigns::{CampaignDirectory, CampaignSupervisor};

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use chrono::Utc;
 use parley_engine::model::{
-    AgentId, AttachmentMeta, CloseStatus, Feedback, Message, Mode, Role, Session, SessionId,
-    SessionState, TenantId,
+    AgentId, AttachmentMeta, ChannelRef, CloseStatus, Feedback, Message, Mode, Role, Session,
+    SessionId, SessionState, TenantId,
 };
 use parley_engine::results::FieldType;
 use parley_engine::store::{Write, FIRST_EPOCH};
@@ -55,6 +55,10 @@ pub struct CreateSession {
     pub channel_id: Option<String>,
     pub language: Option<String>,
     pub start_phrase: Option<String>,
+    /// The platform chat the session talks on: set by the server only, never read from a
+    /// request body.
+    #[serde(skip)]
+    pub channel: Option<ChannelRef>,
 }
 
 /// How a session opened by parley itself (a campaign's communication) begins.
@@ -83,13 +87,99 @@ fn check_contact(field: &str, value: &Option<String>, ty: FieldType) -> NodeResu
     }
 }
 
+/// Keys of `kwargs` the server writes (campaign communications, platform chats): a caller
+/// may not write them, so nothing it sends can pass for a campaign's or a platform's.
+pub const RESERVED_KWARGS: [&str; 6] = [
+    "campaign_id",
+    "participant_id",
+    "communication_id",
+    "communication",
+    "context",
+    "platform",
+];
+
+/// Largest `kwargs` or `user_info` a caller may store on a session, as JSON.
+pub const MAX_SESSION_JSON_BYTES: usize = 16 * 1024;
+/// Longest short text field of a session (name, language, channel_id, …).
+pub const MAX_SESSION_FIELD_CHARS: usize = 256;
+/// Longest start phrase.
+pub const MAX_START_PHRASE_CHARS: usize = 4096;
+
+pub(crate) fn check_json(field: &str, v: &Value) -> NodeResult<()> {
+    let len = serde_json::to_vec(v).map_or(usize::MAX, |b| b.len());
+    if len > MAX_SESSION_JSON_BYTES {
+        return Err(NodeError::Invalid(format!(
+            "{field}: {len} bytes of JSON, at most {MAX_SESSION_JSON_BYTES}"
+        )));
+    }
+    Ok(())
+}
+
+fn check_text(field: &str, v: Option<&String>, max: usize) -> NodeResult<()> {
+    match v {
+        Some(t) if t.chars().count() > max => Err(NodeError::Invalid(format!(
+            "{field}: at most {max} characters"
+        ))),
+        Some(t) if t.contains('\0') => Err(NodeError::Invalid(format!(
+            "{field}: must not contain NUL characters"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// What a Chat API caller may write on a session: bounded sizes, and none of the keys the
+/// server writes itself.
+fn check_caller_fields(
+    texts: [(&str, Option<&String>); 5],
+    start_phrase: Option<&String>,
+    kwargs: Option<&Map<String, Value>>,
+    args: &[Value],
+    user_info: Option<&Value>,
+) -> NodeResult<()> {
+    for (field, v) in texts {
+        check_text(field, v, MAX_SESSION_FIELD_CHARS)?;
+    }
+    check_text("start_phrase", start_phrase, MAX_START_PHRASE_CHARS)?;
+    if let Some(kw) = kwargs {
+        if let Some(k) = kw.keys().find(|k| RESERVED_KWARGS.contains(&k.as_str())) {
+            return Err(NodeError::Invalid(format!(
+                "kwargs.{k}: reserved for what the server records (one of {})",
+                RESERVED_KWARGS.join(", ")
+            )));
+        }
+        let mut all = kw.clone();
+        if !args.is_empty() {
+            all.insert("args".into(), Value::Array(args.to_vec()));
+        }
+        check_json("kwargs", &Value::Object(all))?;
+    }
+    if let Some(u) = user_info {
+        check_json("user_info", u)?;
+    }
+    Ok(())
+}
+
 impl Node {
-    /// Opens a session on the agent's newest version; the greeting is its first message.
+    /// Opens a session on the agent's newest version for a Chat API caller; the greeting
+    /// is its first message.
     pub async fn create_session(
         &self,
         agent_id: AgentId,
         req: CreateSession,
     ) -> NodeResult<Session> {
+        check_caller_fields(
+            [
+                ("name", req.name.as_ref()),
+                ("language", req.language.as_ref()),
+                ("channel_id", req.channel_id.as_ref()),
+                ("email", req.email.as_ref()),
+                ("phone", req.phone.as_ref()),
+            ],
+            req.start_phrase.as_ref(),
+            Some(&req.kwargs),
+            &req.args,
+            req.user_info.as_ref(),
+        )?;
         self.shared.create_session(agent_id, req).await
     }
 
@@ -116,6 +206,19 @@ impl Node {
         id: SessionId,
         mut patch: SessionPatch,
     ) -> NodeResult<Session> {
+        check_caller_fields(
+            [
+                ("name", patch.name.as_ref()),
+                ("language", patch.language.as_ref()),
+                ("channel_id", patch.channel_id.as_ref()),
+                ("email", patch.email.as_ref()),
+                ("phone", patch.phone.as_ref()),
+            ],
+            patch.start_phrase.as_ref(),
+            patch.kwargs.as_ref(),
+            &[],
+            patch.user_info.as_ref(),
+        )?;
         // Stored the way a new session stores them (lower-case e-mail, digits-only phone).
         patch.email = check_contact("email", &patch.email, FieldType::Email)?;
         patch.phone = check_contact("phone", &patch.phone, FieldType::Phone)?;
@@ -313,6 +416,7 @@ impl Shared {
             state: SessionState::Active,
             message_count: 0,
             assignee: None,
+            channel: req.channel,
         };
         if let Admission::DailyLimit = self
             .admit_session(running.tenant_id, agent_id, def.session.daily_limit, now)

@@ -620,6 +620,14 @@ impl SessionActorState {
         }
         let mut s = live.session.clone();
         let mode_changed = patch.mode.is_some_and(|m| m != s.mode);
+        // A caller of the Chat API may ask for a person; taking the conversation back from
+        // the operators, or giving it to the AI's drafts, is the operators' own decision.
+        if let Some(m) = patch.mode.filter(|m| *m != s.mode && *m != Mode::Operator) {
+            return Err(NodeError::Forbidden(format!(
+                "mode: the Chat API may only ask for a person (OPERATOR); {} is set by operators with POST /api/v1/conversations/{{id}}/mode",
+                m.as_str()
+            )));
+        }
         macro_rules! set {
             ($($f:ident),*) => { $( if let Some(v) = patch.$f { s.$f = Some(v); } )* };
         }
@@ -629,6 +637,8 @@ impl SessionActorState {
         }
         if let Some(kw) = patch.kwargs {
             s.kwargs.extend(kw);
+            // Bounded as a whole, not only per request.
+            crate::node::check_json("kwargs", &Value::Object(s.kwargs.clone()))?;
         }
         if let Some(u) = patch.user_info {
             s.user_info = u;
@@ -643,6 +653,14 @@ impl SessionActorState {
                     status: s.mode.as_str().to_string(),
                 }
             });
+            // The operators see the request for a person come in.
+            self.shared
+                .events
+                .operators(s.tenant_id, || OperatorEvent::ModeChanged {
+                    session_id: s.id,
+                    mode: s.mode.as_str(),
+                    assignee: s.assignee,
+                });
         }
         let live = self.live.as_mut().expect("loaded above");
         live.written(&s);

@@ -232,6 +232,7 @@ pub fn session() -> Session {
         state: SessionState::Active,
         message_count: 0,
         assignee: None,
+        channel: None,
     }
 }
 

@@ -26,8 +26,8 @@ use crate::identity::{
     UserRecord,
 };
 use crate::model::{
-    AgentId, AttachmentMeta, CloseStatus, Feedback, Message, Mode, Role, Session, SessionId,
-    SessionState, TenantId,
+    AgentId, AttachmentMeta, ChannelRef, CloseStatus, Feedback, Message, Mode, Role, Session,
+    SessionId, SessionState, TenantId,
 };
 
 fn at(secs: i64) -> DateTime<Utc> {
@@ -96,6 +96,11 @@ pub(crate) fn session(tenant: TenantId, agent: AgentId, user_id: &str, created: 
         state: SessionState::Active,
         message_count: 0,
         assignee: None,
+        // Stored and read back like every other field.
+        channel: Some(ChannelRef {
+            connection_id: Uuid::from_u128(7),
+            chat_id: "chat-7".into(),
+        }),
     }
 }
 
