@@ -147,3 +147,82 @@ async fn session_fields_are_bounded_and_server_keys_reserved() {
     let (status, body) = put_session(&t, &a, &sid, json!({"kwargs": {"platform": "slack"}})).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
 }
+
+fn flow(agent: &str, channel: &str, connection: Option<&str>) -> String {
+    let conn = connection.map_or(String::new(), |c| format!("\n    connection_id: {c}"));
+    format!(
+        r#"
+nodes:
+  - {{id: created, type: participant_created, next: talk}}
+  - id: talk
+    type: start_communication
+    name: HELLO
+    channel: {channel}
+    agent_id: {agent}{conn}
+    duration: "08:00"
+    start_phrase: "Hello"
+"#
+    )
+}
+
+async fn put_flow_as(t: &TestServer, key: &str, campaign: &str, yaml: &str) -> (StatusCode, Value) {
+    json_of(
+        t.http
+            .put(t.url(&format!("/api/v1/campaigns/{campaign}/flows/main")))
+            .bearer_auth(key)
+            .header("content-type", "application/yaml")
+            .body(yaml.to_string())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
+/// A campaign flow names agents and connections of its own tenant only: another
+/// tenant's ids are refused as if they did not exist, so nothing is opened, billed or sent
+/// on the other tenant's behalf.
+#[tokio::test]
+async fn flows_cannot_name_another_tenants_agents_or_connections() {
+    let t = TestServer::with_super_key().await;
+    let a = t.agent(&basic_agent("")).await;
+    let a_conn = connection(
+        &t,
+        "webhook",
+        json!({"url": "https://hooks.example/a"}),
+        json!({}),
+    )
+    .await;
+    let b_key = t.tenant("B").await;
+    let b = t.agent_as(&b_key, &basic_agent("")).await;
+    let (status, c) = t
+        .call_as(
+            Method::POST,
+            "/api/v1/campaigns",
+            &b_key,
+            Some(json!({"name": "Outreach"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{c}");
+    let campaign = c["id"].as_str().unwrap();
+
+    let (status, body) = put_flow_as(&t, &b_key, campaign, &flow(&a.id, "chat", None)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body.to_string().contains("nodes[1].agent_id"),
+        "path-addressed: {body}"
+    );
+    let (status, body) =
+        put_flow_as(&t, &b_key, campaign, &flow(&b.id, "webhook", Some(&a_conn))).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body.to_string().contains("nodes[1].connection_id"),
+        "{body}"
+    );
+    // The tenant's own agent goes through.
+    let (status, body) = put_flow_as(&t, &b_key, campaign, &flow(&b.id, "chat", None)).await;
+    assert!(status.is_success(), "{body}");
+    // A's inbox and usage show nothing of B's campaign.
+    let (_, usage) = t.call(Method::GET, "/api/v1/billing/usage", None).await;
+    assert_eq!(usage["sessions"], 0, "{usage}");
+}

@@ -65,11 +65,18 @@ fn running(ctx: &CampaignCtx, c: &CommunicationRecord) -> Result<Arc<RunningChan
             c.channel.as_str()
         ))
     })?;
-    ctx.shared.channels.get(&id).ok_or_else(|| {
+    let running = ctx.shared.channels.get(&id).ok_or_else(|| {
         OpenError::Before(format!(
             "connection {id} is not running: start it with POST /api/v1/connections/{id}/start"
         ))
-    })
+    })?;
+    // Checked at use as at write: a campaign never sends through another tenant's bot.
+    if running.rt.record.tenant_id != ctx.record.campaign.tenant_id {
+        return Err(OpenError::Before(format!(
+            "no connection {id} in this tenant"
+        )));
+    }
+    Ok(running)
 }
 
 pub async fn open(
@@ -81,6 +88,17 @@ pub async fn open(
     session_id: SessionId,
 ) -> Result<Opened, OpenError> {
     let ectx = data.context(today);
+    let agent = ctx
+        .shared
+        .running_agent(c.agent_id)
+        .await
+        .map_err(|e| OpenError::Before(format!("agent {}: {e}", c.agent_id)))?;
+    if agent.tenant_id != ctx.record.campaign.tenant_id {
+        return Err(OpenError::Before(format!(
+            "no agent {} in this tenant",
+            c.agent_id
+        )));
+    }
     let start_phrase = spec.start_phrase.as_ref().map(|t| ectx.render(t));
     // The platform address, and the connection it goes out on.
     let (ext_type, user_id, address, channel) = match spec.channel {

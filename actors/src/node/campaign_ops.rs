@@ -229,8 +229,41 @@ impl Node {
         Ok(r)
     }
 
+    /// The agents and connections a flow's communications name, each resolved inside the
+    /// campaign's tenant: another tenant's id is reported as if it did not exist.
+    async fn foreign_refs(
+        &self,
+        tenant: TenantId,
+        prefix: &str,
+        flow: &CompiledFlow,
+    ) -> NodeResult<Vec<ValidationError>> {
+        let store = &self.shared.store;
+        let mut errors = Vec::new();
+        for (node, c) in flow.communications() {
+            let at = format!("{prefix}nodes[{}]", node.index.position());
+            let agent = store.get_agent(c.agent_id).await?;
+            if agent.is_none_or(|a| a.tenant_id != tenant) {
+                errors.push(ValidationError {
+                    path: format!("{at}.agent_id"),
+                    message: format!("no agent {} in this tenant", c.agent_id),
+                });
+            }
+            if let Some(id) = c.connection_id {
+                let conn = store.get_connection(id).await?;
+                if conn.is_none_or(|r| r.tenant_id != tenant) {
+                    errors.push(ValidationError {
+                        path: format!("{at}.connection_id"),
+                        message: format!("no connection {id} in this tenant"),
+                    });
+                }
+            }
+        }
+        Ok(errors)
+    }
+
     /// Stores a flow (new or replacing one of the same name) once it validates against
-    /// the campaign's fields; a replaced flow keeps its active flag.
+    /// the campaign's fields and names only the tenant's own agents and connections; a
+    /// replaced flow keeps its active flag.
     pub async fn put_flow(
         &self,
         tenant: TenantId,
@@ -244,6 +277,10 @@ impl Node {
         running(&r, "flows")?;
         let compiled =
             compile_flow(&r.fields, format, text).map_err(NodeError::InvalidDefinition)?;
+        let foreign = self.foreign_refs(tenant, "", &compiled).await?;
+        if !foreign.is_empty() {
+            return Err(NodeError::InvalidDefinition(ValidationErrors(foreign)));
+        }
         let active = self
             .shared
             .store
@@ -332,6 +369,9 @@ impl Node {
             let format = Format::guess(&format!("application/{}", f.format));
             match compile_flow(&r.fields, format, &f.definition) {
                 Ok(c) => {
+                    // Checked again: an agent or connection may be gone since the write.
+                    let prefix = format!("flows.{}.", f.name);
+                    errors.extend(self.foreign_refs(tenant, &prefix, &c).await?);
                     compiled.insert(f.name.clone(), c);
                 }
                 Err(e) => errors.extend(prefixed(&format!("flows.{}", f.name), e)),

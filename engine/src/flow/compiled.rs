@@ -175,6 +175,13 @@ pub enum NodeKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NodeId(pub(super) usize);
 
+impl NodeId {
+    /// The node's place in the definition's `nodes` list (for path-addressed errors).
+    pub fn position(self) -> usize {
+        self.0
+    }
+}
+
 /// How a node was left, choosing the edge to follow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -250,6 +257,14 @@ impl CompiledFlow {
 
     /// The flows that to_another_flow nodes start, with their nodes: the campaign checks
     /// that each exists and has a from_another_flow trigger.
+    /// The start_communication nodes with what they open.
+    pub fn communications(&self) -> impl Iterator<Item = (&Node, &Communication)> {
+        self.nodes.iter().filter_map(|n| match &n.kind {
+            NodeKind::StartCommunication(c) => Some((n, c)),
+            _ => None,
+        })
+    }
+
     pub fn flow_references(&self) -> impl Iterator<Item = (&Node, &str)> {
         self.nodes.iter().filter_map(|n| match &n.kind {
             NodeKind::ToAnotherFlow(flow) => Some((n, flow.as_str())),
