@@ -56,7 +56,7 @@ impl From<StoreError> for NodeError {
         match e {
             StoreError::Unavailable(m) => NodeError::Unavailable(m),
             StoreError::Conflict(m) => NodeError::Conflict(m),
-            StoreError::Corrupt(m) => NodeError::Internal(m),
+            StoreError::Corrupt(m) | StoreError::Refused(m) => NodeError::Internal(m),
         }
     }
 }

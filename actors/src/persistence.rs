@@ -8,25 +8,28 @@
 //! to the database driver, and on the runtime each would queue behind every runnable
 //! session, stretching every commit under load.
 //!
-//! The actor supervises the writer: if the writer dies the actor fails, and the node
-//! supervisor starts a new one.
+//! One request's bad writes fail that request only (see `commit_isolating`), so no write
+//! can kill the writer. The actor still supervises it: if the writer dies the actor fails,
+//! and the node supervisor starts a new one.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use parley_engine::store::{SessionWrites, Store, Write};
+use parley_engine::store::{
+    commit_isolating, RequestOutcome, SessionWrites, Store, StoreError, Write,
+};
 use parley_engine::telemetry;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::{mpsc, oneshot, Notify};
 
 /// Why a commit did not happen.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum CommitError {
     /// The session was claimed by another owner since these writes' epoch.
     Fenced,
-    /// The store failed (or the writer is restarting).
-    Failed(String),
+    /// The store failed or refused these writes (or the writer is restarting).
+    Failed(StoreError),
 }
 
 /// A committed request's writes go back to its session, which still needs its messages and
@@ -54,10 +57,15 @@ impl CommitQueue {
         self.depth.fetch_add(1, Ordering::Relaxed);
         self.tx.send((writes, tx)).map_err(|_| {
             self.depth.fetch_sub(1, Ordering::Relaxed);
-            CommitError::Failed("the persistence writer is restarting".into())
+            CommitError::Failed(StoreError::Unavailable(
+                "the persistence writer is restarting".into(),
+            ))
         })?;
-        rx.await
-            .unwrap_or_else(|_| Err(CommitError::Failed("the persistence writer stopped".into())))
+        rx.await.unwrap_or_else(|_| {
+            Err(CommitError::Failed(StoreError::Unavailable(
+                "the persistence writer stopped".into(),
+            )))
+        })
     }
 }
 
@@ -140,18 +148,26 @@ async fn writer(
             waiters.push(reply);
         }
         let started = Instant::now();
-        let result = store.commit(&batch).await.map_err(|e| {
-            tracing::error!(error = %e, requests = waiters.len(), "group commit failed");
-            CommitError::Failed(e.to_string())
-        });
+        let outcome = commit_isolating(store.as_ref(), &batch).await;
         let elapsed = started.elapsed().as_secs_f64();
         metrics::histogram!(telemetry::COMMIT_SECONDS).record(elapsed);
         metrics::histogram!(telemetry::COMMIT_BATCH).record(waiters.len() as f64);
-        let outcome = if result.is_ok() { "ok" } else { "error" };
-        metrics::counter!(telemetry::COMMITS_TOTAL, "outcome" => outcome).increment(1);
-        if let Ok(fenced) = &result {
-            metrics::counter!(telemetry::FENCED_TOTAL).increment(fenced.len() as u64);
-        }
+        let failed = outcome
+            .requests
+            .iter()
+            .any(|r| matches!(r, RequestOutcome::Failed(_)));
+        let label = match (outcome.isolated, failed) {
+            (false, false) => "ok",
+            (true, _) => "isolated",
+            (false, true) => "error",
+        };
+        metrics::counter!(telemetry::COMMITS_TOTAL, "outcome" => label).increment(1);
+        let fenced = outcome
+            .requests
+            .iter()
+            .filter(|r| matches!(r, RequestOutcome::Fenced))
+            .count();
+        metrics::counter!(telemetry::FENCED_TOTAL).increment(fenced as u64);
         if let Ok(mut s) = stats.lock() {
             s.batches += 1;
             s.requests += waiters.len() as u64;
@@ -159,14 +175,14 @@ async fn writer(
             s.largest_batch = s.largest_batch.max(waiters.len() as u64);
             s.commit_seconds += elapsed;
         }
-        for (group, w) in batch.into_iter().zip(waiters) {
-            let r = match &result {
-                Ok(fenced) if fenced.contains(&group.session) => {
+        for ((group, w), r) in batch.into_iter().zip(waiters).zip(outcome.requests) {
+            let r = match r {
+                RequestOutcome::Committed => Ok(group.writes),
+                RequestOutcome::Fenced => {
                     tracing::warn!(session = %group.session, epoch = group.epoch, "writes refused: the session has a newer owner");
                     Err(CommitError::Fenced)
                 }
-                Ok(_) => Ok(group.writes),
-                Err(e) => Err(e.clone()),
+                RequestOutcome::Failed(e) => Err(CommitError::Failed(e)),
             };
             let _ = w.send(r);
         }

@@ -3,7 +3,7 @@
 //! nothing after it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -31,10 +31,12 @@ use parley_engine::store::{
 };
 use uuid::Uuid;
 
-/// The real SQLite store, with a switch that makes commits fail like a full disk would.
+/// The real SQLite store, with a switch that makes commits fail like a full disk would,
+/// and one that makes a commit touching a given session panic (a bug in the store).
 struct Switchable {
     inner: SqliteStore,
     failing: AtomicBool,
+    poisoned: Mutex<Option<SessionId>>,
 }
 
 #[async_trait]
@@ -96,6 +98,10 @@ impl Store for Switchable {
     async fn commit(&self, batch: &[SessionWrites]) -> StoreResult<Vec<SessionId>> {
         if self.failing.load(Ordering::SeqCst) {
             return Err(StoreError::Unavailable("disk full".into()));
+        }
+        let poisoned = *self.poisoned.lock().unwrap();
+        if batch.iter().any(|g| Some(g.session) == poisoned) {
+            panic!("the store cannot write this session");
         }
         self.inner.commit(batch).await
     }
@@ -489,6 +495,7 @@ async fn node() -> (Node, Arc<Switchable>, AgentId, tempfile::TempDir) {
     let store = Arc::new(Switchable {
         inner,
         failing: AtomicBool::new(false),
+        poisoned: Mutex::new(None),
     });
     store.migrate().await.unwrap();
     let tenant = Tenant {
@@ -587,5 +594,56 @@ async fn a_failed_commit_is_unavailable_and_leaves_no_trace() {
     assert_eq!(texts.len(), 4);
     assert!(!texts.contains(&"lost".to_string()));
     assert_eq!(node.session(agent, sid).await.unwrap().message_count, 4);
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_write_that_panics_the_store_fails_only_its_own_turn() {
+    let (node, store, agent, _dir) = node().await;
+    let bad = node
+        .create_session(agent, Default::default())
+        .await
+        .unwrap()
+        .id;
+    let mut good = Vec::new();
+    for _ in 0..30 {
+        good.push(
+            node.create_session(agent, Default::default())
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    *store.poisoned.lock().unwrap() = Some(bad);
+    let before = node.shared().persistence().stats().await.unwrap();
+    // All at once, so the bad turn shares batches with good ones.
+    let tasks: Vec<_> = std::iter::once(bad)
+        .chain(good.iter().copied())
+        .map(|sid| {
+            let node = node.clone();
+            tokio::spawn(async move { (sid, node.turn(sid, turn(agent, "opening hours?")).await) })
+        })
+        .collect();
+    for t in tasks {
+        let (sid, r) = t.await.unwrap();
+        if sid == bad {
+            let err = r.unwrap_err();
+            assert!(matches!(err, NodeError::Internal(_)), "{err:?}");
+        } else {
+            assert_eq!(r.unwrap().response, "9 to 17");
+        }
+    }
+    // The same writer committed them all: a restarted one would count from zero.
+    let after = node.shared().persistence().stats().await.unwrap();
+    assert_eq!(after.requests, before.requests + 31);
+    for &sid in &good {
+        assert_eq!(node.messages(agent, sid).await.unwrap().len(), 2);
+    }
+    assert!(node.messages(agent, bad).await.unwrap().is_empty());
+
+    *store.poisoned.lock().unwrap() = None;
+    let r = node.turn(bad, turn(agent, "opening hours?")).await.unwrap();
+    assert_eq!(r.human_id, 1);
+    assert_eq!(node.messages(agent, bad).await.unwrap().len(), 2);
     node.shutdown().await;
 }

@@ -196,6 +196,16 @@ pub struct ChannelRef {
     pub chat_id: String,
 }
 
+/// `seconds` after `at`; a moment past the calendar's end is its end (never). Validation
+/// bounds timeouts, but a session row is data: a value beyond the bound must not panic.
+fn after(at: DateTime<Utc>, seconds: u64) -> DateTime<Utc> {
+    i64::try_from(seconds)
+        .ok()
+        .and_then(chrono::TimeDelta::try_seconds)
+        .and_then(|d| at.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
 /// Everything a session is, apart from its message log. This is what the store keeps per
 /// session and what a session actor rebuilds itself from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -248,13 +258,12 @@ impl Session {
 
     /// When the max-duration timer fires.
     pub fn close_time(&self) -> DateTime<Utc> {
-        self.created_at + chrono::Duration::seconds(self.timeout as i64)
+        after(self.created_at, self.timeout)
     }
 
     /// When the inactivity timer fires, if there is one.
     pub fn user_deadline(&self) -> Option<DateTime<Utc>> {
-        self.user_timeout
-            .map(|t| self.last_activity + chrono::Duration::seconds(t as i64))
+        self.user_timeout.map(|t| after(self.last_activity, t))
     }
 
     /// The earliest moment a timer closes this session (None once closed).

@@ -17,7 +17,8 @@ pub const HTTP_SECONDS: &str = "parley_http_request_duration_seconds";
 pub const LLM_REQUESTS_TOTAL: &str = "parley_llm_requests_total";
 /// LLM backend request duration; label `backend`.
 pub const LLM_SECONDS: &str = "parley_llm_request_duration_seconds";
-/// Group commits; label `outcome` (`ok`, `error`).
+/// Group commits; label `outcome` (`ok`, `error`, `isolated`: the batch failed and its
+/// requests were committed one by one).
 pub const COMMITS_TOTAL: &str = "parley_persistence_commits_total";
 /// Requests (turns and other session writes) per group commit.
 pub const COMMIT_BATCH: &str = "parley_persistence_batch_size";

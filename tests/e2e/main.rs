@@ -13,6 +13,7 @@ mod chat;
 mod connections;
 mod durability;
 mod handoff;
+mod hostile;
 mod identity;
 mod isolation;
 mod observe;

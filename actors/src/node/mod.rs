@@ -189,7 +189,7 @@ impl PersistenceHandle {
         };
         queue.commit(group).await.map_err(|e| match e {
             CommitError::Fenced => NodeError::Moved(None),
-            CommitError::Failed(m) => NodeError::Unavailable(m),
+            CommitError::Failed(e) => e.into(),
         })
     }
 

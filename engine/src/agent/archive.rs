@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::definition::AgentDefinition;
+use crate::document;
 use crate::secrets::SecretBox;
 
 /// The archive layout this code writes and reads.
@@ -192,6 +193,7 @@ pub fn import(bytes: &[u8], key: &str) -> Result<Imported, ArchiveError> {
         return Err(ArchiveError::WrongKey);
     }
     let text = String::from_utf8(member(&mut zip, "agent.yaml")?).map_err(malformed)?;
+    document::check_yaml(&text).map_err(malformed)?;
     let mut definition: AgentDefinition = serde_yaml::from_str(&text).map_err(malformed)?;
     if manifest.secrets == SecretsIncluded::Sealed {
         map_secrets(&mut definition, |v| {

@@ -8,6 +8,8 @@ use regex::Regex;
 use serde::Serialize;
 
 use super::definition::{AgentDefinition, BackendKind, ToolsDef};
+use super::limits;
+use crate::document;
 use crate::knowledge::KnowledgeIndex;
 use crate::results::FieldType;
 use crate::workflow::Tool;
@@ -118,6 +120,11 @@ fn identifier_re() -> &'static Regex {
 pub fn parse_definition(text: &str, format: Format) -> Result<AgentDefinition, ValidationErrors> {
     let one =
         |path: String, message: String| ValidationErrors(vec![ValidationError { path, message }]);
+    match format {
+        Format::Json => document::check_json(text),
+        Format::Yaml => document::check_yaml(text),
+    }
+    .map_err(|m| one(String::new(), m))?;
     match format {
         Format::Json => {
             let de = &mut serde_json::Deserializer::from_str(text);
@@ -345,24 +352,29 @@ pub fn compile(def: AgentDefinition) -> Result<CompiledAgent, ValidationErrors> 
         }
     }
 
-    if def.session.max_duration == 0 {
-        err(
-            "session.max_duration".into(),
-            "must be greater than 0".into(),
-        );
-    }
-    if def.session.user_timeout == Some(0) {
-        err(
-            "session.user_timeout".into(),
-            "must be greater than 0".into(),
-        );
-    }
-    if def.session.daily_limit == Some(0) {
-        err(
-            "session.daily_limit".into(),
-            "must be greater than 0".into(),
-        );
-    }
+    let mut in_range = |path: &str, v: Option<u64>, max: u64, unit: &str| match v {
+        Some(0) => err(path.into(), "must be greater than 0".into()),
+        Some(v) if v > max => err(path.into(), format!("must be at most {max}{unit}")),
+        _ => {}
+    };
+    in_range(
+        "session.max_duration",
+        Some(def.session.max_duration),
+        limits::MAX_DURATION_SECS,
+        " seconds (a year)",
+    );
+    in_range(
+        "session.user_timeout",
+        def.session.user_timeout,
+        limits::MAX_DURATION_SECS,
+        " seconds (a year)",
+    );
+    in_range(
+        "session.daily_limit",
+        def.session.daily_limit,
+        limits::MAX_DAILY_SESSIONS,
+        "",
+    );
 
     // LLM backends.
     let mut backend_names = HashMap::new();
@@ -384,19 +396,41 @@ pub fn compile(def: AgentDefinition) -> Result<CompiledAgent, ValidationErrors> 
                 "must be at least 1 (or mark the backend fallback)".into(),
             );
         }
+        if b.weight > limits::MAX_WEIGHT {
+            err(
+                format!("{path}.weight"),
+                format!("must be at most {}", limits::MAX_WEIGHT),
+            );
+        }
         if let Some(t) = b.timeout_secs {
-            if !(t > 0.0 && t.is_finite()) {
+            if !(t > 0.0 && t <= limits::MAX_BACKEND_TIMEOUT_SECS) {
                 err(
                     format!("{path}.timeout_secs"),
-                    "must be a positive number".into(),
+                    format!(
+                        "must be a positive number of seconds, at most {}",
+                        limits::MAX_BACKEND_TIMEOUT_SECS
+                    ),
                 );
             }
         }
-        if b.context_window == Some(0) {
-            err(
+        match b.context_window {
+            Some(0) => err(
                 format!("{path}.context_window"),
                 "must be at least 1".into(),
-            );
+            ),
+            Some(n) if n > limits::MAX_CONTEXT_WINDOW => err(
+                format!("{path}.context_window"),
+                format!("must be at most {}", limits::MAX_CONTEXT_WINDOW),
+            ),
+            _ => {}
+        }
+        if let Some(t) = b.temperature {
+            if !(0.0..=limits::MAX_TEMPERATURE).contains(&t) {
+                err(
+                    format!("{path}.temperature"),
+                    format!("must be between 0 and {}", limits::MAX_TEMPERATURE),
+                );
+            }
         }
         let check_url =
             |field: &str, v: &Option<String>, errs: &mut dyn FnMut(String, String)| match v {
@@ -421,11 +455,16 @@ pub fn compile(def: AgentDefinition) -> Result<CompiledAgent, ValidationErrors> 
                         "is required for kind openai".into(),
                     );
                 }
-                if b.max_tool_rounds == Some(0) {
-                    err(
+                match b.max_tool_rounds {
+                    Some(0) => err(
                         format!("{path}.max_tool_rounds"),
                         "must be at least 1".into(),
-                    );
+                    ),
+                    Some(n) if n > limits::MAX_TOOL_ROUNDS => err(
+                        format!("{path}.max_tool_rounds"),
+                        format!("must be at most {}", limits::MAX_TOOL_ROUNDS),
+                    ),
+                    _ => {}
                 }
             }
         }

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::agent::{Format, ValidationError, ValidationErrors};
+use crate::document;
 
 /// A flow: a graph of nodes, started by its trigger nodes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -427,6 +428,14 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::E
 /// Parses a flow; syntax and type errors come back path-addressed
 /// (`nodes[2].operator: unknown variant ...`).
 pub fn parse_definition(text: &str, format: Format) -> Result<FlowDefinition, ValidationErrors> {
+    let checked = match format {
+        Format::Json => document::check_json(text),
+        Format::Yaml => document::check_yaml(text),
+    };
+    if let Err(message) = checked {
+        let path = String::new();
+        return Err(ValidationErrors(vec![ValidationError { path, message }]));
+    }
     let (path, message) = match format {
         Format::Json => {
             let de = &mut serde_json::Deserializer::from_str(text);

@@ -3,6 +3,7 @@
 //! in one transaction per batch (group commit).
 
 mod encoding;
+mod isolate;
 pub mod pg_testing;
 mod postgres;
 mod sqlite;
@@ -14,6 +15,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+pub use isolate::{commit_isolating, BatchOutcome, RequestOutcome};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -37,6 +39,10 @@ pub enum StoreError {
     Conflict(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// This write could not be committed (it made the store fail in a way no retry
+    /// mends); writes committed beside it are unaffected.
+    #[error("the write was refused: {0}")]
+    Refused(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

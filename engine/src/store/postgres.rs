@@ -209,6 +209,8 @@ fn map_err(e: sqlx::Error) -> StoreError {
                     // cannot hold, such as a NUL character in text, is refused like a
                     // duplicate would be.
                     Some("23" | "22") => StoreError::Conflict(msg),
+                    // Program limits: a value too large for an index row, for one.
+                    Some("54") => StoreError::Refused(msg),
                     // data_corrupted, index_corrupted
                     _ if code == "XX001" || code == "XX002" => StoreError::Corrupt(msg),
                     // Connection, resource, shutdown, deadlock and serialization failures,
@@ -3118,6 +3120,8 @@ mod tests {
         suite_session_roundtrip,
         suite_messages,
         suite_duplicate_message_conflict,
+        suite_bad_writes_fail_alone,
+        suite_nul_text_fails_alone,
         suite_idempotency,
         suite_feedback,
         suite_attachments,

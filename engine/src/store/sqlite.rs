@@ -2794,6 +2794,7 @@ mod tests {
         suite_session_roundtrip,
         suite_messages,
         suite_duplicate_message_conflict,
+        suite_bad_writes_fail_alone,
         suite_idempotency,
         suite_feedback,
         suite_attachments,

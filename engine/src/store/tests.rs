@@ -9,8 +9,9 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::{
-    AgentRecord, AgentStatus, Assignee, ConnectionEvent, ConversationQuery, NewConnectionEvent,
-    SessionWrites, Store, StoreError, Tenant, Write, FIRST_EPOCH,
+    commit_isolating, AgentRecord, AgentStatus, Assignee, ConnectionEvent, ConversationQuery,
+    NewConnectionEvent, RequestOutcome, SessionWrites, Store, StoreError, Tenant, Write,
+    FIRST_EPOCH,
 };
 use crate::campaign::{
     Campaign, CampaignId, CampaignRecord, CampaignStats, CampaignStatus, CheckedParticipant,
@@ -911,6 +912,99 @@ pub(crate) async fn suite_duplicate_message_conflict(store: &dyn Store) {
     let loaded = store.load_session(s1.id).await.unwrap().unwrap();
     assert_eq!(loaded.workflow_state, "changed");
     assert_eq!(loaded.message_count, 2);
+}
+
+/// A batch with bad requests in it: each bad one fails alone, the good ones commit, a
+/// stale one is still fenced.
+pub(crate) async fn suite_bad_writes_fail_alone(store: &dyn Store) {
+    let (t, a) = (Uuid::new_v4(), Uuid::new_v4());
+    let existing = session(t, a, "u0", 0);
+    let m1 = message(existing.id, 1, Role::Human, "original");
+    commit(store, &[w_session(&existing), w_message(&m1)])
+        .await
+        .unwrap();
+    let claimed = session(t, a, "u-claimed", 0);
+    commit(store, &[w_session(&claimed)]).await.unwrap();
+    let epoch = store.claim_session(claimed.id).await.unwrap().unwrap();
+    assert!(epoch > FIRST_EPOCH);
+
+    let good = session(t, a, "u1", 1);
+    let good_msg = message(good.id, 1, Role::Human, "hello");
+    // Deadlines past the calendar's end are stored as "never", not a panic.
+    let mut far = session(t, a, "u2", 2);
+    far.timeout = u64::MAX;
+    far.user_timeout = Some(u64::MAX);
+    let batch = vec![
+        SessionWrites {
+            session: good.id,
+            epoch: FIRST_EPOCH,
+            writes: vec![w_session(&good), w_message(&good_msg)],
+        },
+        SessionWrites {
+            session: existing.id,
+            epoch: FIRST_EPOCH,
+            writes: vec![w_message(&message(existing.id, 1, Role::Ai, "clash"))],
+        },
+        SessionWrites {
+            session: claimed.id,
+            epoch: FIRST_EPOCH,
+            writes: vec![w_message(&message(claimed.id, 1, Role::Human, "stale"))],
+        },
+        SessionWrites {
+            session: far.id,
+            epoch: FIRST_EPOCH,
+            writes: vec![w_session(&far)],
+        },
+    ];
+    let outcome = commit_isolating(store, &batch).await;
+    assert!(outcome.isolated);
+    let r = &outcome.requests;
+    assert!(matches!(r[0], RequestOutcome::Committed), "{r:?}");
+    assert!(
+        matches!(&r[1], RequestOutcome::Failed(StoreError::Conflict(_))),
+        "{r:?}"
+    );
+    assert!(matches!(r[2], RequestOutcome::Fenced), "{r:?}");
+    assert!(matches!(r[3], RequestOutcome::Committed), "{r:?}");
+
+    assert_eq!(store.load_messages(good.id).await.unwrap(), vec![good_msg]);
+    assert_eq!(store.load_messages(existing.id).await.unwrap(), vec![m1]);
+    assert!(store.load_messages(claimed.id).await.unwrap().is_empty());
+    let far_loaded = store.load_session(far.id).await.unwrap().unwrap();
+    assert_eq!(far_loaded.timeout, u64::MAX);
+    assert_eq!(far_loaded.next_deadline(), Some(DateTime::<Utc>::MAX_UTC));
+    // Not due in a thousand years.
+    let due = store.due_sessions(Utc::now() + Duration::days(365_000), 100);
+    assert!(!due.await.unwrap().iter().any(|(s, _)| *s == far.id));
+
+    // A batch that commits is not split.
+    let later = session(t, a, "u3", 3);
+    let whole = commit_isolating(store, &grouped(&[w_session(&later)])).await;
+    assert!(!whole.isolated);
+    assert!(matches!(whole.requests[..], [RequestOutcome::Committed]));
+}
+
+/// Postgres cannot hold a NUL character in text: that message fails alone.
+pub(crate) async fn suite_nul_text_fails_alone(store: &dyn Store) {
+    let (t, a) = (Uuid::new_v4(), Uuid::new_v4());
+    let good = session(t, a, "u1", 0);
+    let bad = session(t, a, "u2", 0);
+    let good_msg = message(good.id, 1, Role::Human, "fine");
+    let batch = grouped(&[
+        w_session(&good),
+        w_message(&good_msg),
+        w_session(&bad),
+        w_message(&message(bad.id, 1, Role::Human, "nul \0 inside")),
+    ]);
+    let outcome = commit_isolating(store, &batch).await;
+    assert!(outcome.isolated);
+    assert!(matches!(outcome.requests[0], RequestOutcome::Committed));
+    assert!(matches!(
+        outcome.requests[1],
+        RequestOutcome::Failed(StoreError::Conflict(_))
+    ));
+    assert_eq!(store.load_messages(good.id).await.unwrap(), vec![good_msg]);
+    assert_eq!(store.load_session(bad.id).await.unwrap(), None);
 }
 
 pub(crate) async fn suite_idempotency(store: &dyn Store) {

@@ -232,11 +232,12 @@ fn check_new_ids(db: &Connection, unindexed: &Unindexed, messages: &[&Message]) 
     Ok(())
 }
 
-/// Sorts rusqlite errors into the store's three kinds.
+/// Sorts rusqlite errors into the store's kinds.
 pub(super) fn map_err(e: rusqlite::Error) -> StoreError {
     match &e {
         rusqlite::Error::SqliteFailure(f, _) => match f.code {
             ErrorCode::ConstraintViolation => StoreError::Conflict(e.to_string()),
+            ErrorCode::TooBig => StoreError::Refused(e.to_string()),
             ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase | ErrorCode::TypeMismatch => {
                 StoreError::Corrupt(e.to_string())
             }
