@@ -14,6 +14,7 @@ mod connections;
 mod durability;
 mod handoff;
 mod identity;
+mod llm_secrets;
 mod observe;
 mod openapi;
 mod public;

@@ -62,7 +62,7 @@ pub struct NodeConfig {
     /// is a restart storm: it is escalated to the node and logged.
     pub restart_limit: u32,
     pub restart_window: Duration,
-    /// Seals connection secrets at rest. The default is a random key that lives as long
+    /// Seals connection secrets and agents' LLM secrets at rest. The default is a random key that lives as long
     /// as the process (tests, benches); servers pass the deployment's master key.
     pub secrets: parley_engine::secrets::SecretBox,
     /// Where platforms reach this deployment (Telegram's setWebhook gets
@@ -555,6 +555,7 @@ async fn spawn_agent_sup(
         AgentSupervisor,
         AgentSupArgs {
             store: shared.store.clone(),
+            secrets: shared.config.secrets.clone(),
             http: shared.http.clone(),
             directory: shared.agents.clone(),
             events: shared.events.clone(),
@@ -668,6 +669,7 @@ impl Node {
         let (tap, tapped) = tokio::sync::mpsc::unbounded_channel();
         node.shared.events.campaign_tap_into(tap);
         tokio::spawn(crate::campaigns::run_tap(node.shared.clone(), tapped));
+        node.seal_stored_definitions().await?;
         node.resume_agents().await?;
         node.resume_channels().await?;
         spawn_campaign_sup(&node.shared, &node.supervisor)

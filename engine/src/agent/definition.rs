@@ -263,6 +263,23 @@ impl AgentDefinition {
         d
     }
 
+    /// Applies `f` to every secret value (API keys, header values), stopping at the first
+    /// error.
+    pub fn try_map_secrets<E>(
+        &mut self,
+        mut f: impl FnMut(&str) -> Result<String, E>,
+    ) -> Result<(), E> {
+        for b in &mut self.llm {
+            for v in b.headers.values_mut() {
+                *v = f(v)?;
+            }
+            if let Some(k) = &b.api_key {
+                b.api_key = Some(f(k)?);
+            }
+        }
+        Ok(())
+    }
+
     /// Where an update sends [`REDACTED`] back, keeps the secret of the same backend (by
     /// name, else position) in `previous`.
     pub fn restore_secrets(&mut self, previous: &AgentDefinition) {

@@ -3,6 +3,7 @@
 pub mod archive;
 mod compile;
 mod definition;
+pub mod stored;
 
 pub use compile::{
     compile, parse_and_compile, parse_definition, CompiledAgent, CompiledField, CompiledState,
