@@ -7,6 +7,7 @@ use std::sync::{Arc, RwLock};
 
 use dashmap::DashMap;
 use parley_engine::agent::{stored, AgentDefinition, BackendKind, CompiledAgent};
+use parley_engine::egress::EgressPolicy;
 use parley_engine::llm::{Backends, DEFAULT_CONTEXT_WINDOW};
 use parley_engine::model::{AgentId, TenantId};
 use parley_engine::secrets::SecretBox;
@@ -44,6 +45,7 @@ pub fn missing_environment(def: &AgentDefinition) -> Option<String> {
 pub async fn build_runtime(
     store: &dyn Store,
     secrets: &SecretBox,
+    egress: &EgressPolicy,
     http: &reqwest::Client,
     agent: AgentId,
     version: i64,
@@ -57,6 +59,7 @@ pub async fn build_runtime(
     if let Some(problem) = missing_environment(&def) {
         return Err(problem);
     }
+    def.check_egress(egress).map_err(|e| e.to_string())?;
     // The builtin backend reads only the newest message; remote ones their context window.
     let history_window = def
         .llm
@@ -149,6 +152,7 @@ pub struct AgentActorArgs {
     pub agent: AgentId,
     pub store: Arc<dyn Store>,
     pub secrets: SecretBox,
+    pub egress: EgressPolicy,
     pub http: reqwest::Client,
     pub first: Arc<AgentRuntime>,
 }
@@ -157,6 +161,7 @@ pub struct AgentActorState {
     agent: AgentId,
     store: Arc<dyn Store>,
     secrets: SecretBox,
+    egress: EgressPolicy,
     http: reqwest::Client,
     versions: HashMap<i64, Arc<AgentRuntime>>,
 }
@@ -177,6 +182,7 @@ impl Actor for AgentActor {
             agent: args.agent,
             store: args.store,
             secrets: args.secrets,
+            egress: args.egress,
             http: args.http,
             versions,
         })
@@ -195,6 +201,7 @@ impl Actor for AgentActor {
                     None => match build_runtime(
                         state.store.as_ref(),
                         &state.secrets,
+                        &state.egress,
                         &state.http,
                         state.agent,
                         v,
@@ -233,6 +240,7 @@ pub struct AgentSupArgs {
     pub store: Arc<dyn Store>,
     /// Opens the API keys and header values sealed in stored definitions.
     pub secrets: SecretBox,
+    pub egress: EgressPolicy,
     pub http: reqwest::Client,
     pub directory: Arc<AgentDirectory>,
     pub events: Arc<EventHub>,
@@ -257,6 +265,7 @@ impl AgentSupState {
                 agent,
                 store: self.args.store.clone(),
                 secrets: self.args.secrets.clone(),
+                egress: self.args.egress.clone(),
                 http: self.args.http.clone(),
                 first,
             },
@@ -287,6 +296,7 @@ impl AgentSupState {
         let runtime = match build_runtime(
             store.as_ref(),
             &self.args.secrets,
+            &self.args.egress,
             &self.args.http,
             id,
             record.current_version,
@@ -403,6 +413,7 @@ impl AgentSupState {
         let rt = build_runtime(
             self.args.store.as_ref(),
             &self.args.secrets,
+            &self.args.egress,
             &self.args.http,
             id,
             record.current_version,

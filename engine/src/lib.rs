@@ -5,6 +5,7 @@ pub mod agent;
 pub mod auth;
 pub mod campaign;
 pub mod connection;
+pub mod egress;
 pub mod flow;
 pub mod identity;
 pub mod inbound;

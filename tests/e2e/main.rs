@@ -12,6 +12,7 @@ mod channels;
 mod chat;
 mod connections;
 mod durability;
+mod egress;
 mod handoff;
 mod identity;
 mod llm_secrets;

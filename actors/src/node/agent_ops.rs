@@ -91,6 +91,8 @@ impl Node {
         format: Format,
     ) -> NodeResult<(AgentRecord, AgentDefinition, String)> {
         let def = checked(text, format)?;
+        def.check_egress(&self.shared.config.egress)
+            .map_err(NodeError::InvalidDefinition)?;
         let token = generate_secret("pat_");
         let now = Utc::now();
         let record = AgentRecord {
@@ -151,7 +153,10 @@ impl Node {
     ) -> NodeResult<AgentRecord> {
         let (record, previous) = self.agent(tenant, id).await?;
         let mut def = parse_definition(text, format).map_err(NodeError::InvalidDefinition)?;
-        def.restore_secrets(&previous);
+        def.restore_secrets(&previous)
+            .map_err(NodeError::InvalidDefinition)?;
+        def.check_egress(&self.shared.config.egress)
+            .map_err(NodeError::InvalidDefinition)?;
         let compiled = compile(def.clone()).map_err(NodeError::InvalidDefinition)?;
         // A running agent switches to the new version at once, so it must be able to run
         // before it is stored: otherwise the store and the running agent would disagree.

@@ -70,6 +70,10 @@ pub struct NodeConfig {
     pub public_url: Option<String>,
     /// The time campaigns schedule by (tests pass a manual clock).
     pub clock: crate::Clock,
+    /// What outbound calls may reach.
+    pub egress: parley_engine::egress::EgressPolicy,
+    /// How long outbound calls may take.
+    pub timeouts: parley_engine::egress::Timeouts,
 }
 
 impl Default for NodeConfig {
@@ -87,6 +91,8 @@ impl Default for NodeConfig {
             .expect("a generated key is valid"),
             public_url: None,
             clock: crate::Clock::system(),
+            egress: parley_engine::egress::EgressPolicy::default(),
+            timeouts: parley_engine::egress::Timeouts::default(),
         }
     }
 }
@@ -556,6 +562,7 @@ async fn spawn_agent_sup(
         AgentSupArgs {
             store: shared.store.clone(),
             secrets: shared.config.secrets.clone(),
+            egress: shared.config.egress.clone(),
             http: shared.http.clone(),
             directory: shared.agents.clone(),
             events: shared.events.clone(),
@@ -633,7 +640,7 @@ impl Node {
         if let Err(e) = registry.join().await {
             tracing::warn!(error = %e, "cannot reach the registry yet; retrying on every heartbeat");
         }
-        let http = reqwest::Client::builder()
+        let http = parley_engine::egress::builder(Some(&config.egress), config.timeouts)
             .pool_idle_timeout(Duration::from_secs(90))
             .build()
             .map_err(|e| NodeError::Internal(format!("http client: {e}")))?;

@@ -4,6 +4,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::compile::{ValidationError, ValidationErrors};
+use crate::egress::EgressPolicy;
+
 /// What secret values look like in API responses. Sending it back in a PUT keeps the
 /// stored secret.
 pub const REDACTED: &str = "********";
@@ -280,9 +283,39 @@ impl AgentDefinition {
         Ok(())
     }
 
+    /// Checks the URLs the backends call against the egress policy.
+    pub fn check_egress(&self, policy: &EgressPolicy) -> Result<(), ValidationErrors> {
+        let mut errors = Vec::new();
+        for (i, b) in self.llm.iter().enumerate() {
+            for (field, url) in [("url", &b.url), ("base_url", &b.base_url)] {
+                if let Some(e) = url.as_deref().and_then(|u| policy.check_url(u).err()) {
+                    errors.push(ValidationError {
+                        path: format!("llm[{i}].{field}"),
+                        message: e.to_string(),
+                    });
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ValidationErrors(errors))
+        }
+    }
+
     /// Where an update sends [`REDACTED`] back, keeps the secret of the same backend (by
-    /// name, else position) in `previous`.
-    pub fn restore_secrets(&mut self, previous: &AgentDefinition) {
+    /// name, else position) in `previous` — unless the backend now calls another host:
+    /// then each secret sent back redacted must be entered again (the errors name them).
+    pub fn restore_secrets(&mut self, previous: &AgentDefinition) -> Result<(), ValidationErrors> {
+        let host = |b: &BackendDef| {
+            b.url.as_deref().or(b.base_url.as_deref()).map(|u| {
+                reqwest::Url::parse(u)
+                    .ok()
+                    .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+                    .unwrap_or_else(|| u.to_string())
+            })
+        };
+        let mut errors = Vec::new();
         for (i, b) in self.llm.iter_mut().enumerate() {
             let prev = previous
                 .llm
@@ -290,6 +323,24 @@ impl AgentDefinition {
                 .find(|p| p.name.is_some() && p.name == b.name)
                 .or_else(|| previous.llm.get(i).filter(|p| p.name == b.name));
             let Some(prev) = prev else { continue };
+            if host(b) != host(prev) {
+                let again = "must be entered again: the backend now calls another host";
+                for (k, v) in &b.headers {
+                    if v == REDACTED {
+                        errors.push(ValidationError {
+                            path: format!("llm[{i}].headers.{k}"),
+                            message: again.into(),
+                        });
+                    }
+                }
+                if b.api_key.as_deref() == Some(REDACTED) {
+                    errors.push(ValidationError {
+                        path: format!("llm[{i}].api_key"),
+                        message: again.into(),
+                    });
+                }
+                continue;
+            }
             for (k, v) in b.headers.iter_mut() {
                 if v == REDACTED {
                     if let Some(old) = prev.headers.get(k) {
@@ -300,6 +351,11 @@ impl AgentDefinition {
             if b.api_key.as_deref() == Some(REDACTED) {
                 b.api_key = prev.api_key.clone();
             }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ValidationErrors(errors))
         }
     }
 }
