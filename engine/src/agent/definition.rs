@@ -359,3 +359,38 @@ impl AgentDefinition {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::{parse_definition, Format};
+
+    const AGENT: &str = r#"{"name": "A", "workflow": [{"name": "Main", "init_state": true}],
+        "llm": [{"name": "gpt", "kind": "openai", "base_url": "https://llm.example/v1",
+                 "model": "m", "api_key": "sk-1", "headers": {"X-Org": "org-1"}}]}"#;
+
+    #[test]
+    fn redacted_secrets_come_back_only_for_the_same_host() {
+        let stored = parse_definition(AGENT, Format::Json).unwrap();
+        let mut same = stored.redacted();
+        same.llm[0].base_url = Some("https://llm.example/v2".into());
+        same.restore_secrets(&stored).unwrap();
+        assert_eq!(same.llm[0].api_key.as_deref(), Some("sk-1"));
+        assert_eq!(same.llm[0].headers["X-Org"], "org-1");
+
+        let mut moved = stored.redacted();
+        moved.llm[0].base_url = Some("https://elsewhere.example/v1".into());
+        let e = moved.restore_secrets(&stored).unwrap_err();
+        let paths: Vec<&str> = e.0.iter().map(|x| x.path.as_str()).collect();
+        assert_eq!(paths, ["llm[0].headers.X-Org", "llm[0].api_key"]);
+
+        let mut reentered = stored.redacted();
+        reentered.llm[0].base_url = Some("https://elsewhere.example/v1".into());
+        reentered.llm[0].api_key = Some("sk-2".into());
+        reentered.llm[0]
+            .headers
+            .insert("X-Org".into(), "org-2".into());
+        reentered.restore_secrets(&stored).unwrap();
+        assert_eq!(reentered.llm[0].api_key.as_deref(), Some("sk-2"));
+    }
+}
