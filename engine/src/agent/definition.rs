@@ -362,7 +362,6 @@ impl AgentDefinition {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::agent::{parse_definition, Format};
 
     const AGENT: &str = r#"{"name": "A", "workflow": [{"name": "Main", "init_state": true}],
