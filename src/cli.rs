@@ -132,6 +132,23 @@ pub struct ServeArgs {
     /// lease); a node silent this long loses its sessions to the others.
     #[arg(long, env = "PARLEY_LEASE_TTL_MS", default_value_t = 2000)]
     pub lease_ttl_ms: u64,
+    /// A host name, IP address or CIDR outbound calls may reach even when private
+    /// (repeatable; comma-separated in the variable).
+    #[arg(long, env = "PARLEY_EGRESS_ALLOW", value_delimiter = ',')]
+    pub egress_allow: Vec<String>,
+    /// Deny outbound calls to private addresses (loopback, RFC 1918, link-local, CGNAT,
+    /// ULA, unspecified, multicast, `localhost` names) not allowed by --egress-allow.
+    #[arg(long, env = "PARLEY_EGRESS_DENY_PRIVATE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub egress_deny_private: bool,
+    /// Seconds an outbound connection may take to open.
+    #[arg(long, env = "PARLEY_EGRESS_CONNECT_TIMEOUT", default_value_t = 5)]
+    pub egress_connect_timeout: u64,
+    /// Seconds an outbound call may wait for the next bytes of its answer.
+    #[arg(long, env = "PARLEY_EGRESS_READ_TIMEOUT", default_value_t = 60)]
+    pub egress_read_timeout: u64,
+    /// Seconds an outbound call may take in all.
+    #[arg(long, env = "PARLEY_EGRESS_TIMEOUT", default_value_t = 300)]
+    pub egress_timeout: u64,
 }
 
 fn init_logging(level: &str, format: LogFormat) {
@@ -236,6 +253,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     cfg.node.passivate_after = Duration::from_secs(args.passivate_after.max(1));
     cfg.node.shards = args.shards.max(1);
     cfg.node.public_url = args.public_url;
+    cfg.node.egress =
+        parley_engine::egress::EgressPolicy::new(args.egress_deny_private, &args.egress_allow)?;
+    cfg.node.timeouts = parley_engine::egress::Timeouts {
+        connect: Duration::from_secs(args.egress_connect_timeout.max(1)),
+        read: Duration::from_secs(args.egress_read_timeout.max(1)),
+        total: Duration::from_secs(args.egress_timeout.max(1)),
+    };
     cfg.limits.max_body_bytes = args.max_body_bytes;
     cfg.examples_dir = args.examples_dir;
     cfg.load_examples = !args.no_examples;

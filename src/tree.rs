@@ -69,8 +69,12 @@ pub fn line(a: &Value) -> String {
 
 /// Renders the tree under `root`, fetching children level by level.
 pub async fn render(args: &TreeArgs) -> anyhow::Result<String> {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
+    // The operator names the node to ask: no egress policy, short timeouts.
+    let timeouts = parley_engine::egress::Timeouts {
+        total: Duration::from_secs(10),
+        ..parley_engine::egress::Timeouts::default()
+    };
+    let http = parley_engine::egress::builder(None, timeouts)
         .build()
         .context("building the HTTP client")?;
     let limit = args.limit.to_string();

@@ -6,9 +6,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use dashmap::DashMap;
-use parley_engine::agent::{parse_definition, AgentDefinition, BackendKind, CompiledAgent, Format};
+use parley_engine::agent::{stored, AgentDefinition, BackendKind, CompiledAgent};
+use parley_engine::egress::EgressPolicy;
 use parley_engine::llm::{Backends, DEFAULT_CONTEXT_WINDOW};
 use parley_engine::model::{AgentId, TenantId};
+use parley_engine::secrets::SecretBox;
 use parley_engine::store::{AgentRecord, AgentStatus, Store};
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
@@ -42,6 +44,8 @@ pub fn missing_environment(def: &AgentDefinition) -> Option<String> {
 /// agent's Error status.
 pub async fn build_runtime(
     store: &dyn Store,
+    secrets: &SecretBox,
+    egress: &EgressPolicy,
     http: &reqwest::Client,
     agent: AgentId,
     version: i64,
@@ -51,10 +55,11 @@ pub async fn build_runtime(
         .await
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("version {version} is missing"))?;
-    let def = parse_definition(&text, Format::Json).map_err(|e| e.to_string())?;
+    let def = stored::open(&text, secrets).map_err(|e| e.to_string())?;
     if let Some(problem) = missing_environment(&def) {
         return Err(problem);
     }
+    def.check_egress(egress).map_err(|e| e.to_string())?;
     // The builtin backend reads only the newest message; remote ones their context window.
     let history_window = def
         .llm
@@ -146,6 +151,8 @@ pub struct AgentActor;
 pub struct AgentActorArgs {
     pub agent: AgentId,
     pub store: Arc<dyn Store>,
+    pub secrets: SecretBox,
+    pub egress: EgressPolicy,
     pub http: reqwest::Client,
     pub first: Arc<AgentRuntime>,
 }
@@ -153,6 +160,8 @@ pub struct AgentActorArgs {
 pub struct AgentActorState {
     agent: AgentId,
     store: Arc<dyn Store>,
+    secrets: SecretBox,
+    egress: EgressPolicy,
     http: reqwest::Client,
     versions: HashMap<i64, Arc<AgentRuntime>>,
 }
@@ -172,6 +181,8 @@ impl Actor for AgentActor {
         Ok(AgentActorState {
             agent: args.agent,
             store: args.store,
+            secrets: args.secrets,
+            egress: args.egress,
             http: args.http,
             versions,
         })
@@ -187,8 +198,15 @@ impl Actor for AgentActor {
             AgentMsg::GetVersion(v, reply) => {
                 let r = match state.versions.get(&v) {
                     Some(rt) => Ok(rt.clone()),
-                    None => match build_runtime(state.store.as_ref(), &state.http, state.agent, v)
-                        .await
+                    None => match build_runtime(
+                        state.store.as_ref(),
+                        &state.secrets,
+                        &state.egress,
+                        &state.http,
+                        state.agent,
+                        v,
+                    )
+                    .await
                     {
                         Ok(rt) => {
                             let rt = Arc::new(rt);
@@ -220,6 +238,9 @@ pub struct AgentSupervisor;
 
 pub struct AgentSupArgs {
     pub store: Arc<dyn Store>,
+    /// Opens the API keys and header values sealed in stored definitions.
+    pub secrets: SecretBox,
+    pub egress: EgressPolicy,
     pub http: reqwest::Client,
     pub directory: Arc<AgentDirectory>,
     pub events: Arc<EventHub>,
@@ -243,6 +264,8 @@ impl AgentSupState {
             AgentActorArgs {
                 agent,
                 store: self.args.store.clone(),
+                secrets: self.args.secrets.clone(),
+                egress: self.args.egress.clone(),
                 http: self.args.http.clone(),
                 first,
             },
@@ -272,6 +295,8 @@ impl AgentSupState {
             .ok_or(NodeError::NotFound("agent"))?;
         let runtime = match build_runtime(
             store.as_ref(),
+            &self.args.secrets,
+            &self.args.egress,
             &self.args.http,
             id,
             record.current_version,
@@ -387,6 +412,8 @@ impl AgentSupState {
             .ok_or(NodeError::NotFound("agent"))?;
         let rt = build_runtime(
             self.args.store.as_ref(),
+            &self.args.secrets,
+            &self.args.egress,
             &self.args.http,
             id,
             record.current_version,

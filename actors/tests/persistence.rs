@@ -81,6 +81,9 @@ impl Store for Switchable {
     async fn get_agent_version(&self, a: AgentId, v: i64) -> StoreResult<Option<String>> {
         self.inner.get_agent_version(a, v).await
     }
+    async fn set_agent_version_definition(&self, a: AgentId, v: i64, d: &str) -> StoreResult<()> {
+        self.inner.set_agent_version_definition(a, v, d).await
+    }
     async fn set_agent_status(
         &self,
         a: AgentId,

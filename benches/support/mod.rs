@@ -39,8 +39,10 @@ pub async fn bench_node_with(config: NodeConfig) -> BenchNode {
         settings: Default::default(),
     };
     store.create_tenant(&tenant).await.unwrap();
+    // Fake platforms run on loopback, which the default egress policy denies.
     let config = NodeConfig {
         passivate_after: Duration::from_secs(3600),
+        egress: parley_engine::egress::EgressPolicy::new(true, &["127.0.0.0/8".into()]).unwrap(),
         ..config
     };
     let node = Node::start(Arc::new(store), config).await.unwrap();

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::agent::{ValidationError, ValidationErrors};
+use crate::egress::EgressPolicy;
 use crate::inbound::Platform;
 use crate::model::TenantId;
 
@@ -309,6 +310,67 @@ pub fn apply_config(
     }
 }
 
+/// The config fields outbound calls go to.
+const URL_FIELDS: &[&str] = &["api_base", "url", "openid_metadata_url"];
+
+fn host_of(config: &CheckedConfig, field: &str) -> Option<String> {
+    let url = config.public.get(field)?.as_str()?;
+    Some(
+        reqwest::Url::parse(url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+            .unwrap_or_else(|| url.to_string()),
+    )
+}
+
+/// Checks the URLs the connection calls against the egress policy.
+pub fn check_egress(config: &CheckedConfig, policy: &EgressPolicy) -> Result<(), ValidationErrors> {
+    let errors: Vec<ValidationError> = URL_FIELDS
+        .iter()
+        .filter_map(|f| {
+            let url = config.public.get(*f)?.as_str()?;
+            let e = policy.check_url(url).err()?;
+            Some(err(format!("config.{f}"), e.to_string()))
+        })
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ValidationErrors(errors))
+    }
+}
+
+/// When a change points a URL field at another host, a stored secret must not follow it
+/// there unless it is entered again in the same change: names every secret to re-enter.
+pub fn check_secrets_follow(
+    current: &CheckedConfig,
+    next: &CheckedConfig,
+    changes: &Map<String, Value>,
+) -> Result<(), ValidationErrors> {
+    let Some(moved) = URL_FIELDS
+        .iter()
+        .find(|f| host_of(current, f) != host_of(next, f))
+    else {
+        return Ok(());
+    };
+    let errors: Vec<ValidationError> = next
+        .secrets
+        .keys()
+        .filter(|k| !changes.contains_key(k.as_str()))
+        .map(|k| {
+            err(
+                format!("config.{k}"),
+                format!("must be entered again: config.{moved} now points at another host"),
+            )
+        })
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ValidationErrors(errors))
+    }
+}
+
 /// The config as answered to operators: public fields, and `<secret>_set` flags instead
 /// of the secrets.
 pub fn public_view(platform: Platform, config: &CheckedConfig) -> Map<String, Value> {
@@ -402,6 +464,40 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.0[0].path, "config.signing_secret");
+    }
+
+    #[test]
+    fn private_urls_are_refused_unless_allowed() {
+        let c = apply_config(
+            Platform::Telegram,
+            &empty(),
+            &map(json!({"bot_token": "1:a", "api_base": "http://10.1.2.3:8081"})),
+        )
+        .unwrap();
+        let e = check_egress(&c, &EgressPolicy::default()).unwrap_err();
+        assert_eq!(e.0[0].path, "config.api_base");
+        let allowed = EgressPolicy::new(true, &["10.0.0.0/8".into()]).unwrap();
+        assert!(check_egress(&c, &allowed).is_ok());
+    }
+
+    #[test]
+    fn a_secret_does_not_follow_a_url_to_another_host_unless_entered_again() {
+        let base = apply_config(
+            Platform::Telegram,
+            &empty(),
+            &map(json!({"bot_token": "1:a", "api_base": "https://tg.example"})),
+        )
+        .unwrap();
+        let moved = map(json!({"api_base": "https://evil.example/bot"}));
+        let next = apply_config(Platform::Telegram, &base, &moved).unwrap();
+        let e = check_secrets_follow(&base, &next, &moved).unwrap_err();
+        assert_eq!(e.0[0].path, "config.bot_token");
+        let reentered = map(json!({"api_base": "https://evil.example", "bot_token": "1:b"}));
+        let next = apply_config(Platform::Telegram, &base, &reentered).unwrap();
+        assert!(check_secrets_follow(&base, &next, &reentered).is_ok());
+        let same_host = map(json!({"api_base": "https://tg.example/v2"}));
+        let next = apply_config(Platform::Telegram, &base, &same_host).unwrap();
+        assert!(check_secrets_follow(&base, &next, &same_host).is_ok());
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod campaign;
 pub mod connection;
 pub mod document;
+pub mod egress;
 pub mod flow;
 pub mod identity;
 pub mod inbound;

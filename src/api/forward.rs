@@ -33,8 +33,12 @@ const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 /// The HTTP client for node-to-node requests.
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(1))
+    // Peers are private addresses by nature: timeouts, but no egress policy.
+    let timeouts = parley_engine::egress::Timeouts {
+        connect: Duration::from_secs(1),
+        ..parley_engine::egress::Timeouts::default()
+    };
+    parley_engine::egress::builder(None, timeouts)
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(1024)
         .tcp_nodelay(true)

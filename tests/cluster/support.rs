@@ -123,6 +123,8 @@ impl NodeProc {
             .args(["--admin-key", ADMIN_KEY, "--log-level", "warn"])
             .args(["--secret-key", &"ab".repeat(32)])
             .args(["--lease-ttl-ms", &o.lease_ttl_ms.to_string()])
+            // Fake platforms and LLMs run on loopback, which the default policy denies.
+            .args(["--egress-allow", "127.0.0.0/8"])
             .arg("--data-dir")
             .arg(dir.path())
             .stdout(Stdio::piped())

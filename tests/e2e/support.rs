@@ -27,7 +27,13 @@ pub fn config(dir: PathBuf) -> ServeConfig {
     cfg.load_examples = false;
     cfg.node.timer_sweep = Duration::from_millis(100);
     cfg.node.shards = 4;
+    // Fake platforms and LLMs run on loopback, which the default egress policy denies.
+    cfg.node.egress = loopback_allowed();
     cfg
+}
+
+pub fn loopback_allowed() -> parley_engine::egress::EgressPolicy {
+    parley_engine::egress::EgressPolicy::new(true, &["127.0.0.0/8".into()]).unwrap()
 }
 
 impl TestServer {

@@ -408,6 +408,10 @@ impl ParticipantState {
             .ok()
             .and_then(|u| u.host_str().map(str::to_string))
             .unwrap_or_default();
+        if let Err(error) = self.ctx.shared.config.egress.check_url(&h.url) {
+            tracing::warn!(campaign = %self.ctx.id(), participant = %self.id, %host, %error, "http_action denied; the flow goes on without its writes");
+            return;
+        }
         let mut wait = Duration::from_millis(200);
         for attempt in 1..=HTTP_ACTION_ATTEMPTS {
             let sent = self

@@ -1,7 +1,7 @@
 //! Agent administration: create, version, start/stop, tokens, delete.
 
 use chrono::Utc;
-use parley_engine::agent::{compile, parse_definition, AgentDefinition, Format};
+use parley_engine::agent::{compile, parse_definition, stored, AgentDefinition, Format};
 use parley_engine::auth::{generate_secret, hash_secret, verify_secret};
 use parley_engine::llm::Backends;
 use parley_engine::model::{AgentId, TenantId};
@@ -21,12 +21,46 @@ fn checked(text: &str, format: Format) -> NodeResult<AgentDefinition> {
     Ok(def)
 }
 
-/// The definition as the store keeps it.
+/// The definition as JSON text, secrets in clear: input for [`Node::create_agent`].
 pub(super) fn to_json(def: &AgentDefinition) -> NodeResult<String> {
     serde_json::to_string(def).map_err(|e| NodeError::Internal(e.to_string()))
 }
 
 impl Node {
+    /// The definition as the store keeps it: its secrets sealed with the master key.
+    fn stored(&self, def: &AgentDefinition) -> String {
+        stored::seal(def, &self.shared.config.secrets)
+    }
+
+    /// Rewrites, sealed, the agent versions older releases stored with their secrets in
+    /// clear.
+    pub(super) async fn seal_stored_definitions(&self) -> NodeResult<()> {
+        let store = &self.shared.store;
+        for agent in store.all_agents().await? {
+            for version in 1..=agent.current_version {
+                let Some(text) = store.get_agent_version(agent.id, version).await? else {
+                    continue;
+                };
+                if stored::is_sealed(&text) {
+                    continue;
+                }
+                // An unreadable version fails where it is used (the agent's status says
+                // why); it must not keep the node from starting.
+                let def = match stored::open(&text, &self.shared.config.secrets) {
+                    Ok(def) => def,
+                    Err(e) => {
+                        tracing::warn!(agent = %agent.id, version, error = %e, "cannot seal a stored definition");
+                        continue;
+                    }
+                };
+                store
+                    .set_agent_version_definition(agent.id, version, &self.stored(&def))
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
     async fn agent_sup_call(
         &self,
         make: impl FnOnce(RpcReplyPort<NodeResult<()>>) -> AgentSupMsg,
@@ -57,6 +91,8 @@ impl Node {
         format: Format,
     ) -> NodeResult<(AgentRecord, AgentDefinition, String)> {
         let def = checked(text, format)?;
+        def.check_egress(&self.shared.config.egress)
+            .map_err(NodeError::InvalidDefinition)?;
         let token = generate_secret("pat_");
         let now = Utc::now();
         let record = AgentRecord {
@@ -72,7 +108,7 @@ impl Node {
         };
         self.shared
             .store
-            .create_agent(&record, &to_json(&def)?)
+            .create_agent(&record, &self.stored(&def))
             .await?;
         Ok((record, def, token))
     }
@@ -94,8 +130,8 @@ impl Node {
             .get_agent_version(id, record.current_version)
             .await?
             .ok_or_else(|| NodeError::Internal("current agent version is missing".into()))?;
-        let def = parse_definition(&text, Format::Json)
-            .map_err(|e| NodeError::Internal(format!("stored definition: {e}")))?;
+        let def = stored::open(&text, &self.shared.config.secrets)
+            .map_err(|e| NodeError::Internal(e.to_string()))?;
         Ok((record, def))
     }
 
@@ -117,7 +153,10 @@ impl Node {
     ) -> NodeResult<AgentRecord> {
         let (record, previous) = self.agent(tenant, id).await?;
         let mut def = parse_definition(text, format).map_err(NodeError::InvalidDefinition)?;
-        def.restore_secrets(&previous);
+        def.restore_secrets(&previous)
+            .map_err(NodeError::InvalidDefinition)?;
+        def.check_egress(&self.shared.config.egress)
+            .map_err(NodeError::InvalidDefinition)?;
         let compiled = compile(def.clone()).map_err(NodeError::InvalidDefinition)?;
         // A running agent switches to the new version at once, so it must be able to run
         // before it is stored: otherwise the store and the running agent would disagree.
@@ -131,7 +170,7 @@ impl Node {
         let version = record.current_version + 1;
         self.shared
             .store
-            .add_agent_version(id, version, &def.name, &to_json(&def)?, Utc::now())
+            .add_agent_version(id, version, &def.name, &self.stored(&def), Utc::now())
             .await?;
         self.agent_sup_call(|r| AgentSupMsg::Reload(id, r)).await?;
         self.agent_record(tenant, id).await

@@ -124,6 +124,31 @@ pub(crate) fn compile_flow(
     flow::parse_and_validate(text, format, &|p: &str| schema.get(p).copied())
 }
 
+/// Checks the URLs the flow's http_actions call against the egress policy.
+fn check_flow_egress(
+    flow: &CompiledFlow,
+    policy: &parley_engine::egress::EgressPolicy,
+) -> NodeResult<()> {
+    let errors: Vec<ValidationError> = flow
+        .definition
+        .nodes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, n)| {
+            let e = policy.check_url(n.url.as_deref()?).err()?;
+            Some(ValidationError {
+                path: format!("nodes[{i}].url"),
+                message: e.to_string(),
+            })
+        })
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(NodeError::InvalidDefinition(ValidationErrors(errors)))
+    }
+}
+
 fn format_name(format: Format) -> &'static str {
     match format {
         Format::Json => "json",
@@ -281,6 +306,7 @@ impl Node {
         if !foreign.is_empty() {
             return Err(NodeError::InvalidDefinition(ValidationErrors(foreign)));
         }
+        check_flow_egress(&compiled, &self.shared.config.egress)?;
         let active = self
             .shared
             .store

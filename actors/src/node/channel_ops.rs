@@ -53,6 +53,9 @@ impl Node {
 
     pub(super) fn runtime(&self, r: &ConnectionRecord) -> Result<ChannelRuntime, String> {
         let config = self.open_config(r).map_err(|e| e.to_string())?;
+        // Checked again here: the policy may be stricter than when the URL was stored.
+        parley_engine::connection::check_egress(&config, &self.shared.config.egress)
+            .map_err(|e| e.to_string())?;
         ChannelRuntime::build(r.clone(), &config, &self.shared.http)
     }
 

@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use chrono::Utc;
 use parley_engine::agent::{ValidationError, ValidationErrors};
 use parley_engine::connection::{
-    apply_config, public_view, CheckedConfig, ConnectionId, ConnectionRecord, ConnectionStatus,
+    apply_config, check_egress, check_secrets_follow, public_view, CheckedConfig, ConnectionId,
+    ConnectionRecord, ConnectionStatus,
 };
 use parley_engine::inbound::Platform;
 use parley_engine::model::{AgentId, TenantId};
@@ -162,6 +163,7 @@ impl Node {
         };
         let config =
             apply_config(req.platform, &empty, &req.config).map_err(NodeError::InvalidFields)?;
+        check_egress(&config, &self.shared.config.egress).map_err(NodeError::InvalidFields)?;
         let advanced = check_object("advanced", req.advanced)?;
         let rate_limits = check_rate_limits(req.platform, req.rate_limits)?;
         self.name_taken(tenant, &name, None).await?;
@@ -257,6 +259,8 @@ impl Node {
             let current = self.open_config(&r)?;
             let next =
                 apply_config(r.platform, &current, changes).map_err(NodeError::InvalidFields)?;
+            check_egress(&next, &self.shared.config.egress).map_err(NodeError::InvalidFields)?;
+            check_secrets_follow(&current, &next, changes).map_err(NodeError::InvalidFields)?;
             r.secrets_sealed = self.seal(&next.secrets)?;
             r.config = next.public;
         }

@@ -66,7 +66,7 @@ pub struct NodeConfig {
     /// is a restart storm: it is escalated to the node and logged.
     pub restart_limit: u32,
     pub restart_window: Duration,
-    /// Seals connection secrets at rest. The default is a random key that lives as long
+    /// Seals connection secrets and agents' LLM secrets at rest. The default is a random key that lives as long
     /// as the process (tests, benches); servers pass the deployment's master key.
     pub secrets: parley_engine::secrets::SecretBox,
     /// Where platforms reach this deployment (Telegram's setWebhook gets
@@ -74,6 +74,10 @@ pub struct NodeConfig {
     pub public_url: Option<String>,
     /// The time campaigns schedule by (tests pass a manual clock).
     pub clock: crate::Clock,
+    /// What outbound calls may reach.
+    pub egress: parley_engine::egress::EgressPolicy,
+    /// How long outbound calls may take.
+    pub timeouts: parley_engine::egress::Timeouts,
 }
 
 impl Default for NodeConfig {
@@ -91,6 +95,8 @@ impl Default for NodeConfig {
             .expect("a generated key is valid"),
             public_url: None,
             clock: crate::Clock::system(),
+            egress: parley_engine::egress::EgressPolicy::default(),
+            timeouts: parley_engine::egress::Timeouts::default(),
         }
     }
 }
@@ -559,6 +565,8 @@ async fn spawn_agent_sup(
         AgentSupervisor,
         AgentSupArgs {
             store: shared.store.clone(),
+            secrets: shared.config.secrets.clone(),
+            egress: shared.config.egress.clone(),
             http: shared.http.clone(),
             directory: shared.agents.clone(),
             events: shared.events.clone(),
@@ -636,7 +644,7 @@ impl Node {
         if let Err(e) = registry.join().await {
             tracing::warn!(error = %e, "cannot reach the registry yet; retrying on every heartbeat");
         }
-        let http = reqwest::Client::builder()
+        let http = parley_engine::egress::builder(Some(&config.egress), config.timeouts)
             .pool_idle_timeout(Duration::from_secs(90))
             .build()
             .map_err(|e| NodeError::Internal(format!("http client: {e}")))?;
@@ -672,6 +680,7 @@ impl Node {
         let (tap, tapped) = tokio::sync::mpsc::unbounded_channel();
         node.shared.events.campaign_tap_into(tap);
         tokio::spawn(crate::campaigns::run_tap(node.shared.clone(), tapped));
+        node.seal_stored_definitions().await?;
         node.resume_agents().await?;
         node.resume_channels().await?;
         spawn_campaign_sup(&node.shared, &node.supervisor)

@@ -85,22 +85,6 @@ pub enum ArchiveError {
     NewerFormat(u32),
 }
 
-/// Applies `f` to every secret value of the definition.
-fn map_secrets(
-    def: &mut AgentDefinition,
-    mut f: impl FnMut(&str) -> Result<String, ArchiveError>,
-) -> Result<(), ArchiveError> {
-    for b in &mut def.llm {
-        for v in b.headers.values_mut() {
-            *v = f(v)?;
-        }
-        if let Some(k) = &b.api_key {
-            b.api_key = Some(f(k)?);
-        }
-    }
-    Ok(())
-}
-
 fn malformed(e: impl std::fmt::Display) -> ArchiveError {
     ArchiveError::Malformed(e.to_string())
 }
@@ -121,7 +105,8 @@ pub fn export(
             b.api_key = None;
         }
     } else {
-        map_secrets(&mut def, |v| Ok(sealer.seal(v))).expect("sealing does not fail");
+        def.try_map_secrets(|v| Ok::<_, std::convert::Infallible>(sealer.seal(v)))
+            .unwrap_or_else(|never| match never {});
     }
     let manifest = Manifest {
         format: FORMAT,
@@ -196,9 +181,7 @@ pub fn import(bytes: &[u8], key: &str) -> Result<Imported, ArchiveError> {
     document::check_yaml(&text).map_err(malformed)?;
     let mut definition: AgentDefinition = serde_yaml::from_str(&text).map_err(malformed)?;
     if manifest.secrets == SecretsIncluded::Sealed {
-        map_secrets(&mut definition, |v| {
-            opener.open(v).map_err(|_| ArchiveError::WrongKey)
-        })?;
+        definition.try_map_secrets(|v| opener.open(v).map_err(|_| ArchiveError::WrongKey))?;
     }
     let channels: Vec<ChannelRef> =
         serde_json::from_slice(&member(&mut zip, "channels.json")?).map_err(malformed)?;

@@ -4,6 +4,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::compile::{ValidationError, ValidationErrors};
+use crate::egress::EgressPolicy;
+
 /// What secret values look like in API responses. Sending it back in a PUT keeps the
 /// stored secret.
 pub const REDACTED: &str = "********";
@@ -263,9 +266,56 @@ impl AgentDefinition {
         d
     }
 
+    /// Applies `f` to every secret value (API keys, header values), stopping at the first
+    /// error.
+    pub fn try_map_secrets<E>(
+        &mut self,
+        mut f: impl FnMut(&str) -> Result<String, E>,
+    ) -> Result<(), E> {
+        for b in &mut self.llm {
+            for v in b.headers.values_mut() {
+                *v = f(v)?;
+            }
+            if let Some(k) = &b.api_key {
+                b.api_key = Some(f(k)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the URLs the backends call against the egress policy.
+    pub fn check_egress(&self, policy: &EgressPolicy) -> Result<(), ValidationErrors> {
+        let mut errors = Vec::new();
+        for (i, b) in self.llm.iter().enumerate() {
+            for (field, url) in [("url", &b.url), ("base_url", &b.base_url)] {
+                if let Some(e) = url.as_deref().and_then(|u| policy.check_url(u).err()) {
+                    errors.push(ValidationError {
+                        path: format!("llm[{i}].{field}"),
+                        message: e.to_string(),
+                    });
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ValidationErrors(errors))
+        }
+    }
+
     /// Where an update sends [`REDACTED`] back, keeps the secret of the same backend (by
-    /// name, else position) in `previous`.
-    pub fn restore_secrets(&mut self, previous: &AgentDefinition) {
+    /// name, else position) in `previous` — unless the backend now calls another host:
+    /// then each secret sent back redacted must be entered again (the errors name them).
+    pub fn restore_secrets(&mut self, previous: &AgentDefinition) -> Result<(), ValidationErrors> {
+        let host = |b: &BackendDef| {
+            b.url.as_deref().or(b.base_url.as_deref()).map(|u| {
+                reqwest::Url::parse(u)
+                    .ok()
+                    .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+                    .unwrap_or_else(|| u.to_string())
+            })
+        };
+        let mut errors = Vec::new();
         for (i, b) in self.llm.iter_mut().enumerate() {
             let prev = previous
                 .llm
@@ -273,6 +323,24 @@ impl AgentDefinition {
                 .find(|p| p.name.is_some() && p.name == b.name)
                 .or_else(|| previous.llm.get(i).filter(|p| p.name == b.name));
             let Some(prev) = prev else { continue };
+            if host(b) != host(prev) {
+                let again = "must be entered again: the backend now calls another host";
+                for (k, v) in &b.headers {
+                    if v == REDACTED {
+                        errors.push(ValidationError {
+                            path: format!("llm[{i}].headers.{k}"),
+                            message: again.into(),
+                        });
+                    }
+                }
+                if b.api_key.as_deref() == Some(REDACTED) {
+                    errors.push(ValidationError {
+                        path: format!("llm[{i}].api_key"),
+                        message: again.into(),
+                    });
+                }
+                continue;
+            }
             for (k, v) in b.headers.iter_mut() {
                 if v == REDACTED {
                     if let Some(old) = prev.headers.get(k) {
@@ -284,5 +352,44 @@ impl AgentDefinition {
                 b.api_key = prev.api_key.clone();
             }
         }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ValidationErrors(errors))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::agent::{parse_definition, Format};
+
+    const AGENT: &str = r#"{"name": "A", "workflow": [{"name": "Main", "init_state": true}],
+        "llm": [{"name": "gpt", "kind": "openai", "base_url": "https://llm.example/v1",
+                 "model": "m", "api_key": "sk-1", "headers": {"X-Org": "org-1"}}]}"#;
+
+    #[test]
+    fn redacted_secrets_come_back_only_for_the_same_host() {
+        let stored = parse_definition(AGENT, Format::Json).unwrap();
+        let mut same = stored.redacted();
+        same.llm[0].base_url = Some("https://llm.example/v2".into());
+        same.restore_secrets(&stored).unwrap();
+        assert_eq!(same.llm[0].api_key.as_deref(), Some("sk-1"));
+        assert_eq!(same.llm[0].headers["X-Org"], "org-1");
+
+        let mut moved = stored.redacted();
+        moved.llm[0].base_url = Some("https://elsewhere.example/v1".into());
+        let e = moved.restore_secrets(&stored).unwrap_err();
+        let paths: Vec<&str> = e.0.iter().map(|x| x.path.as_str()).collect();
+        assert_eq!(paths, ["llm[0].headers.X-Org", "llm[0].api_key"]);
+
+        let mut reentered = stored.redacted();
+        reentered.llm[0].base_url = Some("https://elsewhere.example/v1".into());
+        reentered.llm[0].api_key = Some("sk-2".into());
+        reentered.llm[0]
+            .headers
+            .insert("X-Org".into(), "org-2".into());
+        reentered.restore_secrets(&stored).unwrap();
+        assert_eq!(reentered.llm[0].api_key.as_deref(), Some("sk-2"));
     }
 }

@@ -4,6 +4,7 @@ pub mod archive;
 mod compile;
 mod definition;
 pub mod limits;
+pub mod stored;
 
 pub use compile::{
     compile, parse_and_compile, parse_definition, CompiledAgent, CompiledField, CompiledState,

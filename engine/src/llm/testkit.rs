@@ -165,7 +165,10 @@ async fn answer(
 
 /// A client that ignores proxy settings of the environment, which would not reach loopback.
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().build().unwrap()
+    crate::egress::builder(None, crate::egress::Timeouts::default())
+        .no_proxy()
+        .build()
+        .unwrap()
 }
 
 pub const AGENT_YAML: &str = r#"

@@ -228,6 +228,14 @@ pub trait Store: Send + Sync + 'static {
     /// All agents of all tenants (to restart the running ones at boot).
     async fn all_agents(&self) -> StoreResult<Vec<AgentRecord>>;
     async fn get_agent_version(&self, agent: AgentId, version: i64) -> StoreResult<Option<String>>;
+    /// Rewrites a stored version's definition in place (sealing secrets stored in clear
+    /// by older releases); Conflict if there is no such version.
+    async fn set_agent_version_definition(
+        &self,
+        agent: AgentId,
+        version: i64,
+        definition: &str,
+    ) -> StoreResult<()>;
     async fn set_agent_status(
         &self,
         agent: AgentId,

@@ -1517,6 +1517,22 @@ impl super::Store for PgStore {
         row.as_ref().map(|r| col(r, "definition")).transpose()
     }
 
+    async fn set_agent_version_definition(
+        &self,
+        agent: AgentId,
+        version: i64,
+        definition: &str,
+    ) -> StoreResult<()> {
+        let q = sqlx::query(
+            "UPDATE agent_versions SET definition = $1 WHERE agent_id = $2 AND version = $3",
+        )
+        .bind(definition)
+        .bind(PgUuid(agent))
+        .bind(version);
+        self.update_one(q, || format!("no version {version} of agent {agent}"))
+            .await
+    }
+
     async fn set_agent_status(
         &self,
         agent: AgentId,

@@ -1343,6 +1343,22 @@ impl super::Store for SqliteStore {
         row.as_ref().map(|r| col(r, "definition")).transpose()
     }
 
+    async fn set_agent_version_definition(
+        &self,
+        agent: AgentId,
+        version: i64,
+        definition: &str,
+    ) -> StoreResult<()> {
+        let q = sqlx::query(
+            "UPDATE agent_versions SET definition = ? WHERE agent_id = ? AND version = ?",
+        )
+        .bind(definition)
+        .bind(agent.to_string())
+        .bind(version);
+        self.update_one(q, || format!("no version {version} of agent {agent}"))
+            .await
+    }
+
     async fn set_agent_status(
         &self,
         agent: AgentId,
