@@ -58,6 +58,22 @@ pub(super) fn map_migrate_err(
     }
 }
 
+/// A constraint or data error of the database as callers see it: what kind of conflict,
+/// never the database's own message (it names tables, columns and values); that goes to
+/// the server's log.
+pub(super) fn db_conflict(kind: ErrorKind, data_error: bool, db_message: &str) -> StoreError {
+    tracing::warn!(db = %db_message, "the database refused a write");
+    StoreError::Conflict(
+        match kind {
+            ErrorKind::UniqueViolation => "it already exists",
+            ErrorKind::ForeignKeyViolation => "it refers to something that does not exist",
+            _ if data_error => "it holds a value the store cannot keep",
+            _ => "it breaks a rule of the stored data",
+        }
+        .into(),
+    )
+}
+
 /// A failed write of a user row: the users table's only unique key besides its id (which
 /// the write upserts on) is the e-mail address, so a duplicate is another user's address.
 pub(super) fn map_user_write_err(

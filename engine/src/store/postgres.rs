@@ -199,16 +199,18 @@ fn map_err(e: sqlx::Error) -> StoreError {
             let code = db.code().unwrap_or_default().into_owned();
             let msg = format!("{} ({code})", db.message());
             match db.kind() {
-                ErrorKind::UniqueViolation
+                kind @ (ErrorKind::UniqueViolation
                 | ErrorKind::ForeignKeyViolation
                 | ErrorKind::NotNullViolation
-                | ErrorKind::CheckViolation => StoreError::Conflict(msg),
+                | ErrorKind::CheckViolation) => super::encoding::db_conflict(kind, false, &msg),
                 // By SQLSTATE class.
                 _ => match code.get(..2) {
                     // Integrity constraint violations; data exceptions: a value Postgres
                     // cannot hold, such as a NUL character in text, is refused like a
                     // duplicate would be.
-                    Some("23" | "22") => StoreError::Conflict(msg),
+                    Some(class @ ("23" | "22")) => {
+                        super::encoding::db_conflict(ErrorKind::Other, class == "22", &msg)
+                    }
                     // Program limits: a value too large for an index row, for one.
                     Some("54") => StoreError::Refused(msg),
                     // data_corrupted, index_corrupted

@@ -299,10 +299,10 @@ fn map_err(e: sqlx::Error) -> StoreError {
         sqlx::Error::Database(db) => {
             let msg = db.message().to_owned();
             match db.kind() {
-                ErrorKind::UniqueViolation
+                kind @ (ErrorKind::UniqueViolation
                 | ErrorKind::ForeignKeyViolation
                 | ErrorKind::NotNullViolation
-                | ErrorKind::CheckViolation => StoreError::Conflict(msg),
+                | ErrorKind::CheckViolation) => super::encoding::db_conflict(kind, false, &msg),
                 _ => {
                     // Extended result code; the primary code is its low byte.
                     let code = db
@@ -311,7 +311,7 @@ fn map_err(e: sqlx::Error) -> StoreError {
                         .map_or(0, |c| c & 0xff);
                     match code {
                         // SQLITE_CONSTRAINT
-                        19 => StoreError::Conflict(msg),
+                        19 => super::encoding::db_conflict(ErrorKind::Other, false, &msg),
                         // SQLITE_CORRUPT, SQLITE_MISMATCH, SQLITE_NOTADB
                         11 | 20 | 26 => StoreError::Corrupt(msg),
                         _ => StoreError::Unavailable(msg),

@@ -964,6 +964,12 @@ pub(crate) async fn suite_bad_writes_fail_alone(store: &dyn Store) {
         matches!(&r[1], RequestOutcome::Failed(StoreError::Conflict(_))),
         "{r:?}"
     );
+    // Callers read what kind of conflict it is, never the database's own words.
+    if let RequestOutcome::Failed(StoreError::Conflict(m)) = &r[1] {
+        for leak in ["UNIQUE", "unique", "duplicate key", "constraint", "pkey", "messages."] {
+            assert!(!m.contains(leak), "{m}");
+        }
+    }
     assert!(matches!(r[2], RequestOutcome::Fenced), "{r:?}");
     assert!(matches!(r[3], RequestOutcome::Committed), "{r:?}");
 
