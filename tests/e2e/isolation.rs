@@ -1,6 +1,9 @@
 //! Tenant and credential isolation: what a caller writes never reaches what is not theirs.
 
+use std::collections::HashMap;
 use std::time::Duration;
+
+use parley::api::{routes, Auth};
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -225,4 +228,162 @@ async fn flows_cannot_name_another_tenants_agents_or_connections() {
     // A's inbox and usage show nothing of B's campaign.
     let (_, usage) = t.call(Method::GET, "/api/v1/billing/usage", None).await;
     assert_eq!(usage["sessions"], 0, "{usage}");
+}
+
+/// Every route, called with another tenant's admin key, signed-in admin and agent token,
+/// and with this tenant's ids in every path parameter: nothing is read, changed or opened.
+/// Routes without ids answer only the caller's own data.
+#[tokio::test]
+async fn another_tenants_credentials_reach_nothing_on_any_route() {
+    let t = TestServer::with_super_key().await;
+    // Tenant A (the default), with one of everything.
+    let a = t.agent(&basic_agent("")).await;
+    let a_sid = t.session(&a, json!({"user_id": "cust-a"})).await;
+    const SECRET: &str = "my pin is 4242";
+    t.say(&a, &a_sid, SECRET).await;
+    let a_conn = connection(
+        &t,
+        "webhook",
+        json!({"url": "https://hooks.example/a"}),
+        json!({}),
+    )
+    .await;
+    let (status, c) = t
+        .call(
+            Method::POST,
+            "/api/v1/campaigns",
+            Some(json!({"name": "A's campaign", "fields": [
+                {"title": "Name", "name": "name", "type": "string", "level": "customer_profile", "import": true}
+            ]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{c}");
+    let campaign = c["id"].as_str().unwrap().to_string();
+    let (status, body) = put_flow_as(&t, ADMIN_KEY, &campaign, &flow(&a.id, "chat", None)).await;
+    assert!(status.is_success(), "{body}");
+    let (status, r) = t
+        .call(
+            Method::POST,
+            &format!("/api/v1/campaigns/{campaign}/participants"),
+            Some(json!([{"attributes": {"external_id": "cust-a", "name": "Ann"}}])),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    let participant = r["results"][0]["participant_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let customer = r["results"][0]["customer_id"].as_str().unwrap().to_string();
+    let (a_user, _) = t.staff("operator", "olga@a.example", Value::Null).await;
+    let a_ids = [
+        a.id.clone(),
+        a_sid.clone(),
+        a_conn.clone(),
+        campaign.clone(),
+        participant.clone(),
+        customer.clone(),
+        a_user.clone(),
+    ];
+    let a_log_before = t.log(&a, &a_sid).await.len();
+
+    // Tenant B: its admin key, a signed-in admin, an agent and its token.
+    let b_key = t.tenant("B").await;
+    let b = t.agent_as(&b_key, &basic_agent("")).await;
+    let (_, b_admin) = t
+        .staff_with(&b_key, "admin", "boss@b.example", Value::Null)
+        .await;
+
+    let params: HashMap<&str, String> = HashMap::from([
+        ("{agent_id}", a.id.clone()),
+        ("{session_id}", a_sid.clone()),
+        ("{connection_id}", a_conn.clone()),
+        ("{campaign_id}", campaign.clone()),
+        ("{participant_id}", participant.clone()),
+        ("{customer_id}", customer.clone()),
+        ("{user_id}", a_user.clone()),
+        ("{flow}", "main".to_string()),
+        ("{actor}", format!("session:{a_sid}")),
+        ("{log_id}", "2".to_string()),
+        ("{upload_id}", uuid::Uuid::now_v7().to_string()),
+        ("{attachment_id}", uuid::Uuid::now_v7().to_string()),
+    ]);
+    let mut walked = 0;
+    for (doc, _) in routes() {
+        let skip = matches!(doc.auth, Auth::None | Auth::Super)
+            // Sockets are walked in websocket.rs; these end or replace B's own credentials.
+            || doc.path.contains("/ws/")
+            || doc.path.ends_with("/ws/conversations")
+            || ["/api/v1/auth/logout", "/api/v1/auth/password", "/api/v1/tenant/key"]
+                .contains(&doc.path);
+        if skip {
+            continue;
+        }
+        let mut path: String = doc
+            .path
+            .split('/')
+            .map(|seg| params.get(seg).cloned().unwrap_or_else(|| seg.to_string()))
+            .collect::<Vec<_>>()
+            .join("/");
+        if doc.path == "/api/v1/public/conversations" {
+            path.push_str("?ext_id=cust-a");
+        }
+        let has_ids = doc.path.contains('{');
+        let method = Method::from_bytes(doc.method.to_uppercase().as_bytes()).unwrap();
+        let body = if doc.path.contains("/logs/") {
+            json!({"feedback": "BAD", "ext_id": "cust-a"})
+        } else {
+            json!({})
+        };
+        for token in [b_key.as_str(), b_admin.as_str(), b.token.as_str()] {
+            let (status, resp) = t
+                .call_as(method.clone(), &path, token, Some(body.clone()))
+                .await;
+            let what = format!("{} {path}", doc.method);
+            let text = resp.to_string();
+            assert!(
+                !text.contains(SECRET),
+                "{what}: A's conversation leaked: {text}"
+            );
+            if has_ids {
+                assert!(
+                    !status.is_success(),
+                    "{what} with B's credentials reached A's resource: {status} {text}"
+                );
+            } else if status.is_success() {
+                for id in &a_ids {
+                    assert!(!text.contains(id.as_str()), "{what}: A's id {id} in {text}");
+                }
+            }
+            walked += 1;
+        }
+    }
+    assert!(walked > 150, "walked {walked} calls");
+
+    // A's things are all still there, unchanged.
+    assert_eq!(t.log(&a, &a_sid).await.len(), a_log_before);
+    let log = t.log(&a, &a_sid).await;
+    assert!(log.iter().all(|m| m["feedback"] != "BAD"), "{log:?}");
+    let s = t.get_session(&a, &a_sid).await;
+    assert_eq!(
+        (s["mode"].as_str(), s["status"].as_str()),
+        (Some("REGULAR"), Some("active")),
+        "{s}"
+    );
+    for path in [
+        format!("/api/v1/agents/{}", a.id),
+        format!("/api/v1/connections/{a_conn}"),
+        format!("/api/v1/campaigns/{campaign}"),
+        format!("/api/v1/campaigns/{campaign}/flows/main"),
+        format!("/api/v1/users/{a_user}"),
+        format!("/api/v1/customers/{customer}"),
+    ] {
+        let (status, body) = t.call(Method::GET, &path, None).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+    }
+    let (_, agent) = t
+        .call(Method::GET, &format!("/api/v1/agents/{}", a.id), None)
+        .await;
+    assert_eq!(agent["status"], "Running", "{agent}");
+    let (_, usage) = t.call(Method::GET, "/api/v1/billing/usage", None).await;
+    assert_eq!(usage["sessions"], 1, "{usage}");
 }

@@ -966,7 +966,14 @@ pub(crate) async fn suite_bad_writes_fail_alone(store: &dyn Store) {
     );
     // Callers read what kind of conflict it is, never the database's own words.
     if let RequestOutcome::Failed(StoreError::Conflict(m)) = &r[1] {
-        for leak in ["UNIQUE", "unique", "duplicate key", "constraint", "pkey", "messages."] {
+        for leak in [
+            "UNIQUE",
+            "unique",
+            "duplicate key",
+            "constraint",
+            "pkey",
+            "messages.",
+        ] {
             assert!(!m.contains(leak), "{m}");
         }
     }
