@@ -639,3 +639,51 @@ async fn a_customer_message_brings_their_conversation_up_the_inbox() {
     t.say(&agent, &older, "still there?").await;
     assert_eq!(order().await, [older, newer]);
 }
+
+/// In OPERATOR mode a customer's retry with the same Idempotency-Key is answered as a
+/// replay, even after the session passivated: the message is logged once.
+#[tokio::test]
+async fn operator_mode_retries_are_logged_once() {
+    let t = TestServer::start().await;
+    let a = t.agent(&basic_agent("")).await;
+    let sid = t.session(&a, json!({})).await;
+    let (status, body) = t
+        .call(
+            Method::POST,
+            &format!("/api/v1/conversations/{sid}/mode"),
+            Some(json!({"mode": "OPERATOR"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let send = || {
+        t.run(&a, &sid, "is anyone there?")
+            .header("idempotency-key", "retry-1")
+            .send()
+    };
+    let first = send().await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    t.node()
+        .passivate_idle(0, parley_actors::node::ActorScope::Node)
+        .await;
+    eventually(5, "the session passivates", || async {
+        t.node().resident_sessions() == 0
+    })
+    .await;
+    let again = send().await.unwrap();
+    assert_eq!(again.status(), StatusCode::OK);
+    assert_eq!(
+        again
+            .headers()
+            .get("idempotent-replayed")
+            .map(|v| v.to_str().unwrap()),
+        Some("true")
+    );
+    let humans = t
+        .log(&a, &sid)
+        .await
+        .iter()
+        .filter(|m| m["role"] == "HUMAN")
+        .count();
+    assert_eq!(humans, 1);
+}

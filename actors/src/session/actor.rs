@@ -333,12 +333,19 @@ impl SessionActorState {
                 });
             }
             if let Some(m) = shared.store.find_reply(live.session.id, key).await? {
+                // The key sits on the AI's answer; in OPERATOR mode, where nobody answers at
+                // once, on the customer's message; a COPILOT draft is no answer to replay.
+                let (human_id, answer) = match m.role {
+                    Role::Human => (m.id, None),
+                    Role::Ai => (m.id - 1, Some(m)),
+                    _ => (m.id - 1, None),
+                };
                 return Ok(TurnReply {
-                    response: m.text,
+                    response: answer.as_ref().map(|m| m.text.clone()).unwrap_or_default(),
                     mode: live.session.mode,
-                    human_id: m.id - 1,
-                    ai_id: Some(m.id),
-                    metadata: m.metadata,
+                    human_id,
+                    ai_id: answer.as_ref().map(|m| m.id),
+                    metadata: answer.map_or(Value::Null, |m| m.metadata),
                     replayed: true,
                     status: live.session.status_str(),
                 });
@@ -394,7 +401,11 @@ impl SessionActorState {
             attachments: metas,
             metadata: Value::Null,
             feedback: Feedback::None,
-            idempotency_key: None,
+            // Nobody answers at once in OPERATOR mode: the customer's message keeps the key,
+            // so a retry (after a passivation too) is not logged twice.
+            idempotency_key: (live.session.mode == Mode::Operator)
+                .then(|| req.idempotency_key.clone())
+                .flatten(),
         };
 
         #[cfg(feature = "fault-injection")]
