@@ -105,6 +105,14 @@ pub struct ServeArgs {
     /// Largest request body in bytes (attachments included).
     #[arg(long, env = "PARLEY_MAX_BODY_BYTES", default_value_t = 10 * 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// Sessions and WebSockets one agent token (or one tenant's operators) may open per
+    /// second, with bursts of ten times that; 0: no limit.
+    #[arg(long, env = "PARLEY_OPEN_RATE_PER_CREDENTIAL", default_value_t = 50)]
+    pub open_rate_per_credential: u32,
+    /// Sessions and WebSockets one client address may open per second, with bursts of ten
+    /// times that; 0: no limit.
+    #[arg(long, env = "PARLEY_OPEN_RATE_PER_ADDRESS", default_value_t = 100)]
+    pub open_rate_per_address: u32,
     /// Agents loaded into an empty store.
     #[arg(long, env = "PARLEY_EXAMPLES_DIR", default_value = "examples/agents")]
     pub examples_dir: PathBuf,
@@ -261,6 +269,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         total: Duration::from_secs(args.egress_timeout.max(1)),
     };
     cfg.limits.max_body_bytes = args.max_body_bytes;
+    let open_rate = |per_second: u32| crate::api::open_limits::OpenRate {
+        per_second,
+        burst: per_second.saturating_mul(10),
+    };
+    cfg.limits.open_per_credential = open_rate(args.open_rate_per_credential);
+    cfg.limits.open_per_address = open_rate(args.open_rate_per_address);
     cfg.examples_dir = args.examples_dir;
     cfg.load_examples = !args.no_examples;
     cfg.cluster = ClusterConfig {

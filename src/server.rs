@@ -170,6 +170,23 @@ pub async fn start(mut cfg: ServeConfig) -> anyhow::Result<Server> {
     } else {
         Vec::new()
     };
+    let opens = Arc::new(api::open_limits::OpenLimits::new(
+        cfg.limits.open_per_credential,
+        cfg.limits.open_per_address,
+    ));
+    {
+        // Quiet buckets are dropped until the server (and with it the limits) is gone.
+        let opens = Arc::downgrade(&opens);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(api::open_limits::PRUNE_EVERY).await;
+                match opens.upgrade() {
+                    Some(o) => o.prune(),
+                    None => break,
+                }
+            }
+        });
+    }
     let app = api::router(AppState {
         node: node.clone(),
         limits: cfg.limits,
@@ -178,6 +195,7 @@ pub async fn start(mut cfg: ServeConfig) -> anyhow::Result<Server> {
             .super_key
             .as_deref()
             .map(parley_engine::auth::hash_secret),
+        opens,
     });
     let (tx, rx) = oneshot::channel::<()>();
     // Without TCP_NODELAY, the small frames of a streamed answer wait for the peer's

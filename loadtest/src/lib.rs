@@ -51,6 +51,13 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
             // Held sessions must stay resident until memory is read again.
             extra.extend(["--passivate-after".into(), "86400".into()]);
         }
+        // Every simulated customer comes from this one address with one agent's token:
+        // the node's opening limits would measure themselves, not the engine.
+        for flag in ["--open-rate-per-credential", "--open-rate-per-address"] {
+            if !extra.iter().any(|a| a.starts_with(flag)) {
+                extra.extend([flag.into(), "0".into()]);
+            }
+        }
         let spawned = server::spawn(binary, &extra).await?;
         let targets = [spawned.url.clone()];
         let report = drive(

@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{AgentCaller, ApiJson};
+use super::open_limits::PeerAddress;
 use super::AppState;
 
 pub fn session_json(s: &Session) -> Value {
@@ -35,8 +36,10 @@ pub fn message_json(m: &Message) -> Value {
 pub async fn create_session(
     State(st): State<AppState>,
     caller: AgentCaller,
+    PeerAddress(address): PeerAddress,
     body: Bytes,
 ) -> ApiResult<impl IntoResponse> {
+    st.opens.take(caller.agent, address)?;
     // An empty body is a session with every field defaulted.
     let req: CreateSession = if body.iter().all(u8::is_ascii_whitespace) {
         CreateSession::default()

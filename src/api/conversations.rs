@@ -18,6 +18,7 @@ use tokio::sync::broadcast;
 use super::chat::{message_json, session_json};
 use super::error::{ApiError, ApiResult};
 use super::extract::{bearer, log_reader, page_limit, parse_id, ApiJson, WS_BEARER_PROTOCOL};
+use super::open_limits::PeerAddress;
 use super::AppState;
 
 const MAX_PAGE: u64 = 500;
@@ -240,11 +241,13 @@ pub struct WsQuery {
 pub async fn events_ws(
     State(st): State<AppState>,
     Query(q): Query<WsQuery>,
+    PeerAddress(address): PeerAddress,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> ApiResult<Response> {
     let token = bearer(&headers, q.token.as_deref()).ok_or_else(ApiError::unauthorized)?;
     let tenant = log_reader(&st, &token).await?;
+    st.opens.take(tenant, address)?;
     let mut events = st.node.events().subscribe_operators(tenant);
     Ok(ws
         .max_message_size(64 * 1024)

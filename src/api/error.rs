@@ -14,6 +14,8 @@ pub struct ApiError {
     pub details: Option<Value>,
     /// For `session_moved`: the new owner's URL, when known (see [`MovedTo`]).
     pub moved_to: Option<String>,
+    /// Seconds to wait before retrying (`Retry-After`), for 429s.
+    pub retry_after: Option<u64>,
 }
 
 /// Response extension of a `session_moved` error naming the new owner, so the routing
@@ -32,6 +34,15 @@ impl ApiError {
             message: message.into(),
             details: None,
             moved_to: None,
+            retry_after: None,
+        }
+    }
+
+    /// 429 with `Retry-After`.
+    pub fn rate_limited(message: impl Into<String>, wait: std::time::Duration) -> Self {
+        ApiError {
+            retry_after: Some(wait.as_secs_f64().ceil().max(1.0) as u64),
+            ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
         }
     }
 
@@ -133,6 +144,12 @@ impl IntoResponse for ApiError {
             error["details"] = d;
         }
         let mut response = (self.status, Json(json!({ "error": error }))).into_response();
+        if let Some(v) = self
+            .retry_after
+            .and_then(|s| HeaderValue::from_str(&s.to_string()).ok())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
         if self.code == "session_moved" {
             let headers = response.headers_mut();
             headers.insert(SESSION_MOVED_HEADER, HeaderValue::from_static("1"));

@@ -14,6 +14,7 @@ pub mod forward;
 mod hooks;
 mod identity;
 mod observe;
+pub mod open_limits;
 mod openapi;
 mod public;
 mod ws;
@@ -38,6 +39,8 @@ pub struct AppState {
     pub forwarder: reqwest::Client,
     /// SHA-256 of the deployment's super key, if one is set.
     pub super_key_hash: Option<String>,
+    /// Rate limits on opening sessions and sockets.
+    pub opens: std::sync::Arc<open_limits::OpenLimits>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -46,6 +49,10 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Longest customer message, in characters.
     pub max_message_chars: usize,
+    /// Sessions and sockets one credential (an agent, a tenant) may open.
+    pub open_per_credential: open_limits::OpenRate,
+    /// Sessions and sockets one client address may open.
+    pub open_per_address: open_limits::OpenRate,
 }
 
 impl Default for Limits {
@@ -53,6 +60,14 @@ impl Default for Limits {
         Limits {
             max_body_bytes: 10 * 1024 * 1024,
             max_message_chars: 16 * 1024,
+            open_per_credential: open_limits::OpenRate {
+                per_second: 50,
+                burst: 500,
+            },
+            open_per_address: open_limits::OpenRate {
+                per_second: 100,
+                burst: 1000,
+            },
         }
     }
 }
@@ -210,7 +225,7 @@ pub fn routes() -> Vec<(RouteDoc, MethodRouter<AppState>)> {
         route!(post, "/api/v1/conversations/{session_id}/resolve", conversations::resolve, CONVERSATIONS, "conversations", "Close as resolved_by_operator"),
         route!(post, "/api/v1/conversations/{session_id}/escalate", conversations::escalate, CONVERSATIONS, "conversations", "Close as escalated_by_operator"),
         route!(get, "/ws/conversations", conversations::events_ws, PUBLIC, "websocket", "WebSocket for operators (`?token=`: admin, viewer or operator): NEW_MESSAGE and MODE_CHANGED events of every conversation of the tenant"),
-        route!(post, "/chatbot/{agent_id}/session", chat::create_session, AGENT, "chat", "Start a session"),
+        route!(post, "/chatbot/{agent_id}/session", chat::create_session, AGENT, "chat", "Start a session (rate-limited per agent and per client address: 429 with Retry-After)"),
         route!(get, "/chatbot/{agent_id}/session/{session_id}", chat::get_session, AGENT, "chat", "Session metadata"),
         route!(put, "/chatbot/{agent_id}/session/{session_id}", chat::update_session, AGENT, "chat", "Update session metadata"),
         route!(delete, "/chatbot/{agent_id}/session/{session_id}", chat::close_session, AGENT, "chat", "Close the session (optional status, default completed)"),

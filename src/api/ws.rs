@@ -20,6 +20,7 @@ use super::chat::{check_idempotency_key, check_message};
 use super::error::{ApiError, ApiResult};
 use super::extract::{agent_auth, bearer, log_reader, parse_id, AgentCaller, WS_BEARER_PROTOCOL};
 use super::forward;
+use super::open_limits::PeerAddress;
 use super::AppState;
 
 /// Initial read buffer of a socket (it grows for larger messages). tungstenite's default of
@@ -46,11 +47,15 @@ pub struct WsQuery {
 pub async fn session_ws(
     State(st): State<AppState>,
     caller: AgentCaller,
+    PeerAddress(address): PeerAddress,
     headers: HeaderMap,
     uri: Uri,
     ws: WebSocketUpgrade,
 ) -> ApiResult<Response> {
     let (agent, session) = (caller.agent, caller.session()?);
+    if !forward::is_forwarded(&headers) {
+        st.opens.take(agent, address)?;
+    }
     st.node.session(agent, session).await?;
     let forwarded = forward::is_forwarded(&headers);
     if !forwarded {
@@ -291,6 +296,7 @@ pub async fn user_ws(
     State(st): State<AppState>,
     Path(user_id): Path<String>,
     Query(q): Query<WsQuery>,
+    PeerAddress(address): PeerAddress,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> ApiResult<Response> {
@@ -307,6 +313,7 @@ pub async fn user_ws(
             (log_reader(&st, &key).await?, None)
         }
     };
+    st.opens.take(only_agent.unwrap_or(tenant), address)?;
     let mut events = st.node.events().subscribe_user(tenant, &user_id);
     // Customers only listen here; anything they send is ignored, so keep it small.
     let ws = ws

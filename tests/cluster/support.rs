@@ -125,6 +125,13 @@ impl NodeProc {
             .args(["--lease-ttl-ms", &o.lease_ttl_ms.to_string()])
             // Fake platforms and LLMs run on loopback, which the default policy denies.
             .args(["--egress-allow", "127.0.0.0/8"])
+            // Every simulated customer comes from loopback with one agent's token.
+            .args([
+                "--open-rate-per-credential",
+                "0",
+                "--open-rate-per-address",
+                "0",
+            ])
             .arg("--data-dir")
             .arg(dir.path())
             .stdout(Stdio::piped())

@@ -7,6 +7,9 @@ use serde_json::{json, Value};
 
 use crate::support::*;
 
+/// The agent id [`PAYMENT_REMINDER`] names: no agent of any tenant.
+const UNKNOWN_AGENT: &str = "0190f1d2-0000-7000-8000-000000000001";
+
 const PAYMENT_REMINDER: &str = r#"
 nodes:
   - id: start
@@ -77,6 +80,13 @@ async fn put_flow(t: &TestServer, id: &str, name: &str, yaml: &str) -> (StatusCo
 async fn campaigns_fields_and_flows_are_validated_and_locked_while_running() {
     let t = TestServer::start().await;
     let id = campaign(&t, "Payments").await;
+    // The flow's agent must be one of the tenant's.
+    let (status, body) = put_flow(&t, &id, "reminders", PAYMENT_REMINDER).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body.to_string().contains("nodes[3].agent_id"), "{body}");
+    let agent = t.agent(&basic_agent("")).await;
+    let reminder = PAYMENT_REMINDER.replace(UNKNOWN_AGENT, &agent.id);
+    let reminder = reminder.as_str();
 
     // Bad fields: paths name the problem; nothing changes.
     let (status, body) = t
@@ -93,7 +103,7 @@ async fn campaigns_fields_and_flows_are_validated_and_locked_while_running() {
     );
 
     // A flow that names an unknown property and a missing node.
-    let broken = PAYMENT_REMINDER
+    let broken = reminder
         .replace("participant.is_paid", "participant.is_payed")
         .replace("match: remind", "match: nowhere");
     let (status, body) = put_flow(&t, &id, "reminders", &broken).await;
@@ -102,7 +112,7 @@ async fn campaigns_fields_and_flows_are_validated_and_locked_while_running() {
     assert!(text.contains("nodes[1].property"), "{text}");
     assert!(text.contains("nodes[2].match"), "{text}");
 
-    let (status, flow) = put_flow(&t, &id, "reminders", PAYMENT_REMINDER).await;
+    let (status, flow) = put_flow(&t, &id, "reminders", reminder).await;
     assert_eq!(status, StatusCode::OK, "{flow}");
     assert_eq!(flow["active"], false);
     assert_eq!(flow["nodes"], 5);
@@ -141,7 +151,7 @@ async fn campaigns_fields_and_flows_are_validated_and_locked_while_running() {
     assert_eq!(c["status"], "running");
 
     // Running: flows and fields are locked.
-    let (status, body) = put_flow(&t, &id, "reminders", PAYMENT_REMINDER).await;
+    let (status, body) = put_flow(&t, &id, "reminders", reminder).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     let (status, _) = t
         .call(

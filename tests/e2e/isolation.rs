@@ -387,3 +387,80 @@ async fn another_tenants_credentials_reach_nothing_on_any_route() {
     let (_, usage) = t.call(Method::GET, "/api/v1/billing/usage", None).await;
     assert_eq!(usage["sessions"], 1, "{usage}");
 }
+
+/// Opening sessions and sockets is rate-limited per credential and per client address,
+/// answered 429 with Retry-After.
+#[tokio::test]
+async fn opening_sessions_and_sockets_is_rate_limited() {
+    use parley::api::open_limits::OpenRate;
+    let t = TestServer::start_with(|c| {
+        c.limits.open_per_credential = OpenRate {
+            per_second: 1,
+            burst: 3,
+        };
+        c.limits.open_per_address = OpenRate {
+            per_second: 0,
+            burst: 0,
+        };
+    })
+    .await;
+    let a = t.agent(&basic_agent("")).await;
+    let b = t.agent(&basic_agent("")).await;
+    for _ in 0..3 {
+        let (status, body) = create_session(&t, &a, json!({})).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let r = t
+        .http
+        .post(t.url(&format!("/chatbot/{}/session", a.id)))
+        .bearer_auth(&a.token)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    let wait: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&wait), "{wait}");
+    let (_, body) = json_of(r).await;
+    assert_eq!(error_code(&body), "rate_limited");
+    // Another agent has a bucket of its own; its sockets count too.
+    let sid = t.session(&b, json!({})).await;
+    for _ in 0..2 {
+        ws_with_token(&t, &format!("/chatbot/{}/ws/{sid}", b.id), &b.token)
+            .await
+            .unwrap();
+    }
+    let err = ws_with_token(&t, &format!("/chatbot/{}/ws/{sid}", b.id), &b.token)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("429"), "{err}");
+
+    // Per address: every agent from one address shares the bucket.
+    let t = TestServer::start_with(|c| {
+        c.limits.open_per_credential = OpenRate {
+            per_second: 0,
+            burst: 0,
+        };
+        c.limits.open_per_address = OpenRate {
+            per_second: 1,
+            burst: 2,
+        };
+    })
+    .await;
+    let a = t.agent(&basic_agent("")).await;
+    let b = t.agent(&basic_agent("")).await;
+    assert_eq!(
+        create_session(&t, &a, json!({})).await.0,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        create_session(&t, &b, json!({})).await.0,
+        StatusCode::CREATED
+    );
+    let (status, body) = create_session(&t, &a, json!({})).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+}

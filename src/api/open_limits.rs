@@ -1,0 +1,103 @@
+//! Rate limits on what opens resources on the node: Chat API sessions and WebSockets. Each
+//! credential (an agent, a tenant) and each client address gets a token bucket; past it
+//! the caller gets 429 with `Retry-After`. Buckets of quiet keys are dropped, so a spray of
+//! addresses cannot grow memory without bound.
+
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use uuid::Uuid;
+
+use super::error::ApiError;
+
+/// Requests per second a bucket refills with, and how many it holds (bursts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenRate {
+    /// 0: no limit.
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+impl OpenRate {
+    fn quota(self) -> Option<Quota> {
+        let rate = NonZeroU32::new(self.per_second)?;
+        let burst = NonZeroU32::new(self.burst.max(self.per_second)).unwrap_or(rate);
+        Some(Quota::per_second(rate).allow_burst(burst))
+    }
+}
+
+pub struct OpenLimits {
+    per_credential: Option<DefaultKeyedRateLimiter<Uuid>>,
+    per_address: Option<DefaultKeyedRateLimiter<IpAddr>>,
+}
+
+impl OpenLimits {
+    pub fn new(per_credential: OpenRate, per_address: OpenRate) -> OpenLimits {
+        OpenLimits {
+            per_credential: per_credential.quota().map(RateLimiter::keyed),
+            per_address: per_address.quota().map(RateLimiter::keyed),
+        }
+    }
+
+    /// Takes one opening for `credential` (an agent's or a tenant's id) from `address`.
+    pub fn take(&self, credential: Uuid, address: Option<IpAddr>) -> Result<(), ApiError> {
+        let now = DefaultClock::default().now();
+        if let (Some(l), Some(a)) = (&self.per_address, address) {
+            if let Err(not_until) = l.check_key(&a) {
+                return Err(ApiError::rate_limited(
+                    "too many sessions or sockets opened from this address; slow down",
+                    not_until.wait_time_from(now),
+                ));
+            }
+        }
+        if let Some(l) = &self.per_credential {
+            if let Err(not_until) = l.check_key(&credential) {
+                return Err(ApiError::rate_limited(
+                    "too many sessions or sockets opened with this credential; slow down",
+                    not_until.wait_time_from(now),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets full buckets (keys that have been quiet long enough to refill).
+    pub fn prune(&self) {
+        if let Some(l) = &self.per_credential {
+            l.retain_recent();
+        }
+        if let Some(l) = &self.per_address {
+            l.retain_recent();
+        }
+    }
+
+    /// Keys with a bucket (for tests and diagnostics).
+    pub fn tracked(&self) -> usize {
+        self.per_credential.as_ref().map_or(0, |l| l.len())
+            + self.per_address.as_ref().map_or(0, |l| l.len())
+    }
+}
+
+/// How often quiet buckets are dropped.
+pub const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// The TCP peer of a request, when the server knows it.
+pub struct PeerAddress(pub Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for PeerAddress {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(PeerAddress(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(a)| a.ip()),
+        ))
+    }
+}
