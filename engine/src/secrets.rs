@@ -1,13 +1,16 @@
 //! Secrets at rest (bot tokens, signing secrets): sealed with XChaCha20-Poly1305 under the
 //! deployment's master key. A sealed value is `v1:` + base64(nonce ‖ ciphertext), so the
-//! scheme can change without guessing what an old value is.
+//! scheme can change without guessing what an old value is; `v2:` values are also bound
+//! to what holds them (the AEAD's associated data, such as `connection:<id>`), so a sealed
+//! value copied into another record does not open there.
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng};
+use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 
 const PREFIX: &str = "v1:";
+const BOUND_PREFIX: &str = "v2:";
 const NONCE_LEN: usize = 24;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -50,26 +53,61 @@ impl SecretBox {
     }
 
     pub fn seal(&self, plaintext: &str) -> String {
+        self.seal_with(PREFIX, plaintext, b"")
+    }
+
+    /// Seals `plaintext` for the record `context` names: it opens only with the same
+    /// context ([`SecretBox::open_bound`]).
+    pub fn seal_bound(&self, plaintext: &str, context: &str) -> String {
+        self.seal_with(BOUND_PREFIX, plaintext, context.as_bytes())
+    }
+
+    fn seal_with(&self, prefix: &str, plaintext: &str, aad: &[u8]) -> String {
         let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
         let sealed = self
             .cipher
-            .encrypt(&nonce, plaintext.as_bytes())
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: plaintext.as_bytes(),
+                    aad,
+                },
+            )
             .expect("encrypting in memory does not fail");
         let mut out = nonce.to_vec();
         out.extend(sealed);
-        format!("{PREFIX}{}", B64.encode(out))
+        format!("{prefix}{}", B64.encode(out))
     }
 
     pub fn open(&self, sealed: &str) -> Result<String, SecretError> {
+        self.open_with(PREFIX, sealed, b"")
+    }
+
+    /// Opens a value sealed for `context`; one sealed before binding existed (`v1:`)
+    /// opens too, and is bound the next time it is written.
+    pub fn open_bound(&self, sealed: &str, context: &str) -> Result<String, SecretError> {
+        if sealed.starts_with(PREFIX) {
+            return self.open(sealed);
+        }
+        self.open_with(BOUND_PREFIX, sealed, context.as_bytes())
+    }
+
+    fn open_with(&self, prefix: &str, sealed: &str, aad: &[u8]) -> Result<String, SecretError> {
         let raw = sealed
-            .strip_prefix(PREFIX)
+            .strip_prefix(prefix)
             .and_then(|b| B64.decode(b).ok())
             .filter(|r| r.len() > NONCE_LEN)
             .ok_or(SecretError::Unsealable)?;
         let (nonce, ciphertext) = raw.split_at(NONCE_LEN);
         let plain = self
             .cipher
-            .decrypt(XNonce::from_slice(nonce), ciphertext)
+            .decrypt(
+                XNonce::from_slice(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad,
+                },
+            )
             .map_err(|_| SecretError::Unsealable)?;
         String::from_utf8(plain).map_err(|_| SecretError::Unsealable)
     }
@@ -104,6 +142,26 @@ mod tests {
         );
         assert_eq!(b.open("plain"), Err(SecretError::Unsealable));
         assert_eq!(format!("{b:?}"), "SecretBox(…)");
+    }
+
+    #[test]
+    fn bound_secrets_open_only_for_their_record() {
+        let b = SecretBox::from_text(&SecretBox::generate_key()).unwrap();
+        let sealed = b.seal_bound("xoxb-slack-token", "connection:1");
+        assert!(sealed.starts_with("v2:"));
+        assert_eq!(
+            b.open_bound(&sealed, "connection:1").unwrap(),
+            "xoxb-slack-token"
+        );
+        // Copied into another record, or read as an unbound value, it does not open.
+        assert_eq!(
+            b.open_bound(&sealed, "connection:2"),
+            Err(SecretError::Unsealable)
+        );
+        assert_eq!(b.open(&sealed), Err(SecretError::Unsealable));
+        // Values sealed before binding still open where they are.
+        let old = b.seal("older-token");
+        assert_eq!(b.open_bound(&old, "connection:1").unwrap(), "older-token");
     }
 
     #[test]

@@ -87,13 +87,18 @@ fn check_rate_limits(platform: Platform, v: Option<Value>) -> NodeResult<Value> 
     Ok(v)
 }
 
+/// What a connection's sealed secrets are bound to: they open for this connection only.
+fn secrets_context(id: ConnectionId) -> String {
+    format!("connection:{id}")
+}
+
 impl Node {
     pub(crate) fn open_config(&self, r: &ConnectionRecord) -> NodeResult<CheckedConfig> {
         let secrets = self
             .shared
             .config
             .secrets
-            .open(&r.secrets_sealed)
+            .open_bound(&r.secrets_sealed, &secrets_context(r.id))
             .map_err(|e| NodeError::Internal(format!("connection {}: {e}", r.id)))?;
         let secrets: BTreeMap<String, String> = serde_json::from_str(&secrets)
             .map_err(|e| NodeError::Internal(format!("connection {}: secrets: {e}", r.id)))?;
@@ -103,10 +108,14 @@ impl Node {
         })
     }
 
-    fn seal(&self, secrets: &BTreeMap<String, String>) -> NodeResult<String> {
+    fn seal(&self, id: ConnectionId, secrets: &BTreeMap<String, String>) -> NodeResult<String> {
         let json =
             serde_json::to_string(secrets).map_err(|e| NodeError::Internal(e.to_string()))?;
-        Ok(self.shared.config.secrets.seal(&json))
+        Ok(self
+            .shared
+            .config
+            .secrets
+            .seal_bound(&json, &secrets_context(id)))
     }
 
     /// The connection as operators see it: secrets replaced by `<name>_set` flags.
@@ -168,8 +177,9 @@ impl Node {
         let rate_limits = check_rate_limits(req.platform, req.rate_limits)?;
         self.name_taken(tenant, &name, None).await?;
         let now = Utc::now();
+        let id = uuid::Uuid::now_v7();
         let record = ConnectionRecord {
-            id: uuid::Uuid::now_v7(),
+            id,
             tenant_id: tenant,
             name,
             platform: req.platform,
@@ -178,7 +188,7 @@ impl Node {
             status: ConnectionStatus::Active,
             status_error: None,
             status_at: now,
-            secrets_sealed: self.seal(&config.secrets)?,
+            secrets_sealed: self.seal(id, &config.secrets)?,
             config: config.public,
             advanced,
             rate_limits,
@@ -261,7 +271,7 @@ impl Node {
                 apply_config(r.platform, &current, changes).map_err(NodeError::InvalidFields)?;
             check_egress(&next, &self.shared.config.egress).map_err(NodeError::InvalidFields)?;
             check_secrets_follow(&current, &next, changes).map_err(NodeError::InvalidFields)?;
-            r.secrets_sealed = self.seal(&next.secrets)?;
+            r.secrets_sealed = self.seal(r.id, &next.secrets)?;
             r.config = next.public;
         }
         if patch.advanced.is_some() {
