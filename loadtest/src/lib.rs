@@ -58,6 +58,10 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
                 extra.extend([flag.into(), "0".into()]);
             }
         }
+        // The mock LLM listens on loopback, which the node's egress policy denies.
+        if mock.is_some() {
+            extra.extend(["--egress-allow".into(), "127.0.0.0/8".into()]);
+        }
         let spawned = server::spawn(binary, &extra).await?;
         let targets = [spawned.url.clone()];
         let report = drive(

@@ -27,6 +27,9 @@ async fn parley() -> (Server, tempfile::TempDir) {
     cfg.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     cfg.admin_key = Some(ADMIN_KEY.into());
     cfg.load_examples = false;
+    // The mock LLM backends listen on loopback, which the default egress policy denies.
+    cfg.node.egress =
+        parley_engine::egress::EgressPolicy::new(true, &["127.0.0.0/8".into()]).unwrap();
     (server::start(cfg).await.expect("parley starts"), dir)
 }
 
