@@ -523,3 +523,52 @@ async fn a_message_recorded_before_a_restart_is_answered_after_it() {
     assert_eq!(sent_texts(&fake, 31).len(), 1);
     drop(tmp);
 }
+
+/// Anyone can post to a hook: 1,100 forged deliveries (more than the log keeps) are one
+/// counted `rejected` line, and the connection's real events stay in its log.
+#[tokio::test]
+async fn a_flood_of_forged_deliveries_is_one_counted_line_and_keeps_the_log() {
+    use futures::StreamExt;
+
+    let t =
+        TestServer::start_with(|c| c.node.public_url = Some("https://parley.example".into())).await;
+    let fake = telegram().await;
+    let (_agent, conn, secret) = setup(&t, &fake, json!({}), json!({})).await;
+    let resp = deliver(
+        &t,
+        &conn,
+        &secret,
+        &update(1, 42, "What are your opening hours?"),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    replied_session(&t, &conn, "1").await;
+    let before = event_kinds(&t, &conn).await;
+    assert!(before.contains(&"delivery".to_string()), "{before:?}");
+
+    let forged = update(2, 42, "forged");
+    let statuses: Vec<StatusCode> = futures::stream::iter(0..1100)
+        .map(|_| async { deliver(&t, &conn, "not-the-secret", &forged).await.status() })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    assert!(statuses.iter().all(|s| *s == StatusCode::UNAUTHORIZED));
+
+    let events = events(&t, &conn).await;
+    let rejected: Vec<&Value> = events.iter().filter(|e| e["kind"] == "rejected").collect();
+    assert_eq!(rejected.len(), 1, "{events:?}");
+    let line = &rejected[0]["detail"];
+    assert_eq!(line["count"], 1100, "{line}");
+    assert_eq!(
+        line["error"], "wrong X-Telegram-Bot-Api-Secret-Token",
+        "{line}"
+    );
+    assert!(line["first_at"].as_str().unwrap() <= line["last_at"].as_str().unwrap());
+    let mut after: Vec<String> = events
+        .iter()
+        .filter(|e| e["kind"] != "rejected")
+        .map(|e| e["kind"].as_str().unwrap().to_string())
+        .collect();
+    after.reverse();
+    assert_eq!(after, before);
+}
