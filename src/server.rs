@@ -151,6 +151,9 @@ pub struct Server {
 }
 
 pub async fn start(mut cfg: ServeConfig) -> anyhow::Result<Server> {
+    if let Some(key) = &cfg.admin_key {
+        bootstrap::check_admin_key(key)?;
+    }
     if cfg.cluster.redis_url.is_some() && cfg.secret_key.is_none() {
         anyhow::bail!("--secret-key is required with --redis-url: every node must seal and open connection secrets with the same key");
     }

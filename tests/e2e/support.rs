@@ -8,7 +8,7 @@ use parley::server::{self, ServeConfig, Server};
 use reqwest::{Client, RequestBuilder, Response, StatusCode};
 use serde_json::{json, Value};
 
-pub const ADMIN_KEY: &str = "pk_test_admin_key";
+pub const ADMIN_KEY: &str = "pk_test_admin_key_0123456789";
 
 pub struct TestServer {
     pub server: Option<Server>,
