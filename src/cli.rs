@@ -102,6 +102,10 @@ pub struct ServeArgs {
     /// Session supervisor shards.
     #[arg(long, env = "PARLEY_SHARDS", default_value_t = 16)]
     pub shards: usize,
+    /// A proxy (an address or CIDR, repeatable) whose `X-Forwarded-For` names the
+    /// client; without one the header is ignored and the peer address is the client's.
+    #[arg(long = "trusted-proxy", env = "PARLEY_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_proxy)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Largest request body in bytes (attachments included).
     #[arg(long, env = "PARLEY_MAX_BODY_BYTES", default_value_t = 10 * 1024 * 1024)]
     pub max_body_bytes: usize,
@@ -132,6 +136,13 @@ pub struct ServeArgs {
     /// lease); a node silent this long loses its sessions to the others.
     #[arg(long, env = "PARLEY_LEASE_TTL_MS", default_value_t = 2000)]
     pub lease_ttl_ms: u64,
+}
+
+/// `10.0.0.0/8`, or one address (`10.0.0.7`).
+fn parse_proxy(text: &str) -> Result<ipnet::IpNet, String> {
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{text:?} is not an IP address or CIDR"))
 }
 
 fn init_logging(level: &str, format: LogFormat) {
@@ -237,6 +248,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     cfg.node.shards = args.shards.max(1);
     cfg.node.public_url = args.public_url;
     cfg.limits.max_body_bytes = args.max_body_bytes;
+    cfg.trusted_proxies = args.trusted_proxies;
     cfg.examples_dir = args.examples_dir;
     cfg.load_examples = !args.no_examples;
     cfg.cluster = ClusterConfig {

@@ -30,6 +30,8 @@ pub struct ServeConfig {
     pub secret_key: Option<String>,
     pub node: NodeConfig,
     pub limits: Limits,
+    /// Proxies whose `X-Forwarded-For` is believed (sign-in throttling per address).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Create and start the agents of `examples_dir` when the store has none.
     pub load_examples: bool,
     pub examples_dir: PathBuf,
@@ -73,6 +75,7 @@ impl ServeConfig {
             secret_key: None,
             node: NodeConfig::default(),
             limits: Limits::default(),
+            trusted_proxies: Vec::new(),
             load_examples: true,
             examples_dir: PathBuf::from("examples/agents"),
             cluster: ClusterConfig::default(),
@@ -176,6 +179,7 @@ pub async fn start(mut cfg: ServeConfig) -> anyhow::Result<Server> {
     let app = api::router(AppState {
         node: node.clone(),
         limits: cfg.limits,
+        trusted_proxies: cfg.trusted_proxies.clone().into(),
         forwarder: api::forward::client(),
         super_key_hash: cfg
             .super_key

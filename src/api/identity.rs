@@ -1,7 +1,7 @@
 //! Sign-in, one's own profile, users (admins) and tenants: the tenant's settings and
 //! key (admins), new tenants (the deployment's super key).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{ConnectInfo, FromRequestParts, Path, State};
 use axum::http::request::Parts;
@@ -36,22 +36,41 @@ fn signed_in_json(s: &SignedIn) -> Value {
     })
 }
 
-/// The client's address for throttling: the peer the connection came from.
+/// The client's address for throttling: the peer the connection came from or, when that
+/// peer is a trusted proxy, the nearest address in `X-Forwarded-For` that is not one
+/// (the entries further left are the client's to write).
 pub struct ClientAddress(String);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientAddress {
+impl FromRequestParts<AppState> for ClientAddress {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(ClientAddress(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map_or_else(
-                    || "unknown".to_string(),
-                    |ConnectInfo(a)| a.ip().to_string(),
-                ),
-        ))
+    async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, Self::Rejection> {
+        let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() else {
+            return Ok(ClientAddress("unknown".into()));
+        };
+        let trusted = |ip: &IpAddr| st.trusted_proxies.iter().any(|net| net.contains(ip));
+        let mut client = peer.ip();
+        if trusted(&client) {
+            let hops = parts
+                .headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .rev();
+            for hop in hops {
+                match hop.trim().parse::<IpAddr>() {
+                    Ok(ip) => {
+                        client = ip;
+                        if !trusted(&ip) {
+                            break;
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        Ok(ClientAddress(client.to_string()))
     }
 }
 
@@ -79,6 +98,17 @@ pub async fn login(
             if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
                 r.headers_mut().insert(header::RETRY_AFTER, v);
             }
+            r
+        }
+        Err(LoginError::Busy) => {
+            let mut r = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "too many sign-ins at once; try again shortly",
+            )
+            .into_response();
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             r
         }
         Err(LoginError::Node(e)) => ApiError::from(e).into_response(),

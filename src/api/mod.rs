@@ -34,6 +34,8 @@ const MAX_UPLOAD_BYTES: usize = 4 << 30;
 pub struct AppState {
     pub node: Node,
     pub limits: Limits,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: std::sync::Arc<[ipnet::IpNet]>,
     /// Client for requests forwarded to the node that owns a session.
     pub forwarder: reqwest::Client,
     /// SHA-256 of the deployment's super key, if one is set.

@@ -9,6 +9,7 @@ mod connection_ops;
 mod conversation_ops;
 mod identity_ops;
 mod introspect;
+mod logins;
 mod session_ops;
 
 use std::collections::HashSet;
@@ -121,7 +122,7 @@ pub struct Shared {
     pub http: reqwest::Client,
     pub supervision: SupervisionStats,
     /// Sign-in failures (throttling).
-    pub logins: identity_ops::Logins,
+    pub logins: logins::Logins,
     /// Tenants as last read (limits, time zone), with when.
     pub(crate) tenants: dashmap::DashMap<
         parley_engine::model::TenantId,
@@ -649,7 +650,7 @@ impl Node {
             leaving: AtomicBool::new(false),
             http,
             supervision: SupervisionStats::default(),
-            logins: identity_ops::Logins::default(),
+            logins: logins::Logins::default(),
             tenants: dashmap::DashMap::new(),
             persistence: RwLock::new(None),
             agent_sup: RwLock::new(None),
