@@ -14,6 +14,7 @@ mod connections;
 mod durability;
 mod handoff;
 mod identity;
+mod listen;
 mod observe;
 mod openapi;
 mod public;
