@@ -167,18 +167,19 @@ impl FromRequestParts<AppState> for AgentCaller {
             .await
             .map_err(|r| ApiError::from_rejection(r.status(), r.body_text()))?;
         let agent = parse_id(params.get("agent_id").map_or("", String::as_str), "agent")?;
-        let query_token = parts.uri.query().and_then(|q| {
-            q.split('&')
-                .find_map(|kv| kv.strip_prefix("token="))
-                .map(str::to_string)
-        });
-        agent_auth(state, &parts.headers, query_token.as_deref(), agent).await?;
+        agent_auth(state, &parts.headers, query_token(&parts.uri), agent).await?;
         let session = params
             .get("session_id")
             .map(|s| parse_id(s, "session"))
             .transpose()?;
         Ok(AgentCaller { agent, session })
     }
+}
+
+/// The `?token=` of a WebSocket upgrade (browsers cannot set its headers).
+pub fn query_token(uri: &axum::http::Uri) -> Option<&str> {
+    uri.query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")))
 }
 
 /// Checks an agent's chat API token, or a sign-in of the agent's tenant whose role may

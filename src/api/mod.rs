@@ -246,7 +246,15 @@ async fn method_not_allowed() -> ApiError {
 
 pub fn router(state: AppState) -> Router {
     let mut by_path: Vec<(&'static str, MethodRouter<AppState>)> = Vec::new();
-    for (doc, handler) in routes() {
+    for (doc, mut handler) in routes() {
+        if doc.path.contains("{session_id}") {
+            // Inside the role check: only a caller the route admits may cost a registry
+            // lookup or a forward to another node.
+            handler = handler.route_layer(axum::middleware::from_fn_with_state(
+                (state.clone(), doc.auth),
+                forward::session_routing,
+            ));
+        }
         let handler = match doc.auth {
             Auth::Roles(_) | Auth::Profile | Auth::Super => handler.route_layer(
                 axum::middleware::from_fn_with_state((state.clone(), doc.auth), extract::authorize),
@@ -264,12 +272,6 @@ pub fn router(state: AppState) -> Router {
         if path.ends_with("/uploads") {
             // CSV uploads stream up to 4 GB; every other route keeps the body limit.
             mr = mr.layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES));
-        }
-        if path.contains("{session_id}") {
-            mr = mr.route_layer(axum::middleware::from_fn_with_state(
-                state.clone(),
-                forward::session_routing,
-            ));
         }
         app = app.route(path, mr);
     }
