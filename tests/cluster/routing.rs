@@ -278,7 +278,11 @@ async fn unauthenticated_requests_are_refused_before_routing() {
     let before = cluster_status(&http, &other).await["registry"].clone();
     let url = format!("{other}/chatbot/{}/session/{sid}/run_v2", agent.id);
     let big = "x".repeat(1 << 20);
-    for token in [None, Some("pat_not-the-token"), Some("pk_not_the_admin_key_0123456")] {
+    for token in [
+        None,
+        Some("pat_not-the-token"),
+        Some("pk_not_the_admin_key_0123456"),
+    ] {
         let mut rb = http.post(&url).json(&serde_json::json!({"message": big}));
         if let Some(t) = token {
             rb = rb.bearer_auth(t);

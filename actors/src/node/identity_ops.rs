@@ -257,13 +257,15 @@ impl Node {
             ))
             .into());
         }
+        let registry = self.shared.registry.as_ref();
         let attempt = logins
-            .reserve(&email, address)
+            .reserve(registry, &email, address)
+            .await
             .map_err(LoginError::Throttled)?;
         let user = match self.shared.store.user_by_email(&email).await {
             Ok(user) => user,
             Err(e) => {
-                logins.give_back(attempt);
+                logins.give_back(registry, attempt).await;
                 return Err(NodeError::from(e).into());
             }
         };
@@ -278,7 +280,7 @@ impl Node {
         let ok = match checked {
             Ok(ok) => ok,
             Err(Busy) => {
-                logins.give_back(attempt);
+                logins.give_back(registry, attempt).await;
                 return Err(LoginError::Busy);
             }
         };
@@ -286,7 +288,7 @@ impl Node {
             tracing::info!(address, "sign-in refused");
             return Err(LoginError::Invalid);
         };
-        logins.succeeded(attempt);
+        logins.succeeded(registry, attempt).await;
         Ok(self.issue_token(&user, user.must_change_password).await?)
     }
 

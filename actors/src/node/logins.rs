@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use parley_engine::identity::{hash_password, verify_password, Throttle};
+use parley_engine::registry::{AttemptAnswer, Registry, RegistryResult};
 use tokio::sync::Semaphore;
+use uuid::Uuid;
 
 /// Sign-in attempts allowed per account and per address within [`THROTTLE_WINDOW`].
 const ACCOUNT_ATTEMPTS: usize = 5;
@@ -53,35 +55,77 @@ pub struct Attempt {
     account: String,
     address: String,
     at: Instant,
+    /// Its id in the cluster's counters; None: counted on this node only.
+    shared: Option<String>,
 }
 
 impl Logins {
-    /// Counts an attempt for both keys, or answers how long to wait.
-    pub fn reserve(&self, email: &str, address: &str) -> Result<Attempt, Duration> {
-        let at = Instant::now();
-        let attempt = Attempt {
+    /// Counts an attempt for both keys, or answers how long to wait. In a cluster the
+    /// counts are the cluster's (in the registry); if the registry does not answer, this
+    /// node's own counts still hold.
+    pub async fn reserve(
+        &self,
+        registry: &dyn Registry,
+        email: &str,
+        address: &str,
+    ) -> Result<Attempt, Duration> {
+        let mut attempt = Attempt {
             account: format!("account:{email}"),
             address: format!("address:{address}"),
-            at,
+            at: Instant::now(),
+            shared: None,
         };
-        self.accounts.reserve(&attempt.account, at)?;
-        if let Err(wait) = self.addresses.reserve(&attempt.address, at) {
-            self.accounts.release(&attempt.account, at);
+        if registry.clustered() {
+            let id = Uuid::new_v4().simple().to_string();
+            match reserve_shared(registry, &attempt, &id).await {
+                Ok(Some(answer)) => {
+                    attempt.shared = Some(id);
+                    return answer.map(|()| attempt);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "sign-in attempts counted on this node only"),
+            }
+        }
+        self.accounts.reserve(&attempt.account, attempt.at)?;
+        if let Err(wait) = self.addresses.reserve(&attempt.address, attempt.at) {
+            self.accounts.release(&attempt.account, attempt.at);
             return Err(wait);
         }
         Ok(attempt)
     }
 
     /// The attempt succeeded: the account starts afresh and the address is not charged.
-    pub fn succeeded(&self, attempt: Attempt) {
-        self.accounts.clear(&attempt.account);
-        self.addresses.release(&attempt.address, attempt.at);
+    pub async fn succeeded(&self, registry: &dyn Registry, attempt: Attempt) {
+        match &attempt.shared {
+            Some(id) => {
+                let cleared = registry.clear_attempts(&attempt.account).await;
+                let released = registry.release_attempt(&attempt.address, id).await;
+                if let Err(e) = cleared.and(released) {
+                    tracing::warn!(error = %e, "could not take back a sign-in attempt");
+                }
+            }
+            None => {
+                self.accounts.clear(&attempt.account);
+                self.addresses.release(&attempt.address, attempt.at);
+            }
+        }
     }
 
     /// The attempt was never made (the node was busy or failed): nothing is charged.
-    pub fn give_back(&self, attempt: Attempt) {
-        self.accounts.release(&attempt.account, attempt.at);
-        self.addresses.release(&attempt.address, attempt.at);
+    pub async fn give_back(&self, registry: &dyn Registry, attempt: Attempt) {
+        match &attempt.shared {
+            Some(id) => {
+                let account = registry.release_attempt(&attempt.account, id).await;
+                let address = registry.release_attempt(&attempt.address, id).await;
+                if let Err(e) = account.and(address) {
+                    tracing::warn!(error = %e, "could not take back a sign-in attempt");
+                }
+            }
+            None => {
+                self.accounts.release(&attempt.account, attempt.at);
+                self.addresses.release(&attempt.address, attempt.at);
+            }
+        }
     }
 
     /// The hash unknown accounts are checked against.
@@ -120,5 +164,37 @@ impl Logins {
         self.waiting.fetch_sub(1, Ordering::AcqRel);
         let _permit = permit.map_err(|_| Busy)?;
         tokio::task::spawn_blocking(work).await.map_err(|_| Busy)
+    }
+}
+
+/// Counts the attempt in the cluster: Ok(None) if the registry shares no counts.
+async fn reserve_shared(
+    registry: &dyn Registry,
+    attempt: &Attempt,
+    id: &str,
+) -> RegistryResult<Option<Result<(), Duration>>> {
+    let window = THROTTLE_WINDOW;
+    let account = registry
+        .reserve_attempt(&attempt.account, id, ACCOUNT_ATTEMPTS as u32, window)
+        .await?;
+    match account {
+        None => return Ok(None),
+        Some(AttemptAnswer::Wait(wait)) => return Ok(Some(Err(wait))),
+        Some(AttemptAnswer::Counted) => {}
+    }
+    let address = registry
+        .reserve_attempt(&attempt.address, id, ADDRESS_ATTEMPTS as u32, window)
+        .await;
+    match address {
+        Ok(Some(AttemptAnswer::Counted)) => Ok(Some(Ok(()))),
+        Ok(Some(AttemptAnswer::Wait(wait))) => {
+            registry.release_attempt(&attempt.account, id).await?;
+            Ok(Some(Err(wait)))
+        }
+        Ok(None) => Ok(None),
+        Err(e) => {
+            registry.release_attempt(&attempt.account, id).await?;
+            Err(e)
+        }
     }
 }
