@@ -18,7 +18,7 @@ pub(crate) const TOKEN: &str = "123456:TEST-token";
 
 pub(crate) fn update(update_id: i64, chat: i64, text: &str) -> Value {
     json!({"update_id": update_id, "message": {
-        "message_id": update_id, "date": 1_700_000_000,
+        "message_id": update_id, "date": chrono::Utc::now().timestamp(),
         "chat": {"id": chat, "type": "private"},
         "from": {"id": chat, "is_bot": false, "first_name": "Ann"},
         "text": text}})
@@ -571,4 +571,24 @@ async fn a_flood_of_forged_deliveries_is_one_counted_line_and_keeps_the_log() {
         .collect();
     after.reverse();
     assert_eq!(after, before);
+}
+
+/// An update sent longer ago than the dedup window is refused as stale (answered 200, so
+/// Telegram stops retrying) and never reaches a session.
+#[tokio::test]
+async fn an_update_older_than_the_dedup_window_is_refused_as_stale() {
+    let t =
+        TestServer::start_with(|c| c.node.public_url = Some("https://parley.example".into())).await;
+    let fake = telegram().await;
+    let (_agent, conn, secret) = setup(&t, &fake, json!({}), json!({})).await;
+    let mut old = update(7, 42, "hello from the past");
+    old["message"]["date"] = json!((chrono::Utc::now() - chrono::Duration::hours(49)).timestamp());
+    assert_eq!(
+        deliver(&t, &conn, &secret, &old).await.status(),
+        StatusCode::OK
+    );
+    let kinds = event_kinds(&t, &conn).await;
+    assert!(kinds.contains(&"stale".to_string()), "{kinds:?}");
+    assert!(!kinds.contains(&"delivery".to_string()), "{kinds:?}");
+    assert!(sent_texts(&fake, 42).is_empty());
 }
