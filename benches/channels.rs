@@ -176,7 +176,7 @@ async fn through_channel(f: &Fixture, turns: u64) -> Duration {
         tasks.push(tokio::spawn(async move {
             for update_id in ids {
                 let body = json!({"update_id": update_id, "message": {"message_id": update_id,
-                    "date": 1_700_000_000, "chat": {"id": 10_000 + chat, "type": "private"},
+                    "date": chrono::Utc::now().timestamp(), "chat": {"id": 10_000 + chat, "type": "private"},
                     "from": {"id": 10_000 + chat, "is_bot": false, "first_name": "B"},
                     "text": QUESTION}});
                 let answer = node

@@ -24,6 +24,22 @@ pub struct TenantSetup {
     pub key_file: Option<PathBuf>,
 }
 
+/// Shortest admin key accepted (the prefix included).
+pub const MIN_ADMIN_KEY_CHARS: usize = 24;
+
+/// A given admin key must work once the node runs: admin keys are told apart from
+/// sign-in tokens by their `pk_` prefix, so a key without it would start the node and
+/// then answer 401 to every request.
+pub fn check_admin_key(key: &str) -> anyhow::Result<()> {
+    if !key.starts_with("pk_") {
+        anyhow::bail!("--admin-key must start with `pk_` (admin keys are told apart from sign-in tokens by that prefix)");
+    }
+    if key.chars().count() < MIN_ADMIN_KEY_CHARS {
+        anyhow::bail!("--admin-key must be at least {MIN_ADMIN_KEY_CHARS} characters long");
+    }
+    Ok(())
+}
+
 /// Makes sure a tenant exists. A given admin key becomes (or stays) the key of the first
 /// tenant; without one, a new tenant gets a generated key.
 pub async fn ensure_tenant(

@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use parley_engine::agent::{parse_and_compile, Format};
 
+use crate::listen::ConnectionLimits;
 use crate::server::{self, ClusterConfig, ServeConfig};
 
 #[derive(Debug, Parser)]
@@ -102,6 +103,17 @@ pub struct ServeArgs {
     /// Session supervisor shards.
     #[arg(long, env = "PARLEY_SHARDS", default_value_t = 16)]
     pub shards: usize,
+    /// A proxy (an address or CIDR, repeatable) whose `X-Forwarded-For` names the
+    /// client; without one the header is ignored and the peer address is the client's.
+    #[arg(long = "trusted-proxy", env = "PARLEY_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_proxy)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Open HTTP connections at most (WebSockets included); more wait to be accepted.
+    #[arg(long, env = "PARLEY_MAX_CONNECTIONS", default_value_t = 8192)]
+    pub max_connections: usize,
+    /// Milliseconds a client may take to send a request's headers before it is
+    /// disconnected.
+    #[arg(long, env = "PARLEY_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_read_timeout_ms: u64,
     /// Largest request body in bytes (attachments included).
     #[arg(long, env = "PARLEY_MAX_BODY_BYTES", default_value_t = 10 * 1024 * 1024)]
     pub max_body_bytes: usize,
@@ -157,6 +169,13 @@ pub struct ServeArgs {
     /// Seconds an outbound call may take in all.
     #[arg(long, env = "PARLEY_EGRESS_TIMEOUT", default_value_t = 300)]
     pub egress_timeout: u64,
+}
+
+/// `10.0.0.0/8`, or one address (`10.0.0.7`).
+fn parse_proxy(text: &str) -> Result<ipnet::IpNet, String> {
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{text:?} is not an IP address or CIDR"))
 }
 
 fn init_logging(level: &str, format: LogFormat) {
@@ -275,6 +294,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     cfg.limits.open_per_credential = open_rate(args.open_rate_per_credential);
     cfg.limits.open_per_address = open_rate(args.open_rate_per_address);
+    cfg.trusted_proxies = args.trusted_proxies;
+    cfg.connections = ConnectionLimits {
+        max_connections: args.max_connections.max(1),
+        header_read_timeout: Duration::from_millis(args.header_read_timeout_ms.max(1)),
+    };
     cfg.examples_dir = args.examples_dir;
     cfg.load_examples = !args.no_examples;
     cfg.cluster = ClusterConfig {

@@ -4,5 +4,6 @@
 pub mod api;
 pub mod bootstrap;
 pub mod cli;
+pub mod listen;
 pub mod server;
 pub mod tree;

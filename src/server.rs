@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use parley_actors::{Node, NodeConfig};
 use parley_engine::registry::{
     LocalRegistry, NodeInfo, RedisRegistry, RedisRegistryConfig, Registry,
@@ -16,6 +15,7 @@ use tokio::task::JoinHandle;
 
 use crate::api::{self, AppState, Limits};
 use crate::bootstrap::{self, DemoAgent, TenantSetup};
+use crate::listen::{self, ConnectionLimits};
 
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -30,6 +30,9 @@ pub struct ServeConfig {
     pub secret_key: Option<String>,
     pub node: NodeConfig,
     pub limits: Limits,
+    /// Proxies whose `X-Forwarded-For` is believed (sign-in throttling per address).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub connections: ConnectionLimits,
     /// Create and start the agents of `examples_dir` when the store has none.
     pub load_examples: bool,
     pub examples_dir: PathBuf,
@@ -73,6 +76,8 @@ impl ServeConfig {
             secret_key: None,
             node: NodeConfig::default(),
             limits: Limits::default(),
+            trusted_proxies: Vec::new(),
+            connections: ConnectionLimits::default(),
             load_examples: true,
             examples_dir: PathBuf::from("examples/agents"),
             cluster: ClusterConfig::default(),
@@ -147,10 +152,13 @@ pub struct Server {
     pub tenant: TenantSetup,
     pub demo_agents: Vec<DemoAgent>,
     shutdown: oneshot::Sender<()>,
-    task: JoinHandle<std::io::Result<()>>,
+    task: JoinHandle<()>,
 }
 
 pub async fn start(mut cfg: ServeConfig) -> anyhow::Result<Server> {
+    if let Some(key) = &cfg.admin_key {
+        bootstrap::check_admin_key(key)?;
+    }
     if cfg.cluster.redis_url.is_some() && cfg.secret_key.is_none() {
         anyhow::bail!("--secret-key is required with --redis-url: every node must seal and open connection secrets with the same key");
     }
@@ -190,6 +198,7 @@ pub async fn start(mut cfg: ServeConfig) -> anyhow::Result<Server> {
     let app = api::router(AppState {
         node: node.clone(),
         limits: cfg.limits,
+        trusted_proxies: cfg.trusted_proxies.clone().into(),
         forwarder: api::forward::client(),
         super_key_hash: cfg
             .super_key
@@ -198,23 +207,9 @@ pub async fn start(mut cfg: ServeConfig) -> anyhow::Result<Server> {
         opens,
     });
     let (tx, rx) = oneshot::channel::<()>();
-    // Without TCP_NODELAY, the small frames of a streamed answer wait for the peer's
-    // delayed ACK (40 ms per WebSocket turn, measured).
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
-        }
-    });
-    let task = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown(async {
-            let _ = rx.await;
-        })
-        .await
-    });
+    let task = tokio::spawn(listen::serve(listener, app, cfg.connections, async {
+        let _ = rx.await;
+    }));
     let me = node.registry().node();
     tracing::info!(%addr, node = %me.id, url = %me.url, "listening");
     Ok(Server {
@@ -232,10 +227,8 @@ impl Server {
     /// commits what it accepted).
     pub async fn stop(self) {
         let _ = self.shutdown.send(());
-        match self.task.await {
-            Ok(Err(e)) => tracing::warn!(error = %e, "server error while stopping"),
-            Err(e) => tracing::warn!(error = %e, "server task failed"),
-            Ok(Ok(())) => {}
+        if let Err(e) = self.task.await {
+            tracing::warn!(error = %e, "server task failed");
         }
         self.node.shutdown().await;
     }

@@ -26,8 +26,8 @@ use parley_engine::model::{
 };
 use parley_engine::store::{
     AgentChannel, AgentRecord, AgentStatus, ChannelSession, ConnectionEvent, ConversationQuery,
-    Epoch, NewConnectionEvent, NewOutboxEvent, OutboxEntry, SessionWrites, SqliteStore, Store,
-    StoreError, StoreResult, Tenant,
+    Epoch, NewConnectionEvent, NewOutboxEvent, OutboxEntry, RepeatedConnectionEvent, SessionWrites,
+    SqliteStore, Store, StoreError, StoreResult, Tenant,
 };
 use uuid::Uuid;
 
@@ -169,6 +169,16 @@ impl Store for Switchable {
         keep: u32,
     ) -> StoreResult<()> {
         self.inner.add_connection_events(batch, keep).await
+    }
+    async fn add_repeated_connection_event(
+        &self,
+        event: &RepeatedConnectionEvent,
+        since: DateTime<Utc>,
+        keep: u32,
+    ) -> StoreResult<()> {
+        self.inner
+            .add_repeated_connection_event(event, since, keep)
+            .await
     }
     async fn connection_events(
         &self,

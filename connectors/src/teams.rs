@@ -51,6 +51,19 @@ pub struct Claims {
     pub service_url: String,
 }
 
+impl Claims {
+    /// The token's `serviceurl` must be the activity's `serviceUrl`, else a stolen token
+    /// could point our replies elsewhere.
+    pub fn check_service_url(&self, activity_service_url: &str) -> ConnectorResult<()> {
+        if self.service_url != activity_service_url {
+            return Err(unauthorized(
+                "token's serviceurl is not the activity's serviceUrl",
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Deserialize)]
 struct OpenIdMetadata {
     jwks_uri: String,
@@ -109,14 +122,11 @@ impl TeamsVerifier {
     }
 
     /// Verifies `Bearer <JWT>`: RS256 with a published key, issuer, audience, `exp` and
-    /// `nbf` within [`LEEWAY`], and a `serviceurl` claim equal to the activity's
-    /// `serviceUrl` (else a stolen token could point our replies elsewhere). A failed
-    /// check is `Unauthorized` with the reason; unreachable key endpoints are `Transport`.
-    pub async fn verify(
-        &self,
-        authorization_header: &str,
-        activity_service_url: &str,
-    ) -> ConnectorResult<Claims> {
+    /// `nbf` within [`LEEWAY`]. It needs nothing from the body, so an unauthenticated
+    /// delivery is refused before its body is read; the caller then checks the activity's
+    /// `serviceUrl` with [`Claims::check_service_url`]. A failed check is `Unauthorized`
+    /// with the reason; unreachable key endpoints are `Transport`.
+    pub async fn verify(&self, authorization_header: &str) -> ConnectorResult<Claims> {
         let token = match authorization_header.split_once(' ') {
             Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
             _ => return Err(unauthorized("Authorization is not a Bearer token")),
@@ -130,15 +140,11 @@ impl TeamsVerifier {
             .kid
             .ok_or_else(|| unauthorized("token names no key"))?;
         let key = self.key(&kid).await?;
-        let claims = jsonwebtoken::decode::<Claims>(token, &key, &self.validation)
-            .map_err(rejection)?
-            .claims;
-        if claims.service_url != activity_service_url {
-            return Err(unauthorized(
-                "token's serviceurl is not the activity's serviceUrl",
-            ));
-        }
-        Ok(claims)
+        Ok(
+            jsonwebtoken::decode::<Claims>(token, &key, &self.validation)
+                .map_err(rejection)?
+                .claims,
+        )
     }
 
     /// The key with this id, refetching the key set when it is unknown (at most once per

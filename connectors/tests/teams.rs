@@ -124,7 +124,7 @@ async fn a_valid_token_verifies_and_keys_are_fetched_once() {
     let verifier = keys.verifier();
     let claims = claims();
     let header = format!("Bearer {}", token("k1", &claims));
-    let verified = verifier.verify(&header, SERVICE_URL).await;
+    let verified = verifier.verify(&header).await;
     assert_eq!(
         verified,
         Ok(Claims {
@@ -135,7 +135,7 @@ async fn a_valid_token_verifies_and_keys_are_fetched_once() {
             service_url: SERVICE_URL.into(),
         })
     );
-    assert!(verifier.verify(&header, SERVICE_URL).await.is_ok());
+    assert!(verifier.verify(&header).await.is_ok());
     assert_eq!(keys.key_fetches(), 1);
     assert!(keys
         .server
@@ -151,7 +151,7 @@ async fn the_documented_service_url_spelling_is_accepted_too() {
     claims.as_object_mut().unwrap().remove("serviceurl");
     claims["serviceUrl"] = json!(SERVICE_URL);
     let header = format!("Bearer {}", token("k1", &claims));
-    let verified = keys.verifier().verify(&header, SERVICE_URL).await.unwrap();
+    let verified = keys.verifier().verify(&header).await.unwrap();
     assert_eq!(verified.service_url, SERVICE_URL);
 }
 
@@ -161,10 +161,10 @@ async fn clock_skew_within_five_minutes_is_tolerated() {
     let verifier = keys.verifier();
     let lately_expired = with(claims(), "exp", json!(now() - 240));
     let header = format!("Bearer {}", token("k1", &lately_expired));
-    assert!(verifier.verify(&header, SERVICE_URL).await.is_ok());
+    assert!(verifier.verify(&header).await.is_ok());
     let soon_valid = with(claims(), "nbf", json!(now() + 240));
     let header = format!("Bearer {}", token("k1", &soon_valid));
-    assert!(verifier.verify(&header, SERVICE_URL).await.is_ok());
+    assert!(verifier.verify(&header).await.is_ok());
 }
 
 #[tokio::test]
@@ -264,7 +264,11 @@ async fn bad_tokens_are_unauthorized_with_the_reason() {
         ),
     ];
     for (case, header, service_url, reason) in cases {
-        let error = verifier.verify(&header, service_url).await.unwrap_err();
+        let error = verifier
+            .verify(&header)
+            .await
+            .and_then(|claims| claims.check_service_url(service_url))
+            .unwrap_err();
         assert_eq!(error, ConnectorError::Unauthorized(reason.into()), "{case}");
         let token = header.split(' ').next_back().unwrap();
         assert!(
@@ -273,15 +277,13 @@ async fn bad_tokens_are_unauthorized_with_the_reason() {
         );
     }
 
-    let garbage = verifier.verify("Bearer not-a-jwt", SERVICE_URL).await;
+    let garbage = verifier.verify("Bearer not-a-jwt").await;
     assert!(
         matches!(&garbage, Err(ConnectorError::Unauthorized(reason)) if reason.starts_with("unreadable token: ")),
         "{garbage:?}"
     );
     for (claims, name) in [(no_service_url, "`serviceurl`"), (no_exp, "`exp`")] {
-        let missing = verifier
-            .verify(&bearer(token("k1", &claims)), SERVICE_URL)
-            .await;
+        let missing = verifier.verify(&bearer(token("k1", &claims))).await;
         assert!(
             matches!(&missing, Err(ConnectorError::Unauthorized(reason))
                 if reason.starts_with("token claims unreadable: missing field ")
@@ -301,14 +303,14 @@ async fn an_unknown_key_refetches_the_keys_at_most_once_a_minute() {
     let keys = KeyServer::start(&["k1"]).await;
     let verifier = keys.verifier();
     let bearer = |kid: &str| format!("Bearer {}", token(kid, &claims()));
-    verifier.verify(&bearer("k1"), SERVICE_URL).await.unwrap();
+    verifier.verify(&bearer("k1")).await.unwrap();
     assert_eq!(keys.key_fetches(), 1);
 
     // The Bot Framework rotates in k2; a token signed with it right after our fetch finds
     // no key, and does not make us fetch again.
     keys.kids.lock().unwrap().push("k2");
     tokio::time::pause();
-    let early = verifier.verify(&bearer("k2"), SERVICE_URL).await;
+    let early = verifier.verify(&bearer("k2")).await;
     assert_eq!(
         early,
         Err(ConnectorError::Unauthorized(
@@ -316,15 +318,15 @@ async fn an_unknown_key_refetches_the_keys_at_most_once_a_minute() {
         ))
     );
     tokio::time::advance(Duration::from_secs(59)).await;
-    assert!(verifier.verify(&bearer("k2"), SERVICE_URL).await.is_err());
+    assert!(verifier.verify(&bearer("k2")).await.is_err());
     assert_eq!(keys.key_fetches(), 1);
 
     tokio::time::advance(Duration::from_secs(1)).await;
-    verifier.verify(&bearer("k2"), SERVICE_URL).await.unwrap();
+    verifier.verify(&bearer("k2")).await.unwrap();
     assert_eq!(keys.key_fetches(), 2);
     // Known keys need no fetch; another unknown one right away is refused without one.
-    verifier.verify(&bearer("k1"), SERVICE_URL).await.unwrap();
-    assert!(verifier.verify(&bearer("k3"), SERVICE_URL).await.is_err());
+    verifier.verify(&bearer("k1")).await.unwrap();
+    assert!(verifier.verify(&bearer("k3")).await.is_err());
     assert_eq!(keys.key_fetches(), 2);
 }
 
@@ -337,7 +339,7 @@ async fn unreachable_key_endpoints_are_transport_errors() {
         APP_ID,
     );
     let header = format!("Bearer {}", token("k1", &claims()));
-    let error = broken.verify(&header, SERVICE_URL).await.unwrap_err();
+    let error = broken.verify(&header).await.unwrap_err();
     assert_eq!(
         error,
         ConnectorError::Transport(format!(
@@ -346,7 +348,7 @@ async fn unreachable_key_endpoints_are_transport_errors() {
         ))
     );
     let down = TeamsVerifier::new(reqwest::Client::new(), dead_base().await, APP_ID);
-    let error = down.verify(&header, SERVICE_URL).await.unwrap_err();
+    let error = down.verify(&header).await.unwrap_err();
     assert!(matches!(error, ConnectorError::Transport(_)), "{error:?}");
 }
 

@@ -8,7 +8,8 @@ use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 pub const TURNS_TOTAL: &str = "parley_turns_total";
 /// A turn inside its session actor, from its first step to its commit.
 pub const TURN_SECONDS: &str = "parley_turn_duration_seconds";
-/// HTTP requests; labels `route` (the route template), `method`, `status`.
+/// HTTP requests; labels `route` (the route template or `unmatched`), `method` (standard
+/// methods, else `other`), `status`.
 pub const HTTP_REQUESTS_TOTAL: &str = "parley_http_requests_total";
 /// HTTP request duration, end to end as the server sees it; labels `route`, `method`.
 pub const HTTP_SECONDS: &str = "parley_http_request_duration_seconds";

@@ -19,7 +19,7 @@ use parley_loadtest::stats::Recorder;
 use parley_loadtest::{capacity, run};
 use serde_json::{json, Value};
 
-const ADMIN_KEY: &str = "pk_loadtest_admin";
+const ADMIN_KEY: &str = "pk_loadtest_admin_0123456789";
 
 async fn parley() -> (Server, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();

@@ -216,18 +216,19 @@ impl FromRequestParts<AppState> for AgentCaller {
             .await
             .map_err(|r| ApiError::from_rejection(r.status(), r.body_text()))?;
         let agent = parse_id(params.get("agent_id").map_or("", String::as_str), "agent")?;
-        let query_token = parts.uri.query().and_then(|q| {
-            q.split('&')
-                .find_map(|kv| kv.strip_prefix("token="))
-                .map(str::to_string)
-        });
-        agent_auth(state, &parts.headers, query_token.as_deref(), agent).await?;
+        agent_auth(state, &parts.headers, query_token(&parts.uri), agent).await?;
         let session = params
             .get("session_id")
             .map(|s| parse_id(s, "session"))
             .transpose()?;
         Ok(AgentCaller { agent, session })
     }
+}
+
+/// The `?token=` of a WebSocket upgrade (browsers cannot set its headers).
+pub fn query_token(uri: &axum::http::Uri) -> Option<&str> {
+    uri.query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")))
 }
 
 /// Checks an agent's chat API token, or a sign-in of the agent's tenant whose role may
@@ -313,4 +314,36 @@ where
         return Err(ApiError::invalid(format!("limit: 1 to {max}")));
     }
     Ok(limit)
+}
+
+/// The client's address: the peer the connection came from or, when that peer is a
+/// trusted proxy (`--trusted-proxy`), the nearest address in `X-Forwarded-For` that is not
+/// one (the entries further left are the client's to write).
+pub fn client_ip(parts: &Parts, trusted_proxies: &[ipnet::IpNet]) -> Option<std::net::IpAddr> {
+    let axum::extract::ConnectInfo(peer) = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()?;
+    let trusted = |ip: &std::net::IpAddr| trusted_proxies.iter().any(|net| net.contains(ip));
+    let mut client = peer.ip();
+    if trusted(&client) {
+        let hops = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .rev();
+        for hop in hops {
+            match hop.trim().parse::<std::net::IpAddr>() {
+                Ok(ip) => {
+                    client = ip;
+                    if !trusted(&ip) {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+    }
+    Some(client)
 }

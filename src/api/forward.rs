@@ -20,7 +20,8 @@ use parley_engine::registry::RegistryStats;
 use uuid::Uuid;
 
 use super::error::{ApiError, MovedTo, SESSION_MOVED_HEADER};
-use super::AppState;
+use super::extract::{agent_auth, parse_id, public_auth, query_token};
+use super::{AppState, Auth};
 
 /// Marks a forwarded request (with the forwarding node's id): its receiver serves it
 /// itself and never forwards it again.
@@ -57,9 +58,10 @@ pub fn is_forwarded(headers: &HeaderMap) -> bool {
     headers.contains_key(FORWARDED_BY)
 }
 
-/// Middleware of the session routes: serves here, or forwards to the owner.
+/// Middleware of the session routes: serves here, or forwards to the owner once the
+/// caller is admitted (routes with roles are checked before this runs).
 pub async fn session_routing(
-    State(st): State<AppState>,
+    State((st, auth)): State<(AppState, Auth)>,
     params: RawPathParams,
     req: Request,
     next: Next,
@@ -74,10 +76,54 @@ pub async fn session_routing(
     if req.method() == Method::GET || is_forwarded(req.headers()) {
         return serve_here(&st, id, req, next).await;
     }
+    let req = match admit(&st, auth, &params, req).await {
+        Ok(req) => req,
+        Err(refused) => return refused.into_response(),
+    };
     match st.node.route(id).await {
         Ok(Route::Local) => serve_or_forward(&st, id, req, next).await,
         Ok(Route::Remote(url)) => forward(&st, id, url, req, next).await,
         Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+/// Checks the credentials of routes whose handlers check them (the agent's token, the
+/// public routes' token), so an unauthenticated request costs no registry lookup and is
+/// never forwarded. The handler (here or on the owner) checks them again.
+async fn admit(
+    st: &AppState,
+    auth: Auth,
+    params: &RawPathParams,
+    req: Request,
+) -> Result<Request, ApiError> {
+    match auth {
+        Auth::Agent => {
+            let agent = params
+                .iter()
+                .find(|(k, _)| *k == "agent_id")
+                .map_or("", |(_, v)| v);
+            let agent = parse_id(agent, "agent")?;
+            agent_auth(st, req.headers(), query_token(req.uri()), agent).await?;
+            Ok(req)
+        }
+        Auth::Public => {
+            // The agent the caller names is in the body (feedback): read it, bounded.
+            let (parts, body) = req.into_parts();
+            let body = axum::body::to_bytes(body, st.limits.max_body_bytes)
+                .await
+                .map_err(|_| ApiError::too_large("request body is too large"))?;
+            let agent = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| {
+                    v.get("agent_id")
+                        .and_then(|a| a.as_str())
+                        .map(str::to_string)
+                });
+            let agent = agent.map(|a| parse_id(&a, "agent")).transpose()?;
+            public_auth(st, &parts.headers, agent).await?;
+            Ok(Request::from_parts(parts, Body::from(body)))
+        }
+        Auth::None | Auth::Roles(_) | Auth::Profile | Auth::Super | Auth::NodeAdmin => Ok(req),
     }
 }
 

@@ -1,9 +1,7 @@
 //! Sign-in, one's own profile, users (admins) and tenants: the tenant's settings and
 //! key (admins), new tenants (the deployment's super key).
 
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, FromRequestParts, Path, State};
+use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -16,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{bearer, parse_id, AdminAuth, ApiJson};
+use super::extract::{bearer, client_ip, parse_id, AdminAuth, ApiJson};
 use super::AppState;
 
 #[derive(Debug, Deserialize)]
@@ -36,21 +34,16 @@ fn signed_in_json(s: &SignedIn) -> Value {
     })
 }
 
-/// The client's address for throttling: the peer the connection came from.
+/// The client's address for throttling (see [`client_ip`]).
 pub struct ClientAddress(String);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientAddress {
+impl FromRequestParts<AppState> for ClientAddress {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, Self::Rejection> {
         Ok(ClientAddress(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map_or_else(
-                    || "unknown".to_string(),
-                    |ConnectInfo(a)| a.ip().to_string(),
-                ),
+            client_ip(parts, &st.trusted_proxies)
+                .map_or_else(|| "unknown".into(), |ip| ip.to_string()),
         ))
     }
 }
@@ -79,6 +72,17 @@ pub async fn login(
             if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
                 r.headers_mut().insert(header::RETRY_AFTER, v);
             }
+            r
+        }
+        Err(LoginError::Busy) => {
+            let mut r = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "too many sign-ins at once; try again shortly",
+            )
+            .into_response();
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             r
         }
         Err(LoginError::Node(e)) => ApiError::from(e).into_response(),

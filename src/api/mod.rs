@@ -35,6 +35,8 @@ const MAX_UPLOAD_BYTES: usize = 4 << 30;
 pub struct AppState {
     pub node: Node,
     pub limits: Limits,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: std::sync::Arc<[ipnet::IpNet]>,
     /// Client for requests forwarded to the node that owns a session.
     pub forwarder: reqwest::Client,
     /// SHA-256 of the deployment's super key, if one is set.
@@ -262,7 +264,15 @@ async fn method_not_allowed() -> ApiError {
 
 pub fn router(state: AppState) -> Router {
     let mut by_path: Vec<(&'static str, MethodRouter<AppState>)> = Vec::new();
-    for (doc, handler) in routes() {
+    for (doc, mut handler) in routes() {
+        if doc.path.contains("{session_id}") {
+            // Inside the role check: only a caller the route admits may cost a registry
+            // lookup or a forward to another node.
+            handler = handler.route_layer(axum::middleware::from_fn_with_state(
+                (state.clone(), doc.auth),
+                forward::session_routing,
+            ));
+        }
         let handler = match doc.auth {
             Auth::Roles(_) | Auth::Profile | Auth::Super | Auth::NodeAdmin => handler.route_layer(
                 axum::middleware::from_fn_with_state((state.clone(), doc.auth), extract::authorize),
@@ -280,12 +290,6 @@ pub fn router(state: AppState) -> Router {
         if path.ends_with("/uploads") {
             // CSV uploads stream up to 4 GB; every other route keeps the body limit.
             mr = mr.layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES));
-        }
-        if path.contains("{session_id}") {
-            mr = mr.route_layer(axum::middleware::from_fn_with_state(
-                state.clone(),
-                forward::session_routing,
-            ));
         }
         app = app.route(path, mr);
     }

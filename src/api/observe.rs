@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -74,6 +74,35 @@ pub async fn readyz(State(st): State<AppState>) -> Response {
     (status, Json(body)).into_response()
 }
 
+/// The `method` label: the standard methods by name, any other (a caller may send any
+/// token) as `other`, so callers cannot grow the number of series.
+fn method_label(method: &Method) -> &'static str {
+    const KNOWN: &[Method] = &[
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::CONNECT,
+        Method::OPTIONS,
+        Method::TRACE,
+        Method::PATCH,
+    ];
+    KNOWN
+        .iter()
+        .find(|m| *m == method)
+        .map_or("other", Method::as_str)
+}
+
+/// The `status` label: registered status codes only (a forwarded answer could carry any
+/// three digits).
+fn status_label(status: StatusCode) -> String {
+    match status.canonical_reason() {
+        Some(_) => status.as_str().to_string(),
+        None => "other".to_string(),
+    }
+}
+
 fn request_id(req: &Request) -> String {
     req.headers()
         .get(REQUEST_ID)
@@ -93,11 +122,11 @@ pub async fn track(req: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map_or("unmatched", |p| p.as_str())
         .to_string();
-    let method = req.method().as_str().to_string();
+    let method = method_label(req.method());
     let span = tracing::info_span!("request", request_id = %id, %method, %route);
     let mut response = next.run(req).instrument(span).await;
-    let status = response.status().as_u16().to_string();
-    metrics::counter!(telemetry::HTTP_REQUESTS_TOTAL, "route" => route.clone(), "method" => method.clone(), "status" => status)
+    let status = status_label(response.status());
+    metrics::counter!(telemetry::HTTP_REQUESTS_TOTAL, "route" => route.clone(), "method" => method, "status" => status)
         .increment(1);
     metrics::histogram!(telemetry::HTTP_SECONDS, "route" => route, "method" => method)
         .record(started.elapsed().as_secs_f64());

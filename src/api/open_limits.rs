@@ -3,17 +3,19 @@
 //! the caller gets 429 with `Retry-After`. Buckets of quiet keys are dropped, so a spray of
 //! addresses cannot grow memory without bound.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use uuid::Uuid;
 
 use super::error::ApiError;
+use super::extract::client_ip;
+use super::AppState;
 
 /// Requests per second a bucket refills with, and how many it holds (bursts).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,18 +88,13 @@ impl OpenLimits {
 /// How often quiet buckets are dropped.
 pub const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
-/// The TCP peer of a request, when the server knows it.
+/// The client's address of a request (behind `--trusted-proxy`, the forwarded one).
 pub struct PeerAddress(pub Option<IpAddr>);
 
-impl<S: Send + Sync> FromRequestParts<S> for PeerAddress {
+impl FromRequestParts<AppState> for PeerAddress {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(PeerAddress(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|ConnectInfo(a)| a.ip()),
-        ))
+    async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, Self::Rejection> {
+        Ok(PeerAddress(client_ip(parts, &st.trusted_proxies)))
     }
 }

@@ -6,4 +6,5 @@ mod channels;
 mod failover;
 mod outages;
 mod routing;
+mod sign_in;
 mod support;

@@ -256,3 +256,72 @@ async fn customer_events_reach_a_socket_on_another_node() {
     drop(nodes);
     svc.db.drop_now().await;
 }
+
+/// A request without valid credentials for a session another node owns is refused where
+/// it arrives: no registry lookup, nothing forwarded, nothing reaches the owner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_requests_are_refused_before_routing() {
+    let Some(svc) = Services::get().await else {
+        return;
+    };
+    let o = svc.nodes(2000);
+    let nodes = start_nodes(&["n1", "n2"], &o);
+    let (owner, other) = (nodes[0].url.clone(), nodes[1].url.clone());
+    let http = client();
+    let agent = create_agent(&http, &owner, &agent_yaml("")).await;
+    let sid = create_session(&http, &owner, &agent).await;
+    let (status, body) = say(&http, &owner, &agent, &sid, "hello", None)
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let before = cluster_status(&http, &other).await["registry"].clone();
+    let url = format!("{other}/chatbot/{}/session/{sid}/run_v2", agent.id);
+    let big = "x".repeat(1 << 20);
+    for token in [
+        None,
+        Some("pat_not-the-token"),
+        Some("pk_not_the_admin_key_0123456"),
+    ] {
+        let mut rb = http.post(&url).json(&serde_json::json!({"message": big}));
+        if let Some(t) = token {
+            rb = rb.bearer_auth(t);
+        }
+        let (status, body) = json_of(rb.send().await.unwrap()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{token:?}: {body}");
+    }
+    let conv = format!("{other}/api/v1/conversations/{sid}/messages");
+    let (status, _) = json_of(
+        http.post(&conv)
+            .json(&serde_json::json!({"text": big}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    let after = cluster_status(&http, &other).await["registry"].clone();
+    for counter in ["forwards", "lookups"] {
+        assert_eq!(
+            after[counter], before[counter],
+            "{counter}: {before} -> {after}"
+        );
+    }
+    let metrics = http
+        .get(format!("{owner}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !metrics
+            .lines()
+            .any(|l| l.starts_with("parley_http_requests_total") && l.contains("status=\"401\"")),
+        "a refused request reached the owner:\n{metrics}"
+    );
+    drop(nodes);
+    svc.db.drop_now().await;
+}

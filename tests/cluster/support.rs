@@ -13,7 +13,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
-pub const ADMIN_KEY: &str = "pk_cluster_admin_key";
+pub const ADMIN_KEY: &str = "pk_cluster_admin_key_0123456789";
 
 /// A minimal agent on the builtin backend (`llm` lines may be appended).
 pub fn agent_yaml(extra: &str) -> String {

@@ -239,3 +239,43 @@ async fn the_first_start_generates_a_private_admin_key() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
 }
+
+/// `parley serve` with an admin key that could never authenticate (no `pk_` prefix, or
+/// too short) refuses to start and says why, instead of answering 401 to everything.
+#[tokio::test]
+async fn serve_refuses_an_admin_key_that_could_not_work() {
+    for (key, says) in [
+        (
+            "a-long-enough-key-without-the-prefix",
+            "must start with `pk_`",
+        ),
+        ("pk_short", "at least 24 characters"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_parley"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--no-examples"])
+            .args(["--admin-key", key, "--data-dir"])
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut waited = 0;
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if waited >= 200 {
+                child.kill().unwrap();
+                panic!("parley serve started with the admin key {key:?}");
+            }
+            waited += 1;
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        };
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!status.success(), "{key}: {stderr}");
+        assert!(stderr.contains(says), "{key}: {stderr}");
+        assert!(!stderr.contains(key), "the key is echoed: {stderr}");
+    }
+}

@@ -899,3 +899,103 @@ async fn a_start_the_monthly_limit_refuses_keeps_no_place_in_the_agents_day() {
         (StatusCode::TOO_MANY_REQUESTS, "daily_limit_exceeded")
     );
 }
+
+/// Each attempt is counted before its password is checked: of 40 parallel wrong
+/// passwords for one account, only the account's limit (5) are checked (401); the
+/// others are refused at once (429 with Retry-After) without hashing.
+#[tokio::test]
+async fn parallel_sign_ins_cannot_all_pass_the_throttle() {
+    let t = TestServer::start().await;
+    t.staff("user", "ann@example.com", Value::Null).await;
+    let answers = futures::future::join_all((0..40).map(|_| async {
+        let resp = t
+            .http
+            .post(t.url("/api/v1/auth/login"))
+            .json(&json!({"email": "ann@example.com", "password": "wrong-password"}))
+            .send()
+            .await
+            .unwrap();
+        let retry = resp.headers().get("retry-after").cloned();
+        (resp.status(), retry)
+    }))
+    .await;
+    let checked = answers
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::UNAUTHORIZED)
+        .count();
+    let throttled = answers
+        .iter()
+        .filter(|(s, r)| *s == StatusCode::TOO_MANY_REQUESTS && r.is_some())
+        .count();
+    assert_eq!((checked, throttled), (5, 35), "{answers:?}");
+}
+
+/// An e-mail address or password too long to be real is refused before it is kept or
+/// hashed.
+#[tokio::test]
+async fn oversized_sign_in_fields_are_refused() {
+    let t = TestServer::start().await;
+    let long_email = format!("{}@example.com", "a".repeat(10_000));
+    let (status, body) = login(&t, &long_email, "wrong-password").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("email"));
+    let (status, body) = login(&t, "ann@example.com", &"p".repeat(100_000)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(!body.to_string().contains("ppppp"), "{body}");
+}
+
+async fn login_via(t: &TestServer, forwarded_for: &str, email: &str, password: &str) -> StatusCode {
+    t.http
+        .post(t.url("/api/v1/auth/login"))
+        .header("x-forwarded-for", forwarded_for)
+        .json(&json!({"email": email, "password": password}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+/// Behind a load balancer every sign-in comes from its address: with `--trusted-proxy`
+/// the client named in X-Forwarded-For is throttled instead; without it the header is
+/// the caller's to write and is ignored.
+#[tokio::test]
+async fn a_trusted_proxys_forwarded_for_is_the_throttled_address_and_only_then() {
+    for trusted in [false, true] {
+        let t = TestServer::start_with(|c| {
+            if trusted {
+                c.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+            }
+        })
+        .await;
+        t.staff("user", "bob@example.com", Value::Null).await;
+        for i in 0..20 {
+            let email = format!("guess{i}@example.com");
+            assert_eq!(
+                login_via(&t, "203.0.113.9", &email, "wrong-password").await,
+                StatusCode::UNAUTHORIZED
+            );
+        }
+        // Another client behind the proxy (the left entry is the client's to forge).
+        let other = login_via(
+            &t,
+            "203.0.113.9, 198.51.100.7",
+            "bob@example.com",
+            "a-better-password",
+        )
+        .await;
+        let again = login_via(
+            &t,
+            "198.51.100.7, 203.0.113.9",
+            "bob@example.com",
+            "a-better-password",
+        )
+        .await;
+        if trusted {
+            assert_eq!(other, StatusCode::OK);
+            assert_eq!(again, StatusCode::TOO_MANY_REQUESTS);
+        } else {
+            assert_eq!(other, StatusCode::TOO_MANY_REQUESTS);
+            assert_eq!(again, StatusCode::TOO_MANY_REQUESTS);
+        }
+    }
+}

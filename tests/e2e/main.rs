@@ -17,6 +17,7 @@ mod handoff;
 mod hostile;
 mod identity;
 mod isolation;
+mod listen;
 mod llm_secrets;
 mod observe;
 mod openapi;

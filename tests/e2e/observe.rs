@@ -98,3 +98,71 @@ async fn requests_get_an_id_and_readiness_reports_the_store() {
         json!({"ready": true, "store": "ok", "registry": "ok"})
     );
 }
+
+/// Callers choose methods and paths freely; the HTTP metrics' labels must not follow them,
+/// or anyone could grow `/metrics` (and the recorder's memory) without bound.
+#[tokio::test]
+async fn random_methods_and_paths_do_not_grow_http_metric_labels() {
+    let t = TestServer::start().await;
+    let mut sent = Vec::new();
+    for i in 0..50 {
+        let token = format!("ZQX{}{i}", uuid::Uuid::new_v4().simple());
+        let method = reqwest::Method::from_bytes(token.as_bytes()).unwrap();
+        let path = format!("/zq-{token}/api/v1/agents/{token}");
+        let r = t.http.request(method, t.url(&path)).send().await.unwrap();
+        assert!(r.status().is_client_error(), "{}", r.status());
+        // A real route with a caller's id in it: counted under its template.
+        let r = t
+            .admin(reqwest::Method::GET, &format!("/api/v1/agents/{token}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        sent.push(token);
+    }
+    let text = t
+        .http
+        .get(t.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for token in &sent {
+        assert!(
+            !text.contains(token.as_str()),
+            "{token} became a label value"
+        );
+    }
+    let label = |line: &str, name: &str| -> Option<String> {
+        let start = line.find(&format!("{name}=\""))? + name.len() + 2;
+        Some(line[start..].split('"').next()?.to_string())
+    };
+    let known = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "other",
+    ];
+    let routes: Vec<&str> = parley::api::routes().iter().map(|(d, _)| d.path).collect();
+    let http_lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("parley_http_"))
+        .collect();
+    assert!(http_lines.iter().any(|l| l.contains("method=\"other\"")));
+    assert!(http_lines
+        .iter()
+        .any(|l| l.contains("route=\"/api/v1/agents/{agent_id}\"")));
+    for line in http_lines {
+        if let Some(m) = label(line, "method") {
+            assert!(known.contains(&m.as_str()), "method label {m}: {line}");
+        }
+        if let Some(r) = label(line, "route") {
+            assert!(
+                r == "unmatched" || routes.contains(&r.as_str()),
+                "route label {r}: {line}"
+            );
+        }
+        if let Some(s) = label(line, "status") {
+            assert!(s.len() == 3 || s == "other", "status label {s}: {line}");
+        }
+    }
+}

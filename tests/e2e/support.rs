@@ -8,7 +8,7 @@ use parley::server::{self, ServeConfig, Server};
 use reqwest::{Client, RequestBuilder, Response, StatusCode};
 use serde_json::{json, Value};
 
-pub const ADMIN_KEY: &str = "pk_test_admin_key";
+pub const ADMIN_KEY: &str = "pk_test_admin_key_0123456789";
 /// The deployment's super key of servers that need one ([`TestServer::with_super_key`]).
 pub const SUPER_KEY: &str = "sk_test_super_key_of_the_node";
 

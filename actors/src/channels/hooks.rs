@@ -74,6 +74,16 @@ fn count(platform: &'static str, outcome: &'static str) {
         .increment(1);
 }
 
+/// Anyone can post to a hook: rejections are counted into one line per window, so a
+/// flood of them cannot push the connection's real events out of its log.
+async fn log_rejected(shared: &Shared, rt: &ChannelRuntime, detail: Value) {
+    shared
+        .channels
+        .journal()
+        .log_repeated(rt.id, "rejected", detail)
+        .await;
+}
+
 /// Handles one request to a started connection's hook.
 pub async fn receive(shared: &Shared, running: &RunningChannel, req: HookRequest) -> HookAnswer {
     let rt = &running.rt;
@@ -86,7 +96,7 @@ pub async fn receive(shared: &Shared, running: &RunningChannel, req: HookRequest
         Ok(d) => d,
         Err(ConnectorError::Unauthorized(reason)) => {
             count(platform, "rejected");
-            log_event(shared, rt, "rejected", json!({"error": reason})).await;
+            log_rejected(shared, rt, json!({"error": reason})).await;
             return HookAnswer::error(401, "unauthorized", reason);
         }
         Err(ConnectorError::Transport(reason)) => {
@@ -216,13 +226,14 @@ pub(crate) async fn verify(
     }
 }
 
-/// Teams: the JWT's serviceUrl claim must match the activity's, so the body is read
-/// first (nothing is done with it before the token checks out).
+/// Teams: the token is verified before the body is read (an unauthenticated 10 MB body
+/// is never parsed); its serviceUrl claim must then match the activity's.
 async fn verify_teams(
     verifier: &teams::TeamsVerifier,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Vec<Delivery>, ConnectorError> {
+    let claims = verifier.verify(header(headers, "authorization")).await?;
     let service_url = serde_json::from_slice::<Value>(body)
         .ok()
         .and_then(|v| {
@@ -231,9 +242,7 @@ async fn verify_teams(
                 .map(str::to_string)
         })
         .unwrap_or_default();
-    verifier
-        .verify(header(headers, "authorization"), &service_url)
-        .await?;
+    claims.check_service_url(&service_url)?;
     teams::parse(body).map(|d| vec![d])
 }
 
@@ -266,13 +275,7 @@ async fn subscription_check(
         }
         Err(e) => {
             count("whatsapp", "rejected");
-            log_event(
-                shared,
-                &running.rt,
-                "rejected",
-                json!({"error": e.to_string()}),
-            )
-            .await;
+            log_rejected(shared, &running.rt, json!({"error": e.to_string()})).await;
             HookAnswer::error(403, "forbidden", e.to_string())
         }
     }

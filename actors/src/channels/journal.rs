@@ -5,16 +5,22 @@
 
 use std::sync::Arc;
 
-use chrono::Utc;
+use chrono::{TimeDelta, Utc};
 use parley_engine::connection::ConnectionId;
 use parley_engine::inbound::InboundMessage;
-use parley_engine::store::{NewConnectionEvent, Store, StoreError, StoreResult};
+use parley_engine::store::{
+    NewConnectionEvent, RepeatedConnectionEvent, Store, StoreError, StoreResult,
+};
 use tokio::sync::{mpsc, oneshot};
 
 use super::chats::EVENTS_KEPT;
 
 /// Most writes one round takes.
 const MAX_BATCH: usize = 1024;
+
+/// Repeated lines (rejected deliveries) count into one line per this long, so a flood
+/// adds at most 24 lines a day to a log that keeps [`EVENTS_KEPT`].
+const REPEATS_WINDOW: TimeDelta = TimeDelta::hours(1);
 
 enum Op {
     Insert(
@@ -25,6 +31,8 @@ enum Op {
     Done(ConnectionId, String, oneshot::Sender<StoreResult<()>>),
     /// With a reply: the writer answers once the line is committed (or failed).
     Event(NewConnectionEvent, Option<oneshot::Sender<()>>),
+    /// Counted into the window's line of its kind; answered once written.
+    Repeated(NewConnectionEvent, oneshot::Sender<()>),
 }
 
 /// Hands writes to the journal's writer task.
@@ -89,6 +97,54 @@ impl Journal {
             let _ = written.await;
         }
     }
+
+    /// [`Journal::log`] for what may come in floods (rejected deliveries): counted into
+    /// the connection's line of this kind of the current window, with the latest detail
+    /// as the sample, instead of a line each.
+    pub fn log_repeated(
+        &self,
+        connection: ConnectionId,
+        kind: &str,
+        detail: serde_json::Value,
+    ) -> impl std::future::Future<Output = ()> {
+        let event = NewConnectionEvent {
+            connection_id: connection,
+            at: Utc::now(),
+            kind: kind.to_string(),
+            detail,
+        };
+        let (reply, written) = oneshot::channel();
+        let _ = self.tx.send(Op::Repeated(event, reply));
+        async move {
+            let _ = written.await;
+        }
+    }
+}
+
+/// Folds a batch's repeated lines into one per connection and kind.
+fn fold_repeats(events: Vec<NewConnectionEvent>) -> Vec<RepeatedConnectionEvent> {
+    let mut folded: Vec<RepeatedConnectionEvent> = Vec::new();
+    for e in events {
+        match folded
+            .iter_mut()
+            .find(|r| r.connection_id == e.connection_id && r.kind == e.kind)
+        {
+            Some(r) => {
+                r.count += 1;
+                r.last_at = e.at;
+                r.sample = e.detail;
+            }
+            None => folded.push(RepeatedConnectionEvent {
+                connection_id: e.connection_id,
+                kind: e.kind,
+                first_at: e.at,
+                last_at: e.at,
+                count: 1,
+                sample: e.detail,
+            }),
+        }
+    }
+    folded
 }
 
 async fn write(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Op>) {
@@ -100,6 +156,7 @@ async fn write(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Op>) {
         let mut done_replies = Vec::new();
         let mut events = Vec::new();
         let mut event_replies = Vec::new();
+        let mut repeats = Vec::new();
         for op in ops.drain(..) {
             match op {
                 Op::Insert(c, m, reply) => {
@@ -114,6 +171,10 @@ async fn write(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Op>) {
                     events.push(e);
                     event_replies.extend(reply);
                 }
+                Op::Repeated(e, reply) => {
+                    repeats.push(e);
+                    event_replies.push(reply);
+                }
             }
         }
         // Events first: a delivery's line lands before its reply's.
@@ -121,9 +182,20 @@ async fn write(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Op>) {
             if let Err(e) = store.add_connection_events(&events, EVENTS_KEPT).await {
                 tracing::warn!(error = %e, lines = events.len(), "could not write connection events");
             }
-            for reply in event_replies {
-                let _ = reply.send(());
+        }
+        if !repeats.is_empty() {
+            let since = Utc::now() - REPEATS_WINDOW;
+            for r in fold_repeats(repeats) {
+                let written = store
+                    .add_repeated_connection_event(&r, since, EVENTS_KEPT)
+                    .await;
+                if let Err(e) = written {
+                    tracing::warn!(error = %e, count = r.count, "could not count repeated connection events");
+                }
             }
+        }
+        for reply in event_replies {
+            let _ = reply.send(());
         }
         if !inserts.is_empty() {
             match store.inbox_insert_many(&inserts, Utc::now()).await {

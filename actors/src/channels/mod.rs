@@ -161,8 +161,9 @@ impl ChannelDirectory {
 }
 
 /// Records a customer's message (once: a repeated delivery is a duplicate) and hands it to
-/// the connection's actor. Answers false for a duplicate. A store failure means the
-/// delivery is not recorded: the platform must be told to deliver it again.
+/// the connection's actor. Answers false for a duplicate or a stale delivery. A store
+/// failure means the delivery is not recorded: the platform must be told to deliver it
+/// again.
 pub(crate) async fn accept_message(
     shared: &Shared,
     rt: &ChannelRuntime,
@@ -175,6 +176,20 @@ pub(crate) async fn accept_message(
             .increment(1)
     };
     let journal = shared.channels.journal();
+    // A delivery older than the dedup window may be a replay of one already forgotten:
+    // it would run twice. Platforms retry for a day at most, so it is refused as stale.
+    // Slack and webhook signatures carry a timestamp checked within minutes and Teams
+    // tokens expire, so only the others need it.
+    let unbounded = matches!(
+        msg.platform,
+        Platform::Telegram | Platform::Discord | Platform::Whatsapp
+    );
+    if unbounded && msg.sent_at < Utc::now() - DEDUP_WINDOW {
+        count("stale");
+        let detail = json!({"dedup_id": msg.dedup_id, "sent_at": msg.sent_at.to_rfc3339()});
+        journal.log_repeated(rt.id, "stale", detail).await;
+        return Ok(false);
+    }
     let mut fresh = journal.insert(rt.id, msg.clone()).await?;
     if fresh {
         if let Some(twin) = slack_twin(&msg) {

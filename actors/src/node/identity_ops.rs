@@ -8,8 +8,8 @@ use chrono::{TimeDelta, Utc};
 use parley_engine::auth::{generate_secret, hash_secret};
 use parley_engine::campaign::parse_timezone;
 use parley_engine::identity::{
-    check_password_policy, hash_password, verify_password, AuthToken, OperatorSchedule, Role,
-    TenantSettings, Throttle, UserId, UserRecord,
+    check_password_policy, AuthToken, OperatorSchedule, Role, TenantSettings, UserId, UserRecord,
+    MAX_PASSWORD_BYTES,
 };
 use parley_engine::identity::{day_period, month_period, SessionUsage, UsageScope};
 use parley_engine::model::AgentId;
@@ -19,6 +19,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::check_name;
+use super::logins::Busy;
 use super::{Node, Shared};
 use crate::error::{NodeError, NodeResult};
 
@@ -26,32 +27,6 @@ use crate::error::{NodeError, NodeResult};
 pub const TOKEN_TTL: TimeDelta = TimeDelta::hours(12);
 /// How long a sign-in with a temporary password may take to change it.
 const PASSWORD_CHANGE_TTL: TimeDelta = TimeDelta::minutes(15);
-/// Failed sign-ins allowed per account and per address within [`THROTTLE_WINDOW`].
-const ACCOUNT_FAILURES: usize = 5;
-const ADDRESS_FAILURES: usize = 20;
-const THROTTLE_WINDOW: Duration = Duration::from_secs(15 * 60);
-
-/// Sign-in failures per account and per client address (in memory, per node).
-#[derive(Debug)]
-pub struct Logins {
-    accounts: Throttle,
-    addresses: Throttle,
-    /// Verified against when the account does not exist, so an unknown address costs a
-    /// hash like a known one does (no timing oracle for which accounts exist). Made on
-    /// first use: hashing is deliberately slow.
-    dummy_hash: std::sync::OnceLock<String>,
-}
-
-impl Default for Logins {
-    fn default() -> Logins {
-        Logins {
-            accounts: Throttle::new(ACCOUNT_FAILURES, THROTTLE_WINDOW),
-            addresses: Throttle::new(ADDRESS_FAILURES, THROTTLE_WINDOW),
-            dummy_hash: std::sync::OnceLock::new(),
-        }
-    }
-}
-
 /// How long a node trusts the tenant settings it read (limits, time zone).
 const TENANT_CACHE_TTL: Duration = Duration::from_secs(5);
 /// Sessions older than this before a billing period are not looked at for its windows.
@@ -101,8 +76,10 @@ pub struct SignedIn {
 pub enum LoginError {
     /// Wrong e-mail or password (never saying which).
     Invalid,
-    /// Too many failures: try again after this long.
+    /// Too many attempts: try again after this long.
     Throttled(Duration),
+    /// Too many passwords being checked at once: try again shortly.
+    Busy,
     Node(NodeError),
 }
 
@@ -156,6 +133,13 @@ pub struct TenantPatch {
     pub zip: Option<String>,
     pub website: Option<String>,
     pub timezone: Option<String>,
+}
+
+/// The longest e-mail address (RFC 5321's path limit).
+const MAX_EMAIL_CHARS: usize = 254;
+
+fn busy(_: Busy) -> NodeError {
+    NodeError::Unavailable("too many passwords are being checked; try again shortly".into())
 }
 
 fn check_email(field: &str, email: &str) -> NodeResult<String> {
@@ -250,8 +234,9 @@ impl Node {
         })
     }
 
-    /// Signs a user in by e-mail and password from `address`. Failures count against
-    /// the account and the address; past their limits the answer is Throttled.
+    /// Signs a user in by e-mail and password from `address`. Every attempt counts
+    /// against the account and the address before the password is checked (a success
+    /// gives its count back); past their limits the answer is Throttled.
     pub async fn login(
         &self,
         email: &str,
@@ -260,43 +245,50 @@ impl Node {
     ) -> Result<SignedIn, LoginError> {
         let logins = &self.shared.logins;
         let email = email.trim().to_lowercase();
-        let now = Instant::now();
-        let account_key = format!("account:{email}");
-        let address_key = format!("address:{address}");
-        if let Some(wait) = logins
-            .accounts
-            .wait(&account_key, now)
-            .max(logins.addresses.wait(&address_key, now))
-        {
-            return Err(LoginError::Throttled(wait));
+        // Bounded before anything is kept or hashed.
+        if email.chars().count() > MAX_EMAIL_CHARS {
+            return Err(
+                NodeError::Invalid(format!("email: at most {MAX_EMAIL_CHARS} characters")).into(),
+            );
         }
-        let user = self
-            .shared
-            .store
-            .user_by_email(&email)
+        if password.len() > MAX_PASSWORD_BYTES {
+            return Err(NodeError::Invalid(format!(
+                "password: at most {MAX_PASSWORD_BYTES} bytes"
+            ))
+            .into());
+        }
+        let registry = self.shared.registry.as_ref();
+        let attempt = logins
+            .reserve(registry, &email, address)
             .await
-            .map_err(NodeError::from)?;
-        let hash = match &user {
-            Some(u) => u.password_hash.clone(),
-            None => logins
-                .dummy_hash
-                .get_or_init(|| hash_password("not a password anyone has"))
-                .clone(),
-        };
-        let password = password.to_string();
-        let ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
-            .await
-            .unwrap_or(false);
-        let Some(user) = user.filter(|_| ok) else {
-            logins.accounts.fail(&account_key, now);
-            logins.addresses.fail(&address_key, now);
-            if logins.addresses.wait(&address_key, now).is_some() {
-                logins.addresses.prune(now);
+            .map_err(LoginError::Throttled)?;
+        let user = match self.shared.store.user_by_email(&email).await {
+            Ok(user) => user,
+            Err(e) => {
+                logins.give_back(registry, attempt).await;
+                return Err(NodeError::from(e).into());
             }
+        };
+        let hash = match &user {
+            Some(u) => Ok(u.password_hash.clone()),
+            None => logins.dummy_hash().await,
+        };
+        let checked = match hash {
+            Ok(hash) => logins.verify(password, &hash).await,
+            Err(busy) => Err(busy),
+        };
+        let ok = match checked {
+            Ok(ok) => ok,
+            Err(Busy) => {
+                logins.give_back(registry, attempt).await;
+                return Err(LoginError::Busy);
+            }
+        };
+        let Some(user) = user.filter(|_| ok) else {
             tracing::info!(address, "sign-in refused");
             return Err(LoginError::Invalid);
         };
-        logins.accounts.clear(&account_key);
+        logins.succeeded(registry, attempt).await;
         Ok(self.issue_token(&user, user.must_change_password).await?)
     }
 
@@ -316,25 +308,27 @@ impl Node {
             .get_user(user_id)
             .await?
             .ok_or(NodeError::Unauthorized)?;
-        let (current, hash) = (current.to_string(), user.password_hash.clone());
-        let ok = tokio::task::spawn_blocking(move || verify_password(&current, &hash))
+        let logins = &self.shared.logins;
+        let ok = logins
+            .verify(current, &user.password_hash)
             .await
-            .unwrap_or(false);
+            .map_err(busy)?;
         if !ok {
             return Err(NodeError::Invalid(
                 "current_password: does not match".into(),
             ));
         }
         check_password_policy(new).map_err(NodeError::Invalid)?;
-        if verify_password(new, &user.password_hash) {
+        if logins
+            .verify(new, &user.password_hash)
+            .await
+            .map_err(busy)?
+        {
             return Err(NodeError::Invalid(
                 "password: must differ from the current one".into(),
             ));
         }
-        let new = new.to_string();
-        user.password_hash = tokio::task::spawn_blocking(move || hash_password(&new))
-            .await
-            .map_err(|e| NodeError::Internal(e.to_string()))?;
+        user.password_hash = logins.hash(new).await.map_err(busy)?;
         user.must_change_password = false;
         user.updated_at = Utc::now();
         store.put_user(&user).await?;
@@ -379,10 +373,7 @@ impl Node {
         let email = check_email("email", &req.email)?;
         check_password_policy(&req.password).map_err(NodeError::Invalid)?;
         check_schedule(req.role, &req.schedule)?;
-        let password = req.password;
-        let password_hash = tokio::task::spawn_blocking(move || hash_password(&password))
-            .await
-            .map_err(|e| NodeError::Internal(e.to_string()))?;
+        let password_hash = self.shared.logins.hash(&req.password).await.map_err(busy)?;
         let now = Utc::now();
         let user = UserRecord {
             id: Uuid::now_v7(),
@@ -437,9 +428,7 @@ impl Node {
         let reset = patch.password.is_some();
         if let Some(p) = patch.password {
             check_password_policy(&p).map_err(NodeError::Invalid)?;
-            user.password_hash = tokio::task::spawn_blocking(move || hash_password(&p))
-                .await
-                .map_err(|e| NodeError::Internal(e.to_string()))?;
+            user.password_hash = self.shared.logins.hash(&p).await.map_err(busy)?;
             user.must_change_password = true;
         }
         user.updated_at = Utc::now();

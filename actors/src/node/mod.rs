@@ -9,6 +9,7 @@ mod connection_ops;
 mod conversation_ops;
 mod identity_ops;
 mod introspect;
+mod logins;
 mod session_ops;
 
 use std::collections::HashSet;
@@ -131,7 +132,7 @@ pub struct Shared {
     pub http: reqwest::Client,
     pub supervision: SupervisionStats,
     /// Sign-in failures (throttling).
-    pub logins: identity_ops::Logins,
+    pub logins: logins::Logins,
     /// Tenants as last read (limits, time zone), with when.
     pub(crate) tenants: dashmap::DashMap<
         parley_engine::model::TenantId,
@@ -661,7 +662,7 @@ impl Node {
             leaving: AtomicBool::new(false),
             http,
             supervision: SupervisionStats::default(),
-            logins: identity_ops::Logins::default(),
+            logins: logins::Logins::default(),
             tenants: dashmap::DashMap::new(),
             persistence: RwLock::new(None),
             agent_sup: RwLock::new(None),

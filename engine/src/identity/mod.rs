@@ -8,7 +8,9 @@ mod schedule;
 mod throttle;
 mod usage;
 
-pub use password::{check_password_policy, hash_password, verify_password, MIN_PASSWORD_CHARS};
+pub use password::{
+    check_password_policy, hash_password, verify_password, MAX_PASSWORD_BYTES, MIN_PASSWORD_CHARS,
+};
 pub use records::{AuthToken, Role, SessionUsage, TenantSettings, UsageScope, UserId, UserRecord};
 pub use schedule::OperatorSchedule;
 pub use throttle::Throttle;

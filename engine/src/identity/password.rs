@@ -6,7 +6,7 @@ use argon2::{Argon2, PasswordVerifier};
 /// The shortest password accepted.
 pub const MIN_PASSWORD_CHARS: usize = 10;
 /// Longer inputs are refused before hashing (hashing cost grows with length).
-const MAX_PASSWORD_BYTES: usize = 1024;
+pub const MAX_PASSWORD_BYTES: usize = 1024;
 
 /// Why a password is refused, if it is.
 pub fn check_password_policy(password: &str) -> Result<(), String> {

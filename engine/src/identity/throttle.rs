@@ -1,8 +1,11 @@
-//! Sign-in throttling: failures are counted per key (an account, an address) over a
-//! sliding window; past the limit the key waits until its oldest failure leaves the
-//! window. Kept in memory per node.
+//! Sign-in throttling: attempts are counted per key (an account, an address) over a
+//! sliding window; past the limit the key waits until its oldest attempt leaves the
+//! window. An attempt is reserved before the password is checked (check and count are one
+//! step, so parallel attempts cannot all pass the check) and given back when it succeeds.
+//! Kept in memory per node, with a bounded number of keys.
 
 use std::collections::VecDeque;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
@@ -11,50 +14,90 @@ use dashmap::DashMap;
 pub struct Throttle {
     limit: usize,
     window: Duration,
-    failures: DashMap<String, VecDeque<Instant>>,
+    max_keys: usize,
+    attempts: DashMap<String, VecDeque<Instant>>,
+    last_prune: Mutex<Option<Instant>>,
 }
 
 impl Throttle {
-    pub fn new(limit: usize, window: Duration) -> Throttle {
+    /// `limit` attempts per key within `window`; at most `max_keys` keys are tracked.
+    pub fn new(limit: usize, window: Duration, max_keys: usize) -> Throttle {
         Throttle {
-            limit,
+            limit: limit.max(1),
             window,
-            failures: DashMap::new(),
+            max_keys,
+            attempts: DashMap::new(),
+            last_prune: Mutex::new(None),
         }
     }
 
-    /// How long `key` must wait before trying again, if it must.
-    pub fn wait(&self, key: &str, now: Instant) -> Option<Duration> {
-        let mut entry = self.failures.get_mut(key)?;
+    /// Counts an attempt of `key` at `now`, or answers how long it must wait. A full
+    /// table (every tracked key still within the window) refuses new keys for a window.
+    pub fn reserve(&self, key: &str, now: Instant) -> Result<(), Duration> {
+        self.prune_now_and_then(now);
+        if !self.attempts.contains_key(key) && self.attempts.len() >= self.max_keys {
+            self.prune(now);
+            if self.attempts.len() >= self.max_keys {
+                return Err(self.window);
+            }
+        }
+        let mut entry = self.attempts.entry(key.to_string()).or_default();
         while entry
             .front()
             .is_some_and(|t| now.duration_since(*t) >= self.window)
         {
             entry.pop_front();
         }
-        (entry.len() >= self.limit)
-            .then(|| self.window - now.duration_since(*entry.front().expect("limit > 0")))
-    }
-
-    pub fn fail(&self, key: &str, now: Instant) {
-        let mut entry = self.failures.entry(key.to_string()).or_default();
-        entry.push_back(now);
-        while entry.len() > self.limit {
-            entry.pop_front();
+        match entry.front() {
+            Some(oldest) if entry.len() >= self.limit => {
+                Err(self.window - now.duration_since(*oldest))
+            }
+            _ => {
+                entry.push_back(now);
+                Ok(())
+            }
         }
     }
 
-    pub fn clear(&self, key: &str) {
-        self.failures.remove(key);
+    /// Gives back the attempt reserved at `at` (it succeeded, or was never made).
+    pub fn release(&self, key: &str, at: Instant) {
+        if let Some(mut entry) = self.attempts.get_mut(key) {
+            if let Some(i) = entry.iter().rposition(|t| *t == at) {
+                entry.remove(i);
+            }
+        }
+        self.attempts.remove_if(key, |_, a| a.is_empty());
     }
 
-    /// Drops keys with no failure in the window (bounded memory under a spray of
-    /// addresses).
+    /// Forgets every attempt of `key`.
+    pub fn clear(&self, key: &str) {
+        self.attempts.remove(key);
+    }
+
+    /// Keys tracked now.
+    pub fn keys(&self) -> usize {
+        self.attempts.len()
+    }
+
+    /// Drops keys with no attempt in the window.
     pub fn prune(&self, now: Instant) {
-        self.failures.retain(|_, f| {
-            f.back()
+        self.attempts.retain(|_, a| {
+            a.back()
                 .is_some_and(|t| now.duration_since(*t) < self.window)
         });
+        *self.last_prune.lock().unwrap_or_else(|e| e.into_inner()) = Some(now);
+    }
+
+    /// Prunes at most once a minute, so keys whose window passed do not pile up.
+    fn prune_now_and_then(&self, now: Instant) {
+        let due = self
+            .last_prune
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none_or(|at| now.saturating_duration_since(at) >= Duration::from_secs(60));
+        if due {
+            self.prune(now);
+        }
     }
 }
 
@@ -63,22 +106,55 @@ mod tests {
     use super::*;
 
     #[test]
-    fn past_the_limit_a_key_waits_for_its_oldest_failure_to_age_out() {
-        let t = Throttle::new(3, Duration::from_secs(60));
+    fn past_the_limit_a_key_waits_for_its_oldest_attempt_to_age_out() {
+        let t = Throttle::new(3, Duration::from_secs(60), 100);
         let start = Instant::now();
         for i in 0..3 {
-            assert_eq!(t.wait("ann", start + Duration::from_secs(i)), None);
-            t.fail("ann", start + Duration::from_secs(i));
+            assert_eq!(t.reserve("ann", start + Duration::from_secs(i)), Ok(()));
         }
-        let wait = t.wait("ann", start + Duration::from_secs(10)).unwrap();
-        assert_eq!(wait, Duration::from_secs(50));
-        assert_eq!(t.wait("bob", start), None, "other keys are not affected");
-        assert_eq!(t.wait("ann", start + Duration::from_secs(60)), None);
-        t.fail("ann", start + Duration::from_secs(61));
+        let at = start + Duration::from_secs(10);
+        assert_eq!(t.reserve("ann", at), Err(Duration::from_secs(50)));
+        assert_eq!(
+            t.reserve("bob", start),
+            Ok(()),
+            "other keys are not affected"
+        );
+        assert_eq!(t.reserve("ann", start + Duration::from_secs(60)), Ok(()));
         t.clear("ann");
-        assert_eq!(t.wait("ann", start + Duration::from_secs(62)), None);
-        t.fail("bob", start);
-        t.prune(start + Duration::from_secs(120));
-        assert!(t.failures.is_empty());
+        assert_eq!(t.reserve("ann", start + Duration::from_secs(62)), Ok(()));
+    }
+
+    #[test]
+    fn a_released_attempt_does_not_count() {
+        let t = Throttle::new(2, Duration::from_secs(60), 100);
+        let start = Instant::now();
+        for i in 0..10 {
+            let at = start + Duration::from_secs(i);
+            assert_eq!(t.reserve("ann", at), Ok(()));
+            t.release("ann", at);
+        }
+        assert_eq!(t.keys(), 0, "an empty key is dropped");
+        assert_eq!(t.reserve("ann", start), Ok(()));
+        assert_eq!(t.reserve("ann", start), Ok(()));
+        assert!(t.reserve("ann", start).is_err());
+    }
+
+    #[test]
+    fn keys_are_pruned_and_bounded() {
+        let t = Throttle::new(5, Duration::from_secs(60), 3);
+        let start = Instant::now();
+        for key in ["a", "b", "c"] {
+            assert_eq!(t.reserve(key, start), Ok(()));
+        }
+        // Full, all within the window: a new key waits; known keys still count.
+        assert_eq!(t.reserve("d", start), Err(Duration::from_secs(60)));
+        assert_eq!(t.reserve("a", start), Ok(()));
+        // Past the window the old keys go, without anyone calling prune.
+        let later = start + Duration::from_secs(61);
+        assert_eq!(t.reserve("d", later), Ok(()));
+        assert_eq!(t.keys(), 1);
+        // And a minute on, a key whose window passed is dropped by the next attempt.
+        assert_eq!(t.reserve("e", later + Duration::from_secs(120)), Ok(()));
+        assert_eq!(t.keys(), 1);
     }
 }

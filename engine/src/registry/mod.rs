@@ -76,6 +76,13 @@ pub struct RegistryStats {
     pub errors: AtomicU64,
 }
 
+/// What a cluster-wide attempt counter answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptAnswer {
+    Counted,
+    Wait(std::time::Duration),
+}
+
 /// A copy of [`RegistryStats`] at one moment.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct RegistryCounts {
@@ -156,6 +163,29 @@ pub trait Registry: Send + Sync + 'static {
     }
     /// Relays a customer's event (its JSON) to the nodes watching them.
     async fn publish_user_event(&self, _key: &str, _json: &str) -> RegistryResult<()> {
+        Ok(())
+    }
+    // Sign-in throttling across nodes: attempts per account and per address counted in
+    // one sliding window for the whole cluster.
+
+    /// Counts attempt `id` under `key` unless `limit` attempts are already within
+    /// `window`: then answers how long until the oldest leaves it. `Ok(None)` from a
+    /// registry that shares nothing (the caller counts on its own).
+    async fn reserve_attempt(
+        &self,
+        _key: &str,
+        _id: &str,
+        _limit: u32,
+        _window: std::time::Duration,
+    ) -> RegistryResult<Option<AttemptAnswer>> {
+        Ok(None)
+    }
+    /// Takes attempt `id` back (it succeeded, or was never made).
+    async fn release_attempt(&self, _key: &str, _id: &str) -> RegistryResult<()> {
+        Ok(())
+    }
+    /// Forgets every attempt under `key`.
+    async fn clear_attempts(&self, _key: &str) -> RegistryResult<()> {
         Ok(())
     }
     /// The events other nodes relay to this one, as `(key, json)`; None for a node alone.

@@ -2,7 +2,9 @@
 //! - `{prefix}:node:{id}` = the node's URL, with a TTL its heartbeat renews (the lease);
 //! - `{prefix}:owner:{session}` = the owning node's id. A claim is valid only while that
 //!   node's lease key exists, so a dead node's sessions are free the moment its lease
-//!   expires, and a draining node frees them all by deleting its lease.
+//!   expires, and a draining node frees them all by deleting its lease;
+//! - `{prefix}:attempts:{key}` = sign-in attempts (a sorted set of attempt ids scored by
+//!   Redis's clock in ms), expiring with the throttle's window.
 //!
 //! Every decision (claim, lookup, release) is one Lua script, so it is atomic and one
 //! round trip.
@@ -15,7 +17,9 @@ use ::redis::Script;
 use async_trait::async_trait;
 use tokio::sync::{mpsc, Mutex};
 
-use super::{Claim, Lease, NodeInfo, Registry, RegistryError, RegistryResult, RegistryStats};
+use super::{
+    AttemptAnswer, Claim, Lease, NodeInfo, Registry, RegistryError, RegistryResult, RegistryStats,
+};
 use crate::model::SessionId;
 
 /// A claim outlives passivation only by accident (a crash before release); this bounds how
@@ -55,6 +59,23 @@ end
 return {}
 "#;
 
+/// Counts attempt ARGV[3] unless ARGV[1] attempts are within the last ARGV[2] ms; then
+/// answers the ms until the oldest leaves the window (-1: counted). Redis's own clock,
+/// so every node measures the same window.
+const ATTEMPT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local window = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  return tonumber(oldest[2]) + window - now
+end
+redis.call('ZADD', KEYS[1], now, ARGV[3])
+redis.call('PEXPIRE', KEYS[1], window)
+return -1
+"#;
+
 /// Deletes the claim if it is still ARGV[1]'s.
 const RELEASE: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -73,6 +94,7 @@ pub struct RedisRegistry {
     claim: Script,
     lookup: Script,
     release: Script,
+    attempt: Script,
     stats: RegistryStats,
 }
 
@@ -89,6 +111,7 @@ impl RedisRegistry {
             claim: Script::new(CLAIM),
             lookup: Script::new(LOOKUP),
             release: Script::new(RELEASE),
+            attempt: Script::new(ATTEMPT),
             stats: RegistryStats::default(),
         })
     }
@@ -111,6 +134,10 @@ impl RedisRegistry {
 
     fn owner_key(&self, session: SessionId) -> String {
         format!("{}:owner:{session}", self.cfg.prefix)
+    }
+
+    fn attempts_key(&self, key: &str) -> String {
+        format!("{}:attempts:{key}", self.cfg.prefix)
     }
 
     async fn conn(&self) -> RegistryResult<ConnectionManager> {
@@ -204,6 +231,44 @@ impl Registry for RedisRegistry {
             }
             _ => Ok(Claim::Mine),
         }
+    }
+
+    async fn reserve_attempt(
+        &self,
+        key: &str,
+        id: &str,
+        limit: u32,
+        window: std::time::Duration,
+    ) -> RegistryResult<Option<AttemptAnswer>> {
+        let key = self.attempts_key(key);
+        let window_ms = window.as_millis().max(1) as u64;
+        let wait_ms: i64 = self
+            .run(async |c| {
+                self.attempt
+                    .key(&key)
+                    .arg(limit)
+                    .arg(window_ms)
+                    .arg(id)
+                    .invoke_async(c)
+                    .await
+            })
+            .await?;
+        Ok(Some(match u64::try_from(wait_ms) {
+            Ok(ms) => AttemptAnswer::Wait(std::time::Duration::from_millis(ms.max(1))),
+            Err(_) => AttemptAnswer::Counted,
+        }))
+    }
+
+    async fn release_attempt(&self, key: &str, id: &str) -> RegistryResult<()> {
+        let key = self.attempts_key(key);
+        self.run(async |c| ::redis::cmd("ZREM").arg(&key).arg(id).query_async(c).await)
+            .await
+    }
+
+    async fn clear_attempts(&self, key: &str) -> RegistryResult<()> {
+        let key = self.attempts_key(key);
+        self.run(async |c| ::redis::cmd("DEL").arg(&key).query_async(c).await)
+            .await
     }
 
     async fn remote_owner(&self, session: SessionId) -> RegistryResult<Option<NodeInfo>> {

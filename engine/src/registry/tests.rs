@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use super::{Claim, Lease, NodeInfo, RedisRegistry, RedisRegistryConfig, Registry, RegistryError};
+use super::{
+    AttemptAnswer, Claim, Lease, NodeInfo, RedisRegistry, RedisRegistryConfig, Registry,
+    RegistryError,
+};
 
 fn redis_url() -> String {
     std::env::var("PARLEY_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
@@ -145,4 +148,44 @@ async fn unreachable_redis_is_unavailable_quickly() {
         }
     )
     .is_err());
+}
+
+async fn reserve(r: &RedisRegistry, id: &str) -> Option<AttemptAnswer> {
+    r.reserve_attempt("account:ann@example.com", id, 5, Duration::from_secs(900))
+        .await
+        .unwrap()
+}
+
+/// Sign-in attempts counted on one node count on the other: five across both fill the
+/// window for everyone; one taken back frees a place; clearing frees them all.
+#[tokio::test]
+async fn nodes_share_sign_in_attempt_counts() {
+    let Some((a, b)) = pair(Duration::from_secs(5)).await else {
+        return;
+    };
+    for (i, node) in [&a, &b, &a, &b, &a].into_iter().enumerate() {
+        assert_eq!(
+            reserve(node, &format!("t{i}")).await,
+            Some(AttemptAnswer::Counted)
+        );
+    }
+    for node in [&a, &b] {
+        match reserve(node, "late").await {
+            Some(AttemptAnswer::Wait(wait)) => assert!(
+                wait <= Duration::from_secs(900) && wait > Duration::from_secs(800),
+                "{wait:?}"
+            ),
+            other => panic!("a sixth attempt was {other:?}"),
+        }
+    }
+    a.release_attempt("account:ann@example.com", "t1")
+        .await
+        .unwrap();
+    assert_eq!(reserve(&b, "t5").await, Some(AttemptAnswer::Counted));
+    assert!(matches!(
+        reserve(&a, "t6").await,
+        Some(AttemptAnswer::Wait(_))
+    ));
+    b.clear_attempts("account:ann@example.com").await.unwrap();
+    assert_eq!(reserve(&a, "t7").await, Some(AttemptAnswer::Counted));
 }

@@ -390,6 +390,16 @@ pub trait Store: Send + Sync + 'static {
         };
         self.add_connection_events(&[event], keep).await
     }
+    /// Counts repeated events (rejected deliveries) into the connection's newest line of
+    /// their kind when that line started at or after `since`, in place; otherwise appends
+    /// a new line and keeps the connection's newest `keep`. A flood of them then takes one
+    /// line per window instead of pushing every other line out of the log.
+    async fn add_repeated_connection_event(
+        &self,
+        event: &RepeatedConnectionEvent,
+        since: DateTime<Utc>,
+        keep: u32,
+    ) -> StoreResult<()>;
     /// The connection's events, newest first; `before` pages on (only smaller ids).
     async fn connection_events(
         &self,
@@ -635,6 +645,39 @@ pub struct NewConnectionEvent {
     pub at: DateTime<Utc>,
     pub kind: String,
     pub detail: serde_json::Value,
+}
+
+/// Occurrences of one kind of event, counted in one log line (see
+/// [`Store::add_repeated_connection_event`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RepeatedConnectionEvent {
+    pub connection_id: ConnectionId,
+    pub kind: String,
+    pub first_at: DateTime<Utc>,
+    pub last_at: DateTime<Utc>,
+    pub count: u64,
+    /// The latest occurrence's detail, kept as the sample.
+    pub sample: serde_json::Value,
+}
+
+impl RepeatedConnectionEvent {
+    /// The line's detail: the latest sample with `count`, `first_at` and `last_at`, the
+    /// count and first time carried over from `joined` (the detail of the line these
+    /// occurrences join), if any.
+    pub fn detail(&self, joined: Option<&serde_json::Value>) -> serde_json::Value {
+        let mut detail = match &self.sample {
+            serde_json::Value::Object(fields) => fields.clone(),
+            other => serde_json::Map::from_iter([("sample".to_string(), other.clone())]),
+        };
+        let before = joined.and_then(|d| d["count"].as_u64()).unwrap_or(0);
+        let first_at = joined
+            .and_then(|d| d.get("first_at").cloned())
+            .unwrap_or_else(|| self.first_at.to_rfc3339().into());
+        detail.insert("count".into(), before.saturating_add(self.count).into());
+        detail.insert("first_at".into(), first_at);
+        detail.insert("last_at".into(), self.last_at.to_rfc3339().into());
+        serde_json::Value::Object(detail)
+    }
 }
 
 /// An outgoing webhook event to queue.

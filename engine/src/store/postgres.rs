@@ -45,8 +45,8 @@ use super::encoding::{
 };
 use super::{
     AgentChannel, AgentRecord, AgentStatus, Assignee, ChannelSession, ConnectionEvent,
-    ConversationQuery, Epoch, NewConnectionEvent, NewOutboxEvent, OutboxEntry, SessionWrites,
-    StoreError, StoreResult, Tenant, Write,
+    ConversationQuery, Epoch, NewConnectionEvent, NewOutboxEvent, OutboxEntry,
+    RepeatedConnectionEvent, SessionWrites, StoreError, StoreResult, Tenant, Write,
 };
 use crate::model::{
     AgentId, AttachmentMeta, CloseStatus, Feedback, Message, Mode, Role, Session, SessionId,
@@ -555,6 +555,47 @@ fn fresh_session_from_row(row: &PgRow) -> StoreResult<Session> {
         s.last_activity = s.last_activity.max(t);
     }
     Ok(s)
+}
+
+/// Appends event lines in order and drops all but each touched connection's newest `keep`.
+async fn append_events(
+    tx: &mut sqlx::Transaction<'_, Postgres>,
+    batch: &[NewConnectionEvent],
+    keep: u32,
+) -> StoreResult<()> {
+    let mut touched: Vec<String> = Vec::new();
+    for e in batch {
+        let id = e.connection_id.to_string();
+        sqlx::query(
+            "INSERT INTO connection_events (connection_id, at, kind, detail) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&id)
+        .bind(ts(e.at)?)
+        .bind(&e.kind)
+        .bind(to_json(&e.detail, "event detail")?)
+        .execute(&mut **tx)
+        .await
+        .map_err(map_err)?;
+        if !touched.contains(&id) {
+            touched.push(id);
+        }
+    }
+    for id in &touched {
+        // Everything from the (keep+1)-th newest on; with fewer events the bound is
+        // NULL and nothing goes.
+        sqlx::query(
+            "DELETE FROM connection_events WHERE connection_id = $1 AND id <= \
+             (SELECT id FROM connection_events WHERE connection_id = $1 \
+              ORDER BY id DESC LIMIT 1 OFFSET $2)",
+        )
+        .bind(id)
+        .bind(i64::from(keep))
+        .execute(&mut **tx)
+        .await
+        .map_err(map_err)?;
+    }
+    Ok(())
 }
 
 fn event_from_row(row: &PgRow) -> StoreResult<ConnectionEvent> {
@@ -2057,37 +2098,50 @@ impl super::Store for PgStore {
         keep: u32,
     ) -> StoreResult<()> {
         let mut tx = self.pool.begin().await.map_err(map_err)?;
-        let mut touched: Vec<String> = Vec::new();
-        for e in batch {
-            let id = e.connection_id.to_string();
-            sqlx::query(
-                "INSERT INTO connection_events (connection_id, at, kind, detail) \
-                 VALUES ($1, $2, $3, $4)",
-            )
-            .bind(&id)
-            .bind(ts(e.at)?)
-            .bind(&e.kind)
-            .bind(to_json(&e.detail, "event detail")?)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
-            if !touched.contains(&id) {
-                touched.push(id);
+        append_events(&mut tx, batch, keep).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn add_repeated_connection_event(
+        &self,
+        event: &RepeatedConnectionEvent,
+        since: DateTime<Utc>,
+        keep: u32,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        // FOR UPDATE: nodes counting into the same line one after the other lose no count.
+        let newest = sqlx::query(
+            "SELECT id, connection_id, at, kind, detail FROM connection_events \
+             WHERE connection_id = $1 AND kind = $2 ORDER BY id DESC LIMIT 1 FOR UPDATE",
+        )
+        .bind(event.connection_id.to_string())
+        .bind(&event.kind)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        let joined = newest
+            .as_ref()
+            .map(event_from_row)
+            .transpose()?
+            .filter(|line| line.at >= since);
+        match joined {
+            Some(line) => {
+                sqlx::query("UPDATE connection_events SET detail = $1 WHERE id = $2")
+                    .bind(to_json(&event.detail(Some(&line.detail)), "event detail")?)
+                    .bind(line.id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
             }
-        }
-        for id in &touched {
-            // Everything from the (keep+1)-th newest on; with fewer events the bound is
-            // NULL and nothing goes.
-            sqlx::query(
-                "DELETE FROM connection_events WHERE connection_id = $1 AND id <= \
-                 (SELECT id FROM connection_events WHERE connection_id = $1 \
-                  ORDER BY id DESC LIMIT 1 OFFSET $2)",
-            )
-            .bind(id)
-            .bind(i64::from(keep))
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
+            None => {
+                let line = NewConnectionEvent {
+                    connection_id: event.connection_id,
+                    at: event.first_at,
+                    kind: event.kind.clone(),
+                    detail: event.detail(None),
+                };
+                append_events(&mut tx, &[line], keep).await?;
+            }
         }
         tx.commit().await.map_err(map_err)
     }
@@ -3159,6 +3213,7 @@ mod tests {
         suite_connector_batches,
         suite_channel_sessions,
         suite_connection_events,
+        suite_repeated_connection_events,
         suite_connector_cursor,
         suite_outbox,
         suite_concurrent_outbox_claim,

@@ -10,8 +10,8 @@ use uuid::Uuid;
 
 use super::{
     commit_isolating, AgentRecord, AgentStatus, Assignee, ConnectionEvent, ConversationQuery,
-    NewConnectionEvent, RequestOutcome, SessionWrites, Store, StoreError, Tenant, Write,
-    FIRST_EPOCH,
+    NewConnectionEvent, RepeatedConnectionEvent, RequestOutcome, SessionWrites, Store, StoreError,
+    Tenant, Write, FIRST_EPOCH,
 };
 use crate::campaign::{
     Campaign, CampaignId, CampaignRecord, CampaignStats, CampaignStatus, CheckedParticipant,
@@ -2200,6 +2200,71 @@ pub(crate) async fn suite_connection_events(store: &dyn Store) {
     assert_eq!(theirs.len(), 1);
     assert_eq!(theirs[0].kind, "theirs");
     assert_eq!(theirs[0].detail, json!(null));
+}
+
+/// Repeated events count into one line per window, in place, so they cannot push other
+/// lines out; a line older than the window is left alone and a new one starts.
+pub(crate) async fn suite_repeated_connection_events(store: &dyn Store) {
+    let (c, other) = (Uuid::new_v4(), Uuid::new_v4());
+    let rejected = |from: i64, to: i64, count: u64, why: &str| RepeatedConnectionEvent {
+        connection_id: c,
+        kind: "rejected".into(),
+        first_at: at(from),
+        last_at: at(to),
+        count,
+        sample: json!({"error": why}),
+    };
+    store
+        .add_connection_event(c, at(0), "delivered", &json!({"n": 1}), 5)
+        .await
+        .unwrap();
+    store
+        .add_repeated_connection_event(&rejected(1, 2, 3, "bad signature"), at(0), 5)
+        .await
+        .unwrap();
+    store
+        .add_connection_event(c, at(3), "delivered", &json!({"n": 2}), 5)
+        .await
+        .unwrap();
+    // 10 more batches, more than `keep` lines' worth: all join the line of second 1.
+    for i in 0..10 {
+        store
+            .add_repeated_connection_event(&rejected(4 + i, 5 + i, 100, "stale"), at(1), 5)
+            .await
+            .unwrap();
+    }
+    let log = store.connection_events(c, None, 10).await.unwrap();
+    let kinds: Vec<&str> = log.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["delivered", "rejected", "delivered"]);
+    assert_eq!(log[1].at, at(1));
+    assert_eq!(
+        log[1].detail,
+        json!({"error": "stale", "count": 1003, "first_at": at(1).to_rfc3339(),
+               "last_at": at(14).to_rfc3339()})
+    );
+
+    // The line started before the window: a new one.
+    store
+        .add_repeated_connection_event(&rejected(20, 21, 2, "late"), at(2), 5)
+        .await
+        .unwrap();
+    let log = store.connection_events(c, None, 10).await.unwrap();
+    assert_eq!(log.len(), 4);
+    assert_eq!(log[0].kind, "rejected");
+    assert_eq!(log[0].at, at(20));
+    assert_eq!(log[0].detail["count"], 2);
+    assert_eq!(log[2].detail["count"], 1003);
+    assert_eq!(
+        store.connection_events(other, None, 10).await.unwrap(),
+        vec![]
+    );
+
+    // New lines still keep the newest `keep`.
+    store
+        .add_repeated_connection_event(&rejected(30, 30, 1, "x"), at(30), 2)
+        .await
+        .unwrap();
+    assert_eq!(store.connection_events(c, None, 10).await.unwrap().len(), 2);
 }
 
 /// A connector's cursor: absent until set, then replaced; per connection.

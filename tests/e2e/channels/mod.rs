@@ -131,6 +131,16 @@ pub async fn event_kinds(t: &TestServer, connection: &str) -> Vec<String> {
     kinds
 }
 
+/// The rejected deliveries the connection's log counts (they share a line per window).
+pub async fn rejections(t: &TestServer, connection: &str) -> u64 {
+    events(t, connection)
+        .await
+        .iter()
+        .filter(|e| e["kind"] == "rejected")
+        .map(|e| e["detail"]["count"].as_u64().unwrap())
+        .sum()
+}
+
 pub fn hook(t: &TestServer, connection: &str) -> reqwest::RequestBuilder {
     t.http.post(t.url(&format!("/hooks/{connection}")))
 }

@@ -357,7 +357,11 @@ async fn url_verification_is_echoed_and_stale_or_forged_deliveries_refused() {
         assert_eq!(error_code(&answer), "unauthorized", "{what}");
     }
     let kinds = event_kinds(&t, &conn).await;
-    assert_eq!(count(&kinds, "rejected"), forgeries.len(), "{kinds:?}");
+    assert_eq!(
+        rejections(&t, &conn).await,
+        forgeries.len() as u64,
+        "{kinds:?}"
+    );
     assert_eq!(count(&kinds, "delivery"), 0, "{kinds:?}");
     assert!(slack.chat_calls().is_empty());
 

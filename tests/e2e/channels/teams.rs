@@ -279,8 +279,8 @@ async fn activities_without_a_valid_bot_framework_token_are_refused() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let kinds = event_kinds(&t, &conn).await;
     assert_eq!(
-        kinds.iter().filter(|k| *k == "rejected").count(),
-        forged.len() + 1,
+        rejections(&t, &conn).await,
+        forged.len() as u64 + 1,
         "{kinds:?}"
     );
     assert!(
@@ -300,4 +300,31 @@ async fn activities_without_a_valid_bot_framework_token_are_refused() {
     assert_eq!(resp.status(), StatusCode::OK);
     replied_session(&t, &conn, "1714557600100").await;
     assert_eq!(teams.replies().len(), 1);
+}
+
+/// The token is checked before the body is read: an unauthenticated 9 MB body that is
+/// not even JSON is refused as unauthorized, not parsed and found malformed.
+#[tokio::test]
+async fn an_unauthenticated_big_body_is_refused_before_it_is_parsed() {
+    let t = TestServer::start().await;
+    let teams = Teams::start().await;
+    let (_agent, conn) = setup(&t, &teams).await;
+    let body = format!("{{\"serviceUrl\": [{}", "[".repeat(9 << 20));
+    let resp = hook(&t, &conn)
+        .header("authorization", "Bearer not-a-jwt")
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = json_of(resp).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(error_code(&body), "unauthorized");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("unreadable token"),
+        "{body}"
+    );
 }

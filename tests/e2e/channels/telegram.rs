@@ -18,7 +18,7 @@ pub(crate) const TOKEN: &str = "123456:TEST-token";
 
 pub(crate) fn update(update_id: i64, chat: i64, text: &str) -> Value {
     json!({"update_id": update_id, "message": {
-        "message_id": update_id, "date": 1_700_000_000,
+        "message_id": update_id, "date": chrono::Utc::now().timestamp(),
         "chat": {"id": chat, "type": "private"},
         "from": {"id": chat, "is_bot": false, "first_name": "Ann"},
         "text": text}})
@@ -519,4 +519,73 @@ async fn a_message_recorded_before_a_restart_is_answered_after_it() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(sent_texts(&fake, 31).len(), 1);
     drop(tmp);
+}
+
+/// Anyone can post to a hook: 1,100 forged deliveries (more than the log keeps) are one
+/// counted `rejected` line, and the connection's real events stay in its log.
+#[tokio::test]
+async fn a_flood_of_forged_deliveries_is_one_counted_line_and_keeps_the_log() {
+    use futures::StreamExt;
+
+    let t =
+        TestServer::start_with(|c| c.node.public_url = Some("https://parley.example".into())).await;
+    let fake = telegram().await;
+    let (_agent, conn, secret) = setup(&t, &fake, json!({}), json!({})).await;
+    let resp = deliver(
+        &t,
+        &conn,
+        &secret,
+        &update(1, 42, "What are your opening hours?"),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    replied_session(&t, &conn, "1").await;
+    let before = event_kinds(&t, &conn).await;
+    assert!(before.contains(&"delivery".to_string()), "{before:?}");
+
+    let forged = update(2, 42, "forged");
+    let statuses: Vec<StatusCode> = futures::stream::iter(0..1100)
+        .map(|_| async { deliver(&t, &conn, "not-the-secret", &forged).await.status() })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    assert!(statuses.iter().all(|s| *s == StatusCode::UNAUTHORIZED));
+
+    let events = events(&t, &conn).await;
+    let rejected: Vec<&Value> = events.iter().filter(|e| e["kind"] == "rejected").collect();
+    assert_eq!(rejected.len(), 1, "{events:?}");
+    let line = &rejected[0]["detail"];
+    assert_eq!(line["count"], 1100, "{line}");
+    assert_eq!(
+        line["error"], "wrong X-Telegram-Bot-Api-Secret-Token",
+        "{line}"
+    );
+    assert!(line["first_at"].as_str().unwrap() <= line["last_at"].as_str().unwrap());
+    let mut after: Vec<String> = events
+        .iter()
+        .filter(|e| e["kind"] != "rejected")
+        .map(|e| e["kind"].as_str().unwrap().to_string())
+        .collect();
+    after.reverse();
+    assert_eq!(after, before);
+}
+
+/// An update sent longer ago than the dedup window is refused as stale (answered 200, so
+/// Telegram stops retrying) and never reaches a session.
+#[tokio::test]
+async fn an_update_older_than_the_dedup_window_is_refused_as_stale() {
+    let t =
+        TestServer::start_with(|c| c.node.public_url = Some("https://parley.example".into())).await;
+    let fake = telegram().await;
+    let (_agent, conn, secret) = setup(&t, &fake, json!({}), json!({})).await;
+    let mut old = update(7, 42, "hello from the past");
+    old["message"]["date"] = json!((chrono::Utc::now() - chrono::Duration::hours(49)).timestamp());
+    assert_eq!(
+        deliver(&t, &conn, &secret, &old).await.status(),
+        StatusCode::OK
+    );
+    let kinds = event_kinds(&t, &conn).await;
+    assert!(kinds.contains(&"stale".to_string()), "{kinds:?}");
+    assert!(!kinds.contains(&"delivery".to_string()), "{kinds:?}");
+    assert!(sent_texts(&fake, 42).is_empty());
 }
