@@ -342,8 +342,8 @@ impl Store for Switchable {
     async fn get_user(&self, id: UserId) -> StoreResult<Option<UserRecord>> {
         self.inner.get_user(id).await
     }
-    async fn user_by_email(&self, e: &str) -> StoreResult<Option<UserRecord>> {
-        self.inner.user_by_email(e).await
+    async fn users_by_email(&self, e: &str) -> StoreResult<Vec<UserRecord>> {
+        self.inner.users_by_email(e).await
     }
     async fn list_users(&self, t: TenantId) -> StoreResult<Vec<UserRecord>> {
         self.inner.list_users(t).await

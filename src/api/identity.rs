@@ -22,6 +22,10 @@ use super::AppState;
 pub struct Login {
     email: String,
     password: String,
+    /// Which tenant's user, when the address has users in several tenants with the same
+    /// password (otherwise the oldest account whose password matches signs in).
+    #[serde(default)]
+    tenant_id: Option<uuid::Uuid>,
 }
 
 fn signed_in_json(s: &SignedIn) -> Value {
@@ -53,7 +57,11 @@ pub async fn login(
     ClientAddress(address): ClientAddress,
     ApiJson(body): ApiJson<Login>,
 ) -> Response {
-    match st.node.login(&body.email, &body.password, &address).await {
+    match st
+        .node
+        .login(&body.email, &body.password, body.tenant_id, &address)
+        .await
+    {
         Ok(s) => Json(signed_in_json(&s)).into_response(),
         Err(LoginError::Invalid) => ApiError::new(
             StatusCode::UNAUTHORIZED,

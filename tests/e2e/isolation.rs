@@ -464,3 +464,77 @@ async fn opening_sessions_and_sockets_is_rate_limited() {
     let (status, body) = create_session(&t, &a, json!({})).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
 }
+
+async fn sign_in(t: &TestServer, body: Value) -> (StatusCode, Value) {
+    json_of(
+        t.http
+            .post(t.url("/api/v1/auth/login"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
+/// An e-mail address is unique within a tenant only: creating a user never tells one
+/// tenant which addresses another tenant's users have, and each signs in to their own.
+#[tokio::test]
+async fn user_addresses_are_unique_per_tenant_only() {
+    let t = TestServer::with_super_key().await;
+    let b_key = t.tenant("B").await;
+    const SAM: &str = "sam@shared.example";
+    let (_, a_token) = t.staff("operator", SAM, Value::Null).await;
+    // Created although tenant A has the address; A's user is untouched.
+    let (_, b_token) = t.staff_with(&b_key, "admin", SAM, Value::Null).await;
+    let (status, again) = t
+        .call_as(
+            Method::POST,
+            "/api/v1/users",
+            &b_key,
+            Some(json!({"name": "Sam 2", "email": SAM, "role": "user", "password": "temporary-pass-1"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "in the same tenant: {again}");
+    let (_, a_me) = t.call_as(Method::GET, "/api/v1/me", &a_token, None).await;
+    let (_, b_me) = t.call_as(Method::GET, "/api/v1/me", &b_token, None).await;
+    let (a_tenant, b_tenant) = (a_me["tenant_id"].clone(), b_me["tenant_id"].clone());
+    assert!(
+        a_tenant.is_string() && b_tenant.is_string(),
+        "{a_me} {b_me}"
+    );
+    assert_ne!(a_tenant, b_tenant);
+    // B's user changes their password: each password signs in to its own tenant.
+    let (status, body) = t
+        .call_as(
+            Method::POST,
+            "/api/v1/auth/password",
+            &b_token,
+            Some(
+                json!({"current_password": "a-better-password", "new_password": "bs-own-password"}),
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    for (password, tenant) in [
+        ("a-better-password", &a_tenant),
+        ("bs-own-password", &b_tenant),
+    ] {
+        let (status, s) = sign_in(&t, json!({"email": SAM, "password": password})).await;
+        assert_eq!(status, StatusCode::OK, "{s}");
+        let token = s["token"].as_str().unwrap();
+        let (_, me) = t.call_as(Method::GET, "/api/v1/me", token, None).await;
+        assert_eq!(&me["tenant_id"], tenant, "{me}");
+    }
+    // The same password in both: the tenant chooses.
+    let (status, s) = sign_in(
+        &t,
+        json!({"email": SAM, "password": "a-better-password", "tenant_id": b_tenant}),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "B's password differs: {s}"
+    );
+}

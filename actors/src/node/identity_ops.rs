@@ -241,6 +241,7 @@ impl Node {
         &self,
         email: &str,
         password: &str,
+        tenant: Option<TenantId>,
         address: &str,
     ) -> Result<SignedIn, LoginError> {
         let logins = &self.shared.logins;
@@ -262,29 +263,43 @@ impl Node {
             .reserve(registry, &email, address)
             .await
             .map_err(LoginError::Throttled)?;
-        let user = match self.shared.store.user_by_email(&email).await {
-            Ok(user) => user,
+        // An address is unique per tenant: the password picks the user among its tenants.
+        let users = match self.shared.store.users_by_email(&email).await {
+            Ok(mut users) => {
+                users.retain(|u| tenant.is_none_or(|t| u.tenant_id == t));
+                users
+            }
             Err(e) => {
                 logins.give_back(registry, attempt).await;
                 return Err(NodeError::from(e).into());
             }
         };
-        let hash = match &user {
-            Some(u) => Ok(u.password_hash.clone()),
-            None => logins.dummy_hash().await,
-        };
-        let checked = match hash {
-            Ok(hash) => logins.verify(password, &hash).await,
-            Err(busy) => Err(busy),
-        };
-        let ok = match checked {
-            Ok(ok) => ok,
-            Err(Busy) => {
+        let mut found = None;
+        if users.is_empty() {
+            // Hashed all the same, so an unknown address takes as long as a wrong password.
+            let checked = match logins.dummy_hash().await {
+                Ok(hash) => logins.verify(password, &hash).await,
+                Err(busy) => Err(busy),
+            };
+            if checked.is_err() {
                 logins.give_back(registry, attempt).await;
                 return Err(LoginError::Busy);
             }
-        };
-        let Some(user) = user.filter(|_| ok) else {
+        }
+        for user in users {
+            match logins.verify(password, &user.password_hash).await {
+                Ok(true) => {
+                    found = Some(user);
+                    break;
+                }
+                Ok(false) => {}
+                Err(Busy) => {
+                    logins.give_back(registry, attempt).await;
+                    return Err(LoginError::Busy);
+                }
+            }
+        }
+        let Some(user) = found else {
             tracing::info!(address, "sign-in refused");
             return Err(LoginError::Invalid);
         };

@@ -45,6 +45,9 @@ pub enum StoreError {
     Refused(String),
 }
 
+/// Tenants one e-mail address is looked up in at sign-in (each costs a password check).
+pub const MAX_USERS_PER_EMAIL: usize = 8;
+
 pub type StoreResult<T> = Result<T, StoreError>;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -153,8 +156,9 @@ pub trait Store: Send + Sync + 'static {
     /// one (the user was its last admin and is no longer one).
     async fn put_user(&self, user: &UserRecord) -> StoreResult<()>;
     async fn get_user(&self, id: UserId) -> StoreResult<Option<UserRecord>>;
-    /// By (lower-case) e-mail address, across tenants.
-    async fn user_by_email(&self, email: &str) -> StoreResult<Option<UserRecord>>;
+    /// The users of a (lower-case) e-mail address, across tenants (an address is unique
+    /// within its tenant only), oldest first, [`MAX_USERS_PER_EMAIL`] at most.
+    async fn users_by_email(&self, email: &str) -> StoreResult<Vec<UserRecord>>;
     /// The tenant's users, oldest first.
     async fn list_users(&self, tenant: TenantId) -> StoreResult<Vec<UserRecord>>;
     /// Deletes the user and its tokens; false if there was none. Conflict when it is the

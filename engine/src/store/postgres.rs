@@ -47,6 +47,7 @@ use super::{
     AgentChannel, AgentRecord, AgentStatus, Assignee, ChannelSession, ConnectionEvent,
     ConversationQuery, Epoch, NewConnectionEvent, NewOutboxEvent, OutboxEntry,
     RepeatedConnectionEvent, SessionWrites, StoreError, StoreResult, Tenant, Write,
+    MAX_USERS_PER_EMAIL,
 };
 use crate::model::{
     AgentId, AttachmentMeta, CloseStatus, Feedback, Message, Mode, Role, Session, SessionId,
@@ -100,6 +101,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         9,
         "conversations",
         include_str!("../../migrations/postgres/0009_conversations.sql"),
+    ),
+    (
+        10,
+        "user_email_per_tenant",
+        include_str!("../../migrations/postgres/0010_user_email_per_tenant.sql"),
     ),
 ];
 
@@ -1230,13 +1236,16 @@ impl super::Store for PgStore {
         data.map(|d| parse_json(&d, "user")).transpose()
     }
 
-    async fn user_by_email(&self, email: &str) -> StoreResult<Option<UserRecord>> {
-        let data: Option<String> = sqlx::query_scalar("SELECT data FROM users WHERE email = $1")
-            .bind(email)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(map_err)?;
-        data.map(|d| parse_json(&d, "user")).transpose()
+    async fn users_by_email(&self, email: &str) -> StoreResult<Vec<UserRecord>> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT data FROM users WHERE email = $1 ORDER BY created_at, id LIMIT $2",
+        )
+        .bind(email)
+        .bind(MAX_USERS_PER_EMAIL as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        rows.iter().map(|d| parse_json(d, "user")).collect()
     }
 
     async fn list_users(&self, tenant: TenantId) -> StoreResult<Vec<UserRecord>> {

@@ -32,7 +32,7 @@ use super::encoding::{
 use super::{
     AgentChannel, AgentRecord, AgentStatus, Assignee, ChannelSession, ConnectionEvent,
     ConversationQuery, Epoch, NewConnectionEvent, NewOutboxEvent, OutboxEntry,
-    RepeatedConnectionEvent, SessionWrites, StoreError, StoreResult, Tenant,
+    RepeatedConnectionEvent, SessionWrites, StoreError, StoreResult, Tenant, MAX_USERS_PER_EMAIL,
 };
 use crate::campaign::{
     CampaignId, CampaignRecord, CampaignStats, CheckedParticipant, CommunicationChange,
@@ -116,6 +116,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         12,
         "message_index",
         include_str!("../../migrations/sqlite/0012_message_index.sql"),
+    ),
+    (
+        13,
+        "user_email_per_tenant",
+        include_str!("../../migrations/sqlite/0013_user_email_per_tenant.sql"),
     ),
 ];
 
@@ -1044,13 +1049,16 @@ impl super::Store for SqliteStore {
         data.map(|d| parse_json(&d, "user")).transpose()
     }
 
-    async fn user_by_email(&self, email: &str) -> StoreResult<Option<UserRecord>> {
-        let data: Option<String> = sqlx::query_scalar("SELECT data FROM users WHERE email = ?")
-            .bind(email)
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(map_err)?;
-        data.map(|d| parse_json(&d, "user")).transpose()
+    async fn users_by_email(&self, email: &str) -> StoreResult<Vec<UserRecord>> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT data FROM users WHERE email = ? ORDER BY created_at, id LIMIT ?",
+        )
+        .bind(email)
+        .bind(MAX_USERS_PER_EMAIL as i64)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(map_err)?;
+        rows.iter().map(|d| parse_json(d, "user")).collect()
     }
 
     async fn list_users(&self, tenant: TenantId) -> StoreResult<Vec<UserRecord>> {

@@ -303,16 +303,22 @@ pub(crate) async fn suite_users(store: &dyn Store) {
     );
     assert_eq!(store.list_users(Uuid::new_v4()).await.unwrap(), vec![]);
     assert_eq!(
-        store.user_by_email("olga@acme.test").await.unwrap(),
-        Some(operator.clone())
+        store.users_by_email("olga@acme.test").await.unwrap(),
+        vec![operator.clone()]
     );
     assert_eq!(
-        store.user_by_email("vic@globex.test").await.unwrap(),
-        Some(elsewhere.clone())
+        store.users_by_email("vic@globex.test").await.unwrap(),
+        vec![elsewhere.clone()]
     );
     // An exact match: callers lower-case the address first.
-    assert_eq!(store.user_by_email("OLGA@acme.test").await.unwrap(), None);
-    assert_eq!(store.user_by_email("nobody@acme.test").await.unwrap(), None);
+    assert_eq!(
+        store.users_by_email("OLGA@acme.test").await.unwrap(),
+        vec![]
+    );
+    assert_eq!(
+        store.users_by_email("nobody@acme.test").await.unwrap(),
+        vec![]
+    );
 
     // Replaced whole, e-mail address included.
     let replaced = UserRecord {
@@ -330,10 +336,13 @@ pub(crate) async fn suite_users(store: &dyn Store) {
         store.get_user(operator.id).await.unwrap(),
         Some(replaced.clone())
     );
-    assert_eq!(store.user_by_email("olga@acme.test").await.unwrap(), None);
     assert_eq!(
-        store.user_by_email("olga.r@acme.test").await.unwrap(),
-        Some(replaced.clone())
+        store.users_by_email("olga@acme.test").await.unwrap(),
+        vec![]
+    );
+    assert_eq!(
+        store.users_by_email("olga.r@acme.test").await.unwrap(),
+        vec![replaced.clone()]
     );
     assert_eq!(
         store.list_users(t).await.unwrap(),
@@ -342,27 +351,32 @@ pub(crate) async fn suite_users(store: &dyn Store) {
     // Writing a user again unchanged keeps its own address.
     store.put_user(&admin).await.unwrap();
 
-    // An address another user has, in this tenant or another, is refused; nothing changes.
+    // An address another user of this tenant has is refused; nothing changes. Another
+    // tenant may have a user of the same address (addresses are unique per tenant).
     let newcomer = user(t, "ada@acme.test", UserRole::User, 40);
     assert!(is_conflict_about(store.put_user(&newcomer).await, "e-mail"));
-    let stranger = user(other, "ada@acme.test", UserRole::User, 40);
-    assert!(is_conflict_about(store.put_user(&stranger).await, "e-mail"));
     let taking = UserRecord {
-        email: "vic@globex.test".into(),
+        email: "ada@acme.test".into(),
         name: "Olga Again".into(),
         ..replaced.clone()
     };
     assert!(is_conflict_about(store.put_user(&taking).await, "e-mail"));
     assert_eq!(store.get_user(newcomer.id).await.unwrap(), None);
-    assert_eq!(store.get_user(stranger.id).await.unwrap(), None);
     assert_eq!(
         store.get_user(replaced.id).await.unwrap(),
         Some(replaced.clone())
     );
     assert_eq!(
-        store.user_by_email("ada@acme.test").await.unwrap(),
-        Some(admin.clone())
+        store.users_by_email("ada@acme.test").await.unwrap(),
+        vec![admin.clone()]
     );
+    let stranger = user(other, "ada@acme.test", UserRole::User, 40);
+    store.put_user(&stranger).await.unwrap();
+    assert_eq!(
+        store.users_by_email("ada@acme.test").await.unwrap(),
+        vec![admin.clone(), stranger.clone()]
+    );
+    assert!(store.delete_user(stranger.id).await.unwrap());
     assert_eq!(
         store.list_users(t).await.unwrap(),
         vec![replaced.clone(), admin.clone()]
@@ -372,7 +386,10 @@ pub(crate) async fn suite_users(store: &dyn Store) {
     assert!(store.delete_user(replaced.id).await.unwrap());
     assert!(!store.delete_user(replaced.id).await.unwrap());
     assert_eq!(store.get_user(replaced.id).await.unwrap(), None);
-    assert_eq!(store.user_by_email("olga.r@acme.test").await.unwrap(), None);
+    assert_eq!(
+        store.users_by_email("olga.r@acme.test").await.unwrap(),
+        vec![]
+    );
     assert_eq!(store.list_users(t).await.unwrap(), vec![admin]);
     // The address is free again.
     let reuse = user(t, "olga.r@acme.test", UserRole::User, 50);
