@@ -100,8 +100,14 @@ pub async fn receive(shared: &Shared, running: &RunningChannel, req: HookRequest
             return HookAnswer::error(401, "unauthorized", reason);
         }
         Err(ConnectorError::Transport(reason)) => {
-            // The keys to verify with could not be fetched: the platform tries again.
-            log_event(shared, rt, "error", json!({"error": reason})).await;
+            // The keys to verify with could not be fetched: the platform tries again. Anyone
+            // can make this happen by posting while the keys are out of reach, so it is
+            // counted into one line like a rejection, not logged once per post.
+            shared
+                .channels
+                .journal()
+                .log_repeated(rt.id, "error", json!({"error": reason}))
+                .await;
             return HookAnswer::error(503, "unavailable", reason);
         }
         Err(e) => {

@@ -328,3 +328,35 @@ async fn an_unauthenticated_big_body_is_refused_before_it_is_parsed() {
         "{body}"
     );
 }
+
+/// While the keys to verify with cannot be fetched, posts are answered 503 and counted
+/// into one event-log line, so a flood cannot push the log's other events out.
+#[tokio::test]
+async fn unverifiable_posts_while_the_keys_are_unreachable_count_into_one_line() {
+    let t = TestServer::start().await;
+    let teams = Teams::start().await;
+    let conn = connection(
+        &t,
+        "teams",
+        json!({"app_id": APP_ID, "app_password": APP_PASSWORD,
+               "api_base": format!("{}/token", teams.fake.base),
+               "openid_metadata_url": "http://127.0.0.1:9/openid"}),
+        json!({}),
+    )
+    .await;
+    let started = act(&t, &conn, "start").await;
+    assert_eq!(started["status"], "Connected", "{started}");
+    let token = jwt(&claims(&teams.service_url()));
+    let body = activity(&teams.service_url(), "1", "conv-1", "hello");
+    for _ in 0..30 {
+        let resp = deliver(&t, &conn, Some(format!("Bearer {token}")), &body).await;
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+    let errors: Vec<Value> = events(&t, &conn)
+        .await
+        .into_iter()
+        .filter(|e| e["kind"] == "error")
+        .collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0]["detail"]["count"], 30, "{errors:?}");
+}
