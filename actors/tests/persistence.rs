@@ -142,6 +142,14 @@ impl Store for Switchable {
     async fn inbox_done_many(&self, batch: &[(ConnectionId, String)]) -> StoreResult<()> {
         self.inner.inbox_done_many(batch).await
     }
+    async fn inbox_mark_seen(
+        &self,
+        c: ConnectionId,
+        d: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        self.inner.inbox_mark_seen(c, d, at).await
+    }
     async fn inbox_pending(&self, c: ConnectionId, l: u32) -> StoreResult<Vec<InboundMessage>> {
         self.inner.inbox_pending(c, l).await
     }

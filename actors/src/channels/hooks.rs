@@ -146,6 +146,25 @@ pub async fn receive(shared: &Shared, running: &RunningChannel, req: HookRequest
                 status,
                 error,
             } => {
+                // The platform repeats a notification it thinks was not received: each
+                // (message, status) is applied once.
+                let key = format!("status:{message_id}:{status}");
+                match shared.store.inbox_mark_seen(rt.id, &key, Utc::now()).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        count(platform, "duplicate");
+                        duplicates += 1;
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(connection = %rt.id, error = %e, "could not record a status");
+                        return HookAnswer::error(
+                            503,
+                            "unavailable",
+                            "the store is unavailable; deliver again",
+                        );
+                    }
+                }
                 count(platform, "status");
                 crate::campaigns::message_status(shared, rt.id, &message_id, &status).await;
                 log_event(

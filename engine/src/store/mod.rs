@@ -341,6 +341,15 @@ pub trait Store: Send + Sync + 'static {
     /// Marks deliveries finished (their turns ran and their answers went out), in one
     /// transaction.
     async fn inbox_done_many(&self, batch: &[(ConnectionId, String)]) -> StoreResult<()>;
+    /// Records a delivery that needs no handling later (a message status) as already done:
+    /// false when one with the same `dedup_id` was recorded before (a duplicate). Kept and
+    /// pruned like handled messages, and never listed as pending.
+    async fn inbox_mark_seen(
+        &self,
+        connection: ConnectionId,
+        dedup_id: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool>;
     /// [`Store::inbox_done_many`] for one delivery.
     async fn inbox_done(&self, connection: ConnectionId, dedup_id: &str) -> StoreResult<()> {
         self.inbox_done_many(&[(connection, dedup_id.to_string())])

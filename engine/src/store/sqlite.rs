@@ -1802,6 +1802,25 @@ impl super::Store for SqliteStore {
         Ok(fresh)
     }
 
+    async fn inbox_mark_seen(
+        &self,
+        connection: ConnectionId,
+        dedup_id: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "INSERT INTO connector_inbox (connection_id, dedup_id, received_at, message, done) \
+             VALUES (?, ?, ?, 'null', 1) ON CONFLICT (connection_id, dedup_id) DO NOTHING",
+        )
+        .bind(connection.to_string())
+        .bind(dedup_id)
+        .bind(ts(at))
+        .execute(&self.writer)
+        .await
+        .map_err(map_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
     async fn inbox_done_many(&self, batch: &[(ConnectionId, String)]) -> StoreResult<()> {
         let mut tx = self.writer.begin().await.map_err(map_err)?;
         for (connection, dedup_id) in batch {
@@ -2888,6 +2907,7 @@ mod tests {
         suite_agent_channels,
         suite_inbound_agent,
         suite_inbox,
+        suite_inbox_seen,
         suite_connector_batches,
         suite_channel_sessions,
         suite_connection_events,

@@ -2285,6 +2285,40 @@ pub(crate) async fn suite_repeated_connection_events(store: &dyn Store) {
 }
 
 /// A connector's cursor: absent until set, then replaced; per connection.
+/// Deliveries that need no handling later (statuses) are recorded as seen: once each,
+/// never pending, pruned like handled ones.
+pub(crate) async fn suite_inbox_seen(store: &dyn Store) {
+    let (c, other) = (Uuid::new_v4(), Uuid::new_v4());
+    assert!(store
+        .inbox_mark_seen(c, "status:w1:read", at(10))
+        .await
+        .unwrap());
+    assert!(!store
+        .inbox_mark_seen(c, "status:w1:read", at(11))
+        .await
+        .unwrap());
+    assert!(store
+        .inbox_mark_seen(c, "status:w1:delivered", at(10))
+        .await
+        .unwrap());
+    assert!(store
+        .inbox_mark_seen(other, "status:w1:read", at(10))
+        .await
+        .unwrap());
+    assert_eq!(store.inbox_pending(c, 10).await.unwrap(), vec![]);
+    // A message with an id already seen as a status is not taken for a duplicate of it.
+    assert!(store
+        .inbox_insert(c, &inbound("w1", "hello"), at(12))
+        .await
+        .unwrap());
+    assert_eq!(store.inbox_pending(c, 10).await.unwrap().len(), 1);
+    assert_eq!(store.inbox_prune(at(11)).await.unwrap(), 3);
+    assert!(store
+        .inbox_mark_seen(c, "status:w1:read", at(20))
+        .await
+        .unwrap());
+}
+
 pub(crate) async fn suite_connector_cursor(store: &dyn Store) {
     let (c, other) = (Uuid::new_v4(), Uuid::new_v4());
     assert_eq!(store.connector_cursor(c).await.unwrap(), None);

@@ -626,3 +626,31 @@ async fn a_message_older_than_the_dedup_window_is_refused_as_stale() {
     assert_eq!(deliveries.len(), 1, "{events:?}");
     assert_eq!(deliveries[0]["detail"]["dedup_id"], "wamid.NEW");
 }
+
+/// A status notification the platform repeats is applied and logged once.
+#[tokio::test]
+async fn repeated_statuses_are_applied_once() {
+    let t = TestServer::start().await;
+    let fake = graph().await;
+    let (_, conn) = setup(&t, &fake).await;
+    let status = |status: &str| {
+        json!({"id": "wamid.OUT77", "status": status, "timestamp": "1700000100",
+               "recipient_id": "31612345678"})
+    };
+    let first = notification(FIRST_NUMBER, vec![], vec![status("delivered")]);
+    let both = notification(
+        FIRST_NUMBER,
+        vec![],
+        vec![status("delivered"), status("read")],
+    );
+    for body in [&first, &first, &both, &both] {
+        assert_eq!(deliver(&t, &conn, body).await.status(), StatusCode::OK);
+    }
+    let logged: Vec<String> = events(&t, &conn)
+        .await
+        .into_iter()
+        .filter(|e| e["kind"] == "message_status")
+        .map(|e| e["detail"]["status"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(logged, ["read", "delivered"], "newest first");
+}
