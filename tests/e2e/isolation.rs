@@ -538,3 +538,36 @@ async fn user_addresses_are_unique_per_tenant_only() {
         "B's password differs: {s}"
     );
 }
+
+/// A flow's http_action may not point at internal addresses (cloud metadata, private
+/// ranges) unless the operator allows them.
+#[tokio::test]
+async fn flow_http_actions_obey_the_egress_policy() {
+    let t = TestServer::start().await;
+    let (status, c) = t
+        .call(
+            Method::POST,
+            "/api/v1/campaigns",
+            Some(json!({"name": "Scoring"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{c}");
+    let campaign = c["id"].as_str().unwrap();
+    let flow = |url: &str| {
+        format!(
+            "nodes:\n  - {{id: created, type: participant_created, next: score}}\n  - id: score\n    type: http_action\n    url: {url}\n"
+        )
+    };
+    for url in [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://10.1.2.3/score",
+        "http://[::ffff:10.0.0.1]/x",
+    ] {
+        let (status, body) = put_flow_as(&t, ADMIN_KEY, campaign, &flow(url)).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{url}: {body}");
+        assert!(body.to_string().contains("nodes[1].url"), "{url}: {body}");
+    }
+    let (status, body) =
+        put_flow_as(&t, ADMIN_KEY, campaign, &flow("https://crm.example/score")).await;
+    assert!(status.is_success(), "{body}");
+}
