@@ -3301,7 +3301,11 @@ mod tests {
         let (s1, s2) = (Uuid::new_v4(), Uuid::new_v4());
         {
             let store = SqliteStore::open(&path).await.unwrap();
-            let before = &MIGRATIONS[..MIGRATIONS.len() - 1];
+            let index = MIGRATIONS
+                .iter()
+                .position(|m| m.1 == "message_index")
+                .unwrap();
+            let before = &MIGRATIONS[..index];
             assert_eq!(before.last().unwrap().1, "message_log");
             Migrator::new(Embedded(before))
                 .await
@@ -3351,6 +3355,50 @@ mod tests {
         store.commit(&turns(s1, 5..=5)).await.unwrap();
         assert_eq!(message_ids(&store, s1).await, [1, 2, 3, 4, 5]);
         assert_eq!(rows(&store).await, (1, 5));
+    }
+
+    /// Users written while an address was unique across the deployment read the same
+    /// after the upgrade to per-tenant addresses, and another tenant may then take one.
+    #[tokio::test]
+    async fn upgrade_to_per_tenant_addresses_keeps_every_user() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("parley.db");
+        let (t, other) = (Uuid::new_v4(), Uuid::new_v4());
+        let ann = suite::user(t, "ann@acme.test", UserRole::Admin, 1);
+        {
+            let store = SqliteStore::open(&path).await.unwrap();
+            let upgrade = MIGRATIONS
+                .iter()
+                .position(|m| m.1 == "user_email_per_tenant")
+                .unwrap();
+            Migrator::new(Embedded(&MIGRATIONS[..upgrade]))
+                .await
+                .unwrap()
+                .run(&store.writer)
+                .await
+                .unwrap();
+            store.put_user(&ann).await.unwrap();
+            let twin = suite::user(other, "ann@acme.test", UserRole::Admin, 2);
+            assert!(
+                store.put_user(&twin).await.is_err(),
+                "unique across tenants"
+            );
+            store.close().await;
+        }
+        let store = SqliteStore::open(&path).await.unwrap();
+        store.migrate().await.unwrap();
+        assert_eq!(store.get_user(ann.id).await.unwrap(), Some(ann.clone()));
+        let twin = suite::user(other, "ann@acme.test", UserRole::Admin, 2);
+        store.put_user(&twin).await.unwrap();
+        assert_eq!(
+            store.users_by_email("ann@acme.test").await.unwrap(),
+            vec![ann.clone(), twin]
+        );
+        let again = suite::user(t, "ann@acme.test", UserRole::User, 3);
+        assert!(matches!(
+            store.put_user(&again).await,
+            Err(StoreError::Conflict(_))
+        ));
     }
 
     /// Deleting an agent deletes its messages, indexed or not, and a later fold indexes

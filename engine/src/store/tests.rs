@@ -252,7 +252,7 @@ pub(crate) async fn suite_tenant_settings(store: &dyn Store) {
     ));
 }
 
-fn user(tenant: TenantId, email: &str, role: UserRole, created: i64) -> UserRecord {
+pub(crate) fn user(tenant: TenantId, email: &str, role: UserRole, created: i64) -> UserRecord {
     UserRecord {
         id: Uuid::new_v4(),
         tenant_id: tenant,
