@@ -597,6 +597,95 @@ mod telegram {
             .iter()
             .any(|s| s.starts_with("You're back")));
     }
+
+    /// A Telegram session stored before sessions had a typed channel reference (its chat
+    /// only in `kwargs`) still gets the operator's messages: the connection's chat map
+    /// vouches for it.
+    #[tokio::test]
+    async fn sessions_stored_before_the_channel_reference_still_reach_their_chat() {
+        use parley_engine::store::{SessionWrites, Write};
+        let t =
+            TestServer::start_with(|c| c.node.public_url = Some("https://parley.example".into()))
+                .await;
+        let fake = telegram().await;
+        let agent = t.agent(agent_yaml()).await;
+        let conn = connection(
+            &t,
+            "telegram",
+            json!({"bot_token": TOKEN, "api_base": fake.base}),
+            json!({}),
+        )
+        .await;
+        assign(&t, &agent, &conn).await;
+        assert_eq!(act(&t, &conn, "start").await["status"], "Connected");
+        let secret = fake.requests_to(&format!("/bot{TOKEN}/setWebhook"))[0].json()["secret_token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        const CHAT: i64 = 6262;
+        let resp = deliver(&t, &conn, &secret, &update(9301, CHAT, "hello")).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        let session = eventually_session(&t).await;
+
+        // Rewritten the way older builds stored it, with no live actor holding it.
+        t.node()
+            .passivate_idle(0, parley_actors::node::ActorScope::Node)
+            .await;
+        eventually(5, "the session passivates", || async {
+            t.node().resident_sessions() == 0
+        })
+        .await;
+        let store = &t.node().shared().store;
+        let id = session.parse().unwrap();
+        let epoch = store.claim_session(id).await.unwrap().unwrap();
+        let mut old = store.load_session(id).await.unwrap().unwrap();
+        assert!(old.channel.is_some(), "new sessions carry the reference");
+        old.channel = None;
+        old.kwargs.insert("connection_id".into(), json!(conn));
+        old.kwargs.insert("chat_id".into(), json!(CHAT.to_string()));
+        store
+            .commit(&[SessionWrites {
+                session: id,
+                epoch,
+                writes: vec![Write::Session(Box::new(old))],
+            }])
+            .await
+            .unwrap();
+
+        for (path, body) in [
+            ("mode", json!({"mode": "OPERATOR"})),
+            ("messages", json!({"text": "an operator here"})),
+        ] {
+            let (status, b) = t
+                .call(
+                    Method::POST,
+                    &format!("/api/v1/conversations/{session}/{path}"),
+                    Some(body),
+                )
+                .await;
+            assert!(status.is_success(), "{path}: {status} {b}");
+        }
+        eventually(10, "the operator's message reaches Telegram", || async {
+            sent_texts(&fake, CHAT)
+                .iter()
+                .any(|s| s == "an operator here")
+        })
+        .await;
+    }
+
+    async fn eventually_session(t: &TestServer) -> String {
+        let mut found = String::new();
+        for _ in 0..100 {
+            let (_, inbox) = t.call(Method::GET, "/api/v1/conversations", None).await;
+            if let Some(s) = inbox["conversations"][0]["session_id"].as_str() {
+                found = s.to_string();
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(!found.is_empty(), "the delivery opened a session");
+        found
+    }
 }
 
 #[tokio::test]

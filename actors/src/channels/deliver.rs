@@ -2,7 +2,7 @@
 //! to the customer on the platform the session talks on.
 
 use parley_connectors::{ConnectorError, ConnectorResult};
-use parley_engine::model::Session;
+use parley_engine::model::{ChannelRef, Session};
 use serde_json::json;
 
 use super::outbound::Urgency;
@@ -13,9 +13,13 @@ use crate::node::Shared;
 /// server-set channel reference). Failures go to the connection's event log: the message
 /// stays in the session's log either way.
 pub async fn deliver_to_session(shared: &Shared, session: &Session, text: &str) {
-    let Some(channel) = &session.channel else {
-        // Chat API and webhook customers get it as a conversation event.
-        return;
+    let channel = match &session.channel {
+        Some(c) => c.clone(),
+        None => match legacy_channel(shared, session).await {
+            Some(c) => c,
+            // Chat API and webhook customers get it as a conversation event.
+            None => return,
+        },
     };
     let (connection, chat) = (channel.connection_id, channel.chat_id.as_str());
     let Some(running) = shared.channels.get(&connection) else {
@@ -85,4 +89,24 @@ pub async fn deliver_to_session(shared: &Shared, session: &Session, text: &str) 
         tracing::warn!(session = %session.id, %connection, error = %e, "could not send a message to the customer's platform");
     }
     super::log_connection_event(shared, rt, kind, detail).await;
+}
+
+/// Sessions opened on a platform before the typed reference existed kept their chat in
+/// `kwargs`, which callers could write too: it is believed only when the connection's own
+/// chat map leads to this very session.
+async fn legacy_channel(shared: &Shared, session: &Session) -> Option<ChannelRef> {
+    let kw = &session.kwargs;
+    let connection = kw.get("connection_id")?.as_str()?.parse().ok()?;
+    let chat = kw.get("chat_id")?.as_str()?;
+    // Platform sessions' users are `<platform>:<user id>`; their chat key `<chat>/<user>`.
+    let (_, user) = session.user_id.split_once(':')?;
+    let mapped = shared
+        .store
+        .channel_session(connection, &format!("{chat}/{user}"))
+        .await
+        .ok()??;
+    (mapped.session_id == session.id).then(|| ChannelRef {
+        connection_id: connection,
+        chat_id: chat.to_string(),
+    })
 }
