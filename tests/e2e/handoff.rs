@@ -626,12 +626,17 @@ mod telegram {
         let resp = deliver(&t, &conn, &secret, &update(9301, CHAT, "hello")).await;
         assert_eq!(resp.status(), StatusCode::OK);
         let session = eventually_session(&t).await;
+        eventually(10, "the AI answers on Telegram", || async {
+            !sent_texts(&fake, CHAT).is_empty()
+        })
+        .await;
 
-        // Rewritten the way older builds stored it, with no live actor holding it.
-        t.node()
-            .passivate_idle(0, parley_actors::node::ActorScope::Node)
-            .await;
-        eventually(5, "the session passivates", || async {
+        // Rewritten the way older builds stored it, with no live actor holding it. A
+        // session still finishing its turn is not idle yet: passivation is asked again.
+        eventually(10, "the session passivates", || async {
+            t.node()
+                .passivate_idle(0, parley_actors::node::ActorScope::Node)
+                .await;
             t.node().resident_sessions() == 0
         })
         .await;
@@ -752,10 +757,10 @@ async fn operator_mode_retries_are_logged_once() {
     let first = send().await.unwrap();
     assert_eq!(first.status(), StatusCode::OK);
     assert!(first.headers().get("idempotent-replayed").is_none());
-    t.node()
-        .passivate_idle(0, parley_actors::node::ActorScope::Node)
-        .await;
-    eventually(5, "the session passivates", || async {
+    eventually(10, "the session passivates", || async {
+        t.node()
+            .passivate_idle(0, parley_actors::node::ActorScope::Node)
+            .await;
         t.node().resident_sessions() == 0
     })
     .await;
