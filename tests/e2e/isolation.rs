@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use crate::channels::telegram::{sent_texts, telegram, TOKEN};
 use crate::channels::{act, connection};
 use crate::support::*;
+use parley::server::ServeConfig;
 
 async fn put_session(t: &TestServer, a: &Agent, sid: &str, body: Value) -> (StatusCode, Value) {
     t.call_as(
@@ -388,81 +389,110 @@ async fn another_tenants_credentials_reach_nothing_on_any_route() {
     assert_eq!(usage["sessions"], 1, "{usage}");
 }
 
+fn rates(per_credential: (u32, u32), per_address: (u32, u32)) -> impl FnOnce(&mut ServeConfig) {
+    use parley::api::open_limits::OpenRate;
+    move |c: &mut ServeConfig| {
+        c.limits.open_per_credential = OpenRate {
+            per_second: per_credential.0,
+            burst: per_credential.1,
+        };
+        c.limits.open_per_address = OpenRate {
+            per_second: per_address.0,
+            burst: per_address.1,
+        };
+    }
+}
+
+/// Opens until refused: how many opened, and the refusal. A bucket of `burst` that refills
+/// one a second lets `burst` through at once, plus one per second the attempts took.
+async fn open_until_limited<F, Fut>(mut open: F) -> (u64, StatusCode, Option<u64>, Duration)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = reqwest::Response>,
+{
+    let started = std::time::Instant::now();
+    for opened in 0..50 {
+        let r = open().await;
+        if r.status() == StatusCode::TOO_MANY_REQUESTS {
+            let wait = r
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok()?.parse().ok());
+            let (_, body) = json_of(r).await;
+            assert_eq!(error_code(&body), "rate_limited", "{body}");
+            return (
+                opened,
+                StatusCode::TOO_MANY_REQUESTS,
+                wait,
+                started.elapsed(),
+            );
+        }
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+    panic!("50 openings were never limited");
+}
+
 /// Opening sessions and sockets is rate-limited per credential and per client address,
 /// answered 429 with Retry-After.
 #[tokio::test]
 async fn opening_sessions_and_sockets_is_rate_limited() {
-    use parley::api::open_limits::OpenRate;
-    let t = TestServer::start_with(|c| {
-        c.limits.open_per_credential = OpenRate {
-            per_second: 1,
-            burst: 3,
-        };
-        c.limits.open_per_address = OpenRate {
-            per_second: 0,
-            burst: 0,
-        };
-    })
-    .await;
+    let t = TestServer::start_with(rates((1, 3), (0, 0))).await;
     let a = t.agent(&basic_agent("")).await;
     let b = t.agent(&basic_agent("")).await;
-    for _ in 0..3 {
-        let (status, body) = create_session(&t, &a, json!({})).await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-    }
-    let r = t
-        .http
-        .post(t.url(&format!("/chatbot/{}/session", a.id)))
-        .bearer_auth(&a.token)
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
-    let wait: u64 = r.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!((1..=2).contains(&wait), "{wait}");
-    let (_, body) = json_of(r).await;
-    assert_eq!(error_code(&body), "rate_limited");
-    // Another agent has a bucket of its own; its sockets count too.
+    let open = |agent: &Agent| {
+        t.http
+            .post(t.url(&format!("/chatbot/{}/session", agent.id)))
+            .bearer_auth(&agent.token)
+            .json(&json!({}))
+            .send()
+    };
+    let (opened, status, wait, took) =
+        open_until_limited(|| async { open(&a).await.unwrap() }).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        (3..=3 + took.as_secs() + 1).contains(&opened),
+        "{opened} opened in {took:?}"
+    );
+    assert!(wait.is_some_and(|w| (1..=2).contains(&w)), "{wait:?}");
+    // Another agent has a bucket of its own; its sockets draw on it too.
     let sid = t.session(&b, json!({})).await;
-    for _ in 0..2 {
-        ws_with_token(&t, &format!("/chatbot/{}/ws/{sid}", b.id), &b.token)
-            .await
-            .unwrap();
-    }
-    let err = ws_with_token(&t, &format!("/chatbot/{}/ws/{sid}", b.id), &b.token)
-        .await
-        .unwrap_err();
-    assert!(err.to_string().contains("429"), "{err}");
+    let started = std::time::Instant::now();
+    let mut sockets = 0;
+    let refused = loop {
+        match ws_with_token(&t, &format!("/chatbot/{}/ws/{sid}", b.id), &b.token).await {
+            Ok(_) => sockets += 1,
+            Err(e) => break e,
+        }
+        assert!(sockets < 50, "sockets were never limited");
+    };
+    assert!(refused.to_string().contains("429"), "{refused}");
+    assert!(
+        (2..=2 + started.elapsed().as_secs() + 1).contains(&sockets),
+        "{sockets} sockets"
+    );
 
     // Per address: every agent from one address shares the bucket.
-    let t = TestServer::start_with(|c| {
-        c.limits.open_per_credential = OpenRate {
-            per_second: 0,
-            burst: 0,
-        };
-        c.limits.open_per_address = OpenRate {
-            per_second: 1,
-            burst: 2,
-        };
-    })
-    .await;
+    let t = TestServer::start_with(rates((0, 0), (1, 2))).await;
     let a = t.agent(&basic_agent("")).await;
     let b = t.agent(&basic_agent("")).await;
-    assert_eq!(
-        create_session(&t, &a, json!({})).await.0,
-        StatusCode::CREATED
+    let mut turn = 0;
+    let (opened, status, _, took) = open_until_limited(|| {
+        turn += 1;
+        let agent = if turn % 2 == 0 { &a } else { &b };
+        let req = t
+            .http
+            .post(t.url(&format!("/chatbot/{}/session", agent.id)))
+            .bearer_auth(&agent.token)
+            .json(&json!({}))
+            .send();
+        async move { req.await.unwrap() }
+    })
+    .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        (2..=2 + took.as_secs() + 1).contains(&opened),
+        "{opened} opened in {took:?}"
     );
-    assert_eq!(
-        create_session(&t, &b, json!({})).await.0,
-        StatusCode::CREATED
-    );
-    let (status, body) = create_session(&t, &a, json!({})).await;
-    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
 }
 
 async fn sign_in(t: &TestServer, body: Value) -> (StatusCode, Value) {
