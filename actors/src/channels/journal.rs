@@ -85,17 +85,8 @@ impl Journal {
         kind: &str,
         detail: serde_json::Value,
     ) -> impl std::future::Future<Output = ()> {
-        let event = NewConnectionEvent {
-            connection_id: connection,
-            at: Utc::now(),
-            kind: kind.to_string(),
-            detail,
-        };
-        let (reply, written) = oneshot::channel();
-        let _ = self.tx.send(Op::Event(event, Some(reply)));
-        async move {
-            let _ = written.await;
-        }
+        let event = stamped(connection, kind, detail);
+        self.queue(|reply| Op::Event(event, Some(reply)))
     }
 
     /// [`Journal::log`] for what may come in floods (rejected deliveries): counted into
@@ -107,17 +98,29 @@ impl Journal {
         kind: &str,
         detail: serde_json::Value,
     ) -> impl std::future::Future<Output = ()> {
-        let event = NewConnectionEvent {
-            connection_id: connection,
-            at: Utc::now(),
-            kind: kind.to_string(),
-            detail,
-        };
+        let event = stamped(connection, kind, detail);
+        self.queue(|reply| Op::Repeated(event, reply))
+    }
+
+    /// Queues `op` now; the future resolves once the writer has written it.
+    fn queue(
+        &self,
+        op: impl FnOnce(oneshot::Sender<()>) -> Op,
+    ) -> impl std::future::Future<Output = ()> {
         let (reply, written) = oneshot::channel();
-        let _ = self.tx.send(Op::Repeated(event, reply));
+        let _ = self.tx.send(op(reply));
         async move {
             let _ = written.await;
         }
+    }
+}
+
+fn stamped(connection: ConnectionId, kind: &str, detail: serde_json::Value) -> NewConnectionEvent {
+    NewConnectionEvent {
+        connection_id: connection,
+        at: Utc::now(),
+        kind: kind.to_string(),
+        detail,
     }
 }
 
