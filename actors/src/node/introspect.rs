@@ -368,14 +368,15 @@ impl Node {
         }
     }
 
-    /// A tenant's view of the node: its own agents, channels and campaigns.
+    /// A tenant's view of the node: its own agents, channels and campaigns ([`Node::actors`]
+    /// counts them, as it lists them).
     fn tenant_root(&self, tenant: TenantId) -> ActorInfo {
         let mut root = self.root_info();
         root.kind = "tenant";
         root.id = format!("tenant:{tenant}");
         root.tenant = Some(tenant);
         root.restarts = 0;
-        root.children = self.tenant_children(tenant).len() as u64;
+        root.children = 0;
         root
     }
 
@@ -391,7 +392,15 @@ impl Node {
     /// with `kind` and no parent, every actor of that kind the scope sees.
     pub fn actors(&self, q: &ActorQuery) -> NodeResult<ActorPage> {
         let parent = q.parent.as_deref().unwrap_or("node");
-        let actor = self.scoped_info(parent, q.scope)?;
+        let mut actor = self.scoped_info(parent, q.scope)?;
+        let own = match (actor.kind, actor.tenant) {
+            ("tenant", Some(t)) => {
+                let own = self.tenant_children(t);
+                actor.children = own.len() as u64;
+                own
+            }
+            _ => Vec::new(),
+        };
         let (children, total) = match (q.parent.is_none(), q.kind.as_deref()) {
             // A flat listing of one kind across the tree.
             (true, Some("session")) => self.session_page(None, q),
@@ -401,10 +410,7 @@ impl Node {
                 self.page(all, q)
             }
             _ => match actor.kind {
-                "tenant" => match actor.tenant {
-                    Some(t) => self.page(self.tenant_children(t), q),
-                    None => (Vec::new(), 0),
-                },
+                "tenant" => self.page(own, q),
                 "node_supervisor" => self.page(self.node_children(), q),
                 "agent_supervisor" => self.page(self.agent_infos(), q),
                 "channel_supervisor" => self.page(self.channel_infos(), q),
