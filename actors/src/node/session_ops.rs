@@ -105,7 +105,7 @@ pub const MAX_SESSION_FIELD_CHARS: usize = 256;
 /// Longest start phrase.
 pub const MAX_START_PHRASE_CHARS: usize = 4096;
 
-pub(crate) fn check_json(field: &str, v: &Value) -> NodeResult<()> {
+pub(crate) fn check_json<T: serde::Serialize + ?Sized>(field: &str, v: &T) -> NodeResult<()> {
     let len = serde_json::to_vec(v).map_or(usize::MAX, |b| b.len());
     if len > MAX_SESSION_JSON_BYTES {
         return Err(NodeError::Invalid(format!(
@@ -151,7 +151,7 @@ fn check_caller_fields(
         if !args.is_empty() {
             all.insert("args".into(), Value::Array(args.to_vec()));
         }
-        check_json("kwargs", &Value::Object(all))?;
+        check_json("kwargs", &all)?;
     }
     if let Some(u) = user_info {
         check_json("user_info", u)?;

@@ -649,7 +649,7 @@ impl SessionActorState {
         if let Some(kw) = patch.kwargs {
             s.kwargs.extend(kw);
             // Bounded as a whole, not only per request.
-            crate::node::check_json("kwargs", &Value::Object(s.kwargs.clone()))?;
+            crate::node::check_json("kwargs", &s.kwargs)?;
         }
         if let Some(u) = patch.user_info {
             s.user_info = u;
