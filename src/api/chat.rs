@@ -13,8 +13,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{AgentCaller, ApiJson};
-use super::open_limits::PeerAddress;
+use super::extract::{AgentCaller, ApiJson, ClientAddress};
 use super::AppState;
 
 pub fn session_json(s: &Session) -> Value {
@@ -36,7 +35,7 @@ pub fn message_json(m: &Message) -> Value {
 pub async fn create_session(
     State(st): State<AppState>,
     caller: AgentCaller,
-    PeerAddress(address): PeerAddress,
+    ClientAddress(address): ClientAddress,
     body: Bytes,
 ) -> ApiResult<impl IntoResponse> {
     st.opens.take(caller.agent, address)?;

@@ -17,8 +17,9 @@ use tokio::sync::broadcast;
 
 use super::chat::{message_json, session_json};
 use super::error::{ApiError, ApiResult};
-use super::extract::{bearer, log_reader, page_limit, parse_id, ApiJson, WS_BEARER_PROTOCOL};
-use super::open_limits::PeerAddress;
+use super::extract::{
+    bearer, log_reader, page_limit, parse_id, ApiJson, ClientAddress, WS_BEARER_PROTOCOL,
+};
 use super::AppState;
 
 const MAX_PAGE: u64 = 500;
@@ -241,7 +242,7 @@ pub struct WsQuery {
 pub async fn events_ws(
     State(st): State<AppState>,
     Query(q): Query<WsQuery>,
-    PeerAddress(address): PeerAddress,
+    ClientAddress(address): ClientAddress,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> ApiResult<Response> {

@@ -316,6 +316,17 @@ where
     Ok(limit)
 }
 
+/// The client's address of a request (see [`client_ip`]), when the server knows it.
+pub struct ClientAddress(pub Option<std::net::IpAddr>);
+
+impl FromRequestParts<AppState> for ClientAddress {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddress(client_ip(parts, &st.trusted_proxies)))
+    }
+}
+
 /// The client's address: the peer the connection came from or, when that peer is a
 /// trusted proxy (`--trusted-proxy`), the nearest address in `X-Forwarded-For` that is not
 /// one (the entries further left are the client's to write).

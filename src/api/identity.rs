@@ -1,8 +1,7 @@
 //! Sign-in, one's own profile, users (admins) and tenants: the tenant's settings and
 //! key (admins), new tenants (the deployment's super key).
 
-use axum::extract::{FromRequestParts, Path, State};
-use axum::http::request::Parts;
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -14,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{bearer, client_ip, parse_id, AdminAuth, ApiJson};
+use super::extract::{bearer, parse_id, AdminAuth, ApiJson, ClientAddress};
 use super::AppState;
 
 #[derive(Debug, Deserialize)]
@@ -38,18 +37,9 @@ fn signed_in_json(s: &SignedIn) -> Value {
     })
 }
 
-/// The client's address for throttling (see [`client_ip`]).
-pub struct ClientAddress(String);
-
-impl FromRequestParts<AppState> for ClientAddress {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, Self::Rejection> {
-        Ok(ClientAddress(
-            client_ip(parts, &st.trusted_proxies)
-                .map_or_else(|| "unknown".into(), |ip| ip.to_string()),
-        ))
-    }
+/// The key sign-in attempts from this address are counted under.
+fn throttled_as(address: Option<std::net::IpAddr>) -> String {
+    address.map_or_else(|| "unknown".into(), |ip| ip.to_string())
 }
 
 pub async fn login(
@@ -59,7 +49,12 @@ pub async fn login(
 ) -> Response {
     match st
         .node
-        .login(&body.email, &body.password, body.tenant_id, &address)
+        .login(
+            &body.email,
+            &body.password,
+            body.tenant_id,
+            &throttled_as(address),
+        )
         .await
     {
         Ok(s) => Json(signed_in_json(&s)).into_response(),

@@ -7,15 +7,11 @@ use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use uuid::Uuid;
 
 use super::error::ApiError;
-use super::extract::client_ip;
-use super::AppState;
 
 /// Requests per second a bucket refills with, and how many it holds (bursts).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,14 +83,3 @@ impl OpenLimits {
 
 /// How often quiet buckets are dropped.
 pub const PRUNE_EVERY: Duration = Duration::from_secs(60);
-
-/// The client's address of a request (behind `--trusted-proxy`, the forwarded one).
-pub struct PeerAddress(pub Option<IpAddr>);
-
-impl FromRequestParts<AppState> for PeerAddress {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, Self::Rejection> {
-        Ok(PeerAddress(client_ip(parts, &st.trusted_proxies)))
-    }
-}

@@ -18,9 +18,11 @@ use tokio::sync::{broadcast, mpsc};
 
 use super::chat::{check_idempotency_key, check_message};
 use super::error::{ApiError, ApiResult};
-use super::extract::{agent_auth, bearer, log_reader, parse_id, AgentCaller, WS_BEARER_PROTOCOL};
+use super::extract::{
+    agent_auth, bearer, log_reader, parse_id, query_token, AgentCaller, ClientAddress,
+    WS_BEARER_PROTOCOL,
+};
 use super::forward;
-use super::open_limits::PeerAddress;
 use super::AppState;
 
 /// Initial read buffer of a socket (it grows for larger messages). tungstenite's default of
@@ -47,7 +49,7 @@ pub struct WsQuery {
 pub async fn session_ws(
     State(st): State<AppState>,
     caller: AgentCaller,
-    PeerAddress(address): PeerAddress,
+    ClientAddress(address): ClientAddress,
     headers: HeaderMap,
     uri: Uri,
     ws: WebSocketUpgrade,
@@ -214,7 +216,7 @@ async fn proxy(
         .into_client_request()
         .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "owner_failed", e.to_string()))?;
     // The owner reads the credential from the header, whichever way the client sent it.
-    if let Some(auth) = bearer(headers, query_token(uri).as_deref())
+    if let Some(auth) = bearer(headers, query_token(uri))
         .and_then(|t| HeaderValue::from_str(&format!("Bearer {t}")).ok())
     {
         request.headers_mut().insert(header::AUTHORIZATION, auth);
@@ -285,18 +287,11 @@ where
     let _ = down_tx.close().await;
 }
 
-fn query_token(uri: &Uri) -> Option<String> {
-    uri.query()?
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("token="))
-        .map(str::to_string)
-}
-
 pub async fn user_ws(
     State(st): State<AppState>,
     Path(user_id): Path<String>,
     Query(q): Query<WsQuery>,
-    PeerAddress(address): PeerAddress,
+    ClientAddress(address): ClientAddress,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> ApiResult<Response> {
