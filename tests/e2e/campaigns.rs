@@ -65,15 +65,8 @@ async fn campaign(t: &TestServer, name: &str) -> String {
 }
 
 async fn put_flow(t: &TestServer, id: &str, name: &str, yaml: &str) -> (StatusCode, Value) {
-    json_of(
-        t.admin(Method::PUT, &format!("/api/v1/campaigns/{id}/flows/{name}"))
-            .header("content-type", "application/yaml")
-            .body(yaml.to_string())
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await
+    let path = format!("/api/v1/campaigns/{id}/flows/{name}");
+    t.call_yaml(Method::PUT, &path, ADMIN_KEY, yaml).await
 }
 
 #[tokio::test]

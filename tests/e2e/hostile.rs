@@ -6,15 +6,8 @@ use reqwest::{Method, StatusCode};
 use crate::support::*;
 
 async fn create(t: &TestServer, yaml: &str) -> (StatusCode, serde_json::Value) {
-    json_of(
-        t.admin(Method::POST, "/api/v1/agents")
-            .header("content-type", "application/yaml")
-            .body(yaml.to_string())
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await
+    t.call_yaml(Method::POST, "/api/v1/agents", ADMIN_KEY, yaml)
+        .await
 }
 
 #[tokio::test]

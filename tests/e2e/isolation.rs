@@ -170,17 +170,8 @@ nodes:
 }
 
 async fn put_flow_as(t: &TestServer, key: &str, campaign: &str, yaml: &str) -> (StatusCode, Value) {
-    json_of(
-        t.http
-            .put(t.url(&format!("/api/v1/campaigns/{campaign}/flows/main")))
-            .bearer_auth(key)
-            .header("content-type", "application/yaml")
-            .body(yaml.to_string())
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await
+    let path = format!("/api/v1/campaigns/{campaign}/flows/main");
+    t.call_yaml(Method::PUT, &path, key, yaml).await
 }
 
 /// A campaign flow names agents and connections of its own tenant only: another

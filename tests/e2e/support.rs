@@ -104,6 +104,28 @@ impl TestServer {
             .bearer_auth(ADMIN_KEY)
     }
 
+    /// A call with `token` and a YAML body (agent definitions, flows); answers the status
+    /// and the JSON.
+    pub async fn call_yaml(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        yaml: &str,
+    ) -> (StatusCode, Value) {
+        json_of(
+            self.http
+                .request(method, self.url(path))
+                .bearer_auth(token)
+                .header("content-type", "application/yaml")
+                .body(yaml.to_string())
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
     /// A call with `token` (any credentials) and an optional JSON body; answers the
     /// status and the JSON.
     pub async fn call_as(
