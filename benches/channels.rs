@@ -21,7 +21,6 @@ use parley_actors::node::NewConnection;
 use parley_actors::session::TurnRequest;
 use parley_actors::{Node, NodeConfig};
 use parley_engine::connection::ConnectionId;
-use parley_engine::inbound::Platform;
 use parley_engine::model::SessionId;
 use parley_engine::store::AgentChannel;
 use reqwest::header::{HeaderMap, HeaderValue};
@@ -103,7 +102,7 @@ async fn fixture() -> Fixture {
             bench.tenant,
             NewConnection {
                 name: "bench".into(),
-                platform: Platform::Telegram,
+                platform: parley_connectors::telegram::PLATFORM,
                 description: None,
                 enabled: true,
                 config,

@@ -8,18 +8,34 @@
 use std::fmt;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use chrono::DateTime;
 use ed25519_dalek::{Signature, VerifyingKey};
+use parley_engine::connection::{DefaultValue, Field, Kind};
 use parley_engine::inbound::{InboundMessage, Platform};
+use parley_engine::rate_limits::RateLimits;
 use reqwest::header::{AUTHORIZATION, RETRY_AFTER};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::platform::{
+    Activation, Channel, Connect, HookAnswer, HookRequest, PlatformKind, Received, Target,
+};
+pub use crate::text::split_message;
 use crate::{ConnectorError, ConnectorResult, Delivery, Sent};
 
 /// The longest content one message may carry (Unicode scalar values).
 pub const MAX_CONTENT_CHARS: usize = 2000;
+
+/// The platform's name on connections and deliveries.
+pub const PLATFORM: Platform = Platform::named("discord");
+
+/// The public API, used when a connection sets no `api_base`.
+pub const API: &str = "https://discord.com/api/v10";
+
+/// The longest session per user (30 days, in ms).
+pub const MAX_SESSION_MS: u64 = 2_592_000_000;
 
 /// The interaction type of Discord's endpoint check.
 const PING: u8 = 1;
@@ -159,7 +175,7 @@ impl Interaction {
             reply_context["guild_id"] = json!(guild_id);
         }
         Ok(Delivery::Message(InboundMessage {
-            platform: Platform::Discord,
+            platform: PLATFORM,
             sent_at: snowflake_time(&self.id)?,
             dedup_id: self.id,
             user_id: user.id,
@@ -191,43 +207,6 @@ fn snowflake_time(id: &str) -> ConnectorResult<DateTime<chrono::Utc>> {
         .ok_or_else(|| {
             ConnectorError::Malformed(format!("interaction id {id:?} is not a snowflake"))
         })
-}
-
-/// Splits `text` into pieces of at most `max_chars` characters (Unicode scalar values),
-/// preferring to end a piece after a line break, else after whitespace, when one lies in
-/// its second half. The pieces concatenate to `text` exactly; there is always at least
-/// one (empty for an empty text).
-///
-/// # Panics
-/// If `max_chars` is 0.
-pub fn split_message(text: &str, max_chars: usize) -> Vec<&str> {
-    assert!(max_chars > 0, "split_message: max_chars must be positive");
-    let mut pieces = Vec::new();
-    let mut rest = text;
-    // The byte offset just past the first `max_chars` characters, while more remain.
-    while let Some((limit, _)) = rest.char_indices().nth(max_chars) {
-        let window = &rest[..limit];
-        let after = |(at, c): (usize, char)| at + c.len_utf8();
-        let break_at = window
-            .char_indices()
-            .rev()
-            .find(|&(_, c)| c == '\n')
-            .map(after)
-            .filter(|&at| at > limit / 2)
-            .or_else(|| {
-                window
-                    .char_indices()
-                    .rev()
-                    .find(|&(_, c)| c.is_whitespace())
-                    .map(after)
-                    .filter(|&at| at > limit / 2)
-            })
-            .unwrap_or(limit);
-        pieces.push(&rest[..break_at]);
-        rest = &rest[break_at..];
-    }
-    pieces.push(rest);
-    pieces
 }
 
 /// The bot user, as `/users/@me` describes it.
@@ -431,4 +410,180 @@ async fn execute<T: DeserializeOwned>(request: reqwest::RequestBuilder) -> Conne
 /// token: drop it, keep the causes (connection refused, timeout, …).
 fn transport(err: reqwest::Error) -> ConnectorError {
     ConnectorError::transport("discord", err)
+}
+
+const FIELDS: &[Field] = &[
+    Field::text("application_id").required(),
+    Field::text("public_key").required(),
+    Field::text("bot_token").required().secret(),
+    Field::text("guild_id"),
+    Field::text("client_id"),
+    Field::text("handle").or(DefaultValue::Text("ask")),
+    Field::new("ephemeral", Kind::Bool).or(DefaultValue::Bool(false)),
+    Field::new(
+        "session_duration_ms",
+        Kind::Int {
+            max: MAX_SESSION_MS,
+        },
+    )
+    .or(DefaultValue::Int(86_400_000)),
+    Field::new("stream", Kind::Bool).or(DefaultValue::Bool(true)),
+    Field::url("api_base"),
+];
+
+/// Discord in the platform registry.
+pub struct Discord;
+
+impl PlatformKind for Discord {
+    fn platform(&self) -> Platform {
+        PLATFORM
+    }
+
+    fn fields(&self) -> &'static [Field] {
+        FIELDS
+    }
+
+    /// 50 requests per second per bot.
+    fn rate_limits(&self) -> RateLimits {
+        RateLimits::platform(Some(50.0), None)
+    }
+
+    fn connect(&self, c: &Connect<'_>) -> Result<Box<dyn Channel>, String> {
+        let application_id = c.text("application_id").unwrap_or_default();
+        Ok(Box::new(DiscordChannel {
+            client: DiscordClient::new(
+                c.http.clone(),
+                &c.api_base(API),
+                &application_id,
+                &c.secret("bot_token"),
+            ),
+            public_key: c.text("public_key").unwrap_or_default(),
+            handle: c.text("handle").unwrap_or_else(|| "ask".into()),
+            guild_id: c.text("guild_id"),
+            ephemeral: c.flag("ephemeral", false),
+            stream: c.flag("stream", true),
+            session_duration_ms: c.int("session_duration_ms", 86_400_000),
+        }))
+    }
+}
+
+struct DiscordChannel {
+    client: DiscordClient,
+    public_key: String,
+    handle: String,
+    guild_id: Option<String>,
+    ephemeral: bool,
+    stream: bool,
+    session_duration_ms: u64,
+}
+
+impl DiscordChannel {
+    async fn overwrite_command(&self, name: &str) -> ConnectorResult<()> {
+        let description: String = format!("Ask {name}").chars().take(100).collect();
+        self.client
+            .overwrite_commands(self.guild_id.as_deref(), &self.handle, &description)
+            .await
+    }
+}
+
+#[async_trait]
+impl Channel for DiscordChannel {
+    async fn verify(&self, req: &HookRequest, _now: i64) -> ConnectorResult<Vec<Delivery>> {
+        verify(
+            &self.public_key,
+            req.header("x-signature-ed25519"),
+            req.header("x-signature-timestamp"),
+            &req.body,
+        )?;
+        parse(&req.body).map(|d| vec![d])
+    }
+
+    /// PONG to a PING; "thinking…" to a command, the answer following as its edit.
+    fn answer(&self, received: &Received) -> HookAnswer {
+        match &received.handshake {
+            Some(pong) => HookAnswer::json(
+                200,
+                serde_json::from_str(pong).unwrap_or(json!({"type": PING})),
+            ),
+            None if received.messages => HookAnswer::json(200, deferred_response(self.ephemeral)),
+            None => HookAnswer::ok(),
+        }
+    }
+
+    /// One session per user, across channels, for `session_duration_ms`.
+    fn chat_key(&self, msg: &InboundMessage) -> String {
+        msg.user_id.clone()
+    }
+
+    fn session_lifetime(&self) -> Option<Duration> {
+        Some(Duration::from_millis(self.session_duration_ms))
+    }
+
+    async fn activate(&self, activation: &Activation<'_>) -> ConnectorResult<()> {
+        self.overwrite_command(activation.name).await
+    }
+
+    async fn check(&self) -> ConnectorResult<Value> {
+        let me = self.client.get_me().await?;
+        Ok(json!({"bot_id": me.id, "username": me.username}))
+    }
+
+    /// Registers the slash command again.
+    async fn setup(&self, activation: &Activation<'_>) -> Option<ConnectorResult<Value>> {
+        Some(
+            self.overwrite_command(activation.name)
+                .await
+                .map(|()| json!({"command": self.handle})),
+        )
+    }
+
+    fn sets_up_on_change(&self) -> bool {
+        true
+    }
+
+    fn max_chars(&self) -> usize {
+        MAX_CONTENT_CHARS
+    }
+
+    fn streams(&self) -> bool {
+        self.stream
+    }
+
+    /// Interaction webhooks are not limited per channel.
+    fn reply_target<'m>(&self, msg: &'m InboundMessage) -> Target<'m> {
+        Target {
+            chat: &msg.chat_id,
+            thread: None,
+            lane: None,
+            from: None,
+            reply_to: Some(msg),
+        }
+    }
+
+    fn chat_target<'c>(
+        &self,
+        _chat: &'c str,
+        _thread: Option<&'c str>,
+        _via: Option<&str>,
+    ) -> ConnectorResult<Target<'c>> {
+        Err(ConnectorError::Unsupported(
+            "this platform only takes replies to a customer's own message".into(),
+        ))
+    }
+
+    async fn send(&self, to: &Target<'_>, text: &str) -> ConnectorResult<Sent> {
+        self.client.follow_up(to.context("token")?, text).await
+    }
+
+    /// The deferred response is the first message of an answer.
+    async fn send_first(&self, to: &Target<'_>, text: &str) -> ConnectorResult<Sent> {
+        self.client.edit_original(to.context("token")?, text).await
+    }
+
+    async fn edit(&self, to: &Target<'_>, _message_id: &str, text: &str) -> ConnectorResult<()> {
+        self.client
+            .edit_original(to.context("token")?, text)
+            .await
+            .map(drop)
+    }
 }

@@ -24,11 +24,33 @@ pub enum ConnectorError {
     /// The platform could not be reached or answered something unreadable.
     #[error("{0}")]
     Transport(String),
+    /// The platform has no such operation (editing on WhatsApp, templates on Slack).
+    #[error("{0}")]
+    Unsupported(String),
+    /// The connection's config cannot do this (a missing URL or secret, no public address).
+    #[error("{0}")]
+    Config(String),
 }
 
 pub type ConnectorResult<T> = Result<T, ConnectorError>;
 
 impl ConnectorError {
+    /// The endpoint is gone for good (HTTP 410): stop calling it.
+    pub fn is_gone(&self) -> bool {
+        matches!(self, ConnectorError::Refused { code, .. } if code == "gone")
+    }
+
+    /// Another consumer holds what the call needs (Telegram `getUpdates` 409 while a
+    /// webhook is set or another poller runs).
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, ConnectorError::Refused { code, .. } if code == "conflict")
+    }
+
+    /// Only an approved template reaches this customer now (WhatsApp's 24-hour window).
+    pub fn is_window_closed(&self) -> bool {
+        matches!(self, ConnectorError::Refused { code, .. } if code == crate::whatsapp::OUTSIDE_WINDOW)
+    }
+
     /// A call to `platform` that failed on the way, with its causes but without the URL
     /// (a Telegram URL holds the bot token).
     pub(crate) fn transport(platform: &str, err: reqwest::Error) -> ConnectorError {

@@ -1,18 +1,26 @@
-//! Channel connectors, one module per platform: verify an inbound delivery, parse it into
-//! the engine's [`InboundMessage`](parley_engine::inbound::InboundMessage), and send or
-//! edit messages through the platform's API with its errors mapped. No actors here: the
-//! actor layer owns queues, rate limits and retries. Every platform's base URL is
-//! configurable, so tests (and self-hosted API servers) work.
+//! Channel connectors, one module per platform behind one interface ([`platform`]):
+//! config schema, verify an inbound delivery and parse it into the engine's
+//! [`InboundMessage`](parley_engine::inbound::InboundMessage), answer the platform, send
+//! or edit messages through its API with its errors mapped. No actors here: the actor
+//! layer owns queues, rate limits and retries. Every platform's base URL is configurable,
+//! so tests (and self-hosted API servers) work.
 
 pub mod discord;
 pub mod error;
+pub mod platform;
 pub mod slack;
 pub mod teams;
 pub mod telegram;
+pub mod text;
 pub mod webhook;
 pub mod whatsapp;
 
 pub use error::{ConnectorError, ConnectorResult};
+pub use platform::{
+    Activation, Channel, Connect, EventSink, HookAnswer, HookBody, HookRequest, PlatformKind,
+    Polled, Received, Target, Template,
+};
+pub use text::split_message;
 
 use parley_engine::inbound::InboundMessage;
 

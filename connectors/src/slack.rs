@@ -4,20 +4,33 @@
 use std::fmt;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
+use parley_engine::connection::Field;
 use parley_engine::inbound::{InboundMessage, Platform};
+use parley_engine::rate_limits::RateLimits;
 use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::Sha256;
 
+use crate::platform::{Activation, Channel, Connect, HookRequest, PlatformKind, Target};
 use crate::{ConnectorError, ConnectorResult, Delivery, Sent};
 
 /// How far a delivery's timestamp may be from now, either way, before it counts as a
 /// replay.
 pub const MAX_CLOCK_SKEW_SECS: u64 = 300;
+
+/// The platform's name on connections and deliveries.
+pub const PLATFORM: Platform = Platform::named("slack");
+
+/// The public Web API, used when a connection sets no `api_base`.
+pub const API: &str = "https://slack.com/api";
+
+/// Messages may be longer, but long ones are cut in the UI.
+pub const MAX_TEXT_CHARS: usize = 4000;
 
 /// The wait used when a 429 names none (Slack always does; a proxy in between may not).
 const FALLBACK_RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -165,7 +178,7 @@ impl Event {
             reply_context["retry_num"] = json!(retry_num);
         }
         Ok(Delivery::Message(InboundMessage {
-            platform: Platform::Slack,
+            platform: PLATFORM,
             dedup_id: event_id,
             user_id: user,
             user_name: None,
@@ -329,4 +342,99 @@ impl Posted {
 /// (connection refused, timeout, …), and no error of this crate should carry URLs.
 fn transport(err: reqwest::Error) -> ConnectorError {
     ConnectorError::transport("slack", err)
+}
+
+const FIELDS: &[Field] = &[
+    Field::text("bot_token").required().secret(),
+    Field::text("signing_secret").required().secret(),
+    Field::text("app_token").secret(),
+    Field::text("channel_id"),
+    Field::url("api_base"),
+];
+
+/// Slack in the platform registry.
+pub struct Slack;
+
+impl PlatformKind for Slack {
+    fn platform(&self) -> Platform {
+        PLATFORM
+    }
+
+    fn fields(&self) -> &'static [Field] {
+        FIELDS
+    }
+
+    /// About one message per second per channel.
+    fn rate_limits(&self) -> RateLimits {
+        RateLimits::platform(None, Some(1.0))
+    }
+
+    fn connect(&self, c: &Connect<'_>) -> Result<Box<dyn Channel>, String> {
+        Ok(Box::new(SlackChannel {
+            client: SlackClient::new(c.http.clone(), &c.api_base(API), &c.secret("bot_token")),
+            signing_secret: c.secret("signing_secret"),
+        }))
+    }
+}
+
+struct SlackChannel {
+    client: SlackClient,
+    signing_secret: String,
+}
+
+#[async_trait]
+impl Channel for SlackChannel {
+    async fn verify(&self, req: &HookRequest, now: i64) -> ConnectorResult<Vec<Delivery>> {
+        verify(
+            &self.signing_secret,
+            req.header("x-slack-request-timestamp"),
+            req.header("x-slack-signature"),
+            &req.body,
+            now,
+        )?;
+        let retry = req
+            .headers
+            .get("x-slack-retry-num")
+            .and_then(|v| v.to_str().ok());
+        parse(&req.body, retry).map(|d| vec![d])
+    }
+
+    fn signed_recently(&self) -> bool {
+        true
+    }
+
+    /// A mention in a channel the app reads comes as `message` and as `app_mention`,
+    /// under two event ids: both share the channel and the message's `ts`.
+    fn twin_id(&self, msg: &InboundMessage) -> Option<String> {
+        let ts = msg.reply_context.get("ts")?.as_str()?;
+        Some(format!("ts:{}:{ts}", msg.chat_id))
+    }
+
+    async fn activate(&self, _activation: &Activation<'_>) -> ConnectorResult<()> {
+        self.client.auth_test().await.map(drop)
+    }
+
+    async fn check(&self) -> ConnectorResult<Value> {
+        let auth = self.client.auth_test().await?;
+        Ok(json!({"team_id": auth.team_id, "user_id": auth.user_id}))
+    }
+
+    fn max_chars(&self) -> usize {
+        MAX_TEXT_CHARS
+    }
+
+    fn streams(&self) -> bool {
+        true
+    }
+
+    async fn send(&self, to: &Target<'_>, text: &str) -> ConnectorResult<Sent> {
+        self.client.post_message(to.chat, text, to.thread).await
+    }
+
+    async fn edit(&self, to: &Target<'_>, message_id: &str, text: &str) -> ConnectorResult<()> {
+        self.client
+            .update(to.chat, message_id, text)
+            .await
+            .map(drop)
+    }
 }

@@ -4,11 +4,14 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use parley_engine::connection::Field;
 use parley_engine::inbound::{InboundMessage, Platform};
+use parley_engine::rate_limits::RateLimits;
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
@@ -17,9 +20,24 @@ use serde_json::{json, Value};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
+use crate::platform::{Activation, Channel, Connect, HookRequest, PlatformKind, Target};
 use crate::{ConnectorError, ConnectorResult, Delivery, Sent};
 
 /// The issuer of the tokens the Bot Framework sends bots.
+/// The platform's name on connections and deliveries.
+pub const PLATFORM: Platform = Platform::named("teams");
+
+/// Where app tokens come from, unless a connection's `api_base` says otherwise.
+pub const TOKEN_ENDPOINT: &str =
+    "https://login.microsoftonline.com/botframework.com/oauth2/v2.0/token";
+
+/// Where the keys that sign inbound activities are published.
+pub const OPENID_METADATA: &str =
+    "https://login.botframework.com/v1/.well-known/openidconfiguration";
+
+/// The longest message text parley sends.
+pub const MAX_TEXT_CHARS: usize = 28_000;
+
 pub const BOT_FRAMEWORK_ISSUER: &str = "https://api.botframework.com";
 
 /// The scope of the token a bot calls the Bot Connector with.
@@ -254,7 +272,7 @@ pub fn parse(body: &[u8]) -> ConnectorResult<Delivery> {
         .ok_or_else(|| missing("conversation"))?;
     let sent_at = activity.timestamp.ok_or_else(|| missing("timestamp"))?;
     Ok(Delivery::Message(InboundMessage {
-        platform: Platform::Teams,
+        platform: PLATFORM,
         reply_context: json!({
             "service_url": service_url,
             "activity_id": id,
@@ -520,4 +538,111 @@ fn retry_after(headers: &HeaderMap) -> Duration {
 /// reqwest's message alone ("error sending request") says little, so causes are kept.
 fn transport(error: reqwest::Error) -> ConnectorError {
     ConnectorError::transport("teams", error)
+}
+
+const FIELDS: &[Field] = &[
+    Field::text("app_id").required(),
+    Field::text("app_password").required().secret(),
+    Field::text("tenant_id"),
+    Field::url("openid_metadata_url"),
+    Field::url("api_base"),
+];
+
+/// Microsoft Teams (Bot Framework) in the platform registry.
+pub struct Teams;
+
+impl PlatformKind for Teams {
+    fn platform(&self) -> Platform {
+        PLATFORM
+    }
+
+    fn fields(&self) -> &'static [Field] {
+        FIELDS
+    }
+
+    /// Teams throttles by its own answers (429 with Retry-After).
+    fn rate_limits(&self) -> RateLimits {
+        RateLimits::platform(None, None)
+    }
+
+    fn connect(&self, c: &Connect<'_>) -> Result<Box<dyn Channel>, String> {
+        let app_id = c.text("app_id").unwrap_or_default();
+        Ok(Box::new(TeamsChannel {
+            client: TeamsClient::new(
+                c.http.clone(),
+                c.api_base(TOKEN_ENDPOINT),
+                app_id.clone(),
+                c.secret("app_password"),
+            ),
+            verifier: TeamsVerifier::new(
+                c.http.clone(),
+                c.text("openid_metadata_url")
+                    .unwrap_or_else(|| OPENID_METADATA.into()),
+                &app_id,
+            ),
+        }))
+    }
+}
+
+struct TeamsChannel {
+    client: TeamsClient,
+    verifier: TeamsVerifier,
+}
+
+#[async_trait]
+impl Channel for TeamsChannel {
+    /// The token is verified before the body is read (an unauthenticated 10 MB body is
+    /// never parsed); its serviceUrl claim must then match the activity's.
+    async fn verify(&self, req: &HookRequest, _now: i64) -> ConnectorResult<Vec<Delivery>> {
+        let claims = self.verifier.verify(req.header("authorization")).await?;
+        let service_url = serde_json::from_slice::<Value>(&req.body)
+            .ok()
+            .and_then(|v| {
+                v.get("serviceUrl")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            })
+            .unwrap_or_default();
+        claims.check_service_url(&service_url)?;
+        parse(&req.body).map(|d| vec![d])
+    }
+
+    fn signed_recently(&self) -> bool {
+        true
+    }
+
+    async fn activate(&self, _activation: &Activation<'_>) -> ConnectorResult<()> {
+        self.client.check_credentials().await
+    }
+
+    async fn check(&self) -> ConnectorResult<Value> {
+        self.client.check_credentials().await?;
+        Ok(json!({"token": "obtained"}))
+    }
+
+    fn max_chars(&self) -> usize {
+        MAX_TEXT_CHARS
+    }
+
+    fn chat_target<'c>(
+        &self,
+        _chat: &'c str,
+        _thread: Option<&'c str>,
+        _via: Option<&str>,
+    ) -> ConnectorResult<Target<'c>> {
+        Err(ConnectorError::Unsupported(
+            "this platform only takes replies to a customer's own message".into(),
+        ))
+    }
+
+    async fn send(&self, to: &Target<'_>, text: &str) -> ConnectorResult<Sent> {
+        self.client
+            .reply(
+                to.context("service_url")?,
+                to.context("conversation_id")?,
+                to.context("activity_id")?,
+                text,
+            )
+            .await
+    }
 }

@@ -7,17 +7,30 @@
 use std::fmt;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use chrono::DateTime;
 use hmac::{Hmac, Mac};
+use parley_engine::connection::{DefaultValue, Field, Kind};
 use parley_engine::inbound::{InboundMessage, Platform};
+use parley_engine::rate_limits::RateLimits;
 use reqwest::header::HeaderMap;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::Sha256;
 
-use crate::discord::split_message;
+use crate::platform::{self, Activation, Channel, Connect, HookRequest, PlatformKind, Target};
+use crate::text::split_message;
 use crate::{ConnectorError, ConnectorResult, Delivery, Sent};
+
+/// The platform's name on connections and deliveries.
+pub const PLATFORM: Platform = Platform::named("telegram");
+
+/// The public Bot API, used when a connection sets no `api_base`.
+pub const API: &str = "https://api.telegram.org";
+
+/// Long-poll timeout of `getUpdates` in polling mode.
+const POLL_SECS: u64 = 25;
 
 /// The header every webhook delivery carries, holding the `secret_token` given to
 /// `setWebhook`.
@@ -140,7 +153,7 @@ impl Update {
             ConnectorError::Malformed(format!("message date {} out of range", message.date))
         })?;
         Ok(Delivery::Message(InboundMessage {
-            platform: Platform::Telegram,
+            platform: PLATFORM,
             dedup_id: self.update_id.to_string(),
             user_id: from.id.to_string(),
             user_name: Some(from.username.unwrap_or(from.first_name)),
@@ -399,4 +412,131 @@ fn id_value(id: &str) -> Value {
 /// causes (connection refused, timeout, …).
 fn transport(err: reqwest::Error) -> ConnectorError {
     ConnectorError::transport("telegram", err)
+}
+
+const FIELDS: &[Field] = &[
+    Field::text("bot_token").required().secret(),
+    Field::text("bot_username"),
+    Field::text("chat_id"),
+    Field::new(
+        "mode",
+        Kind::OneOf {
+            values: &["webhook", "polling"],
+        },
+    )
+    .or(DefaultValue::Text("webhook")),
+    Field::new("streaming", Kind::Bool).or(DefaultValue::Bool(true)),
+    Field::url("api_base"),
+];
+
+/// Telegram in the platform registry.
+pub struct Telegram;
+
+impl PlatformKind for Telegram {
+    fn platform(&self) -> Platform {
+        PLATFORM
+    }
+
+    fn fields(&self) -> &'static [Field] {
+        FIELDS
+    }
+
+    /// About 1 message per second per chat and 30 per second overall.
+    fn rate_limits(&self) -> RateLimits {
+        RateLimits::platform(Some(30.0), Some(1.0))
+    }
+
+    fn connect(&self, c: &Connect<'_>) -> Result<Box<dyn Channel>, String> {
+        let token = c.secret("bot_token");
+        Ok(Box::new(TelegramChannel {
+            client: TelegramClient::new(c.http.clone(), &c.api_base(API), &token),
+            secret_token: webhook_secret(&token),
+            polling: c.text("mode").as_deref() == Some("polling"),
+            streaming: c.flag("streaming", true),
+        }))
+    }
+}
+
+struct TelegramChannel {
+    client: TelegramClient,
+    /// What Telegram echoes in every webhook delivery.
+    secret_token: String,
+    polling: bool,
+    streaming: bool,
+}
+
+#[async_trait]
+impl Channel for TelegramChannel {
+    async fn verify(&self, req: &HookRequest, _now: i64) -> ConnectorResult<Vec<Delivery>> {
+        verify(&self.secret_token, &req.headers)?;
+        parse(&req.body).map(|d| vec![d])
+    }
+
+    fn polls(&self) -> bool {
+        self.polling
+    }
+
+    async fn poll(&self, cursor: Option<&str>) -> ConnectorResult<Vec<platform::Polled>> {
+        let offset = cursor.and_then(|c| c.parse().ok()).unwrap_or(0);
+        let updates = self.client.get_updates(offset, POLL_SECS).await?;
+        Ok(updates
+            .into_iter()
+            .map(|u| platform::Polled {
+                cursor: (u.update_id + 1).to_string(),
+                delivery: u.delivery,
+            })
+            .collect())
+    }
+
+    /// Polling needs the webhook gone; webhook mode sets it to this server's hook.
+    async fn activate(&self, activation: &Activation<'_>) -> ConnectorResult<()> {
+        if self.polling {
+            return self.client.delete_webhook().await;
+        }
+        let Some(url) = &activation.hook_url else {
+            return Err(ConnectorError::Config("webhook mode needs the address Telegram can reach this server at: start it with --public-url (PARLEY_PUBLIC_URL), or use mode polling".into()));
+        };
+        self.client
+            .set_webhook(url, &self.secret_token, &["message"])
+            .await
+    }
+
+    async fn deactivate(&self) -> ConnectorResult<()> {
+        if self.polling {
+            return Ok(());
+        }
+        self.client.delete_webhook().await
+    }
+
+    async fn check(&self) -> ConnectorResult<Value> {
+        let me = self.client.get_me().await?;
+        Ok(json!({"bot_id": me.id, "username": me.username}))
+    }
+
+    fn max_chars(&self) -> usize {
+        MAX_TEXT_CHARS
+    }
+
+    fn streams(&self) -> bool {
+        self.streaming
+    }
+
+    /// A chat action, not a message: it takes nothing from the chat's message budget.
+    async fn typing(&self, chat: &str) {
+        let _ = self.client.send_typing(chat).await;
+    }
+
+    async fn send(&self, to: &Target<'_>, text: &str) -> ConnectorResult<Sent> {
+        self.client
+            .send_message(to.chat, text)
+            .await?
+            .pop()
+            .ok_or_else(|| ConnectorError::Transport("telegram sent no message".into()))
+    }
+
+    async fn edit(&self, to: &Target<'_>, message_id: &str, text: &str) -> ConnectorResult<()> {
+        self.client
+            .edit_message_text(to.chat, message_id, text)
+            .await
+    }
 }

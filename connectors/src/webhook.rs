@@ -19,22 +19,34 @@
 use std::fmt;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
+use parley_engine::agent::ValidationError;
+use parley_engine::connection::{CheckedConfig, Field};
 use parley_engine::inbound::{InboundMessage, Platform};
+use parley_engine::rate_limits::RateLimits;
 use reqwest::header::{HeaderMap, CONTENT_TYPE};
 use reqwest::StatusCode;
 use serde::Deserialize;
+use serde_json::Map;
 use serde_json::{json, Value};
 use sha2::Sha256;
 
-use crate::{ConnectorError, ConnectorResult, Delivery};
+use crate::platform::{
+    Activation, Channel, Connect, EventSink, HookAnswer, HookRequest, PlatformKind, Received,
+    Target,
+};
+use crate::{ConnectorError, ConnectorResult, Delivery, Sent};
 
 type HmacSha256 = Hmac<Sha256>;
 
 /// How far a message's timestamp may be from the receiver's clock, either way.
+/// The platform's name on connections and deliveries.
+pub const PLATFORM: Platform = Platform::named("webhook");
+
 pub const TOLERANCE_SECS: u64 = 5 * 60;
 
 /// The wait after a 429 that names none: receivers that throttle rarely recover sooner.
@@ -160,7 +172,7 @@ pub fn parse(headers: &HeaderMap, body: &[u8]) -> ConnectorResult<Delivery> {
         return Err(malformed("text is empty"));
     }
     Ok(Delivery::Message(InboundMessage {
-        platform: Platform::Webhook,
+        platform: PLATFORM,
         dedup_id: msg_id.to_string(),
         chat_id: message.chat_id.unwrap_or_else(|| message.user_id.clone()),
         user_id: message.user_id,
@@ -282,4 +294,150 @@ fn retry_after(headers: &HeaderMap) -> Duration {
 /// are kept, since reqwest's own message ("error sending request") says little.
 fn transport(error: reqwest::Error) -> ConnectorError {
     ConnectorError::transport("webhook endpoint", error)
+}
+
+const FIELDS: &[Field] = &[
+    Field::url("url"),
+    Field::text("secret").secret(),
+    Field::text("incoming_secret").secret(),
+    Field::url("api_base"),
+];
+
+/// Signed webhooks (Standard Webhooks) in the platform registry: conversation events out
+/// to `url`, customer messages in.
+pub struct Webhook;
+
+impl PlatformKind for Webhook {
+    fn platform(&self) -> Platform {
+        PLATFORM
+    }
+
+    fn fields(&self) -> &'static [Field] {
+        FIELDS
+    }
+
+    fn check_config(&self, config: &CheckedConfig) -> Vec<ValidationError> {
+        match config.secrets.get("secret") {
+            Some(secret) if !secret.starts_with("whsec_") => vec![ValidationError {
+                path: "config.secret".into(),
+                message: "must start with whsec_".into(),
+            }],
+            _ => Vec::new(),
+        }
+    }
+
+    fn rate_limits(&self) -> RateLimits {
+        RateLimits::platform(None, None)
+    }
+
+    fn takes_events(&self, config: &Map<String, Value>) -> bool {
+        config.get("url").is_some_and(Value::is_string)
+    }
+
+    fn connect(&self, c: &Connect<'_>) -> Result<Box<dyn Channel>, String> {
+        let key = |k: &str| {
+            c.config
+                .secrets
+                .get(k)
+                .map(|s| WebhookSecret::parse(s).map_err(|e| format!("config.{k}: {e}")))
+                .transpose()
+        };
+        Ok(Box::new(WebhookChannel {
+            url: c.text("url"),
+            secret: key("secret")?,
+            incoming_secret: key("incoming_secret")?,
+            sender: WebhookSender::new(c.http.clone()),
+        }))
+    }
+}
+
+struct WebhookChannel {
+    url: Option<String>,
+    secret: Option<WebhookSecret>,
+    incoming_secret: Option<WebhookSecret>,
+    sender: WebhookSender,
+}
+
+#[async_trait]
+impl Channel for WebhookChannel {
+    async fn verify(&self, req: &HookRequest, now: i64) -> ConnectorResult<Vec<Delivery>> {
+        let Some(key) = &self.incoming_secret else {
+            return Err(ConnectorError::Unauthorized(
+                "this connection has no incoming_secret: it takes no incoming messages".into(),
+            ));
+        };
+        verify(key, &req.headers, &req.body, now)?;
+        parse(&req.headers, &req.body).map(|d| vec![d])
+    }
+
+    /// Senders learn what was taken: 202 with the counts.
+    fn answer(&self, received: &Received) -> HookAnswer {
+        match &received.handshake {
+            Some(challenge) => HookAnswer::text(200, challenge.clone()),
+            None => HookAnswer::json(
+                202,
+                json!({"accepted": received.accepted, "duplicates": received.duplicates}),
+            ),
+        }
+    }
+
+    fn signed_recently(&self) -> bool {
+        true
+    }
+
+    async fn activate(&self, _activation: &Activation<'_>) -> ConnectorResult<()> {
+        Ok(())
+    }
+
+    /// Sends a signed test event.
+    async fn check(&self) -> ConnectorResult<Value> {
+        let (Some(url), Some(key)) = (&self.url, &self.secret) else {
+            return Err(ConnectorError::Config(
+                "config.url and config.secret are needed to send a signed test event".into(),
+            ));
+        };
+        let msg_id = format!("msg_{}", uuid::Uuid::new_v4().simple());
+        self.sender
+            .send(url, &test_event(key, &msg_id, Utc::now()))
+            .await?;
+        Ok(json!({"delivered_to": url}))
+    }
+
+    fn max_chars(&self) -> usize {
+        usize::MAX
+    }
+
+    /// Answers go out as `message.created` events.
+    fn replies_in_chat(&self) -> bool {
+        false
+    }
+
+    async fn send(&self, _to: &Target<'_>, _text: &str) -> ConnectorResult<Sent> {
+        Err(ConnectorError::Unsupported(
+            "webhook answers go out as events".into(),
+        ))
+    }
+
+    fn events(&self) -> Option<&dyn EventSink> {
+        (self.url.is_some() && self.secret.is_some()).then_some(self as &dyn EventSink)
+    }
+}
+
+#[async_trait]
+impl EventSink for WebhookChannel {
+    async fn deliver(&self, id: &str, body: &[u8]) -> ConnectorResult<()> {
+        let (Some(url), Some(secret)) = (&self.url, &self.secret) else {
+            return Err(ConnectorError::Config(
+                "this connection has no url and secret to deliver events with".into(),
+            ));
+        };
+        let timestamp = Utc::now().timestamp();
+        let signed = SignedEvent {
+            signature: sign(secret, id, timestamp, body),
+            id: id.to_string(),
+            timestamp,
+            body: body.to_vec(),
+        };
+        self.sender.send(url, &signed).await
+    }
 }

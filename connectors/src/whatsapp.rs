@@ -4,19 +4,29 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use chrono::DateTime;
 use hmac::{Hmac, Mac};
+use parley_engine::connection::{Field, Kind};
 use parley_engine::inbound::{InboundMessage, Platform};
+use parley_engine::rate_limits::RateLimits;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::Sha256;
 
+use crate::platform::{Activation, Channel, Connect, HookRequest, PlatformKind, Target, Template};
 use crate::{ConnectorError, ConnectorResult, Delivery, Sent};
 
 /// The most characters one text message may carry.
 pub const MAX_TEXT_CHARS: usize = 4096;
+
+/// The platform's name on connections and deliveries.
+pub const PLATFORM: Platform = Platform::named("whatsapp");
+
+/// The public Graph API, used when a connection sets no `api_base`.
+pub const API: &str = "https://graph.facebook.com/v21.0";
 
 /// Error 130429: the number's throughput (80 msg/s by default) is exceeded; the limit is
 /// per second, so a second's wait clears it.
@@ -189,7 +199,7 @@ fn message_delivery(value: &ChangeValue, message: &Message) -> ConnectorResult<D
         .and_then(|seconds| DateTime::from_timestamp(seconds, 0))
         .ok_or_else(|| ConnectorError::Malformed("message timestamp is not unix seconds".into()))?;
     Ok(Delivery::Message(InboundMessage {
-        platform: Platform::Whatsapp,
+        platform: PLATFORM,
         dedup_id: message.id.clone(),
         user_id: message.from.clone(),
         user_name: contact_name(&value.contacts, &message.from),
@@ -498,6 +508,159 @@ impl NumberRotation {
         };
         self.assigned.insert(recipient.to_string(), index);
         &self.phone_number_ids[index]
+    }
+}
+
+const FIELDS: &[Field] = &[
+    Field::text("app_id").required(),
+    Field::text("app_secret").required().secret(),
+    Field::text("access_token").required().secret(),
+    Field::new("phone_number_ids", Kind::TextList).required(),
+    Field::text("business_account_id").required(),
+    Field::text("verify_token").required().secret(),
+    Field::url("api_base"),
+];
+
+/// WhatsApp Cloud API in the platform registry.
+pub struct Whatsapp;
+
+impl PlatformKind for Whatsapp {
+    fn platform(&self) -> Platform {
+        PLATFORM
+    }
+
+    fn fields(&self) -> &'static [Field] {
+        FIELDS
+    }
+
+    /// 80 messages per second per business number.
+    fn rate_limits(&self) -> RateLimits {
+        RateLimits::platform(None, Some(80.0))
+    }
+
+    fn connect(&self, c: &Connect<'_>) -> Result<Box<dyn Channel>, String> {
+        let numbers = c.list("phone_number_ids");
+        let first_number = numbers.first().cloned().unwrap_or_default();
+        Ok(Box::new(WhatsappChannel {
+            client: WhatsAppClient::new(c.http.clone(), c.api_base(API), c.secret("access_token")),
+            app_secret: c.secret("app_secret"),
+            verify_token: c.secret("verify_token"),
+            numbers: std::sync::Mutex::new(
+                NumberRotation::new(numbers)
+                    .ok_or("config.phone_number_ids: no business number")?,
+            ),
+            first_number,
+        }))
+    }
+}
+
+struct WhatsappChannel {
+    client: WhatsAppClient,
+    app_secret: String,
+    verify_token: String,
+    numbers: std::sync::Mutex<NumberRotation>,
+    /// What start and check look up.
+    first_number: String,
+}
+
+impl WhatsappChannel {
+    fn pick(&self, recipient: &str, wrote_to: Option<&str>) -> String {
+        self.numbers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pick(recipient, wrote_to)
+            .to_string()
+    }
+}
+
+#[async_trait]
+impl Channel for WhatsappChannel {
+    async fn verify(&self, req: &HookRequest, _now: i64) -> ConnectorResult<Vec<Delivery>> {
+        verify(
+            &self.app_secret,
+            req.header("x-hub-signature-256"),
+            &req.body,
+        )?;
+        parse(&req.body)
+    }
+
+    fn subscribe(&self, query: &HashMap<String, String>) -> Option<ConnectorResult<String>> {
+        let q = |k: &str| query.get(k).map(String::as_str).unwrap_or_default();
+        Some(verify_subscription(
+            q("hub.mode"),
+            q("hub.verify_token"),
+            q("hub.challenge"),
+            &self.verify_token,
+        ))
+    }
+
+    async fn activate(&self, _activation: &Activation<'_>) -> ConnectorResult<()> {
+        self.client.phone_number(&self.first_number).await.map(drop)
+    }
+
+    async fn check(&self) -> ConnectorResult<Value> {
+        let n = self.client.phone_number(&self.first_number).await?;
+        Ok(json!({"phone_number_id": n.id, "display_phone_number": n.display_phone_number}))
+    }
+
+    fn max_chars(&self) -> usize {
+        MAX_TEXT_CHARS
+    }
+
+    /// Sent, delivered and read come later as statuses.
+    fn reports_delivery(&self) -> bool {
+        true
+    }
+
+    /// The customer is answered from the number they wrote to; sends are limited per
+    /// business number.
+    fn reply_target<'m>(&self, msg: &'m InboundMessage) -> Target<'m> {
+        let wrote_to = msg
+            .reply_context
+            .get("phone_number_id")
+            .and_then(Value::as_str);
+        let from = self.pick(&msg.user_id, wrote_to);
+        Target {
+            chat: &msg.user_id,
+            thread: None,
+            lane: Some(from.clone()),
+            from: Some(from),
+            reply_to: Some(msg),
+        }
+    }
+
+    fn chat_target<'c>(
+        &self,
+        chat: &'c str,
+        _thread: Option<&'c str>,
+        via: Option<&str>,
+    ) -> ConnectorResult<Target<'c>> {
+        let from = self.pick(chat, via);
+        Ok(Target {
+            chat,
+            thread: None,
+            lane: Some(from.clone()),
+            from: Some(from),
+            reply_to: None,
+        })
+    }
+
+    async fn send(&self, to: &Target<'_>, text: &str) -> ConnectorResult<Sent> {
+        let from = to.from.as_deref().unwrap_or(&self.first_number);
+        self.client.send_text(from, to.chat, text).await
+    }
+
+    async fn send_template(&self, to: &Target<'_>, template: &Template) -> ConnectorResult<Sent> {
+        let from = to.from.as_deref().unwrap_or(&self.first_number);
+        self.client
+            .send_template(
+                from,
+                to.chat,
+                &template.name,
+                &template.language,
+                template.components.clone(),
+            )
+            .await
     }
 }
 

@@ -14,7 +14,7 @@ use parley_connectors::discord::{
     deferred_response, parse, split_message, verify, BotUser, DiscordClient, MAX_CONTENT_CHARS,
 };
 use parley_connectors::{ConnectorError, Delivery, Sent};
-use parley_engine::inbound::{InboundMessage, Platform};
+use parley_engine::inbound::InboundMessage;
 use serde_json::{json, Value};
 use support::{dead_base, multibyte_text, Fake, Recorded, Reply};
 
@@ -164,7 +164,7 @@ fn parse_maps_a_guild_command() {
     assert_eq!(
         parse_json(&guild_command()),
         Ok(Delivery::Message(InboundMessage {
-            platform: Platform::Discord,
+            platform: parley_connectors::discord::PLATFORM,
             dedup_id: INTERACTION_ID.into(),
             user_id: "880000000000000001".into(),
             user_name: Some("Ann K".into()),

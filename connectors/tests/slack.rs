@@ -11,7 +11,7 @@ use axum::http::Method;
 use chrono::{TimeZone, Utc};
 use parley_connectors::slack::{parse, verify, AuthTest, SlackClient, MAX_CLOCK_SKEW_SECS};
 use parley_connectors::{ConnectorError, Delivery, Sent};
-use parley_engine::inbound::{InboundMessage, Platform};
+use parley_engine::inbound::InboundMessage;
 use serde_json::{json, Value};
 use support::{dead_base, Fake, Recorded, Reply};
 
@@ -183,7 +183,7 @@ fn parse_maps_a_channel_message_to_a_new_thread_under_it() {
     assert_eq!(
         parse_json(&event_callback(channel_message()), None),
         Ok(Delivery::Message(InboundMessage {
-            platform: Platform::Slack,
+            platform: parley_connectors::slack::PLATFORM,
             dedup_id: "Ev08MFMKH6".into(),
             user_id: "U2147483697".into(),
             user_name: None,

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use parley_connectors::teams::{self, Claims, TeamsClient, TeamsVerifier};
 use parley_connectors::{ConnectorError, Delivery, Sent};
-use parley_engine::inbound::{InboundMessage, Platform};
+use parley_engine::inbound::InboundMessage;
 use serde_json::{json, Value};
 use support::{dead_base, Fake, Recorded, Reply, TEST_KEY_E, TEST_KEY_N, TEST_KEY_PEM};
 
@@ -376,7 +376,7 @@ fn a_message_activity_becomes_an_inbound_message() {
     assert_eq!(
         parsed,
         Ok(Delivery::Message(InboundMessage {
-            platform: Platform::Teams,
+            platform: parley_connectors::teams::PLATFORM,
             dedup_id: "1481567603816".into(),
             user_id: activity["from"]["id"].as_str().unwrap().into(),
             user_name: Some("Megan Bowen".into()),

@@ -13,7 +13,7 @@ use parley_connectors::telegram::{
     parse, verify, BotUser, Polled, TelegramClient, MAX_TEXT_CHARS, SECRET_TOKEN_HEADER,
 };
 use parley_connectors::{ConnectorError, Delivery, Sent};
-use parley_engine::inbound::{InboundMessage, Platform};
+use parley_engine::inbound::InboundMessage;
 use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
 use support::{dead_base, multibyte_text, Fake, Recorded, Reply};
@@ -112,7 +112,7 @@ fn parse_maps_a_text_message() {
     assert_eq!(
         parse_json(&text_update()),
         Ok(Delivery::Message(InboundMessage {
-            platform: Platform::Telegram,
+            platform: parley_connectors::telegram::PLATFORM,
             dedup_id: "987654321".into(),
             user_id: "4242".into(),
             user_name: Some("ann_k".into()),

@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, HeaderValue, Method};
 use chrono::{DateTime, Utc};
 use parley_connectors::webhook::{self, WebhookSecret, WebhookSender};
 use parley_connectors::{ConnectorError, Delivery};
-use parley_engine::inbound::{InboundMessage, Platform};
+use parley_engine::inbound::InboundMessage;
 use serde_json::json;
 use support::{dead_base, Fake, Recorded, Reply};
 
@@ -165,7 +165,7 @@ fn an_incoming_message_becomes_an_inbound_message() {
     assert_eq!(
         webhook::parse(&headers, body.to_string().as_bytes()),
         Ok(Delivery::Message(InboundMessage {
-            platform: Platform::Webhook,
+            platform: parley_connectors::webhook::PLATFORM,
             dedup_id: "msg_2Kq".into(),
             user_id: "cust-42".into(),
             user_name: Some("Ann".into()),

@@ -11,7 +11,7 @@ use axum::http::Method;
 use chrono::DateTime;
 use parley_connectors::whatsapp::{self, PhoneNumber, WhatsAppClient};
 use parley_connectors::{ConnectorError, Delivery, Sent};
-use parley_engine::inbound::{InboundMessage, Platform};
+use parley_engine::inbound::InboundMessage;
 use serde_json::{json, Value};
 use support::{dead_base, multibyte_text, Fake, Recorded, Reply};
 
@@ -109,7 +109,7 @@ fn a_text_message_becomes_an_inbound_message() {
     assert_eq!(
         deliveries,
         vec![Delivery::Message(InboundMessage {
-            platform: Platform::Whatsapp,
+            platform: parley_connectors::whatsapp::PLATFORM,
             dedup_id: "wamid.HBgLMTY1MDM4Nzk0MzkVAgASGBQzQTRBNjU5OUFFRTAzODEwMTQ0RgA=".into(),
             user_id: "16505551234".into(),
             user_name: Some("Sheena Nelson".into()),
@@ -165,7 +165,7 @@ fn one_notification_carries_messages_statuses_and_other_types_in_order() {
     let deliveries = whatsapp::parse(body.to_string().as_bytes()).unwrap();
     let message = |id: &str, from: &str, name: &str, text: &str, at: i64| {
         Delivery::Message(InboundMessage {
-            platform: Platform::Whatsapp,
+            platform: parley_connectors::whatsapp::PLATFORM,
             dedup_id: id.into(),
             user_id: from.into(),
             user_name: Some(name.into()),

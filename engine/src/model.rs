@@ -194,6 +194,12 @@ pub enum SessionState {
 pub struct ChannelRef {
     pub connection_id: Uuid,
     pub chat_id: String,
+    /// The thread the conversation happens in (Slack), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread_id: Option<String>,
+    /// The platform's id of the customer, where the chat is not theirs alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
 }
 
 /// `seconds` after `at`; a moment past the calendar's end is its end (never). Validation

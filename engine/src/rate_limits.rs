@@ -1,11 +1,11 @@
-//! Outbound rate limits of a connection: the platform's documented defaults, overridden
-//! per connection by its `rate_limits` object.
+//! Outbound rate limits of a connection: its platform's documented defaults (each platform
+//! module in `parley-connectors` declares them), overridden per connection by its
+//! `rate_limits` object.
 
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::agent::{ValidationError, ValidationErrors};
-use crate::inbound::Platform;
 
 /// How fast a connection may send. Rates are messages per second (fractions allowed:
 /// 0.33 is one message every three seconds); `None` means no such limit.
@@ -25,16 +25,8 @@ pub const DEFAULT_QUEUE: usize = 1024;
 const KEYS: [&str; 3] = ["per_second", "per_chat_per_second", "queue"];
 
 impl RateLimits {
-    /// The platform's own limits (protocol facts): Telegram about 1/s per chat and 30/s
-    /// overall; Slack 1/s per channel; Discord 50/s; WhatsApp 80/s per business number.
-    pub fn defaults(platform: Platform) -> RateLimits {
-        let (per_second, per_chat_per_second) = match platform {
-            Platform::Telegram => (Some(30.0), Some(1.0)),
-            Platform::Slack => (None, Some(1.0)),
-            Platform::Discord => (Some(50.0), None),
-            Platform::Whatsapp => (None, Some(80.0)),
-            Platform::Teams | Platform::Webhook => (None, None),
-        };
+    /// A platform's own limits, with the default queue.
+    pub const fn platform(per_second: Option<f64>, per_chat_per_second: Option<f64>) -> RateLimits {
         RateLimits {
             per_second,
             per_chat_per_second,
@@ -43,8 +35,8 @@ impl RateLimits {
     }
 
     /// The defaults with a connection's overrides applied; `null` removes a limit.
-    pub fn parse(platform: Platform, overrides: &Value) -> Result<RateLimits, ValidationErrors> {
-        let mut limits = RateLimits::defaults(platform);
+    pub fn parse(defaults: RateLimits, overrides: &Value) -> Result<RateLimits, ValidationErrors> {
+        let mut limits = defaults;
         let empty = Map::new();
         let map = match overrides {
             Value::Null => &empty,
@@ -109,25 +101,12 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    #[test]
-    fn defaults_follow_the_platforms() {
-        let t = RateLimits::defaults(Platform::Telegram);
-        assert_eq!(
-            (t.per_second, t.per_chat_per_second),
-            (Some(30.0), Some(1.0))
-        );
-        let w = RateLimits::defaults(Platform::Whatsapp);
-        assert_eq!((w.per_second, w.per_chat_per_second), (None, Some(80.0)));
-        assert_eq!(
-            RateLimits::defaults(Platform::Discord).per_second,
-            Some(50.0)
-        );
-    }
+    const TELEGRAM: RateLimits = RateLimits::platform(Some(30.0), Some(1.0));
 
     #[test]
     fn overrides_replace_and_remove_limits() {
         let l = RateLimits::parse(
-            Platform::Telegram,
+            TELEGRAM,
             &json!({"per_chat_per_second": 2.5, "per_second": null, "queue": 8}),
         )
         .unwrap();
@@ -138,11 +117,8 @@ mod tests {
 
     #[test]
     fn bad_overrides_are_named_by_path() {
-        let e = RateLimits::parse(
-            Platform::Slack,
-            &json!({"per_second": 0, "queue": -1, "burst": 3}),
-        )
-        .unwrap_err();
+        let e = RateLimits::parse(TELEGRAM, &json!({"per_second": 0, "queue": -1, "burst": 3}))
+            .unwrap_err();
         let paths: Vec<_> = e.0.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(
             paths,
@@ -152,6 +128,6 @@ mod tests {
                 "rate_limits.queue"
             ]
         );
-        assert!(RateLimits::parse(Platform::Slack, &json!([1])).is_err());
+        assert!(RateLimits::parse(TELEGRAM, &json!([1])).is_err());
     }
 }

@@ -45,8 +45,10 @@ pub async fn list(
     let platform = q
         .platform
         .map(|p| {
-            serde_json::from_value::<Platform>(Value::String(p.clone()))
-                .map_err(|_| ApiError::invalid(format!("platform: unknown platform {p:?}")))
+            Platform::parse(&p)
+                .ok()
+                .filter(|p| parley_connectors::platform::kind(*p).is_some())
+                .ok_or_else(|| ApiError::invalid(format!("platform: unknown platform {p:?}")))
         })
         .transpose()?;
     let status = q
@@ -216,7 +218,7 @@ pub async fn setup(
 ) -> ApiResult<Json<Value>> {
     Ok(Json(
         st.node
-            .setup_discord(tenant.id, parse_id(&id, "connection")?)
+            .setup_connection(tenant.id, parse_id(&id, "connection")?)
             .await?,
     ))
 }

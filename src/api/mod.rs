@@ -190,7 +190,7 @@ pub fn routes() -> Vec<(RouteDoc, MethodRouter<AppState>)> {
         route!(post, "/api/v1/connections/{connection_id}/stop", connections::stop, ADMIN, "connections", "Stop the connection (Telegram deleteWebhook): status Disconnected"),
         route!(post, "/api/v1/connections/{connection_id}/retry", connections::retry, ADMIN, "connections", "Start a connection in Error or Disconnected again"),
         route!(get, "/api/v1/connections/{connection_id}/events", connections::events, ADMIN, "connections", "The connection's event log (deliveries, duplicates, rejections, replies, errors, status changes), newest first; `before`, `limit` page it; the newest 1000 are kept"),
-        route!(post, "/api/v1/connections/{connection_id}/setup", connections::setup, ADMIN, "connections", "Discord: bulk-overwrite the application's slash command with the connection's handle"),
+        route!(post, "/api/v1/connections/{connection_id}/setup", connections::setup, ADMIN, "connections", "Run the platform's set-up step again (Discord: bulk-overwrite the application's slash command with the connection's handle); 422 for platforms without one"),
         route!(post, "/api/v1/connections/{connection_id}/templates/send", connections::send_template, ADMIN, "connections", "WhatsApp: send an approved template `{to, name, language, components?, phone_number_id?}` (the way to reach a customer outside the 24-hour window)"),
         route!(post, "/hooks/{connection_id}", hooks::deliver, NONE, "hooks", "A platform delivery, verified by the platform's signature or secret (401 otherwise); 404 unknown, 410 disabled"),
         route!(get, "/hooks/{connection_id}", hooks::verify, NONE, "hooks", "WhatsApp's subscription check (`hub.mode`, `hub.verify_token`, `hub.challenge`)"),

@@ -7,8 +7,8 @@
 use std::sync::Arc;
 
 use chrono::{NaiveDate, Utc};
-use parley_connectors::whatsapp::OUTSIDE_WINDOW;
-use parley_connectors::ConnectorError;
+use parley_connectors::split_message;
+use parley_connectors::{ConnectorError, Sent, Template};
 use parley_engine::campaign::{CommunicationRecord, CommunicationStatus};
 use parley_engine::flow::{display, Channel, Communication, EvalContext, ParticipantData};
 use parley_engine::model::{ChannelRef, SessionId};
@@ -17,7 +17,7 @@ use serde_json::{json, Map, Value};
 
 use super::runner::CampaignCtx;
 use crate::channels::outbound::Urgency;
-use crate::channels::{PlatformRuntime, RunningChannel};
+use crate::channels::RunningChannel;
 use crate::node::{CreateSession, Opening};
 
 /// How a communication went out.
@@ -74,6 +74,13 @@ fn running(ctx: &CampaignCtx, c: &CommunicationRecord) -> Result<Arc<RunningChan
     if running.rt.record.tenant_id != ctx.record.campaign.tenant_id {
         return Err(OpenError::Before(format!(
             "no connection {id} in this tenant"
+        )));
+    }
+    if running.rt.platform().as_str() != c.channel.as_str() {
+        return Err(OpenError::Before(format!(
+            "connection {id} is a {} connection, not {}",
+            running.rt.platform(),
+            c.channel.as_str()
         )));
     }
     Ok(running)
@@ -150,6 +157,8 @@ pub async fn open(
             Some(ChannelRef {
                 connection_id: rt.rt.id,
                 chat_id: address.clone(),
+                thread_id: None,
+                user_id: Some(address.clone()),
             })
         }
         _ => None,
@@ -198,112 +207,102 @@ pub async fn open(
             .await
             .map_err(|e| OpenError::After(e.to_string()))?;
     }
+    if !rt.channel.replies_in_chat() {
+        // Outgoing webhooks hear of the communication as an event.
+        let data = json!({
+            "communication_id": c.id,
+            "communication": c.name,
+            "campaign_id": c.campaign_id,
+            "participant_id": c.participant_id,
+            "session_id": session_id,
+            "agent_id": c.agent_id,
+            "text": text,
+            "participant": data.participant,
+            "customer": data.customer,
+            "context": data.context_values(&spec.context, today),
+        });
+        crate::channels::outbox::try_enqueue(&ctx.shared, rt.id, "communication.started", data)
+            .await
+            .map_err(|e| OpenError::After(e.to_string()))?;
+        return Ok(Opened {
+            status: CommunicationStatus::Delivered,
+            message_id: None,
+        });
+    }
+    let Some(address) = address else {
+        return Err(OpenError::After(format!(
+            "a {} communication needs the participant's address",
+            c.channel.as_str()
+        )));
+    };
+    let to = rt
+        .channel
+        .chat_target(&address, None, None)
+        .map_err(after)?;
     let must =
-        |sent: Option<String>| sent.ok_or_else(|| OpenError::After("the send was not made".into()));
-    match (&rt.platform, address) {
-        (PlatformRuntime::Telegram { client, .. }, Some(chat)) => {
-            let text = text.ok_or_else(|| {
-                OpenError::After(
-                    "nothing to send: give the communication a start_phrase or the agent a greeting"
-                        .into(),
-                )
-            })?;
-            let sent = rt
+        |sent: Option<Sent>| sent.ok_or_else(|| OpenError::After("the send was not made".into()));
+    let lane = to.lane.as_deref();
+    if let Some(template) = &spec.template {
+        // A platform with templates (WhatsApp) lets free text reach only a customer who
+        // wrote within its window: the start phrase is tried, and the template goes when
+        // the platform says the window is closed.
+        if let Some(text) = spec.start_phrase.as_ref().and(text.as_ref()) {
+            match rt
                 .outbound
-                .send(Some(&chat), Urgency::Must, || {
-                    client.send_message(&chat, &text)
-                })
+                .send(lane, Urgency::Must, || rt.channel.send(&to, text))
                 .await
-                .map_err(after)?
-                .and_then(|s| s.into_iter().last().map(|m| m.message_id));
-            Ok(Opened {
-                status: CommunicationStatus::Delivered,
-                message_id: Some(must(sent)?),
-            })
-        }
-        (
-            PlatformRuntime::Whatsapp {
-                client, numbers, ..
-            },
-            Some(to),
-        ) => {
-            let from = numbers
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .pick(&to, None)
-                .to_string();
-            if let Some(text) = spec.start_phrase.as_ref().and(text.as_ref()) {
-                // Free text reaches a customer who wrote within 24 hours; the platform
-                // tells us otherwise, and the template goes instead.
-                match rt
-                    .outbound
-                    .send(Some(&from), Urgency::Must, || {
-                        client.send_text(&from, &to, text)
+            {
+                Ok(sent) => {
+                    return Ok(Opened {
+                        status: CommunicationStatus::Started,
+                        message_id: Some(must(sent)?.message_id),
                     })
-                    .await
-                {
-                    Ok(sent) => {
-                        return Ok(Opened {
-                            status: CommunicationStatus::Started,
-                            message_id: Some(must(sent.map(|s| s.message_id))?),
-                        })
-                    }
-                    Err(ConnectorError::Refused { ref code, .. }) if code == OUTSIDE_WINDOW => {}
-                    Err(e) => return Err(after(e)),
                 }
+                Err(e) if e.is_window_closed() => {}
+                Err(e) => return Err(after(e)),
             }
-            let template = spec.template.as_ref().ok_or_else(|| {
-                OpenError::After("a WhatsApp communication needs a template".into())
-            })?;
-            let components = template
+        }
+        let template = Template {
+            name: template.name.clone(),
+            language: template.language.clone(),
+            components: template
                 .components
                 .as_ref()
                 .map(|c| render_value(&Value::Array(c.clone()), &ectx))
-                .unwrap_or(Value::Null);
-            let sent = rt
-                .outbound
-                .send(Some(&from), Urgency::Must, || {
-                    client.send_template(
-                        &from,
-                        &to,
-                        &template.name,
-                        &template.language,
-                        components.clone(),
-                    )
-                })
-                .await
-                .map_err(after)?;
-            Ok(Opened {
-                status: CommunicationStatus::Started,
-                message_id: Some(must(sent.map(|s| s.message_id))?),
+                .unwrap_or(Value::Null),
+        };
+        let sent = rt
+            .outbound
+            .send(lane, Urgency::Must, || {
+                rt.channel.send_template(&to, &template)
             })
-        }
-        (PlatformRuntime::Webhook { .. }, _) => {
-            let data = json!({
-                "communication_id": c.id,
-                "communication": c.name,
-                "campaign_id": c.campaign_id,
-                "participant_id": c.participant_id,
-                "session_id": session_id,
-                "agent_id": c.agent_id,
-                "text": text,
-                "participant": data.participant,
-                "customer": data.customer,
-                "context": data.context_values(&spec.context, today),
-            });
-            crate::channels::outbox::try_enqueue(&ctx.shared, rt.id, "communication.started", data)
-                .await
-                .map_err(|e| OpenError::After(e.to_string()))?;
-            Ok(Opened {
-                status: CommunicationStatus::Delivered,
-                message_id: None,
-            })
-        }
-        _ => Err(OpenError::After(format!(
-            "connection {} is a {} connection, not {}",
-            rt.id,
-            rt.kind().as_str(),
-            c.channel.as_str()
-        ))),
+            .await
+            .map_err(after)?;
+        return Ok(Opened {
+            status: CommunicationStatus::Started,
+            message_id: Some(must(sent)?.message_id),
+        });
     }
+    let text = text.ok_or_else(|| {
+        OpenError::After(
+            "nothing to send: give the communication a start_phrase or the agent a greeting".into(),
+        )
+    })?;
+    let mut last = None;
+    for part in split_message(&text, rt.channel.max_chars()) {
+        let sent = rt
+            .outbound
+            .send(lane, Urgency::Must, || rt.channel.send(&to, part))
+            .await
+            .map_err(after)?;
+        last = Some(must(sent)?.message_id);
+    }
+    Ok(Opened {
+        status: if rt.channel.reports_delivery() {
+            CommunicationStatus::Started
+        } else {
+            CommunicationStatus::Delivered
+        },
+        message_id: last,
+    })
 }

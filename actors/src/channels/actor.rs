@@ -1,6 +1,6 @@
 //! One ChannelActor per started connection: it owns the connection's chat workers (and
 //! so the order of each chat's messages), its outbound queue, and the loops a platform
-//! needs (Telegram getUpdates polling, the outgoing-webhook outbox).
+//! needs (polling for platforms that are polled, the outgoing-webhook outbox).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 
 use super::chats::{ChatContext, Chats};
 use super::outbox;
-use super::runtime::{ChannelRuntime, PlatformRuntime};
+use super::runtime::ChannelRuntime;
 use super::{accept_message, set_status};
 use crate::node::Shared;
 
@@ -26,8 +26,6 @@ use crate::node::Shared;
 const SWEEP: Duration = Duration::from_secs(30);
 /// Unfinished messages loaded per sweep.
 const PENDING_BATCH: u32 = 10_000;
-/// Telegram long-poll timeout.
-const POLL_SECS: u64 = 25;
 
 pub enum ChannelMsg {
     /// A verified, recorded customer message.
@@ -82,18 +80,15 @@ impl Actor for ChannelActor {
             actor: myself.clone(),
         });
         let mut tasks = Vec::new();
-        match &args.rt.platform {
-            PlatformRuntime::Telegram { polling: true, .. } => {
-                tasks.push(tokio::spawn(poll_telegram(ctx.clone())));
-            }
-            PlatformRuntime::Webhook { .. } => {
-                tasks.push(tokio::spawn(outbox::deliver(
-                    args.shared.clone(),
-                    args.rt.clone(),
-                    args.outbox_wake.clone(),
-                )));
-            }
-            _ => {}
+        if args.rt.channel.polls() {
+            tasks.push(tokio::spawn(poll(ctx.clone())));
+        }
+        if args.rt.channel.events().is_some() {
+            tasks.push(tokio::spawn(outbox::deliver(
+                args.shared.clone(),
+                args.rt.clone(),
+                args.outbox_wake.clone(),
+            )));
         }
         myself.send_interval(SWEEP, || ChannelMsg::Sweep);
         // Messages recorded before a restart and not answered yet go first.
@@ -114,10 +109,7 @@ impl Actor for ChannelActor {
         for t in &state.tasks {
             t.abort();
         }
-        if matches!(
-            state.ctx.rt.platform,
-            PlatformRuntime::Telegram { polling: true, .. }
-        ) {
+        if state.ctx.rt.channel.polls() {
             let _ = state.ctx.shared.registry.release(state.ctx.rt.id).await;
         }
         Ok(())
@@ -165,16 +157,13 @@ impl Actor for ChannelActor {
     }
 }
 
-/// Telegram polling mode: `getUpdates` in a loop, confirming updates by the offset,
-/// which is kept in the store so a restart resumes where it stopped. A 409 (a webhook is
-/// set, or another poller runs) puts the connection in Error and stops polling.
-async fn poll_telegram(ctx: Arc<ChatContext>) {
-    let PlatformRuntime::Telegram { client, .. } = &ctx.rt.platform else {
-        return;
-    };
+/// Polling: the platform's long poll in a loop, confirming updates by the cursor, which
+/// is kept in the store so a restart resumes where it stopped. A conflict (Telegram: a
+/// webhook is set, or another poller runs) puts the connection in Error and stops polling.
+async fn poll(ctx: Arc<ChatContext>) {
     let store = &ctx.shared.store;
     let mut backoff = Duration::from_millis(500);
-    // One poller per bot in a cluster (Telegram answers a second one with 409): the node
+    // One poller per connection in a cluster (a second one is a conflict): the node
     // that claims the connection in the registry polls; the others wait for its lease.
     let lease = ctx.shared.registry.lease_ttl();
     loop {
@@ -187,9 +176,9 @@ async fn poll_telegram(ctx: Arc<ChatContext>) {
             }
         }
     }
-    let mut offset: i64 = loop {
+    let mut cursor: Option<String> = loop {
         match store.connector_cursor(ctx.rt.id).await {
-            Ok(c) => break c.and_then(|c| c.parse().ok()).unwrap_or(0),
+            Ok(c) => break c,
             Err(e) => {
                 tracing::warn!(connection = %ctx.rt.id, error = %e, "cannot read the polling offset yet");
                 tokio::time::sleep(backoff).await;
@@ -198,10 +187,10 @@ async fn poll_telegram(ctx: Arc<ChatContext>) {
         }
     };
     loop {
-        match client.get_updates(offset, POLL_SECS).await {
+        match ctx.rt.channel.poll(cursor.as_deref()).await {
             Ok(updates) => {
                 backoff = Duration::from_millis(500);
-                let mut next = offset;
+                let mut next = cursor.clone();
                 for update in updates {
                     let accepted = match update.delivery {
                         Ok(Delivery::Message(m)) => {
@@ -213,7 +202,7 @@ async fn poll_telegram(ctx: Arc<ChatContext>) {
                         Err(e) => {
                             ctx.log(
                                 "malformed",
-                                json!({"update_id": update.update_id, "error": e.to_string()}),
+                                json!({"cursor": update.cursor, "error": e.to_string()}),
                             )
                             .await;
                             true
@@ -223,22 +212,19 @@ async fn poll_telegram(ctx: Arc<ChatContext>) {
                         // Not recorded (store down): ask for it again rather than confirm it.
                         break;
                     }
-                    next = update.update_id + 1;
+                    next = Some(update.cursor);
                 }
-                if next != offset {
-                    match store
-                        .set_connector_cursor(ctx.rt.id, &next.to_string())
-                        .await
-                    {
-                        Ok(()) => offset = next,
+                if let Some(next) = next.filter(|n| Some(n) != cursor.as_ref()) {
+                    match store.set_connector_cursor(ctx.rt.id, &next).await {
+                        Ok(()) => cursor = Some(next),
                         Err(e) => {
                             tracing::warn!(connection = %ctx.rt.id, error = %e, "could not keep the polling offset")
                         }
                     }
                 }
             }
-            Err(ConnectorError::Refused { code, message, .. }) if code == "conflict" => {
-                let reason = format!("getUpdates conflict (409): {message}; a webhook is set or another poller runs with this bot token");
+            Err(e) if e.is_conflict() => {
+                let reason = format!("polling conflict: {e}; a webhook is set or another poller runs with these credentials");
                 ctx.log("error", json!({"error": reason})).await;
                 set_status(
                     &ctx.shared,
@@ -251,7 +237,7 @@ async fn poll_telegram(ctx: Arc<ChatContext>) {
             }
             Err(ConnectorError::RateLimited(wait)) => tokio::time::sleep(wait).await,
             Err(e) => {
-                tracing::warn!(connection = %ctx.rt.id, error = %e, "getUpdates failed; polling again shortly");
+                tracing::warn!(connection = %ctx.rt.id, error = %e, "polling failed; polling again shortly");
                 ctx.log(
                     "error",
                     json!({"error": e.to_string(), "at": Utc::now().to_rfc3339()}),

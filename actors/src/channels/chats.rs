@@ -18,7 +18,7 @@ use tokio::sync::{broadcast, mpsc, Mutex};
 
 use super::actor::ChannelMsg;
 use super::reply::Reply;
-use super::runtime::{ChannelRuntime, PlatformRuntime};
+use super::runtime::ChannelRuntime;
 use crate::error::NodeError;
 use crate::events::SessionEvent;
 use crate::node::{CreateSession, Shared};
@@ -52,13 +52,9 @@ pub async fn log_event(shared: &Shared, rt: &ChannelRuntime, kind: &str, detail:
     shared.channels.journal().log(rt.id, kind, detail).await;
 }
 
-/// The chat a message belongs to: Discord keeps one session per user (for
-/// `session_duration_ms`); elsewhere a customer has a session per chat.
+/// The chat a message belongs to, as its platform keys sessions.
 pub fn chat_key(rt: &ChannelRuntime, msg: &InboundMessage) -> String {
-    match rt.platform {
-        PlatformRuntime::Discord { .. } => msg.user_id.clone(),
-        _ => format!("{}/{}", msg.chat_id, msg.user_id),
-    }
+    rt.channel.chat_key(msg)
 }
 
 /// The running chat workers of a connection (owned by its actor).
@@ -234,7 +230,7 @@ async fn answer(
         }
     };
     let sent = reply.finish(&turn).await.map_err(|e| match e {
-        ConnectorError::Refused { ref code, .. } if code == parley_connectors::whatsapp::OUTSIDE_WINDOW => Failure::Final(format!(
+        e if e.is_window_closed() => Failure::Final(format!(
             "{e}: the customer's 24-hour window is closed; send a template with POST /api/v1/connections/{}/templates/send",
             ctx.rt.id
         )),
@@ -298,13 +294,9 @@ async fn chat_session(
     let now = Utc::now();
     if !force_new {
         if let Some(current) = store.channel_session(ctx.rt.id, &key).await? {
-            let expired = match ctx.rt.platform {
-                PlatformRuntime::Discord {
-                    session_duration_ms,
-                    ..
-                } => (now - current.started_at).num_milliseconds() >= session_duration_ms as i64,
-                _ => false,
-            };
+            let expired = ctx.rt.channel.session_lifetime().is_some_and(|lifetime| {
+                (now - current.started_at).to_std().unwrap_or_default() >= lifetime
+            });
             if !expired {
                 if let Some(s) = store.load_session(current.session_id).await? {
                     let ours =
@@ -338,6 +330,8 @@ async fn chat_session(
                 channel: Some(ChannelRef {
                     connection_id: ctx.rt.id,
                     chat_id: msg.chat_id.clone(),
+                    thread_id: msg.thread_id.clone(),
+                    user_id: Some(msg.user_id.clone()),
                 }),
                 ..CreateSession::default()
             },

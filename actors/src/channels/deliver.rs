@@ -1,12 +1,13 @@
 //! Messages a session says on its own (an operator's reply, the hand-over notice), sent
 //! to the customer on the platform the session talks on.
 
+use parley_connectors::split_message;
 use parley_connectors::{ConnectorError, ConnectorResult};
 use parley_engine::model::{ChannelRef, Session};
 use serde_json::json;
 
 use super::outbound::Urgency;
-use super::runtime::PlatformRuntime;
+use super::runtime::ChannelRuntime;
 use crate::node::Shared;
 
 /// Sends `text` to the customer of `session` if the session talks on a platform chat (its
@@ -32,54 +33,7 @@ pub async fn deliver_to_session(shared: &Shared, session: &Session, text: &str) 
         tracing::error!(session = %session.id, %connection, "the session's connection belongs to another tenant; the message was not sent");
         return;
     }
-    let sent: ConnectorResult<Vec<String>> = async {
-        let out = &rt.outbound;
-        let must = |r: Option<String>| {
-            r.ok_or_else(|| ConnectorError::Transport("the send was not made".into()))
-        };
-        match &rt.platform {
-            PlatformRuntime::Telegram { client, .. } => Ok(out
-                .send(Some(chat), Urgency::Must, || {
-                    client.send_message(chat, text)
-                })
-                .await?
-                .unwrap_or_default()
-                .into_iter()
-                .map(|s| s.message_id)
-                .collect()),
-            PlatformRuntime::Slack { client, .. } => Ok(vec![must(
-                out.send(Some(chat), Urgency::Must, || {
-                    client.post_message(chat, text, None)
-                })
-                .await?
-                .map(|s| s.message_id),
-            )?]),
-            PlatformRuntime::Whatsapp {
-                client, numbers, ..
-            } => {
-                let from = numbers
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .pick(chat, None)
-                    .to_string();
-                Ok(vec![must(
-                    out.send(Some(&from), Urgency::Must, || {
-                        client.send_text(&from, chat, text)
-                    })
-                    .await?
-                    .map(|s| s.message_id),
-                )?])
-            }
-            // Webhook customers get the message.created event.
-            PlatformRuntime::Webhook { .. } => Ok(Vec::new()),
-            PlatformRuntime::Discord { .. } | PlatformRuntime::Teams { .. } => {
-                Err(ConnectorError::Malformed(
-                    "this platform only takes replies to a customer's own message".into(),
-                ))
-            }
-        }
-    }
-    .await;
+    let sent = send_all(rt, &channel, text).await;
     let detail = match &sent {
         Ok(ids) => json!({"session_id": session.id, "chat_id": chat, "message_ids": ids}),
         Err(e) => json!({"session_id": session.id, "chat_id": chat, "error": e.to_string()}),
@@ -108,5 +62,34 @@ async fn legacy_channel(shared: &Shared, session: &Session) -> Option<ChannelRef
     (mapped.session_id == session.id).then(|| ChannelRef {
         connection_id: connection,
         chat_id: chat.to_string(),
+        thread_id: None,
+        user_id: Some(user.to_string()),
     })
+}
+
+/// Sends `text` to the session's chat, split at the platform's limit; answers the ids of
+/// the messages sent (none where answers go out as events).
+async fn send_all(
+    rt: &ChannelRuntime,
+    channel: &ChannelRef,
+    text: &str,
+) -> ConnectorResult<Vec<String>> {
+    let platform = &rt.channel;
+    if !platform.replies_in_chat() {
+        // Webhook customers get the message.created event.
+        return Ok(Vec::new());
+    }
+    let to = platform.chat_target(&channel.chat_id, channel.thread_id.as_deref(), None)?;
+    let mut ids = Vec::new();
+    for part in split_message(text, platform.max_chars()) {
+        let sent = rt
+            .outbound
+            .send(to.lane.as_deref(), Urgency::Must, || {
+                platform.send(&to, part)
+            })
+            .await?
+            .ok_or_else(|| ConnectorError::Transport("the send was not made".into()))?;
+        ids.push(sent.message_id);
+    }
+    Ok(ids)
 }

@@ -4,70 +4,18 @@
 //! and answer at once, within the platforms' deadlines (Slack and Discord: 3 s); the
 //! turn and the reply follow.
 
-use std::collections::HashMap;
-
-use bytes::Bytes;
 use chrono::Utc;
-use parley_connectors::{discord, slack, teams, telegram, webhook, whatsapp};
-use parley_connectors::{ConnectorError, Delivery};
+use parley_connectors::{ConnectorError, Delivery, Received};
 use parley_engine::connection::ConnectionStatus;
 use parley_engine::telemetry;
-use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
 
+pub use parley_connectors::{HookAnswer, HookBody, HookRequest};
+
 use super::chats::log_event;
-use super::runtime::{ChannelRuntime, PlatformRuntime};
+use super::runtime::ChannelRuntime;
 use super::{accept_message, RunningChannel};
 use crate::node::Shared;
-
-/// An inbound request as the HTTP layer received it.
-pub struct HookRequest {
-    /// `GET` (a subscription check) or `POST` (a delivery).
-    pub get: bool,
-    pub headers: HeaderMap,
-    pub query: HashMap<String, String>,
-    pub body: Bytes,
-}
-
-/// What to answer the platform.
-#[derive(Debug, Clone, PartialEq)]
-pub struct HookAnswer {
-    pub status: u16,
-    pub body: HookBody,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum HookBody {
-    Json(Value),
-    Text(String),
-}
-
-impl HookAnswer {
-    fn json(status: u16, body: Value) -> HookAnswer {
-        HookAnswer {
-            status,
-            body: HookBody::Json(body),
-        }
-    }
-
-    fn error(status: u16, code: &str, message: impl Into<String>) -> HookAnswer {
-        HookAnswer::json(
-            status,
-            json!({"error": {"code": code, "message": message.into()}}),
-        )
-    }
-
-    fn ok() -> HookAnswer {
-        HookAnswer::json(200, json!({"ok": true}))
-    }
-}
-
-fn header<'h>(headers: &'h HeaderMap, name: &str) -> &'h str {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-}
 
 fn count(platform: &'static str, outcome: &'static str) {
     metrics::counter!(telemetry::CONNECTOR_INBOUND_TOTAL, "platform" => platform, "outcome" => outcome)
@@ -87,19 +35,34 @@ async fn log_rejected(shared: &Shared, rt: &ChannelRuntime, detail: Value) {
 /// Handles one request to a started connection's hook.
 pub async fn receive(shared: &Shared, running: &RunningChannel, req: HookRequest) -> HookAnswer {
     let rt = &running.rt;
-    let platform = rt.kind().as_str();
     if req.get {
         return subscription_check(shared, running, &req).await;
     }
-    let verified = verify(rt, &req).await;
-    let deliveries = match verified {
+    let deliveries = match verify(rt, &req).await {
         Ok(d) => d,
-        Err(ConnectorError::Unauthorized(reason)) => {
+        Err(refused) => return refusal(shared, rt, refused).await,
+    };
+    accept(shared, running, deliveries).await
+}
+
+/// Checks a delivery's signature or secret and parses it: once per delivery.
+pub(crate) async fn verify(
+    rt: &ChannelRuntime,
+    req: &HookRequest,
+) -> Result<Vec<Delivery>, ConnectorError> {
+    rt.channel.verify(req, Utc::now().timestamp()).await
+}
+
+/// What to answer a delivery that did not verify or parse, logged as such.
+async fn refusal(shared: &Shared, rt: &ChannelRuntime, refused: ConnectorError) -> HookAnswer {
+    let platform = rt.platform().as_str();
+    match refused {
+        ConnectorError::Unauthorized(reason) => {
             count(platform, "rejected");
             log_rejected(shared, rt, json!({"error": reason})).await;
-            return HookAnswer::error(401, "unauthorized", reason);
+            HookAnswer::error(401, "unauthorized", reason)
         }
-        Err(ConnectorError::Transport(reason)) => {
+        ConnectorError::Transport(reason) => {
             // The keys to verify with could not be fetched: the platform tries again. Anyone
             // can make this happen by posting while the keys are out of reach, so it is
             // counted into one line like a rejection, not logged once per post.
@@ -108,24 +71,33 @@ pub async fn receive(shared: &Shared, running: &RunningChannel, req: HookRequest
                 .journal()
                 .log_repeated(rt.id, "error", json!({"error": reason}))
                 .await;
-            return HookAnswer::error(503, "unavailable", reason);
+            HookAnswer::error(503, "unavailable", reason)
         }
-        Err(e) => {
+        e => {
             count(platform, "malformed");
             log_event(shared, rt, "malformed", json!({"error": e.to_string()})).await;
-            return HookAnswer::error(400, "malformed", e.to_string());
+            HookAnswer::error(400, "malformed", e.to_string())
         }
-    };
-    let (mut accepted, mut duplicates) = (0, 0);
-    let mut handshake = None;
-    let mut message = false;
+    }
+}
+
+/// Records a verified delivery's messages (each once) and statuses, and answers the
+/// platform as it expects.
+pub(crate) async fn accept(
+    shared: &Shared,
+    running: &RunningChannel,
+    deliveries: Vec<Delivery>,
+) -> HookAnswer {
+    let rt = &running.rt;
+    let platform = rt.platform().as_str();
+    let mut received = Received::default();
     for delivery in deliveries {
         match delivery {
             Delivery::Message(m) => {
-                message = true;
+                received.messages = true;
                 match accept_message(shared, rt, &running.actor, m).await {
-                    Ok(true) => accepted += 1,
-                    Ok(false) => duplicates += 1,
+                    Ok(true) => received.accepted += 1,
+                    Ok(false) => received.duplicates += 1,
                     Err(e) => {
                         // Not recorded: the platform must deliver it again.
                         tracing::warn!(connection = %rt.id, error = %e, "could not record a delivery");
@@ -139,7 +111,7 @@ pub async fn receive(shared: &Shared, running: &RunningChannel, req: HookRequest
             }
             Delivery::Handshake(body) => {
                 count(platform, "handshake");
-                handshake = Some(body);
+                received.handshake = Some(body);
             }
             Delivery::Status {
                 message_id,
@@ -153,7 +125,7 @@ pub async fn receive(shared: &Shared, running: &RunningChannel, req: HookRequest
                     Ok(true) => {}
                     Ok(false) => {
                         count(platform, "duplicate");
-                        duplicates += 1;
+                        received.duplicates += 1;
                         continue;
                     }
                     Err(e) => {
@@ -181,126 +153,30 @@ pub async fn receive(shared: &Shared, running: &RunningChannel, req: HookRequest
             }
         }
     }
-    match (&rt.platform, handshake) {
-        (PlatformRuntime::Discord { .. }, Some(pong)) => HookAnswer::json(
-            200,
-            serde_json::from_str(&pong).unwrap_or(json!({"type": 1})),
-        ),
-        (_, Some(challenge)) => HookAnswer {
-            status: 200,
-            body: HookBody::Text(challenge),
-        },
-        (PlatformRuntime::Discord { ephemeral, .. }, None) if message => {
-            HookAnswer::json(200, discord::deferred_response(*ephemeral))
-        }
-        (PlatformRuntime::Webhook { .. }, None) => {
-            HookAnswer::json(202, json!({"accepted": accepted, "duplicates": duplicates}))
-        }
-        _ => HookAnswer::ok(),
-    }
+    rt.channel.answer(&received)
 }
 
-/// Checks a delivery's signature or secret and parses it.
-pub(crate) async fn verify(
-    rt: &ChannelRuntime,
-    req: &HookRequest,
-) -> Result<Vec<Delivery>, ConnectorError> {
-    let body = &req.body[..];
-    match &rt.platform {
-        PlatformRuntime::Telegram { secret_token, .. } => {
-            telegram::verify(secret_token, &req.headers)
-                .and_then(|()| telegram::parse(body).map(|d| vec![d]))
-        }
-        PlatformRuntime::Discord { public_key, .. } => discord::verify(
-            public_key,
-            header(&req.headers, "x-signature-ed25519"),
-            header(&req.headers, "x-signature-timestamp"),
-            body,
-        )
-        .and_then(|()| discord::parse(body).map(|d| vec![d])),
-        PlatformRuntime::Slack { signing_secret, .. } => slack::verify(
-            signing_secret,
-            header(&req.headers, "x-slack-request-timestamp"),
-            header(&req.headers, "x-slack-signature"),
-            body,
-            Utc::now().timestamp(),
-        )
-        .and_then(|()| {
-            let retry = req
-                .headers
-                .get("x-slack-retry-num")
-                .and_then(|v| v.to_str().ok());
-            slack::parse(body, retry).map(|d| vec![d])
-        }),
-        PlatformRuntime::Whatsapp { app_secret, .. } => whatsapp::verify(
-            app_secret,
-            header(&req.headers, "x-hub-signature-256"),
-            body,
-        )
-        .and_then(|()| whatsapp::parse(body)),
-        PlatformRuntime::Teams { verifier, .. } => verify_teams(verifier, &req.headers, body).await,
-        PlatformRuntime::Webhook {
-            incoming_secret, ..
-        } => match incoming_secret {
-            None => Err(ConnectorError::Unauthorized(
-                "this connection has no incoming_secret: it takes no incoming messages".into(),
-            )),
-            Some(key) => webhook::verify(key, &req.headers, body, Utc::now().timestamp())
-                .and_then(|()| webhook::parse(&req.headers, body).map(|d| vec![d])),
-        },
-    }
-}
-
-/// Teams: the token is verified before the body is read (an unauthenticated 10 MB body
-/// is never parsed); its serviceUrl claim must then match the activity's.
-async fn verify_teams(
-    verifier: &teams::TeamsVerifier,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<Vec<Delivery>, ConnectorError> {
-    let claims = verifier.verify(header(headers, "authorization")).await?;
-    let service_url = serde_json::from_slice::<Value>(body)
-        .ok()
-        .and_then(|v| {
-            v.get("serviceUrl")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        })
-        .unwrap_or_default();
-    claims.check_service_url(&service_url)?;
-    teams::parse(body).map(|d| vec![d])
-}
-
-/// WhatsApp's `GET ?hub.mode=subscribe&hub.verify_token=…&hub.challenge=…`.
+/// A `GET` to the hook: the platform's subscription check, where it makes one.
 async fn subscription_check(
     shared: &Shared,
     running: &RunningChannel,
     req: &HookRequest,
 ) -> HookAnswer {
-    let PlatformRuntime::Whatsapp { verify_token, .. } = &running.rt.platform else {
-        return HookAnswer::error(
+    let rt = &running.rt;
+    let platform = rt.platform().as_str();
+    match rt.channel.subscribe(&req.query) {
+        None => HookAnswer::error(
             405,
             "method_not_allowed",
             "this connection's hook takes POST only",
-        );
-    };
-    let q = |k: &str| req.query.get(k).map(String::as_str).unwrap_or_default();
-    match whatsapp::verify_subscription(
-        q("hub.mode"),
-        q("hub.verify_token"),
-        q("hub.challenge"),
-        verify_token,
-    ) {
-        Ok(challenge) => {
-            count("whatsapp", "handshake");
-            HookAnswer {
-                status: 200,
-                body: HookBody::Text(challenge),
-            }
+        ),
+        Some(Ok(challenge)) => {
+            count(platform, "handshake");
+            HookAnswer::text(200, challenge)
         }
-        Err(e) => {
-            count("whatsapp", "rejected");
-            log_rejected(shared, &running.rt, json!({"error": e.to_string()})).await;
+        Some(Err(e)) => {
+            count(platform, "rejected");
+            log_rejected(shared, rt, json!({"error": e.to_string()})).await;
             HookAnswer::error(403, "forbidden", e.to_string())
         }
     }

@@ -4,8 +4,8 @@
 //!
 //! ```text
 //! ChannelSupervisor ── ChannelActor(connection_id) ── chat workers (one per chat)
-//!                                                  ├─ Telegram getUpdates loop
-//!                                                  └─ webhook outbox deliverer
+//!                                                  ├─ polling loop (polled platforms)
+//!                                                  └─ event outbox deliverer (webhooks)
 //! ```
 
 mod actor;
@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use dashmap::DashMap;
-use parley_engine::connection::{ConnectionId, ConnectionStatus};
-use parley_engine::inbound::{InboundMessage, Platform};
+use parley_engine::connection::{ConnectionId, ConnectionRecord, ConnectionStatus};
+use parley_engine::inbound::InboundMessage;
 use parley_engine::model::AgentId;
 use parley_engine::store::{NewConnectionEvent, Store, StoreResult};
 use parley_engine::telemetry;
@@ -36,7 +36,7 @@ pub use actor::{ChannelActor, ChannelArgs, ChannelMsg};
 pub use chats::{chat_key, log_event as log_connection_event, EVENTS_KEPT};
 pub use deliver::deliver_to_session;
 pub use journal::Journal;
-pub use runtime::{ChannelRuntime, PlatformRuntime};
+pub use runtime::ChannelRuntime;
 
 use crate::node::Shared;
 
@@ -115,8 +115,8 @@ impl ChannelDirectory {
         self.targets.clear();
     }
 
-    /// The enabled, started webhook connections with a URL that `agent` lists: where its
-    /// conversation events go. Read from the store (another node may run them), briefly
+    /// The enabled, started connections that take events (webhooks with a URL) that
+    /// `agent` lists: where its conversation events go. Read from the store (another node may run them), briefly
     /// cached.
     pub async fn webhook_targets(&self, shared: &Shared, agent: AgentId) -> Arc<Vec<ConnectionId>> {
         if let Some(t) = self.targets.get(&agent) {
@@ -128,11 +128,7 @@ impl ChannelDirectory {
         if let Ok(channels) = shared.store.agent_channels(agent).await {
             for c in channels {
                 if let Ok(Some(r)) = shared.store.get_connection(c.connection_id).await {
-                    if r.platform == Platform::Webhook
-                        && r.enabled
-                        && r.status == ConnectionStatus::Connected
-                        && r.config.get("url").is_some_and(|u| u.is_string())
-                    {
+                    if r.enabled && r.status == ConnectionStatus::Connected && takes_events(&r) {
                         found.push(r.id);
                     }
                 }
@@ -151,11 +147,8 @@ impl ChannelDirectory {
     }
 
     fn retap(&self, shared: &Shared) {
-        let any_webhook = self
-            .running
-            .iter()
-            .any(|r| matches!(r.rt.platform, PlatformRuntime::Webhook { url: Some(_), .. }));
-        shared.events.set_tapping(any_webhook);
+        let any_sink = self.running.iter().any(|r| r.rt.channel.events().is_some());
+        shared.events.set_tapping(any_sink);
         self.forget_targets();
     }
 }
@@ -170,7 +163,7 @@ pub(crate) async fn accept_message(
     actor: &ActorRef<ChannelMsg>,
     msg: InboundMessage,
 ) -> StoreResult<bool> {
-    let platform = rt.kind().as_str();
+    let platform = rt.platform().as_str();
     let count = |outcome: &'static str| {
         metrics::counter!(telemetry::CONNECTOR_INBOUND_TOTAL, "platform" => platform, "outcome" => outcome)
             .increment(1)
@@ -178,13 +171,8 @@ pub(crate) async fn accept_message(
     let journal = shared.channels.journal();
     // A delivery older than the dedup window may be a replay of one already forgotten:
     // it would run twice. Platforms retry for a day at most, so it is refused as stale.
-    // Slack and webhook signatures carry a timestamp checked within minutes and Teams
-    // tokens expire, so only the others need it.
-    let unbounded = matches!(
-        msg.platform,
-        Platform::Telegram | Platform::Discord | Platform::Whatsapp
-    );
-    if unbounded && msg.sent_at < Utc::now() - DEDUP_WINDOW {
+    // Deliveries whose signature carries a time checked within minutes need no such check.
+    if !rt.channel.signed_recently() && msg.sent_at < Utc::now() - DEDUP_WINDOW {
         count("stale");
         let detail = json!({"dedup_id": msg.dedup_id, "sent_at": msg.sent_at.to_rfc3339()});
         journal.log_repeated(rt.id, "stale", detail).await;
@@ -192,10 +180,13 @@ pub(crate) async fn accept_message(
     }
     let mut fresh = journal.insert(rt.id, msg.clone()).await?;
     if fresh {
-        if let Some(twin) = slack_twin(&msg) {
-            // A mention in a channel the app reads comes twice (`message` and
-            // `app_mention`, two event ids): the second of the pair is a duplicate.
-            let twin_id = twin.dedup_id.clone();
+        if let Some(twin_id) = rt.channel.twin_id(&msg) {
+            // The platform sent this message twice under two delivery ids: the second of
+            // the pair is a duplicate.
+            let twin = InboundMessage {
+                dedup_id: twin_id.clone(),
+                ..msg.clone()
+            };
             if !journal.insert(rt.id, twin).await? {
                 journal.done(rt.id, msg.dedup_id.clone()).await?;
                 fresh = false;
@@ -219,16 +210,10 @@ pub(crate) async fn accept_message(
     Ok(fresh)
 }
 
-/// For a Slack message, a marker keyed by its channel and `ts` (what a `message` and an
-/// `app_mention` of the same message share).
-fn slack_twin(msg: &InboundMessage) -> Option<InboundMessage> {
-    if msg.platform != Platform::Slack {
-        return None;
-    }
-    let ts = msg.reply_context.get("ts")?.as_str()?;
-    let mut twin = msg.clone();
-    twin.dedup_id = format!("ts:{}:{ts}", msg.chat_id);
-    Some(twin)
+/// Whether a stored connection takes conversation events (its platform says, from its
+/// config).
+fn takes_events(r: &ConnectionRecord) -> bool {
+    parley_connectors::platform::kind(r.platform).is_some_and(|k| k.takes_events(&r.config))
 }
 
 /// Sets a connection's status (with the error, for Error) and tells the tenant's
@@ -269,10 +254,7 @@ pub(crate) async fn set_status(
                       "status": status.as_str(), "error": error});
     if let Ok(all) = shared.store.list_connections(r.tenant_id).await {
         for c in all.iter().filter(|c| {
-            c.platform == Platform::Webhook
-                && c.enabled
-                && (c.status == ConnectionStatus::Connected || c.id == id)
-                && c.config.get("url").is_some()
+            c.enabled && (c.status == ConnectionStatus::Connected || c.id == id) && takes_events(c)
         }) {
             outbox::enqueue(shared, c.id, "connection.status", data.clone()).await;
         }

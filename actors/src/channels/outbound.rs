@@ -242,7 +242,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_chat_gets_no_more_than_its_rate() {
-        let out = Outbound::new(Platform::Telegram, &limits(None, Some(10.0), 16));
+        let out = Outbound::new(Platform::named("telegram"), &limits(None, Some(10.0), 16));
         let start = Instant::now();
         for _ in 0..21 {
             out.send(Some("c1"), Urgency::Must, || async { Ok(()) })
@@ -265,7 +265,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_429_is_waited_out_and_the_call_repeated() {
-        let out = Outbound::new(Platform::Discord, &limits(None, None, 4));
+        let out = Outbound::new(Platform::named("discord"), &limits(None, None, 4));
         let calls = AtomicU32::new(0);
         let start = Instant::now();
         let got = out
@@ -287,7 +287,7 @@ mod tests {
 
     #[tokio::test]
     async fn optional_sends_are_skipped_rather_than_waited_for() {
-        let out = Outbound::new(Platform::Slack, &limits(None, Some(1.0), 4));
+        let out = Outbound::new(Platform::named("slack"), &limits(None, Some(1.0), 4));
         let sent = out
             .send(Some("c"), Urgency::IfFree, || async { Ok(1) })
             .await
@@ -298,7 +298,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(skipped, None);
-        let limited = Outbound::new(Platform::Slack, &limits(None, None, 4))
+        let limited = Outbound::new(Platform::named("slack"), &limits(None, None, 4))
             .send(None, Urgency::IfFree, || async {
                 Err::<(), _>(ConnectorError::RateLimited(Duration::from_secs(60)))
             })
@@ -309,7 +309,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_429_holds_the_chats_other_sends_until_it_is_over() {
-        let out = Outbound::new(Platform::Slack, &limits(None, None, 4));
+        let out = Outbound::new(Platform::named("slack"), &limits(None, None, 4));
         let refused = out
             .send(Some("c"), Urgency::IfFree, || async {
                 Err::<(), _>(ConnectorError::RateLimited(Duration::from_millis(300)))
@@ -347,7 +347,7 @@ mod tests {
 
     #[tokio::test]
     async fn refusals_are_returned_and_transport_failures_retried() {
-        let out = Outbound::new(Platform::Whatsapp, &limits(None, None, 4));
+        let out = Outbound::new(Platform::named("whatsapp"), &limits(None, None, 4));
         let refused = out
             .send(None, Urgency::Must, || async {
                 Err::<(), _>(ConnectorError::Refused {
@@ -378,7 +378,10 @@ mod tests {
 
     #[tokio::test]
     async fn the_queue_bound_makes_senders_wait() {
-        let out = Arc::new(Outbound::new(Platform::Teams, &limits(None, None, 2)));
+        let out = Arc::new(Outbound::new(
+            Platform::named("teams"),
+            &limits(None, None, 2),
+        ));
         let gate = Arc::new(Semaphore::new(0));
         let mut tasks = Vec::new();
         for _ in 0..2 {

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use parley_connectors::webhook::{self, SignedEvent, WebhookSender};
 use parley_connectors::ConnectorError;
 use parley_engine::connection::{ConnectionId, ConnectionStatus};
 use parley_engine::store::NewOutboxEvent;
@@ -17,7 +16,7 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, Notify};
 
 use super::chats::log_event;
-use super::runtime::{ChannelRuntime, PlatformRuntime};
+use super::runtime::ChannelRuntime;
 use super::set_status;
 use crate::events::UserEvent;
 use crate::node::Shared;
@@ -120,16 +119,10 @@ pub async fn run_tap(shared: Arc<Shared>, mut events: mpsc::UnboundedReceiver<Ar
 
 /// Delivers a webhook connection's outbox until the connection stops.
 pub async fn deliver(shared: Arc<Shared>, rt: Arc<ChannelRuntime>, wake: Arc<Notify>) {
-    let PlatformRuntime::Webhook {
-        url: Some(url),
-        secret: Some(secret),
-        ..
-    } = &rt.platform
-    else {
+    let Some(sink) = rt.channel.events() else {
         // Without a URL and a signing secret this connection only receives.
         return;
     };
-    let sender = WebhookSender::new(shared.http.clone());
     let store = &shared.store;
     loop {
         let now = Utc::now();
@@ -156,17 +149,10 @@ pub async fn deliver(shared: Arc<Shared>, rt: Arc<ChannelRuntime>, wake: Arc<Not
         }
         let mut entries = batch.into_iter();
         while let Some(e) = entries.next() {
-            let timestamp = Utc::now().timestamp();
-            let signed = SignedEvent {
-                signature: webhook::sign(secret, &e.msg_id, timestamp, e.body.as_bytes()),
-                id: e.msg_id.clone(),
-                timestamp,
-                body: e.body.clone().into_bytes(),
-            };
-            let outcome = sender.send(url, &signed).await;
+            let outcome = sink.deliver(&e.msg_id, e.body.as_bytes()).await;
             let count = |outcome: &'static str| {
                 metrics::counter!(telemetry::CONNECTOR_OUTBOUND_TOTAL,
-                    "platform" => "webhook", "outcome" => outcome)
+                    "platform" => rt.platform().as_str(), "outcome" => outcome)
                 .increment(1)
             };
             let retry_at = match outcome {
@@ -182,7 +168,7 @@ pub async fn deliver(shared: Arc<Shared>, rt: Arc<ChannelRuntime>, wake: Arc<Not
                     count("rate_limited");
                     Err((wait, "429 Too Many Requests".to_string()))
                 }
-                Err(ConnectorError::Refused { code, .. }) if code == "gone" => {
+                Err(err) if err.is_gone() => {
                     count("error");
                     Ok(())
                 }

@@ -1,12 +1,11 @@
 //! Connections at work (admin API and hooks): start, stop and retry a connection, read
-//! its event log, take platform deliveries, send WhatsApp templates, set up Discord's
-//! slash command.
+//! its event log, take platform deliveries, send message templates, run a platform's
+//! set-up step (Discord's slash command).
 
 use std::sync::Arc;
 
-use parley_connectors::{ConnectorError, Delivery};
+use parley_connectors::{Activation, ConnectorError, Delivery, Template};
 use parley_engine::connection::{ConnectionId, ConnectionRecord, ConnectionStatus};
-use parley_engine::inbound::Platform;
 use parley_engine::model::{SessionId, TenantId};
 use parley_engine::store::ConnectionEvent;
 use ractor::rpc::CallResult;
@@ -16,9 +15,7 @@ use serde_json::{json, Value};
 use super::Node;
 use crate::channels::hooks::{self, HookAnswer, HookRequest};
 use crate::channels::outbound::Urgency;
-use crate::channels::{
-    chat_key, set_status, ChannelRuntime, ChannelSupMsg, PlatformRuntime, RunningChannel,
-};
+use crate::channels::{chat_key, set_status, ChannelRuntime, ChannelSupMsg, RunningChannel};
 use crate::error::{NodeError, NodeResult};
 
 /// Most events one page of a connection's event log holds.
@@ -54,7 +51,8 @@ impl Node {
     pub(super) fn runtime(&self, r: &ConnectionRecord) -> Result<ChannelRuntime, String> {
         let config = self.open_config(r).map_err(|e| e.to_string())?;
         // Checked again here: the policy may be stricter than when the URL was stored.
-        parley_engine::connection::check_egress(&config, &self.shared.config.egress)
+        let kind = parley_connectors::platform::kind_or_err(r.platform)?;
+        parley_engine::connection::check_egress(kind.fields(), &config, &self.shared.config.egress)
             .map_err(|e| e.to_string())?;
         ChannelRuntime::build(r.clone(), &config, &self.shared.http)
     }
@@ -82,59 +80,24 @@ impl Node {
         Ok(())
     }
 
-    /// What starting a connection asks of its platform: Telegram setWebhook (or
-    /// deleteWebhook before polling), Discord's slash command, a credentials check
-    /// elsewhere.
-    async fn activate(&self, rt: &ChannelRuntime) -> Result<(), String> {
-        match &rt.platform {
-            PlatformRuntime::Telegram {
-                client,
-                secret_token,
-                polling,
-                ..
-            } => {
-                if *polling {
-                    return client.delete_webhook().await.map_err(platform_error);
-                }
-                let Some(base) = self.shared.config.public_url.as_deref() else {
-                    return Err("webhook mode needs the address Telegram can reach this server at: start it with --public-url (PARLEY_PUBLIC_URL), or use mode polling".into());
-                };
-                let url = format!("{}/hooks/{}", base.trim_end_matches('/'), rt.id);
-                client
-                    .set_webhook(&url, secret_token, &["message"])
-                    .await
-                    .map_err(platform_error)
-            }
-            PlatformRuntime::Discord { .. } => self.overwrite_command(rt).await,
-            PlatformRuntime::Slack { client, .. } => {
-                client.auth_test().await.map(drop).map_err(platform_error)
-            }
-            PlatformRuntime::Whatsapp { client, .. } => client
-                .phone_number(rt.first_number())
-                .await
-                .map(drop)
-                .map_err(platform_error),
-            PlatformRuntime::Teams { client, .. } => {
-                client.check_credentials().await.map_err(platform_error)
-            }
-            PlatformRuntime::Webhook { .. } => Ok(()),
+    /// What the platform is told when the connection starts.
+    fn activation<'r>(&self, rt: &'r ChannelRuntime) -> Activation<'r> {
+        Activation {
+            hook_url: self
+                .shared
+                .config
+                .public_url
+                .as_deref()
+                .map(|base| format!("{}/hooks/{}", base.trim_end_matches('/'), rt.id)),
+            name: &rt.record.name,
         }
     }
 
-    async fn overwrite_command(&self, rt: &ChannelRuntime) -> Result<(), String> {
-        let PlatformRuntime::Discord {
-            client,
-            handle,
-            guild_id,
-            ..
-        } = &rt.platform
-        else {
-            return Err("not a Discord connection".into());
-        };
-        let description = format!("Ask {}", rt.record.name);
-        let description: String = description.chars().take(100).collect();
-        client
-            .overwrite_commands(guild_id.as_deref(), handle, &description)
+    /// What starting a connection asks of its platform (register the hook, a credentials
+    /// check).
+    async fn activate(&self, rt: &ChannelRuntime) -> Result<(), String> {
+        rt.channel
+            .activate(&self.activation(rt))
             .await
             .map_err(platform_error)
     }
@@ -169,7 +132,8 @@ impl Node {
         self.connection(tenant, id).await
     }
 
-    /// Stops the connection (Telegram: its webhook is deleted); it is Disconnected.
+    /// Stops the connection (the platform is told: Telegram deletes its webhook); it is
+    /// Disconnected.
     pub async fn stop_connection(
         &self,
         tenant: TenantId,
@@ -178,15 +142,8 @@ impl Node {
         let r = self.connection(tenant, id).await?;
         self.stop_channel(id).await?;
         if let Ok(rt) = self.runtime(&r) {
-            if let PlatformRuntime::Telegram {
-                client,
-                polling: false,
-                ..
-            } = &rt.platform
-            {
-                if let Err(e) = client.delete_webhook().await {
-                    tracing::warn!(connection = %id, error = %e, "could not delete the Telegram webhook");
-                }
+            if let Err(e) = rt.channel.deactivate().await {
+                tracing::warn!(connection = %id, error = %e, "could not tell the platform the connection stopped");
             }
         }
         set_status(&self.shared, id, ConnectionStatus::Disconnected, None).await;
@@ -233,32 +190,33 @@ impl Node {
             .await?)
     }
 
-    /// Bulk-overwrites the Discord application's commands with the connection's handle.
-    pub async fn setup_discord(&self, tenant: TenantId, id: ConnectionId) -> NodeResult<Value> {
+    /// Runs the platform's set-up step again (Discord: overwrites the application's
+    /// commands with the connection's handle). Answers what the platform said.
+    pub async fn setup_connection(&self, tenant: TenantId, id: ConnectionId) -> NodeResult<Value> {
         let r = self.connection(tenant, id).await?;
-        if r.platform != Platform::Discord {
-            return Err(NodeError::Invalid(
-                "setup is for Discord connections (it registers the slash command)".into(),
-            ));
-        }
         let rt = self.runtime(&r).map_err(NodeError::Invalid)?;
-        let PlatformRuntime::Discord { handle, .. } = &rt.platform else {
-            return Err(NodeError::Internal(
-                "a Discord connection without Discord settings".into(),
-            ));
-        };
-        let handle = handle.clone();
-        match self.overwrite_command(&rt).await {
-            Ok(()) => Ok(json!({"ok": true, "command": handle})),
-            Err(e) => Ok(json!({"ok": false, "error": e})),
+        match rt.channel.setup(&self.activation(&rt)).await {
+            None => Err(NodeError::Invalid(format!(
+                "{} connections have no set-up step",
+                r.platform
+            ))),
+            Some(Ok(detail)) => {
+                let mut out = json!({"ok": true});
+                if let (Some(out), Value::Object(detail)) = (out.as_object_mut(), detail) {
+                    out.extend(detail);
+                }
+                Ok(out)
+            }
+            Some(Err(e)) => Ok(json!({"ok": false, "error": e.to_string()})),
         }
     }
 
-    /// An enabled Discord connection created or changed registers its slash command in
-    /// the background (the outcome goes to its event log); creating it does not wait on
-    /// Discord. A disabled one sends nothing.
-    pub(crate) fn setup_discord_soon(&self, r: &ConnectionRecord) {
-        if r.platform != Platform::Discord || !r.enabled {
+    /// An enabled connection whose platform sets up on change (Discord's slash command),
+    /// created or changed, runs its set-up in the background (the outcome goes to its
+    /// event log); creating it does not wait on the platform. A disabled one sends
+    /// nothing.
+    pub(crate) fn setup_soon(&self, r: &ConnectionRecord) {
+        if !r.enabled {
             return;
         }
         let (node, r) = (self.clone(), r.clone());
@@ -266,15 +224,21 @@ impl Node {
             let Ok(rt) = node.runtime(&r) else {
                 return;
             };
-            let detail = match node.overwrite_command(&rt).await {
-                Ok(()) => json!({"ok": true}),
-                Err(e) => json!({"ok": false, "error": e}),
+            if !rt.channel.sets_up_on_change() {
+                return;
+            }
+            let Some(outcome) = rt.channel.setup(&node.activation(&rt)).await else {
+                return;
+            };
+            let detail = match outcome {
+                Ok(_) => json!({"ok": true}),
+                Err(e) => json!({"ok": false, "error": e.to_string()}),
             };
             crate::channels::log_connection_event(&node.shared, &rt, "setup", detail).await;
         });
     }
 
-    /// Sends an approved WhatsApp template through the connection's outbound queue.
+    /// Sends an approved template (WhatsApp) through the connection's outbound queue.
     pub async fn send_template(
         &self,
         tenant: TenantId,
@@ -282,14 +246,6 @@ impl Node {
         req: TemplateSend,
     ) -> NodeResult<Value> {
         let r = self.connection(tenant, id).await?;
-        if r.platform != Platform::Whatsapp {
-            return Err(NodeError::Invalid(
-                "templates are sent on WhatsApp connections".into(),
-            ));
-        }
-        if !r.enabled {
-            return Err(NodeError::Conflict("the connection is disabled".into()));
-        }
         for (field, v) in [
             ("to", &req.to),
             ("name", &req.name),
@@ -304,29 +260,23 @@ impl Node {
             Some(r) => r.rt.clone(),
             None => Arc::new(self.runtime(&r).map_err(NodeError::Invalid)?),
         };
-        let PlatformRuntime::Whatsapp {
-            client, numbers, ..
-        } = &rt.platform
-        else {
-            return Err(NodeError::Internal(
-                "a WhatsApp connection without WhatsApp settings".into(),
-            ));
+        let to = rt
+            .channel
+            .chat_target(&req.to, None, req.phone_number_id.as_deref())
+            .map_err(|e| NodeError::Invalid(e.to_string()))?;
+        if !r.enabled {
+            return Err(NodeError::Conflict("the connection is disabled".into()));
+        }
+        let template = Template {
+            name: req.name.clone(),
+            language: req.language.clone(),
+            components: req.components.clone(),
         };
-        let from = numbers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pick(&req.to, req.phone_number_id.as_deref())
-            .to_string();
+        let from = to.from.clone();
         let sent = rt
             .outbound
-            .send(Some(&from), Urgency::Must, || {
-                client.send_template(
-                    &from,
-                    &req.to,
-                    &req.name,
-                    &req.language,
-                    req.components.clone(),
-                )
+            .send(to.lane.as_deref(), Urgency::Must, || {
+                rt.channel.send_template(&to, &template)
             })
             .await;
         let detail = json!({"to": req.to, "template": req.name, "phone_number_id": from});
@@ -342,6 +292,7 @@ impl Node {
                 Ok(json!({"ok": true, "message_id": s.message_id, "phone_number_id": from}))
             }
             Ok(None) => Err(NodeError::Unavailable("the send was not made".into())),
+            Err(ConnectorError::Unsupported(m)) => Err(NodeError::Invalid(m)),
             Err(e) => {
                 crate::channels::log_connection_event(
                     &self.shared,

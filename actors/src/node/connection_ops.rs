@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use chrono::Utc;
+use parley_connectors::{ConnectorError, PlatformKind};
 use parley_engine::agent::{ValidationError, ValidationErrors};
 use parley_engine::connection::{
     apply_config, check_egress, check_secrets_follow, public_view, CheckedConfig, ConnectionId,
@@ -18,7 +19,6 @@ use serde_json::{json, Map, Value};
 
 use super::check_name;
 use super::Node;
-use crate::channels::PlatformRuntime;
 use crate::error::{NodeError, NodeResult};
 
 /// `POST /api/v1/connections`.
@@ -80,11 +80,37 @@ fn check_object(what: &str, v: Option<Value>) -> NodeResult<Value> {
 
 /// The connection's rate limits as given, checked against what
 /// [`RateLimits`](parley_engine::rate_limits::RateLimits) understands.
-fn check_rate_limits(platform: Platform, v: Option<Value>) -> NodeResult<Value> {
+fn check_rate_limits(kind: &dyn PlatformKind, v: Option<Value>) -> NodeResult<Value> {
     let v = check_object("rate_limits", v)?;
-    parley_engine::rate_limits::RateLimits::parse(platform, &v)
+    parley_engine::rate_limits::RateLimits::parse(kind.rate_limits(), &v)
         .map_err(NodeError::InvalidFields)?;
     Ok(v)
+}
+
+/// The registry's entry for `platform`; an unknown one is the caller's mistake.
+pub fn platform_kind(platform: Platform) -> NodeResult<&'static dyn PlatformKind> {
+    parley_connectors::platform::kind_or_err(platform).map_err(|message| {
+        NodeError::InvalidFields(ValidationErrors(vec![ValidationError {
+            path: "platform".into(),
+            message,
+        }]))
+    })
+}
+
+/// A config validated by its platform's schema and checks.
+fn checked_config(
+    kind: &dyn PlatformKind,
+    current: &CheckedConfig,
+    changes: &Map<String, Value>,
+) -> NodeResult<CheckedConfig> {
+    let next = apply_config(kind.platform(), kind.fields(), current, changes)
+        .map_err(NodeError::InvalidFields)?;
+    let errors = kind.check_config(&next);
+    if errors.is_empty() {
+        Ok(next)
+    } else {
+        Err(NodeError::InvalidFields(ValidationErrors(errors)))
+    }
 }
 
 /// What a connection's sealed secrets are bound to: they open for this connection only.
@@ -130,7 +156,7 @@ impl Node {
             "status": r.status.as_str(),
             "status_error": r.status_error,
             "status_at": r.status_at.to_rfc3339(),
-            "config": public_view(r.platform, &config),
+            "config": public_view(platform_kind(r.platform)?.fields(), &config),
             "advanced": r.advanced,
             "rate_limits": r.rate_limits,
             "inbound_url": format!("/hooks/{}", r.id),
@@ -170,11 +196,12 @@ impl Node {
             public: Map::new(),
             secrets: BTreeMap::new(),
         };
-        let config =
-            apply_config(req.platform, &empty, &req.config).map_err(NodeError::InvalidFields)?;
-        check_egress(&config, &self.shared.config.egress).map_err(NodeError::InvalidFields)?;
+        let kind = platform_kind(req.platform)?;
+        let config = checked_config(kind, &empty, &req.config)?;
+        check_egress(kind.fields(), &config, &self.shared.config.egress)
+            .map_err(NodeError::InvalidFields)?;
         let advanced = check_object("advanced", req.advanced)?;
-        let rate_limits = check_rate_limits(req.platform, req.rate_limits)?;
+        let rate_limits = check_rate_limits(kind, req.rate_limits)?;
         self.name_taken(tenant, &name, None).await?;
         let now = Utc::now();
         let id = uuid::Uuid::now_v7();
@@ -196,7 +223,7 @@ impl Node {
             updated_at: now,
         };
         self.shared.store.put_connection(&record).await?;
-        self.setup_discord_soon(&record);
+        self.setup_soon(&record);
         Ok(record)
     }
 
@@ -267,10 +294,12 @@ impl Node {
         }
         if let Some(changes) = &patch.config {
             let current = self.open_config(&r)?;
-            let next =
-                apply_config(r.platform, &current, changes).map_err(NodeError::InvalidFields)?;
-            check_egress(&next, &self.shared.config.egress).map_err(NodeError::InvalidFields)?;
-            check_secrets_follow(&current, &next, changes).map_err(NodeError::InvalidFields)?;
+            let kind = platform_kind(r.platform)?;
+            let next = checked_config(kind, &current, changes)?;
+            check_egress(kind.fields(), &next, &self.shared.config.egress)
+                .map_err(NodeError::InvalidFields)?;
+            check_secrets_follow(kind.fields(), &current, &next, changes)
+                .map_err(NodeError::InvalidFields)?;
             r.secrets_sealed = self.seal(r.id, &next.secrets)?;
             r.config = next.public;
         }
@@ -278,12 +307,12 @@ impl Node {
             r.advanced = check_object("advanced", patch.advanced)?;
         }
         if patch.rate_limits.is_some() {
-            r.rate_limits = check_rate_limits(r.platform, patch.rate_limits)?;
+            r.rate_limits = check_rate_limits(platform_kind(r.platform)?, patch.rate_limits)?;
         }
         r.updated_at = Utc::now();
         self.shared.store.put_connection(&r).await?;
         if patch.config.is_some() && self.shared.channels.get(&id).is_none() {
-            self.setup_discord_soon(&r);
+            self.setup_soon(&r);
         }
         self.connection_changed(&r).await?;
         self.connection(tenant, id).await
@@ -293,47 +322,11 @@ impl Node {
     /// /users/@me, Slack auth.test, WhatsApp phone-number lookup, Teams token, a signed
     /// webhook test event). Answers what the platform said; never a secret.
     pub async fn test_connection(&self, tenant: TenantId, id: ConnectionId) -> NodeResult<Value> {
-        use parley_connectors::webhook;
         let r = self.connection(tenant, id).await?;
         let rt = self.runtime(&r).map_err(NodeError::Invalid)?;
-        let outcome = match &rt.platform {
-            PlatformRuntime::Telegram { client, .. } => client
-                .get_me()
-                .await
-                .map(|u| json!({"bot_id": u.id, "username": u.username})),
-            PlatformRuntime::Discord { client, .. } => client
-                .get_me()
-                .await
-                .map(|u| json!({"bot_id": u.id, "username": u.username})),
-            PlatformRuntime::Slack { client, .. } => client
-                .auth_test()
-                .await
-                .map(|a| json!({"team_id": a.team_id, "user_id": a.user_id})),
-            PlatformRuntime::Whatsapp { client, .. } => client
-                .phone_number(rt.first_number())
-                .await
-                .map(|n| json!({"phone_number_id": n.id, "display_phone_number": n.display_phone_number})),
-            PlatformRuntime::Teams { client, .. } => client
-                .check_credentials()
-                .await
-                .map(|()| json!({"token": "obtained"})),
-            PlatformRuntime::Webhook { url, secret, .. } => {
-                let (Some(url), Some(key)) = (url, secret) else {
-                    return Err(NodeError::Invalid(
-                        "config.url and config.secret are needed to send a signed test event"
-                            .into(),
-                    ));
-                };
-                let event = webhook::test_event(
-                    key,
-                    &format!("msg_{}", uuid::Uuid::new_v4().simple()),
-                    Utc::now(),
-                );
-                webhook::WebhookSender::new(self.shared.http.clone())
-                    .send(url, &event)
-                    .await
-                    .map(|()| json!({"delivered_to": url}))
-            }
+        let outcome = match rt.channel.check().await {
+            Err(ConnectorError::Config(m)) => return Err(NodeError::Invalid(m)),
+            other => other,
         };
         Ok(match outcome {
             Ok(detail) => json!({"ok": true, "platform": r.platform, "detail": detail}),

@@ -645,6 +645,8 @@ impl Node {
         if let Err(e) = registry.join().await {
             tracing::warn!(error = %e, "cannot reach the registry yet; retrying on every heartbeat");
         }
+        // The platforms' names are kept before any stored connection is read.
+        parley_connectors::platform::registry();
         let http = parley_engine::egress::builder(Some(&config.egress), config.timeouts)
             .pool_idle_timeout(Duration::from_secs(90))
             .build()

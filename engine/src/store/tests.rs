@@ -101,6 +101,8 @@ pub(crate) fn session(tenant: TenantId, agent: AgentId, user_id: &str, created: 
         channel: Some(ChannelRef {
             connection_id: Uuid::from_u128(7),
             chat_id: "chat-7".into(),
+            thread_id: Some("1712345678.000100".into()),
+            user_id: Some("U7".into()),
         }),
     }
 }
@@ -1915,7 +1917,7 @@ pub(crate) async fn suite_connections(store: &dyn Store) {
         id: Uuid::new_v4(),
         tenant_id: t,
         name: name.into(),
-        platform: Platform::Telegram,
+        platform: Platform::named("telegram"),
         description: Some("support bot".into()),
         enabled: false,
         status: ConnectionStatus::Active,
@@ -2021,7 +2023,7 @@ pub(crate) async fn suite_agent_channels(store: &dyn Store) {
 /// A delivery with every optional field set, so a round trip checks them all.
 fn inbound(dedup_id: &str, text: &str) -> crate::inbound::InboundMessage {
     crate::inbound::InboundMessage {
-        platform: crate::inbound::Platform::Discord,
+        platform: crate::inbound::Platform::named("discord"),
         dedup_id: dedup_id.into(),
         user_id: "user-7".into(),
         user_name: Some("Ada Lovelace".into()),
@@ -2506,7 +2508,7 @@ pub(crate) async fn suite_delete_connection_state(store: &dyn Store) {
         id: Uuid::new_v4(),
         tenant_id: t.id,
         name: name.into(),
-        platform: Platform::Webhook,
+        platform: Platform::named("webhook"),
         description: None,
         enabled: true,
         status: ConnectionStatus::Connected,

@@ -466,7 +466,7 @@ async fn polling_resumes_from_the_kept_offset_and_a_409_is_an_error() {
 
 #[tokio::test]
 async fn a_message_recorded_before_a_restart_is_answered_after_it() {
-    use parley_engine::inbound::{InboundMessage, Platform};
+    use parley_engine::inbound::InboundMessage;
     use parley_engine::store::{SqliteStore, Store};
 
     let t =
@@ -478,7 +478,7 @@ async fn a_message_recorded_before_a_restart_is_answered_after_it() {
     // What the hook had recorded (and acknowledged to Telegram) when the node went down.
     let store = SqliteStore::open(&dir.join("parley.db")).await.unwrap();
     let recorded = InboundMessage {
-        platform: Platform::Telegram,
+        platform: parley_connectors::telegram::PLATFORM,
         dedup_id: "77".into(),
         user_id: "31".into(),
         user_name: Some("Ann".into()),
