@@ -48,3 +48,16 @@ pub struct Sent {
     /// The platform's id of the message (to edit it later).
     pub message_id: String,
 }
+
+/// Every platform parley has, in the order they are listed: a platform is its module
+/// above and its line here.
+fn platforms() -> Vec<&'static dyn PlatformKind> {
+    vec![
+        &telegram::Telegram,
+        &discord::Discord,
+        &slack::Slack,
+        &whatsapp::Whatsapp,
+        &teams::Teams,
+        &webhook::Webhook,
+    ]
+}

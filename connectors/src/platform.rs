@@ -4,7 +4,7 @@
 //! defaults, and how to connect from a config) and the [`Channel`] a started connection
 //! holds (verify and parse deliveries, answer the platform, send, edit, typing, polling,
 //! set-up and checks). The actors' channel runtime only ever sees these two traits, so
-//! adding a platform is its module and one line in [`registry`].
+//! adding a platform is its module and one line in the crate root's list.
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
@@ -402,16 +402,9 @@ pub trait Channel: Send + Sync + 'static {
     }
 }
 
-/// Every platform parley has: one line each.
+/// The platforms, their names kept ahead of any other.
 static REGISTRY: LazyLock<Vec<&'static dyn PlatformKind>> = LazyLock::new(|| {
-    let all: Vec<&'static dyn PlatformKind> = vec![
-        &crate::telegram::Telegram,
-        &crate::discord::Discord,
-        &crate::slack::Slack,
-        &crate::whatsapp::Whatsapp,
-        &crate::teams::Teams,
-        &crate::webhook::Webhook,
-    ];
+    let all = crate::platforms();
     for kind in &all {
         kind.platform().register();
     }

@@ -36,6 +36,22 @@ pub struct ListQuery {
     q: Option<String>,
 }
 
+/// `GET /api/v1/platforms`: every platform with its config schema and default limits,
+/// what a form for a new connection is drawn from. The same for every tenant.
+pub async fn platforms(AdminAuth(_tenant): AdminAuth) -> Json<Value> {
+    let platforms: Vec<Value> = parley_connectors::platform::registry()
+        .iter()
+        .map(|k| {
+            json!({
+                "name": k.platform(),
+                "fields": k.fields(),
+                "rate_limits": k.rate_limits(),
+            })
+        })
+        .collect();
+    Json(json!({ "platforms": platforms }))
+}
+
 pub async fn list(
     State(st): State<AppState>,
     AdminAuth(tenant): AdminAuth,

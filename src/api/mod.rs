@@ -180,6 +180,7 @@ pub fn routes() -> Vec<(RouteDoc, MethodRouter<AppState>)> {
         route!(post, "/api/v1/admin/actors/{actor}/restart", actors::restart, NODE_ADMIN, "admin", "Stop one session actor and activate it again from the store (a tenant admin: the tenant's own)"),
         route!(post, "/api/v1/admin/sessions/passivate", actors::passivate, NODE_ADMIN, "admin", "Passivate idle sessions now (`idle_secs`, default 0): a tenant admin's own, or with the super key every session of the node"),
         route!(get, "/api/v1/admin/cluster", cluster::status, ADMIN, "admin", "This node, the cluster's live nodes and the registry's counters"),
+        route!(get, "/api/v1/platforms", connections::platforms, ADMIN, "connections", "Every platform a connection can be made for: `{name, fields: [{name, type, required, secret, default?, max?, values?}], rate_limits}` (what a connection form is drawn from)"),
         route!(post, "/api/v1/connections", connections::create, ADMIN, "connections", "Create a platform connection (secrets are write-only)"),
         route!(get, "/api/v1/connections", connections::list, ADMIN, "connections", "List connections (`platform`, `status`, `q` filters) with summary counts"),
         route!(get, "/api/v1/connections/{connection_id}", connections::get, ADMIN, "connections", "A connection; secrets appear as `<name>_set` flags"),

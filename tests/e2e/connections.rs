@@ -383,3 +383,49 @@ async fn agents_take_channels_and_one_agent_takes_a_connections_inbound() {
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+/// The platforms a connection can be made for come with the schema their forms are drawn
+/// from, and that schema is what creating a connection checks.
+#[tokio::test]
+async fn platforms_are_listed_with_the_schema_connections_are_checked_against() {
+    let t = TestServer::start().await;
+    let r = t.http.get(t.url("/api/v1/platforms")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let (status, body) = t.call(Method::GET, "/api/v1/platforms", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let platforms = body["platforms"].as_array().unwrap();
+    let names: Vec<&str> = platforms
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["telegram", "discord", "slack", "whatsapp", "teams", "webhook"]
+    );
+    let telegram = &platforms[0];
+    assert_eq!(telegram["rate_limits"]["per_second"], 30.0);
+    let fields = telegram["fields"].as_array().unwrap();
+    let token = fields.iter().find(|f| f["name"] == "bot_token").unwrap();
+    assert_eq!(token["required"], true);
+    assert_eq!(token["secret"], true);
+    let mode = fields.iter().find(|f| f["name"] == "mode").unwrap();
+    assert_eq!(mode["type"], "one_of");
+    assert_eq!(mode["values"], json!(["webhook", "polling"]));
+    assert_eq!(mode["default"], "webhook");
+
+    // Every required field the schema names is required by creation, by that path.
+    let (status, body) = t
+        .call(
+            Method::POST,
+            "/api/v1/connections",
+            Some(json!({"name": "wa", "platform": "whatsapp"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let whatsapp = platforms.iter().find(|p| p["name"] == "whatsapp").unwrap();
+    for f in whatsapp["fields"].as_array().unwrap() {
+        let path = format!("config.{}", f["name"].as_str().unwrap());
+        let named = body.to_string().contains(&format!("\"{path}\""));
+        assert_eq!(named, f["required"] == true, "{path}: {body}");
+    }
+}
