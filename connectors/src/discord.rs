@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::platform::{
-    Activation, Channel, Connect, HookAnswer, HookRequest, PlatformKind, Received, Target,
+    Activation, Channel, Connect, HookAnswer, HookRequest, PlatformKind, Received, Spec, Target,
 };
 pub use crate::text::split_message;
 use crate::{ConnectorError, ConnectorResult, Delivery, Sent};
@@ -431,21 +431,19 @@ const FIELDS: &[Field] = &[
     Field::url("api_base"),
 ];
 
+const SPEC: Spec = Spec {
+    platform: PLATFORM,
+    fields: FIELDS,
+    // 50 requests per second per bot.
+    rate_limits: RateLimits::platform(Some(50.0), None),
+};
+
 /// Discord in the platform registry.
 pub struct Discord;
 
 impl PlatformKind for Discord {
-    fn platform(&self) -> Platform {
-        PLATFORM
-    }
-
-    fn fields(&self) -> &'static [Field] {
-        FIELDS
-    }
-
-    /// 50 requests per second per bot.
-    fn rate_limits(&self) -> RateLimits {
-        RateLimits::platform(Some(50.0), None)
+    fn spec(&self) -> &'static Spec {
+        &SPEC
     }
 
     fn connect(&self, c: &Connect<'_>) -> Result<Box<dyn Channel>, String> {
@@ -566,9 +564,7 @@ impl Channel for DiscordChannel {
         _thread: Option<&'c str>,
         _via: Option<&str>,
     ) -> ConnectorResult<Target<'c>> {
-        Err(ConnectorError::Unsupported(
-            "this platform only takes replies to a customer's own message".into(),
-        ))
+        crate::platform::replies_only()
     }
 
     async fn send(&self, to: &Target<'_>, text: &str) -> ConnectorResult<Sent> {

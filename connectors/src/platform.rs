@@ -214,20 +214,36 @@ impl Connect<'_> {
     }
 }
 
+/// What a platform declares about itself.
+#[derive(Debug, Clone, Copy)]
+pub struct Spec {
+    pub platform: Platform,
+    /// The config schema: validation and the console's forms.
+    pub fields: &'static [Field],
+    /// The platform's documented outbound limits.
+    pub rate_limits: RateLimits,
+}
+
 /// A platform as the registry knows it.
 pub trait PlatformKind: Send + Sync + 'static {
-    fn platform(&self) -> Platform;
+    fn spec(&self) -> &'static Spec;
 
-    /// The config schema: validation and the console's forms.
-    fn fields(&self) -> &'static [Field];
+    fn platform(&self) -> Platform {
+        self.spec().platform
+    }
+
+    fn fields(&self) -> &'static [Field] {
+        self.spec().fields
+    }
+
+    fn rate_limits(&self) -> RateLimits {
+        self.spec().rate_limits
+    }
 
     /// Checks beyond each field's own (e.g. a secret's format).
     fn check_config(&self, _config: &CheckedConfig) -> Vec<ValidationError> {
         Vec::new()
     }
-
-    /// The platform's documented outbound limits.
-    fn rate_limits(&self) -> RateLimits;
 
     /// Whether a connection with this (public) config receives conversation events
     /// (outgoing webhooks).
@@ -400,6 +416,14 @@ pub trait Channel: Send + Sync + 'static {
     fn events(&self) -> Option<&dyn EventSink> {
         None
     }
+}
+
+/// What [`Channel::chat_target`] answers on a platform where the business can only answer
+/// a customer's own message (an interaction token, an activity to reply to).
+pub fn replies_only<T>() -> ConnectorResult<T> {
+    Err(ConnectorError::Unsupported(
+        "this platform only takes replies to a customer's own message".into(),
+    ))
 }
 
 /// The platforms, their names kept ahead of any other.

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::Sha256;
 
-use crate::platform::{Activation, Channel, Connect, HookRequest, PlatformKind, Target};
+use crate::platform::{Activation, Channel, Connect, HookRequest, PlatformKind, Spec, Target};
 use crate::{ConnectorError, ConnectorResult, Delivery, Sent};
 
 /// How far a delivery's timestamp may be from now, either way, before it counts as a
@@ -352,21 +352,19 @@ const FIELDS: &[Field] = &[
     Field::url("api_base"),
 ];
 
+const SPEC: Spec = Spec {
+    platform: PLATFORM,
+    fields: FIELDS,
+    // About one message per second per channel.
+    rate_limits: RateLimits::platform(None, Some(1.0)),
+};
+
 /// Slack in the platform registry.
 pub struct Slack;
 
 impl PlatformKind for Slack {
-    fn platform(&self) -> Platform {
-        PLATFORM
-    }
-
-    fn fields(&self) -> &'static [Field] {
-        FIELDS
-    }
-
-    /// About one message per second per channel.
-    fn rate_limits(&self) -> RateLimits {
-        RateLimits::platform(None, Some(1.0))
+    fn spec(&self) -> &'static Spec {
+        &SPEC
     }
 
     fn connect(&self, c: &Connect<'_>) -> Result<Box<dyn Channel>, String> {

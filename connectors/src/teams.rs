@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use crate::platform::{Activation, Channel, Connect, HookRequest, PlatformKind, Target};
+use crate::platform::{Activation, Channel, Connect, HookRequest, PlatformKind, Spec, Target};
 use crate::{ConnectorError, ConnectorResult, Delivery, Sent};
 
 /// The issuer of the tokens the Bot Framework sends bots.
@@ -548,21 +548,19 @@ const FIELDS: &[Field] = &[
     Field::url("api_base"),
 ];
 
+const SPEC: Spec = Spec {
+    platform: PLATFORM,
+    fields: FIELDS,
+    // Teams throttles by its own answers (429 with Retry-After).
+    rate_limits: RateLimits::platform(None, None),
+};
+
 /// Microsoft Teams (Bot Framework) in the platform registry.
 pub struct Teams;
 
 impl PlatformKind for Teams {
-    fn platform(&self) -> Platform {
-        PLATFORM
-    }
-
-    fn fields(&self) -> &'static [Field] {
-        FIELDS
-    }
-
-    /// Teams throttles by its own answers (429 with Retry-After).
-    fn rate_limits(&self) -> RateLimits {
-        RateLimits::platform(None, None)
+    fn spec(&self) -> &'static Spec {
+        &SPEC
     }
 
     fn connect(&self, c: &Connect<'_>) -> Result<Box<dyn Channel>, String> {
@@ -630,9 +628,7 @@ impl Channel for TeamsChannel {
         _thread: Option<&'c str>,
         _via: Option<&str>,
     ) -> ConnectorResult<Target<'c>> {
-        Err(ConnectorError::Unsupported(
-            "this platform only takes replies to a customer's own message".into(),
-        ))
+        crate::platform::replies_only()
     }
 
     async fn send(&self, to: &Target<'_>, text: &str) -> ConnectorResult<Sent> {

@@ -19,7 +19,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::Sha256;
 
-use crate::platform::{self, Activation, Channel, Connect, HookRequest, PlatformKind, Target};
+use crate::platform::{
+    self, Activation, Channel, Connect, HookRequest, PlatformKind, Spec, Target,
+};
 use crate::text::split_message;
 use crate::{ConnectorError, ConnectorResult, Delivery, Sent};
 
@@ -429,21 +431,19 @@ const FIELDS: &[Field] = &[
     Field::url("api_base"),
 ];
 
+const SPEC: Spec = Spec {
+    platform: PLATFORM,
+    fields: FIELDS,
+    // About 1 message per second per chat and 30 per second overall.
+    rate_limits: RateLimits::platform(Some(30.0), Some(1.0)),
+};
+
 /// Telegram in the platform registry.
 pub struct Telegram;
 
 impl PlatformKind for Telegram {
-    fn platform(&self) -> Platform {
-        PLATFORM
-    }
-
-    fn fields(&self) -> &'static [Field] {
-        FIELDS
-    }
-
-    /// About 1 message per second per chat and 30 per second overall.
-    fn rate_limits(&self) -> RateLimits {
-        RateLimits::platform(Some(30.0), Some(1.0))
+    fn spec(&self) -> &'static Spec {
+        &SPEC
     }
 
     fn connect(&self, c: &Connect<'_>) -> Result<Box<dyn Channel>, String> {

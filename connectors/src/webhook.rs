@@ -36,7 +36,7 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 
 use crate::platform::{
-    Activation, Channel, Connect, EventSink, HookAnswer, HookRequest, PlatformKind, Received,
+    Activation, Channel, Connect, EventSink, HookAnswer, HookRequest, PlatformKind, Received, Spec,
     Target,
 };
 use crate::{ConnectorError, ConnectorResult, Delivery, Sent};
@@ -303,17 +303,19 @@ const FIELDS: &[Field] = &[
     Field::url("api_base"),
 ];
 
+const SPEC: Spec = Spec {
+    platform: PLATFORM,
+    fields: FIELDS,
+    rate_limits: RateLimits::platform(None, None),
+};
+
 /// Signed webhooks (Standard Webhooks) in the platform registry: conversation events out
 /// to `url`, customer messages in.
 pub struct Webhook;
 
 impl PlatformKind for Webhook {
-    fn platform(&self) -> Platform {
-        PLATFORM
-    }
-
-    fn fields(&self) -> &'static [Field] {
-        FIELDS
+    fn spec(&self) -> &'static Spec {
+        &SPEC
     }
 
     fn check_config(&self, config: &CheckedConfig) -> Vec<ValidationError> {
@@ -324,10 +326,6 @@ impl PlatformKind for Webhook {
             }],
             _ => Vec::new(),
         }
-    }
-
-    fn rate_limits(&self) -> RateLimits {
-        RateLimits::platform(None, None)
     }
 
     fn takes_events(&self, config: &Map<String, Value>) -> bool {

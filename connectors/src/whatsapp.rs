@@ -16,7 +16,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::Sha256;
 
-use crate::platform::{Activation, Channel, Connect, HookRequest, PlatformKind, Target, Template};
+use crate::platform::{
+    Activation, Channel, Connect, HookRequest, PlatformKind, Spec, Target, Template,
+};
 use crate::{ConnectorError, ConnectorResult, Delivery, Sent};
 
 /// The most characters one text message may carry.
@@ -521,21 +523,19 @@ const FIELDS: &[Field] = &[
     Field::url("api_base"),
 ];
 
+const SPEC: Spec = Spec {
+    platform: PLATFORM,
+    fields: FIELDS,
+    // 80 messages per second per business number.
+    rate_limits: RateLimits::platform(None, Some(80.0)),
+};
+
 /// WhatsApp Cloud API in the platform registry.
 pub struct Whatsapp;
 
 impl PlatformKind for Whatsapp {
-    fn platform(&self) -> Platform {
-        PLATFORM
-    }
-
-    fn fields(&self) -> &'static [Field] {
-        FIELDS
-    }
-
-    /// 80 messages per second per business number.
-    fn rate_limits(&self) -> RateLimits {
-        RateLimits::platform(None, Some(80.0))
+    fn spec(&self) -> &'static Spec {
+        &SPEC
     }
 
     fn connect(&self, c: &Connect<'_>) -> Result<Box<dyn Channel>, String> {
