@@ -380,7 +380,10 @@ impl Relay for Handing<'_> {
         let signed = st.node_key.request(owner, connection, messages, now_ms())?;
         let resp = st
             .forwarder
-            .post(format!("{owner}/internal/v1/deliveries/{connection}"))
+            .post(format!(
+                "{owner}{}",
+                PATH.replace("{connection_id}", &connection.to_string())
+            ))
             .header(SIGNATURE, signed.header)
             .header(header::CONTENT_TYPE, OCTETS)
             .timeout(TIMEOUT)

@@ -178,7 +178,10 @@ async fn owner_elsewhere(
 }
 
 /// Hands the messages to their owner; one it cannot reach, or that gives no usable
-/// answer, has them recorded here instead (see [`Relay`]).
+/// answer, has them recorded here instead (see [`Relay`]). They are not lost, but their
+/// chat's order may be: their turns wait here for the session (until the owner's lease
+/// lapses, or the connection's next sweep), while later messages that reach the owner
+/// run at once.
 async fn hand_over(
     shared: &Shared,
     running: &RunningChannel,
