@@ -16,11 +16,12 @@ use std::time::{Duration, Instant};
 use axum::routing::post;
 use axum::{Json, Router};
 use criterion::{criterion_group, Criterion, Throughput};
-use parley_actors::channels::hooks::HookRequest;
+use parley_actors::channels::hooks::{HookRequest, Recorded, Relay};
 use parley_actors::node::NewConnection;
 use parley_actors::session::TurnRequest;
 use parley_actors::{Node, NodeConfig};
 use parley_engine::connection::ConnectionId;
+use parley_engine::inbound::InboundMessage;
 use parley_engine::model::SessionId;
 use parley_engine::store::AgentChannel;
 use reqwest::header::{HeaderMap, HeaderValue};
@@ -32,6 +33,20 @@ use tokio::sync::Notify;
 const CHATS: usize = 200;
 const TOKEN: &str = "42:bench";
 const QUESTION: &str = "How much does the Premium card cost?";
+
+/// A node alone: no other node owns a session, so nothing is handed over.
+struct Alone;
+
+impl Relay for Alone {
+    async fn hand_over(
+        &self,
+        _owner: &str,
+        _connection: ConnectionId,
+        _messages: &[InboundMessage],
+    ) -> Result<Vec<Recorded>, String> {
+        Err("a node alone has no other node".into())
+    }
+}
 
 static CHANNEL: Totals = Totals::new();
 static DIRECT: Totals = Totals::new();
@@ -187,6 +202,7 @@ async fn through_channel(f: &Fixture, turns: u64) -> Duration {
                             query: Default::default(),
                             body: body.to_string().into(),
                         },
+                        &Alone,
                     )
                     .await;
                 assert_eq!(answer.status, 200, "{answer:?}");

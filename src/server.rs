@@ -200,6 +200,7 @@ pub async fn start(mut cfg: ServeConfig) -> anyhow::Result<Server> {
         limits: cfg.limits,
         trusted_proxies: cfg.trusted_proxies.clone().into(),
         forwarder: api::forward::client(),
+        node_key: Arc::new(api::relay::NodeKey::new(&cfg.node.secrets)),
         super_key_hash: cfg
             .super_key
             .as_deref()

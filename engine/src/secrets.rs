@@ -8,6 +8,8 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 
 const PREFIX: &str = "v1:";
 const BOUND_PREFIX: &str = "v2:";
@@ -25,6 +27,8 @@ pub enum SecretError {
 #[derive(Clone)]
 pub struct SecretBox {
     cipher: XChaCha20Poly1305,
+    /// Kept to derive keys for other purposes ([`SecretBox::derive_key`]).
+    key: [u8; 32],
 }
 
 impl std::fmt::Debug for SecretBox {
@@ -44,7 +48,19 @@ impl SecretBox {
             .ok_or(SecretError::BadKey)?;
         Ok(SecretBox {
             cipher: XChaCha20Poly1305::new_from_slice(&bytes).map_err(|_| SecretError::BadKey)?,
+            key: bytes.try_into().map_err(|_| SecretError::BadKey)?,
         })
+    }
+
+    /// A key for `purpose` (HMAC-SHA256 of the purpose under the master key): whoever holds
+    /// the master key derives the same one, and a derived key does not reveal the master
+    /// key nor the keys of other purposes.
+    pub fn derive_key(&self, purpose: &str) -> [u8; 32] {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.key)
+            .expect("HMAC takes a key of any length");
+        mac.update(b"parley derived key: ");
+        mac.update(purpose.as_bytes());
+        mac.finalize().into_bytes().into()
     }
 
     /// A new random key, as the text [`SecretBox::from_text`] reads.
@@ -162,6 +178,23 @@ mod tests {
         // Values sealed before binding still open where they are.
         let old = b.seal("older-token");
         assert_eq!(b.open_bound(&old, "connection:1").unwrap(), "older-token");
+    }
+
+    #[test]
+    fn derived_keys_follow_the_master_key_and_the_purpose() {
+        let text = SecretBox::generate_key();
+        let a = SecretBox::from_text(&text).unwrap();
+        let again = SecretBox::from_text(&text).unwrap();
+        let other = SecretBox::from_text(&SecretBox::generate_key()).unwrap();
+        let k = a.derive_key("nodes");
+        assert_eq!(
+            k,
+            again.derive_key("nodes"),
+            "every holder derives the same key"
+        );
+        assert_ne!(k, a.derive_key("other purpose"));
+        assert_ne!(k, other.derive_key("nodes"));
+        assert_ne!(&k[..], &hex::decode(&text).unwrap()[..]);
     }
 
     #[test]

@@ -57,6 +57,15 @@ pub const RESIDENT_MEMORY: &str = "parley_process_resident_memory_bytes";
 /// Inbound platform deliveries; labels `platform` and `outcome` (`accepted`,
 /// `duplicate`, `rejected`, `ignored`, `handshake`, `status`, `malformed`, `disabled`).
 pub const CONNECTOR_INBOUND_TOTAL: &str = "parley_connector_inbound_total";
+/// Platform deliveries whose signature or secret was checked; label `platform`. Once per
+/// delivery, on the node that received it (the owner of the chat's session gets it
+/// verified).
+pub const CONNECTOR_VERIFICATIONS_TOTAL: &str = "parley_connector_verifications_total";
+/// Verified customer messages handed between nodes; label `outcome` (`sent`: the owner
+/// recorded them, `fallback`: the owner could not be reached and they were recorded
+/// here, `received`: recorded for another node, `refused`: an unauthenticated or
+/// malformed hand-over).
+pub const NODE_HANDOVERS_TOTAL: &str = "parley_node_handovers_total";
 /// Outbound platform calls; labels `platform` and `outcome` (`sent`, `rate_limited`,
 /// `error`).
 pub const CONNECTOR_OUTBOUND_TOTAL: &str = "parley_connector_outbound_total";
@@ -90,6 +99,14 @@ pub fn describe() {
     describe_counter!(
         CONNECTOR_INBOUND_TOTAL,
         "Inbound platform deliveries by platform and outcome"
+    );
+    describe_counter!(
+        CONNECTOR_VERIFICATIONS_TOTAL,
+        "Platform deliveries verified (signature or secret checked), by platform"
+    );
+    describe_counter!(
+        NODE_HANDOVERS_TOTAL,
+        "Verified customer messages handed to the node that owns their session, by outcome"
     );
     describe_counter!(
         CONNECTOR_OUTBOUND_TOTAL,

@@ -156,11 +156,11 @@ async fn serve_or_forward(st: &AppState, id: SessionId, req: Request, next: Next
 }
 
 /// A request kept whole, so it can be sent (again) to another node.
-pub(crate) struct Outgoing {
-    pub method: Method,
-    pub path: String,
-    pub headers: HeaderMap,
-    pub body: axum::body::Bytes,
+struct Outgoing {
+    method: Method,
+    path: String,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
 }
 
 /// Reads the request's body (up to the body limit), keeping the request to serve here and
@@ -235,7 +235,7 @@ async fn forward(
 /// Sends the request to the session's owner, following the session if it moves and
 /// waiting out an owner that stopped answering until its lease lapses. Err: no other node
 /// owns the session any more, so this node should serve it.
-pub(crate) async fn send_to_owner(
+async fn send_to_owner(
     st: &AppState,
     id: SessionId,
     mut owner: Arc<str>,

@@ -17,6 +17,7 @@ mod observe;
 pub mod open_limits;
 mod openapi;
 mod public;
+pub mod relay;
 mod ws;
 
 use axum::extract::DefaultBodyLimit;
@@ -39,6 +40,8 @@ pub struct AppState {
     pub trusted_proxies: std::sync::Arc<[ipnet::IpNet]>,
     /// Client for requests forwarded to the node that owns a session.
     pub forwarder: reqwest::Client,
+    /// What nodes authenticate the deliveries they hand each other with.
+    pub node_key: std::sync::Arc<relay::NodeKey>,
     /// SHA-256 of the deployment's super key, if one is set.
     pub super_key_hash: Option<String>,
     /// Rate limits on opening sessions and sockets.
@@ -294,6 +297,11 @@ pub fn router(state: AppState) -> Router {
         }
         app = app.route(path, mr);
     }
+    // Between nodes only: not in the API document.
+    app = app.route(
+        relay::PATH,
+        axum::routing::post(relay::receive).fallback(method_not_allowed),
+    );
     observe::prometheus();
     app.fallback(not_found)
         .layer(axum::middleware::from_fn(observe::track))

@@ -4,18 +4,19 @@
 
 use std::sync::Arc;
 
-use parley_connectors::{Activation, ConnectorError, Delivery, Template};
+use parley_connectors::{Activation, ConnectorError, Template};
 use parley_engine::connection::{ConnectionId, ConnectionRecord, ConnectionStatus};
-use parley_engine::model::{SessionId, TenantId};
+use parley_engine::inbound::InboundMessage;
+use parley_engine::model::TenantId;
 use parley_engine::store::ConnectionEvent;
 use ractor::rpc::CallResult;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::Node;
-use crate::channels::hooks::{self, HookAnswer, HookRequest};
+use crate::channels::hooks::{self, HookAnswer, HookRequest, Recorded, Relay};
 use crate::channels::outbound::Urgency;
-use crate::channels::{chat_key, set_status, ChannelRuntime, ChannelSupMsg, RunningChannel};
+use crate::channels::{set_status, ChannelRuntime, ChannelSupMsg, RunningChannel};
 use crate::error::{NodeError, NodeResult};
 
 /// Most events one page of a connection's event log holds.
@@ -346,31 +347,36 @@ impl Node {
             .ok_or_else(|| hooks::not_started(r.status))
     }
 
-    /// A platform delivery to `POST|GET /hooks/{id}`.
-    pub async fn receive_hook(&self, id: ConnectionId, req: HookRequest) -> HookAnswer {
+    /// A platform delivery to `POST|GET /hooks/{id}`: verified here, its customer messages
+    /// recorded here or handed to the nodes that own their chats' sessions by `relay`.
+    pub async fn receive_hook(
+        &self,
+        id: ConnectionId,
+        req: HookRequest,
+        relay: &impl Relay,
+    ) -> HookAnswer {
         match self.running_channel(id).await {
-            Ok(running) => hooks::receive(&self.shared, &running, req).await,
+            Ok(running) => hooks::receive(&self.shared, &running, req, relay).await,
             Err(answer) => answer,
         }
     }
 
-    /// In a cluster: the session a verified delivery's chat talks in, if it has one, so the
-    /// HTTP layer can hand the delivery to the node that owns that session (its turns and
-    /// their order stay in one place). None on a node alone, or for a chat without a
-    /// session yet, or a delivery that does not verify (refused where it landed).
-    pub async fn hook_session(&self, id: ConnectionId, req: &HookRequest) -> Option<SessionId> {
-        if !self.shared.registry.clustered() || req.get {
-            return None;
-        }
-        let running = self.running_channel(id).await.ok()?;
-        let deliveries = hooks::verify(&running.rt, req).await.ok()?;
-        let msg = deliveries.into_iter().find_map(|d| match d {
-            Delivery::Message(m) => Some(m),
-            _ => None,
-        })?;
-        let key = chat_key(&running.rt, &msg);
-        let current = self.shared.store.channel_session(id, &key).await.ok()??;
-        Some(current.session_id)
+    /// The connection that customer messages another node handed over are recorded on
+    /// (started here if it runs elsewhere). Err: what to answer that node.
+    pub async fn handover_channel(
+        &self,
+        id: ConnectionId,
+    ) -> Result<Arc<RunningChannel>, HookAnswer> {
+        self.running_channel(id).await
+    }
+
+    /// Records customer messages another node verified (see [`Relay`]).
+    pub async fn accept_handed_over(
+        &self,
+        running: &RunningChannel,
+        messages: Vec<InboundMessage>,
+    ) -> Vec<Recorded> {
+        hooks::accept_handed_over(&self.shared, running, messages).await
     }
 
     /// Starts the actors of the connections that were running when the node stopped.

@@ -243,20 +243,7 @@ impl Node {
     /// Where requests for the session are served: here, or by the live node that owns it.
     /// Sessions resident here and owners already seen cost no registry round trip.
     pub async fn route(&self, id: SessionId) -> NodeResult<Route> {
-        let sessions = &self.shared.sessions;
-        if !self.shared.registry.clustered() || sessions.is_resident(&id) {
-            return Ok(Route::Local);
-        }
-        if let Some(url) = sessions.known_owner(&id) {
-            return Ok(Route::Remote(url));
-        }
-        Ok(match self.shared.registry.remote_owner(id).await? {
-            Some(owner) => {
-                sessions.remember_owner(id, &owner.url);
-                Route::Remote(owner.url.into())
-            }
-            None => Route::Local,
-        })
+        self.shared.route(id).await
     }
 
     /// Forgets the owner [`Node::route`] remembered (it did not answer, or no longer owns
@@ -346,6 +333,24 @@ impl Node {
 }
 
 impl Shared {
+    /// See [`Node::route`].
+    pub(crate) async fn route(&self, id: SessionId) -> NodeResult<Route> {
+        let sessions = &self.sessions;
+        if !self.registry.clustered() || sessions.is_resident(&id) {
+            return Ok(Route::Local);
+        }
+        if let Some(url) = sessions.known_owner(&id) {
+            return Ok(Route::Remote(url));
+        }
+        Ok(match self.registry.remote_owner(id).await? {
+            Some(owner) => {
+                sessions.remember_owner(id, &owner.url);
+                Route::Remote(owner.url.into())
+            }
+            None => Route::Local,
+        })
+    }
+
     pub(crate) async fn create_session(
         &self,
         agent_id: AgentId,

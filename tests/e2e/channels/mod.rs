@@ -6,6 +6,7 @@
 pub mod fake;
 
 mod discord;
+mod relay;
 mod slack;
 mod teams;
 pub mod telegram;
