@@ -219,6 +219,7 @@ async fn direct(f: &Fixture, turns: u64) -> Duration {
                     text: QUESTION.to_string(),
                     attachments: Vec::new(),
                     idempotency_key: None,
+                    new_key: false,
                 };
                 node.turn(sid, req).await.expect("turn committed");
             }

@@ -185,11 +185,12 @@ pub async fn open(
     let rt = &running.rt;
     if let Some(address) = &address {
         // The customer's answer comes to this session.
+        let key = format!("{address}/{address}");
         ctx.shared
             .store
             .set_channel_session(
                 rt.id,
-                &format!("{address}/{address}"),
+                &key,
                 &ChannelSession {
                     session_id,
                     started_at: Utc::now(),
@@ -197,6 +198,7 @@ pub async fn open(
             )
             .await
             .map_err(|e| OpenError::After(e.to_string()))?;
+        running.routes.forget_chat(&key);
     }
     let must =
         |sent: Option<String>| sent.ok_or_else(|| OpenError::After("the send was not made".into()));

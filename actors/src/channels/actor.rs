@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 
 use super::chats::{ChatContext, Chats};
 use super::outbox;
+use super::routes::Routes;
 use super::runtime::{ChannelRuntime, PlatformRuntime};
 use super::{accept_message, set_status};
 use crate::node::Shared;
@@ -30,7 +31,7 @@ const PENDING_BATCH: u32 = 10_000;
 const POLL_SECS: u64 = 25;
 
 pub enum ChannelMsg {
-    /// A verified, recorded customer message.
+    /// A verified customer message, just recorded as new.
     Inbound(InboundMessage),
     /// A chat worker is through with a message (answered, or left for a later retry).
     Finished(String),
@@ -44,6 +45,7 @@ pub struct ChannelArgs {
     pub shared: Arc<Shared>,
     pub rt: Arc<ChannelRuntime>,
     pub outbox_wake: Arc<Notify>,
+    pub routes: Arc<Routes>,
 }
 
 pub struct ChannelState {
@@ -80,6 +82,7 @@ impl Actor for ChannelActor {
             shared: args.shared.clone(),
             rt: args.rt.clone(),
             actor: myself.clone(),
+            routes: args.routes,
         });
         let mut tasks = Vec::new();
         match &args.rt.platform {
@@ -132,7 +135,7 @@ impl Actor for ChannelActor {
         match message {
             ChannelMsg::Inbound(msg) => {
                 if state.in_flight.insert(msg.dedup_id.clone()) {
-                    state.chats.dispatch(&state.ctx, msg);
+                    state.chats.dispatch(&state.ctx, msg, true);
                 }
             }
             ChannelMsg::Finished(dedup_id) => {
@@ -140,6 +143,7 @@ impl Actor for ChannelActor {
             }
             ChannelMsg::Sweep => {
                 state.chats.prune();
+                state.ctx.routes.prune();
                 state.ctx.rt.outbound.shrink();
                 let pending = state
                     .ctx
@@ -150,8 +154,9 @@ impl Actor for ChannelActor {
                 match pending {
                     Ok(pending) => {
                         for msg in pending {
+                            // Left unfinished, perhaps answered before a restart.
                             if state.in_flight.insert(msg.dedup_id.clone()) {
-                                state.chats.dispatch(&state.ctx, msg);
+                                state.chats.dispatch(&state.ctx, msg, false);
                             }
                         }
                     }

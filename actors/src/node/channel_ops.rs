@@ -18,6 +18,7 @@ use crate::channels::hooks::{self, HookAnswer, HookRequest};
 use crate::channels::outbound::Urgency;
 use crate::channels::{
     chat_key, set_status, ChannelRuntime, ChannelSupMsg, PlatformRuntime, RunningChannel,
+    CLUSTER_TTL,
 };
 use crate::error::{NodeError, NodeResult};
 
@@ -358,6 +359,13 @@ impl Node {
     /// The connection's actor here; one started elsewhere (another node, or before this
     /// node restarted) is started here too. Err: what to answer the platform.
     async fn running_channel(&self, id: ConnectionId) -> Result<Arc<RunningChannel>, HookAnswer> {
+        // Disabling or deleting a connection on this node stops it here; another node's
+        // doing so is checked for every so often.
+        if let Some(running) = self.shared.channels.get(&id) {
+            if !self.shared.registry.clustered() || running.checked_within(CLUSTER_TTL) {
+                return Ok(running);
+            }
+        }
         let r = match self.shared.store.get_connection(id).await {
             Ok(Some(r)) => r,
             Ok(None) => return Err(hooks::not_found()),
@@ -367,6 +375,7 @@ impl Node {
             return Err(hooks::disabled(r.platform.as_str()));
         }
         if let Some(running) = self.shared.channels.get(&id) {
+            running.checked();
             return Ok(running);
         }
         if r.status != ConnectionStatus::Connected {
