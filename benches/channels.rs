@@ -36,6 +36,9 @@ const QUESTION: &str = "How much does the Premium card cost?";
 
 static CHANNEL: Totals = Totals::new();
 static DIRECT: Totals = Totals::new();
+/// Group commits (store transactions) and messages of the channel runs.
+static CHANNEL_COMMITS: AtomicU64 = AtomicU64::new(0);
+static CHANNEL_MESSAGES: AtomicU64 = AtomicU64::new(0);
 
 /// Answers sent to the fake Bot API, and a wake-up when they reach a target.
 struct Sent {
@@ -161,6 +164,8 @@ async fn through_channel(f: &Fixture, turns: u64) -> Duration {
     let total = per_chat * CHATS as u64;
     let before = f.sent.count.load(Ordering::SeqCst);
     f.sent.target.store(before + total, Ordering::SeqCst);
+    let batches = || async { f.node.shared().persistence().stats().await.unwrap().batches };
+    let batches_before = batches().await;
     let mut headers = HeaderMap::new();
     headers.insert(
         "x-telegram-bot-api-secret-token",
@@ -202,6 +207,8 @@ async fn through_channel(f: &Fixture, turns: u64) -> Duration {
     }
     let d = start.elapsed();
     CHANNEL.record(total, d);
+    CHANNEL_COMMITS.fetch_add(batches().await - batches_before, Ordering::Relaxed);
+    CHANNEL_MESSAGES.fetch_add(total, Ordering::Relaxed);
     d.mul_f64(turns as f64 / total as f64)
 }
 
@@ -258,6 +265,11 @@ fn benches(c: &mut Criterion) {
     println!(
         "ratio channel / direct:              {:>10.3}",
         channel / direct
+    );
+    println!(
+        "store transactions per message:      {:>10.3} (the channel's and the turn's writes, group-committed)",
+        CHANNEL_COMMITS.load(Ordering::Relaxed) as f64
+            / CHANNEL_MESSAGES.load(Ordering::Relaxed).max(1) as f64
     );
 }
 

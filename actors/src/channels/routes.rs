@@ -135,3 +135,51 @@ impl Routes {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chat(n: u128) -> ChatSession {
+        ChatSession {
+            session: SessionId::from_u128(n),
+            agent: AgentId::from_u128(100),
+            started_at: DateTime::UNIX_EPOCH,
+            campaign: false,
+        }
+    }
+
+    #[test]
+    fn a_closed_or_replaced_session_is_forgotten_with_its_chat() {
+        let routes = Routes::default();
+        routes.remember("a/a", chat(1));
+        routes.remember("b/b", chat(2));
+        assert_eq!(routes.chat("a/a", None), Some((chat(1), true)));
+        routes.closed(SessionId::from_u128(1));
+        assert_eq!(routes.chat("a/a", None), None);
+        assert!(routes.chat("b/b", None).is_some());
+        // A chat's new session replaces the old one: closing the old one changes nothing.
+        routes.remember("b/b", chat(3));
+        routes.closed(SessionId::from_u128(2));
+        assert_eq!(
+            routes.chat("b/b", None).map(|(c, _)| c.session),
+            Some(chat(3).session)
+        );
+        routes.forget_chat("b/b");
+        assert_eq!(routes.chat("b/b", None), None);
+    }
+
+    #[test]
+    fn the_inbound_agent_holds_for_its_generation_only() {
+        let routes = Routes::default();
+        assert_eq!(routes.inbound(0, None), None);
+        let agent = AgentId::from_u128(7);
+        routes.set_inbound(4, Some(agent));
+        assert_eq!(routes.inbound(4, None), Some(Some(agent)));
+        assert_eq!(routes.inbound(5, None), None);
+        // A cluster's node trusts it for a while only.
+        assert_eq!(routes.inbound(4, Some(Duration::ZERO)), None);
+        routes.set_inbound(5, None);
+        assert_eq!(routes.inbound(5, None), Some(None));
+    }
+}
