@@ -174,7 +174,7 @@ async fn handle(ctx: &ChatContext, msg: InboundMessage, fresh: bool) {
                 line = Some((
                     "reply",
                     json!({"dedup_id": msg.dedup_id, "chat_id": msg.chat_id,
-                                             "session_id": session, "message_ids": sent}),
+                           "session_id": session, "message_ids": sent}),
                 ));
                 break;
             }
@@ -202,10 +202,11 @@ async fn handle(ctx: &ChatContext, msg: InboundMessage, fresh: bool) {
             }
         }
     }
-    // The line and the done mark commit together, queued now (after the delivery's line)
-    // and not waited for: the chat's next message goes on meanwhile. The actor hears the
-    // message is through only once they are written, so its sweep never takes it for
-    // unanswered.
+    // The line and the done mark commit together, queued now (after the delivery's line).
+    // A reply's are not waited for: the chat's next message goes on meanwhile. The actor
+    // hears the message is through only once they are written, so its sweep never takes
+    // it for unanswered.
+    let replied = line.as_ref().is_some_and(|(kind, _)| *kind == "reply");
     let id = ctx.rt.id;
     let mut writes = Vec::with_capacity(2);
     if finished {
@@ -219,13 +220,18 @@ async fn handle(ctx: &ChatContext, msg: InboundMessage, fresh: bool) {
     );
     let written = ctx.shared.channels.journal().write(writes);
     let actor = ctx.actor.clone();
-    tokio::spawn(async move {
+    let through = async move {
         if let (Err(e), true) = (written.await, finished) {
             // Still pending: it runs again at the next start, as a replay of its turn.
             tracing::warn!(connection = %id, error = %e, "could not mark a platform message done");
         }
         let _ = actor.cast(ChannelMsg::Finished(msg.dedup_id));
-    });
+    };
+    if replied {
+        tokio::spawn(through);
+    } else {
+        through.await;
+    }
 }
 
 /// Runs the message's turn and delivers the answer; answers the session and the ids of
@@ -251,9 +257,7 @@ async fn answer(
         match turn_streamed(ctx, session, &request, &mut reply).await {
             // Closed, or (remembered from before) deleted: once, the chat's session is
             // looked up again, and a new one opened if need be.
-            Err(NodeError::SessionClosed | NodeError::NotFound("session"))
-                if gone != Some(session) =>
-            {
+            Err(NodeError::SessionClosed | NodeError::NotFound("session")) if gone.is_none() => {
                 gone = Some(session);
                 (session, request.agent_id) = chat_session(ctx, msg, gone).await?;
             }
@@ -324,23 +328,27 @@ async fn chat_session(
     let inbound = inbound_agent(ctx).await?;
     let key = chat_key(&ctx.rt, msg);
     let now = Utc::now();
+    // The chat's session, and whether the store was asked for it just now.
     let current = match gone {
         None => match ctx.routes.chat(&key, ctx.ttl()) {
-            Some((chat, true)) => Some(chat),
+            Some((chat, true)) => Some((chat, false)),
             // Older than a cluster trusts: still the chat's session?
             Some((chat, false)) => match store.channel_session(ctx.rt.id, &key).await? {
-                Some(c) if c.session_id == chat.session => Some(chat),
-                _ => stored_chat(ctx, &key).await?,
+                Some(c) if c.session_id == chat.session => Some((chat, true)),
+                _ => stored_chat(ctx, &key).await?.map(|c| (c, true)),
             },
-            None => stored_chat(ctx, &key).await?,
+            None => stored_chat(ctx, &key).await?.map(|c| (c, true)),
         },
         Some(gone) => {
             ctx.routes.forget_chat(&key);
             // Another node may have opened the chat's next session meanwhile.
-            stored_chat(ctx, &key).await?.filter(|c| c.session != gone)
+            stored_chat(ctx, &key)
+                .await?
+                .filter(|c| c.session != gone)
+                .map(|c| (c, true))
         }
     };
-    if let Some(chat) = current {
+    if let Some((chat, asked)) = current {
         let expired = match ctx.rt.platform {
             PlatformRuntime::Discord {
                 session_duration_ms,
@@ -349,7 +357,9 @@ async fn chat_session(
             _ => false,
         };
         if !expired && (Some(chat.agent) == inbound || chat.campaign) {
-            ctx.routes.remember(&key, chat);
+            if asked {
+                ctx.routes.remember(&key, chat);
+            }
             return Ok((chat.session, chat.agent));
         }
     }

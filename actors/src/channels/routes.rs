@@ -155,6 +155,11 @@ mod tests {
         routes.remember("a/a", chat(1));
         routes.remember("b/b", chat(2));
         assert_eq!(routes.chat("a/a", None), Some((chat(1), true)));
+        // A cluster's node checks it against the store after a while.
+        assert_eq!(
+            routes.chat("a/a", Some(Duration::ZERO)),
+            Some((chat(1), false))
+        );
         routes.closed(SessionId::from_u128(1));
         assert_eq!(routes.chat("a/a", None), None);
         assert!(routes.chat("b/b", None).is_some());
