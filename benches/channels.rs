@@ -182,6 +182,7 @@ async fn through_node(
                         text: QUESTION.to_string(),
                         attachments: Vec::new(),
                         idempotency_key: None,
+                        new_key: false,
                     };
                     node.turn(sid, req).await.expect("turn committed");
                 }

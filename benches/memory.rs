@@ -127,6 +127,7 @@ async fn turn(node: &Node, agent: Uuid, sid: Uuid) {
             text: "What is the daily spending limit?".into(),
             attachments: Vec::new(),
             idempotency_key: None,
+            new_key: false,
         },
     )
     .await

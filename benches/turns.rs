@@ -78,6 +78,7 @@ async fn drive(f: &Fixture, turns: u64) -> Duration {
                     text: QUESTIONS[(i + n as usize) % QUESTIONS.len()].to_string(),
                     attachments: Vec::new(),
                     idempotency_key: None,
+                    new_key: false,
                 };
                 node.turn(sid, req).await.expect("turn committed");
             }

@@ -1,6 +1,8 @@
-//! The PersistenceActor: group commit for every session of the node.
+//! The PersistenceActor: group commit for every session and connection of the node.
 //!
-//! Sessions hand their writes to the actor's writer and wait for the commit. The writer
+//! Sessions hand their writes to the actor's writer and wait for the commit; connections
+//! hand theirs (deliveries recorded, done marks, event-log lines), which commit in the
+//! same transactions. The writer
 //! runs on a thread of its own: it takes everything queued (up to `max_batch` requests),
 //! commits it in one transaction and releases every waiter; whatever arrives meanwhile is
 //! the next batch. Batch size thus follows load, and an idle node commits each turn at once.
@@ -17,7 +19,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use parley_engine::store::{
-    commit_isolating, RequestOutcome, SessionWrites, Store, StoreError, Write,
+    commit_isolating, ConnectionWrite, RequestOutcome, SessionWrites, Store, StoreError,
+    StoreResult, Write,
 };
 use parley_engine::telemetry;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -36,10 +39,27 @@ pub enum CommitError {
 /// lets them drop off the writer's thread.
 type Reply = oneshot::Sender<Result<Vec<Write>, CommitError>>;
 
-/// What sessions use to commit: a clone of the writer's queue.
+/// A connection's request is answered with one flag per write (see
+/// [`parley_engine::store::Committed::applied`]).
+type ConnectionReply = oneshot::Sender<StoreResult<Vec<bool>>>;
+
+enum Job {
+    Session(SessionWrites, Reply),
+    Connection(Vec<ConnectionWrite>, ConnectionReply),
+}
+
+fn restarting() -> StoreError {
+    StoreError::Unavailable("the persistence writer is restarting".into())
+}
+
+fn stopped() -> StoreError {
+    StoreError::Unavailable("the persistence writer stopped".into())
+}
+
+/// What sessions and connections use to commit: a clone of the writer's queue.
 #[derive(Clone)]
 pub struct CommitQueue {
-    tx: mpsc::UnboundedSender<(SessionWrites, Reply)>,
+    tx: mpsc::UnboundedSender<Job>,
     /// Requests sent and not yet taken by the writer (the queue is unbounded, so this is
     /// what shows a writer falling behind).
     depth: Arc<AtomicUsize>,
@@ -50,22 +70,37 @@ impl CommitQueue {
         self.depth.load(Ordering::Relaxed)
     }
 
+    fn send(&self, job: Job) -> Result<(), StoreError> {
+        self.depth.fetch_add(1, Ordering::Relaxed);
+        self.tx.send(job).map_err(|_| {
+            self.depth.fetch_sub(1, Ordering::Relaxed);
+            restarting()
+        })
+    }
+
     /// Commits the writes (in one transaction with whatever else is queued), waits, and
     /// hands them back.
     pub async fn commit(&self, writes: SessionWrites) -> Result<Vec<Write>, CommitError> {
         let (tx, rx) = oneshot::channel();
-        self.depth.fetch_add(1, Ordering::Relaxed);
-        self.tx.send((writes, tx)).map_err(|_| {
-            self.depth.fetch_sub(1, Ordering::Relaxed);
-            CommitError::Failed(StoreError::Unavailable(
-                "the persistence writer is restarting".into(),
-            ))
-        })?;
-        rx.await.unwrap_or_else(|_| {
-            Err(CommitError::Failed(StoreError::Unavailable(
-                "the persistence writer stopped".into(),
-            )))
-        })
+        self.send(Job::Session(writes, tx))
+            .map_err(CommitError::Failed)?;
+        rx.await
+            .unwrap_or_else(|_| Err(CommitError::Failed(stopped())))
+    }
+
+    /// Queues a connection's writes to commit in order, in one transaction with whatever
+    /// else is queued; the answer (one flag per write) resolves once they are committed.
+    /// The writes are queued at once: whatever is queued after them commits after them.
+    pub fn commit_connection(
+        &self,
+        writes: Vec<ConnectionWrite>,
+    ) -> impl std::future::Future<Output = StoreResult<Vec<bool>>> {
+        let (tx, rx) = oneshot::channel();
+        let sent = self.send(Job::Connection(writes, tx));
+        async move {
+            sent?;
+            rx.await.unwrap_or_else(|_| Err(stopped()))
+        }
     }
 }
 
@@ -81,6 +116,7 @@ pub enum PersistMsg {
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct BatchStats {
     pub batches: u64,
+    /// Sessions' and connections' requests.
     pub requests: u64,
     pub writes: u64,
     pub largest_batch: u64,
@@ -115,7 +151,7 @@ pub struct PersistenceState {
 /// Commits batches until told to stop, then commits what is still queued and returns.
 async fn writer(
     store: Arc<dyn Store>,
-    mut rx: mpsc::UnboundedReceiver<(SessionWrites, Reply)>,
+    mut rx: mpsc::UnboundedReceiver<Job>,
     depth: Arc<AtomicUsize>,
     max_batch: usize,
     stats: Arc<Mutex<BatchStats>>,
@@ -141,41 +177,51 @@ async fn writer(
             }
         }
         depth.fetch_sub(requests.len(), Ordering::Relaxed);
-        let mut batch = Vec::with_capacity(requests.len());
+        let mut sessions = Vec::with_capacity(requests.len());
         let mut waiters = Vec::with_capacity(requests.len());
-        for (w, reply) in requests.drain(..) {
-            batch.push(w);
-            waiters.push(reply);
+        let mut connections = Vec::new();
+        let mut sizes = Vec::new();
+        let mut connection_waiters = Vec::new();
+        for job in requests.drain(..) {
+            match job {
+                Job::Session(w, reply) => {
+                    sessions.push(w);
+                    waiters.push(reply);
+                }
+                Job::Connection(w, reply) => {
+                    sizes.push(w.len());
+                    connections.extend(w);
+                    connection_waiters.push(reply);
+                }
+            }
         }
         let started = Instant::now();
-        let outcome = commit_isolating(store.as_ref(), &batch).await;
+        let outcome = commit_isolating(store.as_ref(), &sessions, &connections, &sizes).await;
         let elapsed = started.elapsed().as_secs_f64();
+        let taken = waiters.len() + connection_waiters.len();
         metrics::histogram!(telemetry::COMMIT_SECONDS).record(elapsed);
-        metrics::histogram!(telemetry::COMMIT_BATCH).record(waiters.len() as f64);
-        let failed = outcome
-            .requests
-            .iter()
-            .any(|r| matches!(r, RequestOutcome::Failed(_)));
-        let label = match (outcome.isolated, failed) {
+        metrics::histogram!(telemetry::COMMIT_BATCH).record(taken as f64);
+        let label = match (outcome.isolated, outcome.failed()) {
             (false, false) => "ok",
             (true, _) => "isolated",
             (false, true) => "error",
         };
         metrics::counter!(telemetry::COMMITS_TOTAL, "outcome" => label).increment(1);
         let fenced = outcome
-            .requests
+            .sessions
             .iter()
             .filter(|r| matches!(r, RequestOutcome::Fenced))
             .count();
         metrics::counter!(telemetry::FENCED_TOTAL).increment(fenced as u64);
         if let Ok(mut s) = stats.lock() {
             s.batches += 1;
-            s.requests += waiters.len() as u64;
-            s.writes += batch.iter().map(|g| g.writes.len() as u64).sum::<u64>();
-            s.largest_batch = s.largest_batch.max(waiters.len() as u64);
+            s.requests += taken as u64;
+            s.writes += sessions.iter().map(|g| g.writes.len() as u64).sum::<u64>()
+                + connections.len() as u64;
+            s.largest_batch = s.largest_batch.max(taken as u64);
             s.commit_seconds += elapsed;
         }
-        for ((group, w), r) in batch.into_iter().zip(waiters).zip(outcome.requests) {
+        for ((group, w), r) in sessions.into_iter().zip(waiters).zip(outcome.sessions) {
             let r = match r {
                 RequestOutcome::Committed => Ok(group.writes),
                 RequestOutcome::Fenced => {
@@ -184,6 +230,13 @@ async fn writer(
                 }
                 RequestOutcome::Failed(e) => Err(CommitError::Failed(e)),
             };
+            let _ = w.send(r);
+        }
+        for (w, r) in connection_waiters.into_iter().zip(outcome.connections) {
+            if let Err(e) = &r {
+                // Lines are often queued without waiting: their loss shows here.
+                tracing::warn!(error = %e, "could not write a connection's deliveries or log lines");
+            }
             let _ = w.send(r);
         }
     }

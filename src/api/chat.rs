@@ -240,6 +240,7 @@ pub async fn run_v2(
                 text,
                 attachments,
                 idempotency_key,
+                new_key: false,
             },
         )
         .await?;

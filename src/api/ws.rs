@@ -124,6 +124,7 @@ fn client_turn(st: &AppState, agent: AgentId, text: &str) -> ApiResult<TurnReque
         text: cm.message,
         attachments: Vec::new(),
         idempotency_key: cm.idempotency_key,
+        new_key: false,
     })
 }
 

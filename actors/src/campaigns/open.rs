@@ -194,11 +194,12 @@ pub async fn open(
     let rt = &running.rt;
     if let Some(address) = &address {
         // The customer's answer comes to this session.
+        let key = format!("{address}/{address}");
         ctx.shared
             .store
             .set_channel_session(
                 rt.id,
-                &format!("{address}/{address}"),
+                &key,
                 &ChannelSession {
                     session_id,
                     started_at: Utc::now(),
@@ -206,6 +207,7 @@ pub async fn open(
             )
             .await
             .map_err(|e| OpenError::After(e.to_string()))?;
+        running.routes.forget_chat(&key);
     }
     if !rt.channel.replies_in_chat() {
         // Outgoing webhooks hear of the communication as an event.

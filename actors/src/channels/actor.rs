@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 
 use super::chats::{ChatContext, Chats};
 use super::outbox;
+use super::routes::Routes;
 use super::runtime::ChannelRuntime;
 use super::{accept_message, set_status};
 use crate::node::Shared;
@@ -28,7 +29,7 @@ const SWEEP: Duration = Duration::from_secs(30);
 const PENDING_BATCH: u32 = 10_000;
 
 pub enum ChannelMsg {
-    /// A verified, recorded customer message.
+    /// A verified customer message, just recorded as new.
     Inbound(InboundMessage),
     /// A chat worker is through with a message (answered, or left for a later retry).
     Finished(String),
@@ -42,6 +43,7 @@ pub struct ChannelArgs {
     pub shared: Arc<Shared>,
     pub rt: Arc<ChannelRuntime>,
     pub outbox_wake: Arc<Notify>,
+    pub routes: Arc<Routes>,
 }
 
 pub struct ChannelState {
@@ -78,6 +80,7 @@ impl Actor for ChannelActor {
             shared: args.shared.clone(),
             rt: args.rt.clone(),
             actor: myself.clone(),
+            routes: args.routes,
         });
         let mut tasks = Vec::new();
         if args.rt.channel.polls() {
@@ -124,7 +127,7 @@ impl Actor for ChannelActor {
         match message {
             ChannelMsg::Inbound(msg) => {
                 if state.in_flight.insert(msg.dedup_id.clone()) {
-                    state.chats.dispatch(&state.ctx, msg);
+                    state.chats.dispatch(&state.ctx, msg, true);
                 }
             }
             ChannelMsg::Finished(dedup_id) => {
@@ -132,6 +135,7 @@ impl Actor for ChannelActor {
             }
             ChannelMsg::Sweep => {
                 state.chats.prune();
+                state.ctx.routes.prune();
                 state.ctx.rt.outbound.shrink();
                 let pending = state
                     .ctx
@@ -142,8 +146,9 @@ impl Actor for ChannelActor {
                 match pending {
                     Ok(pending) => {
                         for msg in pending {
+                            // Left unfinished, perhaps answered before a restart.
                             if state.in_flight.insert(msg.dedup_id.clone()) {
-                                state.chats.dispatch(&state.ctx, msg);
+                                state.chats.dispatch(&state.ctx, msg, false);
                             }
                         }
                     }

@@ -11,13 +11,14 @@ use chrono::Utc;
 use parley_connectors::ConnectorError;
 use parley_engine::inbound::InboundMessage;
 use parley_engine::model::{AgentId, ChannelRef, SessionId, SessionState};
-use parley_engine::store::ChannelSession;
+use parley_engine::store::{ChannelSession, ConnectionWrite, StoreResult};
 use ractor::ActorRef;
 use serde_json::{json, Map, Value};
 use tokio::sync::{broadcast, mpsc, Mutex};
 
 use super::actor::ChannelMsg;
 use super::reply::Reply;
+use super::routes::{ChatSession, Routes, CLUSTER_TTL};
 use super::runtime::ChannelRuntime;
 use crate::error::NodeError;
 use crate::events::SessionEvent;
@@ -39,12 +40,19 @@ pub struct ChatContext {
     pub shared: Arc<Shared>,
     pub rt: Arc<ChannelRuntime>,
     pub actor: ActorRef<ChannelMsg>,
+    pub routes: Arc<Routes>,
 }
 
 impl ChatContext {
     /// Appends to the connection's event log; a failure to log is only traced.
     pub async fn log(&self, kind: &str, detail: Value) {
         log_event(&self.shared, &self.rt, kind, detail).await;
+    }
+
+    /// How long what the routes remember is trusted: for ever on a node alone, where
+    /// every change is made here; briefly in a cluster.
+    fn ttl(&self) -> Option<Duration> {
+        self.shared.registry.clustered().then_some(CLUSTER_TTL)
     }
 }
 
@@ -63,22 +71,27 @@ pub struct Chats {
     workers: HashMap<String, Worker>,
 }
 
+/// A message, and whether it was just recorded as new (no earlier turn can have answered
+/// it).
+type Queued = (InboundMessage, bool);
+
 struct Worker {
-    tx: mpsc::UnboundedSender<InboundMessage>,
+    tx: mpsc::UnboundedSender<Queued>,
     /// Held by the chat's worker while it runs, so a successor waits for it.
     turn: Arc<Mutex<()>>,
 }
 
 impl Chats {
-    /// Hands a message to its chat's worker, starting one if none runs.
-    pub fn dispatch(&mut self, ctx: &Arc<ChatContext>, msg: InboundMessage) {
+    /// Hands a message to its chat's worker, starting one if none runs; `fresh`: it was
+    /// just recorded as new.
+    pub fn dispatch(&mut self, ctx: &Arc<ChatContext>, msg: InboundMessage, fresh: bool) {
         let key = chat_key(&ctx.rt, &msg);
         let msg = match self.workers.get(&key) {
-            Some(w) => match w.tx.send(msg) {
+            Some(w) => match w.tx.send((msg, fresh)) {
                 Ok(()) => return,
-                Err(mpsc::error::SendError(msg)) => msg,
+                Err(mpsc::error::SendError(queued)) => queued,
             },
-            None => msg,
+            None => (msg, fresh),
         };
         let turn = self
             .workers
@@ -101,19 +114,19 @@ impl Chats {
 async fn run_chat(
     ctx: Arc<ChatContext>,
     turn: Arc<Mutex<()>>,
-    mut rx: mpsc::UnboundedReceiver<InboundMessage>,
+    mut rx: mpsc::UnboundedReceiver<Queued>,
 ) {
     // The chat's previous worker may still be finishing its last messages.
     let _turn = turn.lock_owned().await;
     loop {
         match tokio::time::timeout(IDLE, rx.recv()).await {
-            Ok(Some(msg)) => handle(&ctx, msg).await,
+            Ok(Some((msg, fresh))) => handle(&ctx, msg, fresh).await,
             Ok(None) => break,
             Err(_) => {
                 // New messages now start a new worker; the ones already queued are ours.
                 rx.close();
-                while let Ok(msg) = rx.try_recv() {
-                    handle(&ctx, msg).await;
+                while let Ok((msg, fresh)) = rx.try_recv() {
+                    handle(&ctx, msg, fresh).await;
                 }
                 break;
             }
@@ -146,15 +159,15 @@ impl From<parley_engine::store::StoreError> for Failure {
     }
 }
 
-async fn handle(ctx: &ChatContext, msg: InboundMessage) {
+async fn handle(ctx: &ChatContext, msg: InboundMessage, fresh: bool) {
     let mut backoff = FIRST_BACKOFF;
     let mut finished = true;
+    let mut line = None;
     for attempt in 1..=ATTEMPTS {
-        match answer(ctx, &msg).await {
+        // A later attempt may follow a turn that committed before its answer failed.
+        match answer(ctx, &msg, fresh && attempt == 1).await {
             Ok((session, sent)) => {
-                // Queued, not waited for: the chat's next message need not wait on it.
-                drop(ctx.shared.channels.journal().log(
-                    ctx.rt.id,
+                line = Some((
                     "reply",
                     json!({"dedup_id": msg.dedup_id, "chat_id": msg.chat_id,
                            "session_id": session, "message_ids": sent}),
@@ -163,21 +176,19 @@ async fn handle(ctx: &ChatContext, msg: InboundMessage) {
             }
             Err(Failure::Final(error)) => {
                 tracing::warn!(connection = %ctx.rt.id, dedup_id = %msg.dedup_id, %error, "could not answer a platform message");
-                ctx.log(
+                line = Some((
                     "error",
                     json!({"dedup_id": msg.dedup_id, "chat_id": msg.chat_id, "error": error}),
-                )
-                .await;
+                ));
                 break;
             }
             Err(Failure::Passing(error)) if attempt == ATTEMPTS => {
                 tracing::warn!(connection = %ctx.rt.id, dedup_id = %msg.dedup_id, %error, "giving up on a platform message for now; it stays queued");
-                ctx.log(
+                line = Some((
                     "error",
                     json!({"dedup_id": msg.dedup_id, "chat_id": msg.chat_id,
                            "error": error, "retry": "at the connection's next sweep"}),
-                )
-                .await;
+                ));
                 finished = false;
             }
             Err(Failure::Passing(error)) => {
@@ -187,31 +198,46 @@ async fn handle(ctx: &ChatContext, msg: InboundMessage) {
             }
         }
     }
-    // The chat's next message goes on meanwhile; the actor hears the message is through
-    // only once that is written, so its sweep never takes it for unanswered.
-    let (journal, actor, id) = (
-        ctx.shared.channels.journal().clone(),
-        ctx.actor.clone(),
-        ctx.rt.id,
+    // The line and the done mark commit together, queued now (after the delivery's line).
+    // A reply's are not waited for: the chat's next message goes on meanwhile. The actor
+    // hears the message is through only once they are written, so its sweep never takes
+    // it for unanswered.
+    let replied = line.as_ref().is_some_and(|(kind, _)| *kind == "reply");
+    let id = ctx.rt.id;
+    let mut writes = Vec::with_capacity(2);
+    if finished {
+        writes.push(ConnectionWrite::Done {
+            connection: id,
+            dedup_id: msg.dedup_id.clone(),
+        });
+    }
+    writes.extend(
+        line.map(|(kind, detail)| ConnectionWrite::Line(super::journal::line(id, kind, detail))),
     );
-    tokio::spawn(async move {
-        if finished {
-            if let Err(e) = journal.done(id, msg.dedup_id.clone()).await {
-                // Still pending: it runs again at the next start, as a replay of its turn.
-                tracing::warn!(connection = %id, error = %e, "could not mark a platform message done");
-            }
+    let written = ctx.shared.channels.journal().write(writes);
+    let actor = ctx.actor.clone();
+    let through = async move {
+        if let (Err(e), true) = (written.await, finished) {
+            // Still pending: it runs again at the next start, as a replay of its turn.
+            tracing::warn!(connection = %id, error = %e, "could not mark a platform message done");
         }
         let _ = actor.cast(ChannelMsg::Finished(msg.dedup_id));
-    });
+    };
+    if replied {
+        tokio::spawn(through);
+    } else {
+        through.await;
+    }
 }
 
 /// Runs the message's turn and delivers the answer; answers the session and the ids of
-/// the platform messages sent.
+/// the platform messages sent. `new_key`: no earlier turn can have answered the message.
 async fn answer(
     ctx: &ChatContext,
     msg: &InboundMessage,
+    new_key: bool,
 ) -> Result<(SessionId, Vec<String>), Failure> {
-    let (mut session, agent) = chat_session(ctx, msg, false).await?;
+    let (mut session, agent) = chat_session(ctx, msg, None).await?;
     let mut reply = Reply::new(&ctx.rt, msg);
     super::reply::typing(&ctx.rt, &msg.chat_id);
     let mut request = TurnRequest {
@@ -220,11 +246,16 @@ async fn answer(
         attachments: Vec::new(),
         // A message answered before a restart is replayed from the store, not re-run.
         idempotency_key: Some(format!("{}:{}", msg.platform.as_str(), msg.dedup_id)),
+        new_key,
     };
+    let mut gone = None;
     let turn = loop {
         match turn_streamed(ctx, session, &request, &mut reply).await {
-            Err(NodeError::SessionClosed) => {
-                (session, request.agent_id) = chat_session(ctx, msg, true).await?;
+            // Closed, or (remembered from before) deleted: once, the chat's session is
+            // looked up again, and a new one opened if need be.
+            Err(NodeError::SessionClosed | NodeError::NotFound("session")) if gone.is_none() => {
+                gone = Some(session);
+                (session, request.agent_id) = chat_session(ctx, msg, gone).await?;
             }
             other => break other?,
         }
@@ -282,30 +313,46 @@ async fn turn_streamed(
 /// The chat's open session and its agent, or a new one of the connection's inbound agent
 /// (the first message, or the last session closed or, on Discord, lasted
 /// `session_duration_ms`). A session a campaign opened with the customer goes on with
-/// the campaign's agent.
+/// the campaign's agent. `gone`: the session the chat's last turn found closed. What the
+/// routes remember is used without asking the store.
 async fn chat_session(
     ctx: &ChatContext,
     msg: &InboundMessage,
-    force_new: bool,
+    gone: Option<SessionId>,
 ) -> Result<(SessionId, AgentId), Failure> {
     let store = &ctx.shared.store;
-    let inbound = store.inbound_agent(ctx.rt.id).await?;
+    let inbound = inbound_agent(ctx).await?;
     let key = chat_key(&ctx.rt, msg);
     let now = Utc::now();
-    if !force_new {
-        if let Some(current) = store.channel_session(ctx.rt.id, &key).await? {
-            let expired = ctx.rt.channel.session_lifetime().is_some_and(|lifetime| {
-                (now - current.started_at).to_std().unwrap_or_default() >= lifetime
-            });
-            if !expired {
-                if let Some(s) = store.load_session(current.session_id).await? {
-                    let ours =
-                        Some(s.agent_id) == inbound || s.kwargs.contains_key("communication_id");
-                    if ours && s.state == SessionState::Active {
-                        return Ok((s.id, s.agent_id));
-                    }
-                }
+    // The chat's session, and whether the store was asked for it just now.
+    let current = match gone {
+        None => match ctx.routes.chat(&key, ctx.ttl()) {
+            Some((chat, true)) => Some((chat, false)),
+            // Older than a cluster trusts: still the chat's session?
+            Some((chat, false)) => match store.channel_session(ctx.rt.id, &key).await? {
+                Some(c) if c.session_id == chat.session => Some((chat, true)),
+                _ => stored_chat(ctx, &key).await?.map(|c| (c, true)),
+            },
+            None => stored_chat(ctx, &key).await?.map(|c| (c, true)),
+        },
+        Some(gone) => {
+            ctx.routes.forget_chat(&key);
+            // Another node may have opened the chat's next session meanwhile.
+            stored_chat(ctx, &key)
+                .await?
+                .filter(|c| c.session != gone)
+                .map(|c| (c, true))
+        }
+    };
+    if let Some((chat, asked)) = current {
+        let expired = ctx.rt.channel.session_lifetime().is_some_and(|lifetime| {
+            (now - chat.started_at).to_std().unwrap_or_default() >= lifetime
+        });
+        if !expired && (Some(chat.agent) == inbound || chat.campaign) {
+            if asked {
+                ctx.routes.remember(&key, chat);
             }
+            return Ok((chat.session, chat.agent));
         }
     }
     let agent = inbound.ok_or_else(|| {
@@ -347,5 +394,42 @@ async fn chat_session(
             },
         )
         .await?;
+    let chat = ChatSession {
+        session: session.id,
+        agent,
+        started_at: now,
+        campaign: false,
+    };
+    ctx.routes.remember(&key, chat);
     Ok((session.id, agent))
+}
+
+/// The chat's session as stored, if it is open.
+async fn stored_chat(ctx: &ChatContext, key: &str) -> StoreResult<Option<ChatSession>> {
+    let store = &ctx.shared.store;
+    let Some(current) = store.channel_session(ctx.rt.id, key).await? else {
+        return Ok(None);
+    };
+    let session = store.load_session(current.session_id).await?;
+    Ok(session
+        .filter(|s| s.state == SessionState::Active)
+        .map(|s| ChatSession {
+            session: s.id,
+            agent: s.agent_id,
+            started_at: current.started_at,
+            campaign: s.kwargs.contains_key("communication_id"),
+        }))
+}
+
+/// The agent that answers the connection's customers, as remembered while agents'
+/// channels do not change.
+async fn inbound_agent(ctx: &ChatContext) -> StoreResult<Option<AgentId>> {
+    // Read before the store is asked, so a change meanwhile is not lost.
+    let generation = ctx.shared.channels.inbound_generation();
+    if let Some(agent) = ctx.routes.inbound(generation, ctx.ttl()) {
+        return Ok(agent);
+    }
+    let agent = ctx.shared.store.inbound_agent(ctx.rt.id).await?;
+    ctx.routes.set_inbound(generation, agent);
+    Ok(agent)
 }

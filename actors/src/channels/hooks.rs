@@ -24,7 +24,7 @@ pub use parley_connectors::{HookAnswer, HookBody, HookRequest};
 
 use super::chats::{chat_key, log_event};
 use super::runtime::ChannelRuntime;
-use super::{accept_message, RunningChannel};
+use super::{accept_message, RunningChannel, CLUSTER_TTL};
 use crate::node::{Route, Shared};
 
 /// What a customer message came to where it was recorded.
@@ -48,6 +48,21 @@ pub trait Relay: Sync {
         connection: ConnectionId,
         messages: &[InboundMessage],
     ) -> impl Future<Output = Result<Vec<Recorded>, String>> + Send;
+}
+
+/// The relay of a node without peers (embedded use, tests): nothing is ever owned
+/// elsewhere, and a hand-over, were one asked, is refused so the messages are recorded here.
+pub struct Alone;
+
+impl Relay for Alone {
+    async fn hand_over(
+        &self,
+        _owner: &str,
+        _connection: ConnectionId,
+        _messages: &[InboundMessage],
+    ) -> Result<Vec<Recorded>, String> {
+        Err("this node has no peers".into())
+    }
 }
 
 /// Customer messages of one delivery bound for one other node.
@@ -109,19 +124,28 @@ pub async fn accept_handed_over(
 /// the lookup fails: the message is then recorded here, as for a session of this node.
 async fn owner_elsewhere(
     shared: &Shared,
-    rt: &ChannelRuntime,
+    running: &RunningChannel,
     m: &InboundMessage,
 ) -> Option<(Arc<str>, SessionId)> {
     if !shared.registry.clustered() {
         return None;
     }
-    let current = shared
-        .store
-        .channel_session(rt.id, &chat_key(rt, m))
-        .await
-        .ok()??;
-    match shared.route(current.session_id).await {
-        Ok(Route::Remote(owner)) => Some((owner, current.session_id)),
+    let rt = &running.rt;
+    let key = chat_key(rt, m);
+    // A chat this node's workers talked in lately needs no read.
+    let session = match running.routes.chat(&key, Some(CLUSTER_TTL)) {
+        Some((chat, true)) => chat.session,
+        _ => {
+            shared
+                .store
+                .channel_session(rt.id, &key)
+                .await
+                .ok()??
+                .session_id
+        }
+    };
+    match shared.route(session).await {
+        Ok(Route::Remote(owner)) => Some((owner, session)),
         _ => None,
     }
 }
@@ -245,7 +269,7 @@ async fn accept(
         match delivery {
             Delivery::Message(m) => {
                 received.messages = true;
-                if let Some((owner, session)) = owner_elsewhere(shared, rt, &m).await {
+                if let Some((owner, session)) = owner_elsewhere(shared, running, &m).await {
                     match elsewhere.iter_mut().find(|h| h.owner == owner) {
                         Some(h) => {
                             h.sessions.push(session);

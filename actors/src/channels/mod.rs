@@ -16,8 +16,10 @@ mod journal;
 pub mod outbound;
 pub mod outbox;
 mod reply;
+mod routes;
 pub mod runtime;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -25,8 +27,8 @@ use chrono::Utc;
 use dashmap::DashMap;
 use parley_engine::connection::{ConnectionId, ConnectionRecord, ConnectionStatus};
 use parley_engine::inbound::InboundMessage;
-use parley_engine::model::AgentId;
-use parley_engine::store::{NewConnectionEvent, Store, StoreResult};
+use parley_engine::model::{AgentId, SessionId};
+use parley_engine::store::{NewConnectionEvent, StoreResult};
 use parley_engine::telemetry;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use serde_json::json;
@@ -36,9 +38,10 @@ pub use actor::{ChannelActor, ChannelArgs, ChannelMsg};
 pub use chats::{chat_key, log_event as log_connection_event, EVENTS_KEPT};
 pub use deliver::deliver_to_session;
 pub use journal::Journal;
+pub use routes::{ChatSession, Routes, CLUSTER_TTL};
 pub use runtime::ChannelRuntime;
 
-use crate::node::Shared;
+use crate::node::{PersistenceSlot, Shared};
 
 /// Finished deliveries are remembered this long for deduplication (platforms retry for
 /// up to a day), then forgotten.
@@ -54,6 +57,25 @@ pub struct RunningChannel {
     pub actor: ActorRef<ChannelMsg>,
     pub outbox_wake: Arc<Notify>,
     pub started: Instant,
+    /// Where its customers' messages go (see [`Routes`]).
+    pub routes: Arc<Routes>,
+    /// When the stored record last said the connection is enabled, in milliseconds
+    /// after `started`.
+    checked_ms: AtomicU64,
+}
+
+impl RunningChannel {
+    /// Notes that the stored record says the connection is enabled.
+    pub fn checked(&self) {
+        self.checked_ms
+            .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Whether the stored record said so within `ttl`.
+    pub fn checked_within(&self, ttl: Duration) -> bool {
+        let since = self.started.elapsed().as_millis() as u64;
+        since.saturating_sub(self.checked_ms.load(Ordering::Relaxed)) < ttl.as_millis() as u64
+    }
 }
 
 /// The connections started on this node.
@@ -62,16 +84,37 @@ pub struct ChannelDirectory {
     targets: DashMap<AgentId, (Instant, Arc<Vec<ConnectionId>>)>,
     supervisor: RwLock<Option<ActorRef<ChannelSupMsg>>>,
     journal: Journal,
+    /// Moves whenever agents' channels change here: the inbound agents connections
+    /// remember are stale.
+    inbound_generation: AtomicU64,
 }
 
 impl ChannelDirectory {
-    /// Starts the connections' journal writer on `store`.
-    pub fn new(store: Arc<dyn Store>) -> ChannelDirectory {
+    /// Connections' writes go to the persistence writer in `writer`.
+    pub(crate) fn new(writer: Arc<PersistenceSlot>) -> ChannelDirectory {
         ChannelDirectory {
             running: DashMap::new(),
             targets: DashMap::new(),
             supervisor: RwLock::new(None),
-            journal: Journal::start(store),
+            journal: Journal::new(writer),
+            inbound_generation: AtomicU64::new(0),
+        }
+    }
+
+    /// Which agent answers which connection may have changed (channels set, an agent
+    /// changed or deleted, a connection deleted).
+    pub fn forget_inbound_agents(&self) {
+        self.inbound_generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub(crate) fn inbound_generation(&self) -> u64 {
+        self.inbound_generation.load(Ordering::Acquire)
+    }
+
+    /// A session on the connection closed: its chat's next message opens a new one.
+    pub fn session_closed(&self, connection: ConnectionId, session: SessionId) {
+        if let Some(r) = self.running.get(&connection) {
+            r.routes.closed(session);
         }
     }
 
@@ -178,31 +221,32 @@ pub(crate) async fn accept_message(
         journal.log_repeated(rt.id, "stale", detail).await;
         return Ok(false);
     }
-    let mut fresh = journal.insert(rt.id, msg.clone()).await?;
+    let detail = json!({"dedup_id": msg.dedup_id, "chat_id": msg.chat_id, "user_id": msg.user_id});
+    // The delivery's line commits with it (before the turn can log its reply, and before
+    // the platform is answered), unless a twin may still make it a duplicate.
+    let line = journal::line(rt.id, "delivery", detail.clone());
+    let twin = rt.channel.twin_id(&msg).map(|dedup_id| InboundMessage {
+        dedup_id,
+        ..msg.clone()
+    });
+    let with_line = twin.is_none().then(|| line.clone());
+    let mut fresh = journal.insert(rt.id, msg.clone(), with_line).await?;
     if fresh {
-        if let Some(twin_id) = rt.channel.twin_id(&msg) {
-            // The platform sent this message twice under two delivery ids: the second of
-            // the pair is a duplicate.
-            let twin = InboundMessage {
-                dedup_id: twin_id.clone(),
-                ..msg.clone()
-            };
-            if !journal.insert(rt.id, twin).await? {
-                journal.done(rt.id, msg.dedup_id.clone()).await?;
+        if let Some(twin) = twin {
+            // The platform sent this message twice under two delivery ids (Slack: a
+            // `message` and an `app_mention`): the second of the pair is a duplicate.
+            let twin_id = twin.dedup_id.clone();
+            if !journal.insert(rt.id, twin, None).await? {
+                journal.done(rt.id, msg.dedup_id.clone(), None).await?;
                 fresh = false;
             } else {
-                journal.done(rt.id, twin_id).await?;
+                journal.done(rt.id, twin_id, Some(line)).await?;
             }
         }
     }
-    let detail = json!({"dedup_id": msg.dedup_id, "chat_id": msg.chat_id, "user_id": msg.user_id});
     if fresh {
         count("accepted");
-        // The line is queued before the turn can log its reply, and written before the
-        // platform is answered.
-        let written = journal.log(rt.id, "delivery", detail);
         let _ = actor.cast(ChannelMsg::Inbound(msg));
-        written.await;
     } else {
         count("duplicate");
         chats::log_event(shared, rt, "duplicate", detail).await;
@@ -355,6 +399,8 @@ async fn spawn(
     rt: Arc<ChannelRuntime>,
 ) -> Result<(), String> {
     let outbox_wake = Arc::new(Notify::new());
+    // A new actor starts with nothing remembered.
+    let routes = Arc::new(Routes::default());
     let (actor, _) = Actor::spawn_linked(
         None,
         ChannelActor,
@@ -362,6 +408,7 @@ async fn spawn(
             shared: shared.clone(),
             rt: rt.clone(),
             outbox_wake: outbox_wake.clone(),
+            routes: routes.clone(),
         },
         sup.get_cell(),
     )
@@ -374,6 +421,8 @@ async fn spawn(
             actor,
             outbox_wake,
             started: Instant::now(),
+            routes,
+            checked_ms: AtomicU64::new(0),
         }),
     );
     Ok(())

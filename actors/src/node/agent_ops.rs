@@ -173,6 +173,7 @@ impl Node {
             .add_agent_version(id, version, &def.name, &self.stored(&def), Utc::now())
             .await?;
         self.agent_sup_call(|r| AgentSupMsg::Reload(id, r)).await?;
+        self.shared.channels.forget_inbound_agents();
         self.agent_record(tenant, id).await
     }
 
@@ -193,6 +194,8 @@ impl Node {
         self.agent_record(tenant, id).await?;
         self.agent_sup_call(|r| AgentSupMsg::Stop(id, r)).await?;
         self.shared.store.delete_agent(id).await?;
+        // Its channels went with it.
+        self.shared.channels.forget_inbound_agents();
         Ok(())
     }
 

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use super::Node;
 use crate::channels::hooks::{self, HookAnswer, HookRequest, Recorded, Relay};
 use crate::channels::outbound::Urgency;
-use crate::channels::{set_status, ChannelRuntime, ChannelSupMsg, RunningChannel};
+use crate::channels::{set_status, ChannelRuntime, ChannelSupMsg, RunningChannel, CLUSTER_TTL};
 use crate::error::{NodeError, NodeResult};
 
 /// Most events one page of a connection's event log holds.
@@ -310,6 +310,13 @@ impl Node {
     /// The connection's actor here; one started elsewhere (another node, or before this
     /// node restarted) is started here too. Err: what to answer the platform.
     async fn running_channel(&self, id: ConnectionId) -> Result<Arc<RunningChannel>, HookAnswer> {
+        // Disabling or deleting a connection on this node stops it here; another node's
+        // doing so is checked for every so often.
+        if let Some(running) = self.shared.channels.get(&id) {
+            if !self.shared.registry.clustered() || running.checked_within(CLUSTER_TTL) {
+                return Ok(running);
+            }
+        }
         let r = match self.shared.store.get_connection(id).await {
             Ok(Some(r)) => r,
             Ok(None) => return Err(hooks::not_found()),
@@ -319,6 +326,7 @@ impl Node {
             return Err(hooks::disabled(r.platform.as_str()));
         }
         if let Some(running) = self.shared.channels.get(&id) {
+            running.checked();
             return Ok(running);
         }
         if r.status != ConnectionStatus::Connected {

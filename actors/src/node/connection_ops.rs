@@ -373,6 +373,7 @@ impl Node {
             )),
             other => other?,
         }
+        self.shared.channels.forget_inbound_agents();
         self.agent_channels(tenant, agent).await
     }
 
@@ -392,6 +393,7 @@ impl Node {
         }
         self.shared.channels.forget_targets();
         self.shared.store.delete_connection(id).await?;
+        self.shared.channels.forget_inbound_agents();
         Ok(())
     }
 }

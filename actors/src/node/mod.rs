@@ -138,9 +138,13 @@ pub struct Shared {
         parley_engine::model::TenantId,
         (std::time::Instant, Arc<parley_engine::store::Tenant>),
     >,
-    persistence: RwLock<Option<(ActorRef<PersistMsg>, CommitQueue)>>,
+    persistence: Arc<PersistenceSlot>,
     agent_sup: RwLock<Option<ActorRef<AgentSupMsg>>>,
 }
+
+/// The running persistence actor and its writer's queue (replaced when the node restarts
+/// the actor).
+pub(crate) type PersistenceSlot = RwLock<Option<(ActorRef<PersistMsg>, CommitQueue)>>;
 
 /// Counters of what the supervisors did.
 #[derive(Debug, Default)]
@@ -200,7 +204,12 @@ impl PersistenceHandle {
         })
     }
 
-    /// Session write requests waiting for the writer.
+    /// The persistence actor (to watch or stop it).
+    pub fn actor(&self) -> Option<&ActorRef<PersistMsg>> {
+        self.0.as_ref().map(|(a, _)| a)
+    }
+
+    /// Write requests waiting for the writer.
     pub fn queue_depth(&self) -> usize {
         self.0.as_ref().map_or(0, |(_, q)| q.depth())
     }
@@ -222,6 +231,9 @@ impl Shared {
         };
         metrics::counter!(telemetry::SESSIONS_CLOSED_TOTAL, "status" => status.as_str())
             .increment(1);
+        if let Some(c) = &s.channel {
+            self.channels.session_closed(c.connection_id, s.id);
+        }
         self.events.session(s.id, || SessionEvent::Close {
             session_id: s.id,
             status: status.as_str(),
@@ -651,7 +663,8 @@ impl Node {
             .pool_idle_timeout(Duration::from_secs(90))
             .build()
             .map_err(|e| NodeError::Internal(format!("http client: {e}")))?;
-        let channels = ChannelDirectory::new(store.clone());
+        let persistence = Arc::new(PersistenceSlot::default());
+        let channels = ChannelDirectory::new(persistence.clone());
         let shared = Arc::new(Shared {
             store,
             config,
@@ -666,7 +679,7 @@ impl Node {
             supervision: SupervisionStats::default(),
             logins: logins::Logins::default(),
             tenants: dashmap::DashMap::new(),
-            persistence: RwLock::new(None),
+            persistence,
             agent_sup: RwLock::new(None),
         });
         let (supervisor, _) = Actor::spawn(None, NodeSupervisor, shared.clone())

@@ -65,6 +65,9 @@ pub struct TurnRequest {
     pub text: String,
     pub attachments: Vec<NewAttachment>,
     pub idempotency_key: Option<String>,
+    /// The caller knows no earlier turn used `idempotency_key` (a platform delivery just
+    /// recorded as new), so the store is not asked for that turn's answer.
+    pub new_key: bool,
 }
 
 /// The answer to one customer message.
@@ -332,7 +335,11 @@ impl SessionActorState {
                     ..r.clone()
                 });
             }
-            if let Some(m) = shared.store.find_reply(live.session.id, key).await? {
+            let stored = match req.new_key {
+                true => None,
+                false => shared.store.find_reply(live.session.id, key).await?,
+            };
+            if let Some(m) = stored {
                 // The key sits on the AI's answer; in OPERATOR mode, where nobody answers at
                 // once, on the customer's message; a COPILOT draft is no answer to replay.
                 let (human_id, answer) = match m.role {

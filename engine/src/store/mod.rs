@@ -136,6 +136,82 @@ pub struct SessionWrites {
     pub writes: Vec<Write>,
 }
 
+/// A write of a platform connection's state. Connections' writes commit in the same
+/// transactions as sessions' writes (see [`Store::commit_all`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConnectionWrite {
+    /// Records an inbound delivery, pending until it is marked done, unless one with the
+    /// same `dedup_id` is recorded for its connection already (a duplicate, also of an
+    /// earlier write of the batch). `line` goes into the log with a new delivery only.
+    Inbox {
+        connection: ConnectionId,
+        message: Box<InboundMessage>,
+        at: DateTime<Utc>,
+        line: Option<LogLine>,
+    },
+    /// Marks a delivery finished (its turn ran and its answer went out).
+    Done {
+        connection: ConnectionId,
+        dedup_id: String,
+    },
+    /// Appends a line to the connection's log.
+    Line(LogLine),
+    /// Counts occurrences into the connection's newest line of their kind when that line
+    /// started at or after `since`, in place; otherwise appends a new line. A flood of
+    /// them then takes one line per window instead of pushing every other line out of
+    /// the log. A batch's occurrences of one kind count together.
+    Repeated {
+        event: RepeatedConnectionEvent,
+        since: DateTime<Utc>,
+        keep: u32,
+    },
+}
+
+/// A line for a connection's event log, which keeps the connection's newest `keep` lines.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogLine {
+    pub event: NewConnectionEvent,
+    pub keep: u32,
+}
+
+/// What [`Store::commit_all`] did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Committed {
+    /// Sessions whose writes were left out: claimed by a newer owner since their epoch.
+    pub fenced: Vec<SessionId>,
+    /// One per connection write, in order: for an `Inbox`, whether the delivery is new
+    /// (false: a duplicate); true for the others.
+    pub applied: Vec<bool>,
+}
+
+/// The `Repeated` writes of a batch, one per connection and kind, counted together: the
+/// earliest occurrence and window, the latest occurrence and sample, the sum of counts.
+pub(crate) fn fold_repeats(
+    writes: &[ConnectionWrite],
+) -> Vec<(RepeatedConnectionEvent, DateTime<Utc>, u32)> {
+    let mut folded: Vec<(RepeatedConnectionEvent, DateTime<Utc>, u32)> = Vec::new();
+    for w in writes {
+        let ConnectionWrite::Repeated { event, since, keep } = w else {
+            continue;
+        };
+        match folded
+            .iter_mut()
+            .find(|(r, _, _)| r.connection_id == event.connection_id && r.kind == event.kind)
+        {
+            Some((r, s, k)) => {
+                r.count = r.count.saturating_add(event.count);
+                r.first_at = r.first_at.min(event.first_at);
+                r.last_at = r.last_at.max(event.last_at);
+                r.sample = event.sample.clone();
+                *s = (*s).min(*since);
+                *k = (*k).min(*keep);
+            }
+            None => folded.push((event.clone(), *since, *keep)),
+        }
+    }
+    folded
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Creates or upgrades the schema.
@@ -251,10 +327,18 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_agent(&self, agent: AgentId) -> StoreResult<bool>;
 
     // Sessions.
-    /// Commits a batch in one transaction: all of it or nothing, except that the writes of
-    /// sessions claimed since (stored epoch above theirs) are left out. Answers those
-    /// sessions ("fenced").
-    async fn commit(&self, batch: &[SessionWrites]) -> StoreResult<Vec<SessionId>>;
+    /// Commits a batch of sessions' and connections' writes in one transaction: all of it
+    /// or nothing, except that the writes of sessions claimed since (stored epoch above
+    /// theirs) are left out.
+    async fn commit_all(
+        &self,
+        sessions: &[SessionWrites],
+        connections: &[ConnectionWrite],
+    ) -> StoreResult<Committed>;
+    /// [`Store::commit_all`] of sessions' writes only; answers the sessions fenced.
+    async fn commit(&self, batch: &[SessionWrites]) -> StoreResult<Vec<SessionId>> {
+        Ok(self.commit_all(batch, &[]).await?.fenced)
+    }
     /// Claims the session for a new owner: raises its epoch and answers it (None if there
     /// is no such session). Writes under older epochs are refused from now on.
     async fn claim_session(&self, session: SessionId) -> StoreResult<Option<Epoch>>;
@@ -325,7 +409,18 @@ pub trait Store: Send + Sync + 'static {
         &self,
         batch: &[(ConnectionId, InboundMessage)],
         at: DateTime<Utc>,
-    ) -> StoreResult<Vec<bool>>;
+    ) -> StoreResult<Vec<bool>> {
+        let writes: Vec<ConnectionWrite> = batch
+            .iter()
+            .map(|(connection, message)| ConnectionWrite::Inbox {
+                connection: *connection,
+                message: Box::new(message.clone()),
+                at,
+                line: None,
+            })
+            .collect();
+        Ok(self.commit_all(&[], &writes).await?.applied)
+    }
     /// [`Store::inbox_insert_many`] for one delivery.
     async fn inbox_insert(
         &self,
@@ -340,7 +435,16 @@ pub trait Store: Send + Sync + 'static {
     }
     /// Marks deliveries finished (their turns ran and their answers went out), in one
     /// transaction.
-    async fn inbox_done_many(&self, batch: &[(ConnectionId, String)]) -> StoreResult<()>;
+    async fn inbox_done_many(&self, batch: &[(ConnectionId, String)]) -> StoreResult<()> {
+        let writes: Vec<ConnectionWrite> = batch
+            .iter()
+            .map(|(connection, dedup_id)| ConnectionWrite::Done {
+                connection: *connection,
+                dedup_id: dedup_id.clone(),
+            })
+            .collect();
+        self.commit_all(&[], &writes).await.map(|_| ())
+    }
     /// Records a delivery that needs no handling later (a message status) as already done:
     /// false when one with the same `dedup_id` was recorded before (a duplicate). Kept and
     /// pruned like handled messages, and never listed as pending.
@@ -385,7 +489,18 @@ pub trait Store: Send + Sync + 'static {
         &self,
         batch: &[NewConnectionEvent],
         keep: u32,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<()> {
+        let writes: Vec<ConnectionWrite> = batch
+            .iter()
+            .map(|event| {
+                ConnectionWrite::Line(LogLine {
+                    event: event.clone(),
+                    keep,
+                })
+            })
+            .collect();
+        self.commit_all(&[], &writes).await.map(|_| ())
+    }
     /// [`Store::add_connection_events`] for one event.
     async fn add_connection_event(
         &self,
@@ -404,15 +519,20 @@ pub trait Store: Send + Sync + 'static {
         self.add_connection_events(&[event], keep).await
     }
     /// Counts repeated events (rejected deliveries) into the connection's newest line of
-    /// their kind when that line started at or after `since`, in place; otherwise appends
-    /// a new line and keeps the connection's newest `keep`. A flood of them then takes one
-    /// line per window instead of pushing every other line out of the log.
+    /// their kind (see [`ConnectionWrite::Repeated`]).
     async fn add_repeated_connection_event(
         &self,
         event: &RepeatedConnectionEvent,
         since: DateTime<Utc>,
         keep: u32,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<()> {
+        let write = ConnectionWrite::Repeated {
+            event: event.clone(),
+            since,
+            keep,
+        };
+        self.commit_all(&[], &[write]).await.map(|_| ())
+    }
     /// The connection's events, newest first; `before` pages on (only smaller ids).
     async fn connection_events(
         &self,

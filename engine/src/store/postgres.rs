@@ -6,6 +6,7 @@
 //! turns them back into rows, so the statement text (and the prepared statement cached for
 //! it) is the same for every batch size.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::LazyLock;
@@ -44,9 +45,9 @@ use super::encoding::{
     WINDOW_NANOS,
 };
 use super::{
-    AgentChannel, AgentRecord, AgentStatus, Assignee, ChannelSession, ConnectionEvent,
-    ConversationQuery, Epoch, NewConnectionEvent, NewOutboxEvent, OutboxEntry,
-    RepeatedConnectionEvent, SessionWrites, StoreError, StoreResult, Tenant, Write,
+    fold_repeats, AgentChannel, AgentRecord, AgentStatus, Assignee, ChannelSession, Committed,
+    ConnectionEvent, ConnectionWrite, ConversationQuery, Epoch, NewConnectionEvent, NewOutboxEvent,
+    OutboxEntry, RepeatedConnectionEvent, SessionWrites, StoreError, StoreResult, Tenant, Write,
     MAX_USERS_PER_EMAIL,
 };
 use crate::model::{
@@ -564,44 +565,197 @@ fn fresh_session_from_row(row: &PgRow) -> StoreResult<Session> {
 }
 
 /// Appends event lines in order and drops all but each touched connection's newest `keep`.
-async fn append_events(
+/// Connections' writes in the batch's transaction: deliveries first (in one statement),
+/// then the log lines (those of new deliveries among them), repeated lines and done
+/// marks. Answers one flag per write.
+async fn write_connections(
     tx: &mut sqlx::Transaction<'_, Postgres>,
-    batch: &[NewConnectionEvent],
-    keep: u32,
-) -> StoreResult<()> {
-    let mut touched: Vec<String> = Vec::new();
-    for e in batch {
-        let id = e.connection_id.to_string();
-        sqlx::query(
-            "INSERT INTO connection_events (connection_id, at, kind, detail) \
-             VALUES ($1, $2, $3, $4)",
-        )
-        .bind(&id)
-        .bind(ts(e.at)?)
-        .bind(&e.kind)
-        .bind(to_json(&e.detail, "event detail")?)
-        .execute(&mut **tx)
-        .await
-        .map_err(map_err)?;
-        if !touched.contains(&id) {
-            touched.push(id);
+    writes: &[ConnectionWrite],
+) -> StoreResult<Vec<bool>> {
+    let mut applied = vec![true; writes.len()];
+    // A delivery repeated within the batch is a duplicate without asking.
+    let mut first: HashMap<(ConnectionId, &str), usize> = HashMap::new();
+    let mut rows: Vec<(String, &str, i64, String)> = Vec::new();
+    for (i, w) in writes.iter().enumerate() {
+        let ConnectionWrite::Inbox {
+            connection,
+            message,
+            at,
+            ..
+        } = w
+        else {
+            continue;
+        };
+        match first.entry((*connection, message.dedup_id.as_str())) {
+            Entry::Occupied(_) => applied[i] = false,
+            Entry::Vacant(v) => {
+                v.insert(i);
+                rows.push((
+                    connection.to_string(),
+                    &message.dedup_id,
+                    ts(*at)?,
+                    to_json(message.as_ref(), "inbound message")?,
+                ));
+            }
         }
     }
-    for id in &touched {
-        // Everything from the (keep+1)-th newest on; with fewer events the bound is
-        // NULL and nothing goes.
-        sqlx::query(
-            "DELETE FROM connection_events WHERE connection_id = $1 AND id <= \
-             (SELECT id FROM connection_events WHERE connection_id = $1 \
-              ORDER BY id DESC LIMIT 1 OFFSET $2)",
+    if !rows.is_empty() {
+        let inserted: Vec<(String, String)> = sqlx::query_as(
+            "INSERT INTO connector_inbox (connection_id, dedup_id, received_at, message) \
+             SELECT c, d, r, m FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[]) \
+             WITH ORDINALITY AS t(c, d, r, m, n) ORDER BY n \
+             ON CONFLICT (connection_id, dedup_id) DO NOTHING RETURNING connection_id, dedup_id",
         )
-        .bind(id)
-        .bind(i64::from(keep))
+        .bind(column(&rows, |r| r.0.as_str()))
+        .bind(column(&rows, |r| r.1))
+        .bind(column(&rows, |r| r.2))
+        .bind(column(&rows, |r| r.3.as_str()))
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(map_err)?;
+        let inserted: HashSet<(String, String)> = inserted.into_iter().collect();
+        for (&(c, d), &i) in &first {
+            applied[i] = inserted.contains(&(c.to_string(), d.to_string()));
+        }
+    }
+    let mut lines = Vec::new();
+    for (w, &fresh) in writes.iter().zip(&applied) {
+        match w {
+            ConnectionWrite::Inbox { line: Some(l), .. } if fresh => lines.push((&l.event, l.keep)),
+            ConnectionWrite::Line(l) => lines.push((&l.event, l.keep)),
+            _ => {}
+        }
+    }
+    append_lines(tx, &lines).await?;
+    for (event, since, keep) in fold_repeats(writes) {
+        count_repeated(tx, &event, since, keep).await?;
+    }
+    let mut done: Vec<(String, &str)> = writes
+        .iter()
+        .filter_map(|w| match w {
+            ConnectionWrite::Done {
+                connection,
+                dedup_id,
+            } => Some((connection.to_string(), dedup_id.as_str())),
+            _ => None,
+        })
+        .collect();
+    if !done.is_empty() {
+        // In key order, the order other nodes' batches lock them in.
+        done.sort_unstable();
+        sqlx::query(
+            "UPDATE connector_inbox i SET done = true \
+             FROM UNNEST($1::text[], $2::text[]) AS d(c, id) \
+             WHERE i.connection_id = d.c AND i.dedup_id = d.id",
+        )
+        .bind(column(&done, |r| r.0.as_str()))
+        .bind(column(&done, |r| r.1))
         .execute(&mut **tx)
         .await
         .map_err(map_err)?;
     }
+    Ok(applied)
+}
+
+/// Appends lines in order and trims each connection's log to the fewest lines any of them
+/// keeps.
+async fn append_lines(
+    tx: &mut sqlx::Transaction<'_, Postgres>,
+    lines: &[(&NewConnectionEvent, u32)],
+) -> StoreResult<()> {
+    if lines.is_empty() {
+        return Ok(());
+    }
+    let rows = lines
+        .iter()
+        .map(|(e, _)| {
+            Ok((
+                e.connection_id.to_string(),
+                ts(e.at)?,
+                e.kind.as_str(),
+                to_json(&e.detail, "event detail")?,
+            ))
+        })
+        .collect::<StoreResult<Vec<_>>>()?;
+    sqlx::query(
+        "INSERT INTO connection_events (connection_id, at, kind, detail) \
+         SELECT c, a, k, d FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[]) \
+         WITH ORDINALITY AS l(c, a, k, d, n) ORDER BY n",
+    )
+    .bind(column(&rows, |r| r.0.as_str()))
+    .bind(column(&rows, |r| r.1))
+    .bind(column(&rows, |r| r.2))
+    .bind(column(&rows, |r| r.3.as_str()))
+    .execute(&mut **tx)
+    .await
+    .map_err(map_err)?;
+    let mut touched: Vec<(String, i64)> = Vec::new();
+    for (e, keep) in lines {
+        let c = e.connection_id.to_string();
+        match touched.iter_mut().find(|(t, _)| *t == c) {
+            Some((_, k)) => *k = (*k).min(i64::from(*keep)),
+            None => touched.push((c, i64::from(*keep))),
+        }
+    }
+    // Everything from the (keep+1)-th newest line on; with fewer lines the bound is NULL
+    // and nothing goes.
+    sqlx::query(
+        "DELETE FROM connection_events e USING (SELECT t.c, (SELECT id FROM connection_events \
+         WHERE connection_id = t.c ORDER BY id DESC LIMIT 1 OFFSET t.k) AS bound \
+         FROM UNNEST($1::text[], $2::bigint[]) AS t(c, k)) b \
+         WHERE e.connection_id = b.c AND e.id <= b.bound",
+    )
+    .bind(column(&touched, |t| t.0.as_str()))
+    .bind(column(&touched, |t| t.1))
+    .execute(&mut **tx)
+    .await
+    .map_err(map_err)?;
     Ok(())
+}
+
+/// Counts occurrences into the connection's newest line of their kind if it started at or
+/// after `since`, else appends a line for them.
+async fn count_repeated(
+    tx: &mut sqlx::Transaction<'_, Postgres>,
+    event: &RepeatedConnectionEvent,
+    since: DateTime<Utc>,
+    keep: u32,
+) -> StoreResult<()> {
+    // FOR UPDATE: nodes counting into the same line one after the other lose no count.
+    let newest = sqlx::query(
+        "SELECT id, connection_id, at, kind, detail FROM connection_events \
+         WHERE connection_id = $1 AND kind = $2 ORDER BY id DESC LIMIT 1 FOR UPDATE",
+    )
+    .bind(event.connection_id.to_string())
+    .bind(&event.kind)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(map_err)?;
+    let joined = newest
+        .as_ref()
+        .map(event_from_row)
+        .transpose()?
+        .filter(|line| line.at >= since);
+    match joined {
+        Some(line) => {
+            sqlx::query("UPDATE connection_events SET detail = $1 WHERE id = $2")
+                .bind(to_json(&event.detail(Some(&line.detail)), "event detail")?)
+                .bind(line.id)
+                .execute(&mut **tx)
+                .await
+                .map_err(map_err)?;
+            Ok(())
+        }
+        None => {
+            let line = NewConnectionEvent {
+                connection_id: event.connection_id,
+                at: event.first_at,
+                kind: event.kind.clone(),
+                detail: event.detail(None),
+            };
+            Box::pin(append_lines(tx, &[(&line, keep)])).await
+        }
+    }
 }
 
 fn event_from_row(row: &PgRow) -> StoreResult<ConnectionEvent> {
@@ -1631,9 +1785,13 @@ impl super::Store for PgStore {
         Ok(done.rows_affected() > 0)
     }
 
-    async fn commit(&self, batch: &[SessionWrites]) -> StoreResult<Vec<SessionId>> {
-        if batch.is_empty() {
-            return Ok(Vec::new());
+    async fn commit_all(
+        &self,
+        batch: &[SessionWrites],
+        connections: &[ConnectionWrite],
+    ) -> StoreResult<Committed> {
+        if batch.is_empty() && connections.is_empty() {
+            return Ok(Committed::default());
         }
         let groups = batch
             .iter()
@@ -1645,7 +1803,11 @@ impl super::Store for PgStore {
         let updated_at = ts(Utc::now())?;
 
         let mut tx = self.pool.begin().await.map_err(map_err)?;
-        let stored = lock_epochs(&mut tx, ids).await?;
+        let stored = if ids.is_empty() {
+            HashMap::new()
+        } else {
+            lock_epochs(&mut tx, ids).await?
+        };
         let current = |g: &SessionWrites| stored.get(&g.session).is_none_or(|&e| g.epoch >= e);
         let fenced: Vec<SessionId> = batch
             .iter()
@@ -1718,9 +1880,10 @@ impl super::Store for PgStore {
                 .await
                 .map_err(map_err)?;
         }
+        let applied = write_connections(&mut tx, connections).await?;
         // Any error above returns early and drops `tx`, which rolls the whole batch back.
         tx.commit().await.map_err(map_err)?;
-        Ok(fenced)
+        Ok(Committed { fenced, applied })
     }
 
     async fn claim_session(&self, session: SessionId) -> StoreResult<Option<Epoch>> {
@@ -1992,31 +2155,6 @@ impl super::Store for PgStore {
         agent.as_deref().map(parse_uuid).transpose()
     }
 
-    async fn inbox_insert_many(
-        &self,
-        batch: &[(ConnectionId, InboundMessage)],
-        at: DateTime<Utc>,
-    ) -> StoreResult<Vec<bool>> {
-        let mut tx = self.pool.begin().await.map_err(map_err)?;
-        let mut fresh = Vec::with_capacity(batch.len());
-        for (connection, message) in batch {
-            let done = sqlx::query(
-                "INSERT INTO connector_inbox (connection_id, dedup_id, received_at, message) \
-                 VALUES ($1, $2, $3, $4) ON CONFLICT (connection_id, dedup_id) DO NOTHING",
-            )
-            .bind(connection.to_string())
-            .bind(&message.dedup_id)
-            .bind(ts(at)?)
-            .bind(to_json(message, "inbound message")?)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
-            fresh.push(done.rows_affected() > 0);
-        }
-        tx.commit().await.map_err(map_err)?;
-        Ok(fresh)
-    }
-
     async fn inbox_mark_seen(
         &self,
         connection: ConnectionId,
@@ -2034,21 +2172,6 @@ impl super::Store for PgStore {
         .await
         .map_err(map_err)?;
         Ok(done.rows_affected() > 0)
-    }
-
-    async fn inbox_done_many(&self, batch: &[(ConnectionId, String)]) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await.map_err(map_err)?;
-        for (connection, dedup_id) in batch {
-            sqlx::query(
-                "UPDATE connector_inbox SET done = true WHERE connection_id = $1 AND dedup_id = $2",
-            )
-            .bind(connection.to_string())
-            .bind(dedup_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
-        }
-        tx.commit().await.map_err(map_err)
     }
 
     async fn inbox_pending(
@@ -2118,60 +2241,6 @@ impl super::Store for PgStore {
         .await
         .map_err(map_err)?;
         Ok(())
-    }
-
-    async fn add_connection_events(
-        &self,
-        batch: &[NewConnectionEvent],
-        keep: u32,
-    ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await.map_err(map_err)?;
-        append_events(&mut tx, batch, keep).await?;
-        tx.commit().await.map_err(map_err)
-    }
-
-    async fn add_repeated_connection_event(
-        &self,
-        event: &RepeatedConnectionEvent,
-        since: DateTime<Utc>,
-        keep: u32,
-    ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await.map_err(map_err)?;
-        // FOR UPDATE: nodes counting into the same line one after the other lose no count.
-        let newest = sqlx::query(
-            "SELECT id, connection_id, at, kind, detail FROM connection_events \
-             WHERE connection_id = $1 AND kind = $2 ORDER BY id DESC LIMIT 1 FOR UPDATE",
-        )
-        .bind(event.connection_id.to_string())
-        .bind(&event.kind)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        let joined = newest
-            .as_ref()
-            .map(event_from_row)
-            .transpose()?
-            .filter(|line| line.at >= since);
-        match joined {
-            Some(line) => {
-                sqlx::query("UPDATE connection_events SET detail = $1 WHERE id = $2")
-                    .bind(to_json(&event.detail(Some(&line.detail)), "event detail")?)
-                    .bind(line.id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(map_err)?;
-            }
-            None => {
-                let line = NewConnectionEvent {
-                    connection_id: event.connection_id,
-                    at: event.first_at,
-                    kind: event.kind.clone(),
-                    detail: event.detail(None),
-                };
-                append_events(&mut tx, &[line], keep).await?;
-            }
-        }
-        tx.commit().await.map_err(map_err)
     }
 
     async fn connection_events(
@@ -3240,6 +3309,7 @@ mod tests {
         suite_inbox,
         suite_inbox_seen,
         suite_connector_batches,
+        suite_connection_writes_with_turns,
         suite_channel_sessions,
         suite_connection_events,
         suite_repeated_connection_events,

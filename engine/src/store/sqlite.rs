@@ -30,9 +30,9 @@ use super::encoding::{
     rfc3339, stats_from_rows, to_json, usage_scope, Embedded, WINDOW_NANOS,
 };
 use super::{
-    AgentChannel, AgentRecord, AgentStatus, Assignee, ChannelSession, ConnectionEvent,
-    ConversationQuery, Epoch, NewConnectionEvent, NewOutboxEvent, OutboxEntry,
-    RepeatedConnectionEvent, SessionWrites, StoreError, StoreResult, Tenant, MAX_USERS_PER_EMAIL,
+    AgentChannel, AgentRecord, AgentStatus, Assignee, ChannelSession, Committed, ConnectionEvent,
+    ConnectionWrite, ConversationQuery, Epoch, NewOutboxEvent, OutboxEntry, SessionWrites,
+    StoreError, StoreResult, Tenant, MAX_USERS_PER_EMAIL,
 };
 use crate::campaign::{
     CampaignId, CampaignRecord, CampaignStats, CheckedParticipant, CommunicationChange,
@@ -500,46 +500,6 @@ fn fresh_session_from_row(row: &SqliteRow) -> StoreResult<Session> {
 }
 
 /// Appends event lines in order and drops all but each touched connection's newest `keep`.
-async fn append_events(
-    tx: &mut sqlx::Transaction<'_, Sqlite>,
-    batch: &[NewConnectionEvent],
-    keep: u32,
-) -> StoreResult<()> {
-    let mut touched: Vec<String> = Vec::new();
-    for e in batch {
-        let id = e.connection_id.to_string();
-        sqlx::query(
-            "INSERT INTO connection_events (connection_id, at, kind, detail) \
-             VALUES (?, ?, ?, ?)",
-        )
-        .bind(&id)
-        .bind(ts(e.at))
-        .bind(&e.kind)
-        .bind(to_json(&e.detail, "event detail")?)
-        .execute(&mut **tx)
-        .await
-        .map_err(map_err)?;
-        if !touched.contains(&id) {
-            touched.push(id);
-        }
-    }
-    for id in &touched {
-        // Everything from the (keep+1)-th newest on; with fewer events the bound is
-        // NULL and nothing goes.
-        sqlx::query(
-            "DELETE FROM connection_events WHERE connection_id = ?1 AND id <= \
-             (SELECT id FROM connection_events WHERE connection_id = ?1 \
-              ORDER BY id DESC LIMIT 1 OFFSET ?2)",
-        )
-        .bind(id)
-        .bind(i64::from(keep))
-        .execute(&mut **tx)
-        .await
-        .map_err(map_err)?;
-    }
-    Ok(())
-}
-
 fn event_from_row(row: &SqliteRow) -> StoreResult<ConnectionEvent> {
     Ok(ConnectionEvent {
         id: col(row, "id")?,
@@ -1472,19 +1432,23 @@ impl super::Store for SqliteStore {
         Ok(done.rows_affected() > 0)
     }
 
-    async fn commit(&self, batch: &[SessionWrites]) -> StoreResult<Vec<SessionId>> {
-        if batch.is_empty() {
-            return Ok(Vec::new());
+    async fn commit_all(
+        &self,
+        sessions: &[SessionWrites],
+        connections: &[ConnectionWrite],
+    ) -> StoreResult<Committed> {
+        if sessions.is_empty() && connections.is_empty() {
+            return Ok(Committed::default());
         }
         // The writer stays held until `unindexed` knows this commit (and until a fold it
         // makes due is done), so no read sees one without the other.
         let mut conn = self.writer.acquire().await.map_err(map_err)?;
         with_raw(&mut conn, |db| {
-            let fenced = group_commit::write_batch(db, &self.unindexed, batch)?;
+            let done = group_commit::write_batch(db, &self.unindexed, sessions, connections)?;
             if self.unindexed.fold_due() {
                 message_index::fold(db, &self.unindexed);
             }
-            Ok(fenced)
+            Ok(done)
         })
         .await
     }
@@ -1777,31 +1741,6 @@ impl super::Store for SqliteStore {
         agent.as_deref().map(parse_uuid).transpose()
     }
 
-    async fn inbox_insert_many(
-        &self,
-        batch: &[(ConnectionId, InboundMessage)],
-        at: DateTime<Utc>,
-    ) -> StoreResult<Vec<bool>> {
-        let mut tx = self.writer.begin().await.map_err(map_err)?;
-        let mut fresh = Vec::with_capacity(batch.len());
-        for (connection, message) in batch {
-            let done = sqlx::query(
-                "INSERT INTO connector_inbox (connection_id, dedup_id, received_at, message) \
-                 VALUES (?, ?, ?, ?) ON CONFLICT (connection_id, dedup_id) DO NOTHING",
-            )
-            .bind(connection.to_string())
-            .bind(&message.dedup_id)
-            .bind(ts(at))
-            .bind(to_json(message, "inbound message")?)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
-            fresh.push(done.rows_affected() > 0);
-        }
-        tx.commit().await.map_err(map_err)?;
-        Ok(fresh)
-    }
-
     async fn inbox_mark_seen(
         &self,
         connection: ConnectionId,
@@ -1819,21 +1758,6 @@ impl super::Store for SqliteStore {
         .await
         .map_err(map_err)?;
         Ok(done.rows_affected() > 0)
-    }
-
-    async fn inbox_done_many(&self, batch: &[(ConnectionId, String)]) -> StoreResult<()> {
-        let mut tx = self.writer.begin().await.map_err(map_err)?;
-        for (connection, dedup_id) in batch {
-            sqlx::query(
-                "UPDATE connector_inbox SET done = 1 WHERE connection_id = ? AND dedup_id = ?",
-            )
-            .bind(connection.to_string())
-            .bind(dedup_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
-        }
-        tx.commit().await.map_err(map_err)
     }
 
     async fn inbox_pending(
@@ -1906,59 +1830,6 @@ impl super::Store for SqliteStore {
         .await
         .map_err(map_err)?;
         Ok(())
-    }
-
-    async fn add_connection_events(
-        &self,
-        batch: &[NewConnectionEvent],
-        keep: u32,
-    ) -> StoreResult<()> {
-        let mut tx = self.writer.begin().await.map_err(map_err)?;
-        append_events(&mut tx, batch, keep).await?;
-        tx.commit().await.map_err(map_err)
-    }
-
-    async fn add_repeated_connection_event(
-        &self,
-        event: &RepeatedConnectionEvent,
-        since: DateTime<Utc>,
-        keep: u32,
-    ) -> StoreResult<()> {
-        let mut tx = self.writer.begin().await.map_err(map_err)?;
-        let newest = sqlx::query(
-            "SELECT id, connection_id, at, kind, detail FROM connection_events \
-             WHERE connection_id = ? AND kind = ? ORDER BY id DESC LIMIT 1",
-        )
-        .bind(event.connection_id.to_string())
-        .bind(&event.kind)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        let joined = newest
-            .as_ref()
-            .map(event_from_row)
-            .transpose()?
-            .filter(|line| line.at >= since);
-        match joined {
-            Some(line) => {
-                sqlx::query("UPDATE connection_events SET detail = ? WHERE id = ?")
-                    .bind(to_json(&event.detail(Some(&line.detail)), "event detail")?)
-                    .bind(line.id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(map_err)?;
-            }
-            None => {
-                let line = NewConnectionEvent {
-                    connection_id: event.connection_id,
-                    at: event.first_at,
-                    kind: event.kind.clone(),
-                    detail: event.detail(None),
-                };
-                append_events(&mut tx, &[line], keep).await?;
-            }
-        }
-        tx.commit().await.map_err(map_err)
     }
 
     async fn connection_events(
@@ -2909,6 +2780,7 @@ mod tests {
         suite_inbox,
         suite_inbox_seen,
         suite_connector_batches,
+        suite_connection_writes_with_turns,
         suite_channel_sessions,
         suite_connection_events,
         suite_repeated_connection_events,

@@ -9,9 +9,9 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::{
-    commit_isolating, AgentRecord, AgentStatus, Assignee, ConnectionEvent, ConversationQuery,
-    NewConnectionEvent, RepeatedConnectionEvent, RequestOutcome, SessionWrites, Store, StoreError,
-    Tenant, Write, FIRST_EPOCH,
+    commit_isolating, AgentRecord, AgentStatus, Assignee, ConnectionEvent, ConnectionWrite,
+    ConversationQuery, LogLine, NewConnectionEvent, RepeatedConnectionEvent, RequestOutcome,
+    SessionWrites, Store, StoreError, Tenant, Write, FIRST_EPOCH,
 };
 use crate::campaign::{
     Campaign, CampaignId, CampaignRecord, CampaignStats, CampaignStatus, CheckedParticipant,
@@ -975,9 +975,30 @@ pub(crate) async fn suite_bad_writes_fail_alone(store: &dyn Store) {
             writes: vec![w_session(&far)],
         },
     ];
-    let outcome = commit_isolating(store, &batch).await;
+    // A connection's writes in the same batch commit as well.
+    let c = Uuid::new_v4();
+    let connection = vec![
+        ConnectionWrite::Inbox {
+            connection: c,
+            message: Box::new(inbound("d1", "hi")),
+            at: at(1),
+            line: Some(log_line(c, 1, "delivery")),
+        },
+        ConnectionWrite::Line(log_line(c, 2, "status")),
+    ];
+    let outcome = commit_isolating(store, &batch, &connection, &[connection.len()]).await;
     assert!(outcome.isolated);
-    let r = &outcome.requests;
+    assert!(
+        matches!(&outcome.connections[..], [Ok(a)] if a == &[true, true]),
+        "{:?}",
+        outcome.connections
+    );
+    assert_eq!(
+        store.inbox_pending(c, 10).await.unwrap(),
+        [inbound("d1", "hi")]
+    );
+    assert_eq!(store.connection_events(c, None, 10).await.unwrap().len(), 2);
+    let r = &outcome.sessions;
     assert!(matches!(r[0], RequestOutcome::Committed), "{r:?}");
     assert!(
         matches!(&r[1], RequestOutcome::Failed(StoreError::Conflict(_))),
@@ -1011,12 +1032,13 @@ pub(crate) async fn suite_bad_writes_fail_alone(store: &dyn Store) {
 
     // A batch that commits is not split.
     let later = session(t, a, "u3", 3);
-    let whole = commit_isolating(store, &grouped(&[w_session(&later)])).await;
+    let whole = commit_isolating(store, &grouped(&[w_session(&later)]), &[], &[]).await;
     assert!(!whole.isolated);
-    assert!(matches!(whole.requests[..], [RequestOutcome::Committed]));
+    assert!(matches!(whole.sessions[..], [RequestOutcome::Committed]));
 }
 
-/// Postgres cannot hold a NUL character in text: that message fails alone.
+/// Postgres cannot hold a NUL character in text: that message, or that delivery, fails
+/// alone.
 pub(crate) async fn suite_nul_text_fails_alone(store: &dyn Store) {
     let (t, a) = (Uuid::new_v4(), Uuid::new_v4());
     let good = session(t, a, "u1", 0);
@@ -1028,15 +1050,57 @@ pub(crate) async fn suite_nul_text_fails_alone(store: &dyn Store) {
         w_session(&bad),
         w_message(&message(bad.id, 1, Role::Human, "nul \0 inside")),
     ]);
-    let outcome = commit_isolating(store, &batch).await;
+    let outcome = commit_isolating(store, &batch, &[], &[]).await;
     assert!(outcome.isolated);
-    assert!(matches!(outcome.requests[0], RequestOutcome::Committed));
+    assert!(matches!(outcome.sessions[0], RequestOutcome::Committed));
     assert!(matches!(
-        outcome.requests[1],
+        outcome.sessions[1],
         RequestOutcome::Failed(StoreError::Conflict(_))
     ));
     assert_eq!(store.load_messages(good.id).await.unwrap(), vec![good_msg]);
     assert_eq!(store.load_session(bad.id).await.unwrap(), None);
+
+    // A delivery the store cannot hold fails its own request only: the session's turn and
+    // the other connection's lines beside it commit.
+    let c = Uuid::new_v4();
+    let later = session(t, a, "u3", 0);
+    let delivery = |dedup_id: &str| ConnectionWrite::Inbox {
+        connection: c,
+        message: Box::new(inbound(dedup_id, "hi")),
+        at: at(1),
+        line: Some(log_line(c, 1, "delivery")),
+    };
+    let connections = [
+        delivery("nul \0 inside"),
+        delivery("fine"),
+        ConnectionWrite::Line(log_line(c, 2, "reply")),
+    ];
+    let outcome =
+        commit_isolating(store, &grouped(&[w_session(&later)]), &connections, &[1, 2]).await;
+    assert!(outcome.isolated);
+    assert!(matches!(outcome.sessions[..], [RequestOutcome::Committed]));
+    assert!(matches!(
+        outcome.connections[0],
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(
+        matches!(&outcome.connections[1], Ok(a) if a == &[true, true]),
+        "{:?}",
+        outcome.connections
+    );
+    assert_eq!(store.load_session(later.id).await.unwrap(), Some(later));
+    assert_eq!(
+        store.inbox_pending(c, 10).await.unwrap(),
+        [inbound("fine", "hi")]
+    );
+    let kinds: Vec<String> = store
+        .connection_events(c, None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(kinds, ["reply", "delivery"]);
 }
 
 pub(crate) async fn suite_idempotency(store: &dyn Store) {
@@ -3468,6 +3532,89 @@ pub(crate) async fn suite_concurrent_upserts(store: &dyn Store) {
         ..Default::default()
     };
     assert_eq!(store.list_participants(c, &q).await.unwrap().1, 50);
+}
+
+fn log_line(connection: Uuid, n: i64, kind: &str) -> LogLine {
+    LogLine {
+        event: NewConnectionEvent {
+            connection_id: connection,
+            at: at(n),
+            kind: kind.into(),
+            detail: json!({ "n": n }),
+        },
+        keep: 100,
+    }
+}
+
+/// Connections' writes in one transaction with sessions' writes: a delivery's line goes in
+/// with a new delivery only, a fenced session's writes are left out while the
+/// connections' commit, and a batch's repeated lines count together.
+pub(crate) async fn suite_connection_writes_with_turns(store: &dyn Store) {
+    let (t, a, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let known = inbound("known", "before");
+    store.inbox_insert(c, &known, at(1)).await.unwrap();
+    let claimed = session(t, a, "u-claimed", 0);
+    commit(store, &[w_session(&claimed)]).await.unwrap();
+    store.claim_session(claimed.id).await.unwrap().unwrap();
+
+    let s = session(t, a, "u1", 0);
+    let human = message(s.id, 1, Role::Human, "hello");
+    let mut sessions = grouped(&[w_session(&s), w_message(&human)]);
+    sessions.extend(grouped(&[w_message(&message(
+        claimed.id,
+        1,
+        Role::Human,
+        "stale",
+    ))]));
+    let delivery = |m: &crate::inbound::InboundMessage, n: i64| ConnectionWrite::Inbox {
+        connection: c,
+        message: Box::new(m.clone()),
+        at: at(n),
+        line: Some(log_line(c, n, "delivery")),
+    };
+    let rejected = |n: i64| ConnectionWrite::Repeated {
+        event: RepeatedConnectionEvent {
+            connection_id: c,
+            kind: "rejected".into(),
+            first_at: at(n),
+            last_at: at(n),
+            count: 1,
+            sample: json!({ "n": n }),
+        },
+        since: at(0),
+        keep: 100,
+    };
+    let fresh = inbound("new", "now");
+    let connections = [
+        delivery(&fresh, 2),
+        delivery(&fresh, 3),
+        delivery(&known, 4),
+        rejected(5),
+        ConnectionWrite::Done {
+            connection: c,
+            dedup_id: "known".into(),
+        },
+        rejected(6),
+        ConnectionWrite::Line(log_line(c, 7, "reply")),
+    ];
+    let done = store.commit_all(&sessions, &connections).await.unwrap();
+    assert_eq!(done.fenced, [claimed.id]);
+    assert_eq!(done.applied, [true, false, false, true, true, true, true]);
+    assert_eq!(store.load_messages(s.id).await.unwrap(), [human]);
+    assert!(store.load_messages(claimed.id).await.unwrap().is_empty());
+    assert_eq!(store.inbox_pending(c, 10).await.unwrap(), [fresh]);
+    let lines = store.connection_events(c, None, 10).await.unwrap();
+    let kinds: Vec<&str> = lines.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["rejected", "reply", "delivery"]);
+    assert_eq!(lines[0].detail["count"], 2);
+    assert_eq!(lines[0].detail["n"], 6);
+    assert_eq!(lines[2].detail["n"], 2);
+
+    // Nothing to write is no transaction at all, and no error.
+    assert_eq!(
+        store.commit_all(&[], &[]).await.unwrap(),
+        super::Committed::default()
+    );
 }
 
 pub(crate) async fn suite_connector_batches(store: &dyn Store) {

@@ -589,3 +589,58 @@ async fn an_update_older_than_the_dedup_window_is_refused_as_stale() {
     assert!(!kinds.contains(&"delivery".to_string()), "{kinds:?}");
     assert!(sent_texts(&fake, 42).is_empty());
 }
+
+/// The connection remembers its inbound agent and each chat's session; what changes them
+/// is seen by the next message.
+#[tokio::test]
+async fn a_closed_session_or_a_new_inbound_agent_takes_effect_at_the_next_message() {
+    let t =
+        TestServer::start_with(|c| c.node.public_url = Some("https://parley.example".into())).await;
+    let fake = telegram().await;
+    let (first, conn, secret) = setup(&t, &fake, json!({"streaming": false}), json!({})).await;
+    let say = |n: i64| {
+        let (t, conn, secret) = (&t, &conn, &secret);
+        async move { deliver(t, conn, secret, &update(n, 42, "opening hours?")).await }
+    };
+    assert_eq!(say(1).await.status(), StatusCode::OK);
+    let s1 = replied_session(&t, &conn, "1").await;
+    assert_eq!(say(2).await.status(), StatusCode::OK);
+    assert_eq!(replied_session(&t, &conn, "2").await, s1);
+
+    // Closed through the Chat API: the chat's next message opens a new session.
+    let resp = t
+        .http
+        .delete(t.url(&format!("/chatbot/{}/session/{s1}", first.id)))
+        .bearer_auth(&first.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(say(3).await.status(), StatusCode::OK);
+    let s2 = replied_session(&t, &conn, "3").await;
+    assert_ne!(s2, s1);
+    let human = |texts: Vec<(String, String)>| texts.iter().filter(|(r, _)| r == "HUMAN").count();
+    assert_eq!(human(session_texts(&t, &first, &s1).await), 2);
+
+    // Another agent takes the connection's customers: the chat moves to a session of it.
+    let (status, body) = t
+        .call(
+            reqwest::Method::PUT,
+            &format!("/api/v1/agents/{}/channels", first.id),
+            Some(json!([])),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let second = t.agent(&basic_agent("")).await;
+    assign(&t, &second, &conn).await;
+    assert_eq!(say(4).await.status(), StatusCode::OK);
+    let s3 = replied_session(&t, &conn, "4").await;
+    assert_ne!(s3, s2);
+    assert_eq!(
+        t.get_session(&second, &s3).await["agent_id"],
+        second.id.as_str()
+    );
+    assert_eq!(human(session_texts(&t, &second, &s3).await), 1);
+    assert_eq!(human(session_texts(&t, &first, &s2).await), 1);
+    assert_eq!(sent_texts(&fake, 42).len(), 4);
+}

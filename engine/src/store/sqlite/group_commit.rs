@@ -1,5 +1,5 @@
-//! The SQLite group commit: one transaction for a batch of session writes, run on the
-//! caller's thread through the writer connection's raw handle.
+//! The SQLite group commit: one transaction for a batch of sessions' and connections'
+//! writes, run on the caller's thread through the writer connection's raw handle.
 //!
 //! The PersistenceActor calls it from a thread of its own. Going through rusqlite on the
 //! handle (locked away from sqlx's worker meanwhile) saves a thread hop per statement and
@@ -10,11 +10,17 @@ use std::collections::{HashMap, HashSet};
 use chrono::Utc;
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 
+use chrono::DateTime;
+
 use super::message_index::{Appended, Unindexed};
-use super::ts;
+use super::{parse_ts, ts};
+use crate::connection::ConnectionId;
 use crate::model::{Message, Role, Session, SessionId};
-use crate::store::encoding::{deadline_millis, feedback_str, to_json};
-use crate::store::{Epoch, SessionWrites, StoreError, StoreResult, Write};
+use crate::store::encoding::{deadline_millis, feedback_str, parse_json, to_json};
+use crate::store::{
+    fold_repeats, Committed, ConnectionWrite, Epoch, NewConnectionEvent, RepeatedConnectionEvent,
+    SessionWrites, StoreError, StoreResult, Write,
+};
 
 /// tenant_id, agent_id and created_at never change, so the upsert leaves them (and the
 /// index entries on them) alone. The epoch is set when the row is created; later claims
@@ -35,13 +41,32 @@ const APPEND_MESSAGE: &str = "INSERT INTO messages (seq, session_id, id, role, t
 const INSERT_ATTACHMENT: &str = "INSERT INTO attachments (id, session_id, filename, \
     content_type, size, bytes) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 
-/// Commits the batch and returns the sessions whose writes were refused because a newer
-/// owner claimed them. Any error rolls the whole batch back.
+const INSERT_DELIVERY: &str = "INSERT INTO connector_inbox (connection_id, dedup_id, \
+    received_at, message) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (connection_id, dedup_id) DO NOTHING";
+
+const MARK_DONE: &str =
+    "UPDATE connector_inbox SET done = 1 WHERE connection_id = ?1 AND dedup_id = ?2";
+
+const APPEND_LINE: &str =
+    "INSERT INTO connection_events (connection_id, at, kind, detail) VALUES (?1, ?2, ?3, ?4)";
+
+/// Everything from the (keep+1)-th newest line on; with fewer lines the bound is NULL and
+/// nothing goes.
+const TRIM_LOG: &str = "DELETE FROM connection_events WHERE connection_id = ?1 AND id <= \
+    (SELECT id FROM connection_events WHERE connection_id = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)";
+
+const NEWEST_OF_KIND: &str = "SELECT id, at, detail FROM connection_events \
+    WHERE connection_id = ?1 AND kind = ?2 ORDER BY id DESC LIMIT 1";
+
+/// Commits the batch; answers the sessions whose writes were refused because a newer
+/// owner claimed them, and the connection writes' answers. Any error rolls the whole batch
+/// back.
 pub(super) fn write_batch(
     db: &Connection,
     unindexed: &Unindexed,
     batch: &[SessionWrites],
-) -> StoreResult<Vec<SessionId>> {
+    connections: &[ConnectionWrite],
+) -> StoreResult<Committed> {
     // IMMEDIATE takes SQLite's write lock now, so no claim can slip in between the epoch
     // check and the writes.
     let tx = rusqlite::Transaction::new_unchecked(db, TransactionBehavior::Immediate)
@@ -150,9 +175,140 @@ pub(super) fn write_batch(
             .map_err(map_err)?;
     }
     drop(insert);
+    let applied = write_connections(&tx, connections)?;
     tx.commit().map_err(map_err)?;
     unindexed.record(&appended);
-    Ok(fenced)
+    Ok(Committed { fenced, applied })
+}
+
+/// Connections' writes: deliveries first, then the log lines (those of new deliveries
+/// among them), repeated lines, done marks. Answers one flag per write.
+fn write_connections(db: &Connection, writes: &[ConnectionWrite]) -> StoreResult<Vec<bool>> {
+    let mut applied = Vec::with_capacity(writes.len());
+    let mut lines = Vec::new();
+    for w in writes {
+        match w {
+            ConnectionWrite::Inbox {
+                connection,
+                message,
+                at,
+                line,
+            } => {
+                let json = to_json(message.as_ref(), "inbound message")?;
+                let inserted = db
+                    .prepare_cached(INSERT_DELIVERY)
+                    .and_then(|mut q| {
+                        q.execute(params![
+                            connection.to_string(),
+                            message.dedup_id,
+                            ts(*at),
+                            json
+                        ])
+                    })
+                    .map_err(map_err)?;
+                applied.push(inserted > 0);
+                if inserted > 0 {
+                    lines.extend(line.as_ref().map(|l| (&l.event, l.keep)));
+                }
+            }
+            ConnectionWrite::Line(l) => {
+                lines.push((&l.event, l.keep));
+                applied.push(true);
+            }
+            ConnectionWrite::Done { .. } | ConnectionWrite::Repeated { .. } => applied.push(true),
+        }
+    }
+    append_lines(db, &lines)?;
+    for (event, since, keep) in fold_repeats(writes) {
+        count_repeated(db, &event, since, keep)?;
+    }
+    let mut done = db.prepare_cached(MARK_DONE).map_err(map_err)?;
+    for w in writes {
+        if let ConnectionWrite::Done {
+            connection,
+            dedup_id,
+        } = w
+        {
+            done.execute(params![connection.to_string(), dedup_id])
+                .map_err(map_err)?;
+        }
+    }
+    Ok(applied)
+}
+
+/// Appends lines in order and trims each connection's log to the fewest lines any of them
+/// keeps.
+fn append_lines(db: &Connection, lines: &[(&NewConnectionEvent, u32)]) -> StoreResult<()> {
+    if lines.is_empty() {
+        return Ok(());
+    }
+    let mut touched: Vec<(ConnectionId, u32)> = Vec::new();
+    let mut append = db.prepare_cached(APPEND_LINE).map_err(map_err)?;
+    for &(e, keep) in lines {
+        let detail = to_json(&e.detail, "event detail")?;
+        append
+            .execute(params![
+                e.connection_id.to_string(),
+                ts(e.at),
+                e.kind,
+                detail
+            ])
+            .map_err(map_err)?;
+        match touched.iter_mut().find(|(c, _)| *c == e.connection_id) {
+            Some((_, k)) => *k = (*k).min(keep),
+            None => touched.push((e.connection_id, keep)),
+        }
+    }
+    let mut trim = db.prepare_cached(TRIM_LOG).map_err(map_err)?;
+    for (c, keep) in touched {
+        trim.execute(params![c.to_string(), i64::from(keep)])
+            .map_err(map_err)?;
+    }
+    Ok(())
+}
+
+/// Counts occurrences into the connection's newest line of their kind if it started at or
+/// after `since`, else appends a line for them.
+fn count_repeated(
+    db: &Connection,
+    event: &RepeatedConnectionEvent,
+    since: DateTime<chrono::Utc>,
+    keep: u32,
+) -> StoreResult<()> {
+    let newest: Option<(i64, String, String)> = db
+        .prepare_cached(NEWEST_OF_KIND)
+        .and_then(|mut q| {
+            q.query_row(params![event.connection_id.to_string(), event.kind], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()
+        })
+        .map_err(map_err)?;
+    let joined = match newest {
+        Some((id, at, detail)) if parse_ts(&at)? >= since => Some((
+            id,
+            parse_json::<serde_json::Value>(&detail, "event detail")?,
+        )),
+        _ => None,
+    };
+    match joined {
+        Some((id, detail)) => {
+            let detail = to_json(&event.detail(Some(&detail)), "event detail")?;
+            db.prepare_cached("UPDATE connection_events SET detail = ?1 WHERE id = ?2")
+                .and_then(|mut q| q.execute(params![detail, id]))
+                .map_err(map_err)?;
+            Ok(())
+        }
+        None => {
+            let line = NewConnectionEvent {
+                connection_id: event.connection_id,
+                at: event.first_at,
+                kind: event.kind.clone(),
+                detail: event.detail(None),
+            };
+            append_lines(db, &[(&line, keep)])
+        }
+    }
 }
 
 /// The stored epochs of the batch's sessions (those that exist).
