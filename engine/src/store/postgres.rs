@@ -698,12 +698,14 @@ async fn append_lines(
         }
     }
     // Everything from the (keep+1)-th newest line on; with fewer lines the bound is NULL
-    // and nothing goes.
+    // and nothing goes. Lines another node's batch is trimming are left to it (SKIP
+    // LOCKED): two nodes writing one connection's log never wait on each other's commit.
     sqlx::query(
-        "DELETE FROM connection_events e USING (SELECT t.c, (SELECT id FROM connection_events \
+        "DELETE FROM connection_events WHERE id IN (SELECT e.id FROM connection_events e \
+         JOIN (SELECT t.c, (SELECT id FROM connection_events \
          WHERE connection_id = t.c ORDER BY id DESC LIMIT 1 OFFSET t.k) AS bound \
          FROM UNNEST($1::text[], $2::bigint[]) AS t(c, k)) b \
-         WHERE e.connection_id = b.c AND e.id <= b.bound",
+         ON e.connection_id = b.c AND e.id <= b.bound FOR UPDATE OF e SKIP LOCKED)",
     )
     .bind(column(&touched, |t| t.0.as_str()))
     .bind(column(&touched, |t| t.1))
