@@ -811,6 +811,16 @@ impl RepeatedConnectionEvent {
         detail.insert("last_at".into(), self.last_at.to_rfc3339().into());
         serde_json::Value::Object(detail)
     }
+
+    /// The line these occurrences start when there is none of their kind to join.
+    pub fn new_line(&self) -> NewConnectionEvent {
+        NewConnectionEvent {
+            connection_id: self.connection_id,
+            at: self.first_at,
+            kind: self.kind.clone(),
+            detail: self.detail(None),
+        }
+    }
 }
 
 /// An outgoing webhook event to queue.

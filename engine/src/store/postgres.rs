@@ -749,12 +749,7 @@ async fn count_repeated(
             Ok(())
         }
         None => {
-            let line = NewConnectionEvent {
-                connection_id: event.connection_id,
-                at: event.first_at,
-                kind: event.kind.clone(),
-                detail: event.detail(None),
-            };
+            let line = event.new_line();
             Box::pin(append_lines(tx, &[(&line, keep)])).await
         }
     }

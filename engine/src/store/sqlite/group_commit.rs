@@ -300,12 +300,7 @@ fn count_repeated(
             Ok(())
         }
         None => {
-            let line = NewConnectionEvent {
-                connection_id: event.connection_id,
-                at: event.first_at,
-                kind: event.kind.clone(),
-                detail: event.detail(None),
-            };
+            let line = event.new_line();
             append_lines(db, &[(&line, keep)])
         }
     }
