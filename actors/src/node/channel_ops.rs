@@ -247,6 +247,9 @@ impl Node {
         req: TemplateSend,
     ) -> NodeResult<Value> {
         let r = self.connection(tenant, id).await?;
+        if !r.enabled {
+            return Err(NodeError::Conflict("the connection is disabled".into()));
+        }
         for (field, v) in [
             ("to", &req.to),
             ("name", &req.name),
@@ -265,9 +268,6 @@ impl Node {
             .channel
             .chat_target(&req.to, None, req.phone_number_id.as_deref())
             .map_err(|e| NodeError::Invalid(e.to_string()))?;
-        if !r.enabled {
-            return Err(NodeError::Conflict("the connection is disabled".into()));
-        }
         let template = Template {
             name: req.name.clone(),
             language: req.language.clone(),
