@@ -7,7 +7,6 @@
 use std::sync::Arc;
 
 use chrono::{NaiveDate, Utc};
-use parley_connectors::split_message;
 use parley_connectors::{ConnectorError, Sent, Template};
 use parley_engine::campaign::{CommunicationRecord, CommunicationStatus};
 use parley_engine::flow::{display, Channel, Communication, EvalContext, ParticipantData};
@@ -17,7 +16,7 @@ use serde_json::{json, Map, Value};
 
 use super::runner::CampaignCtx;
 use crate::channels::outbound::Urgency;
-use crate::channels::RunningChannel;
+use crate::channels::{send_text, RunningChannel};
 use crate::node::{CreateSession, Opening};
 
 /// How a communication went out.
@@ -290,15 +289,7 @@ pub async fn open(
             "nothing to send: give the communication a start_phrase or the agent a greeting".into(),
         )
     })?;
-    let mut last = None;
-    for part in split_message(&text, rt.channel.max_chars()) {
-        let sent = rt
-            .outbound
-            .send(lane, Urgency::Must, || rt.channel.send(&to, part))
-            .await
-            .map_err(after)?;
-        last = Some(must(sent)?.message_id);
-    }
+    let last = send_text(rt, &to, &text).await.map_err(after)?.pop();
     Ok(Opened {
         status: if rt.channel.reports_delivery() {
             CommunicationStatus::Started

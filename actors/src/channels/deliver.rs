@@ -2,7 +2,7 @@
 //! to the customer on the platform the session talks on.
 
 use parley_connectors::split_message;
-use parley_connectors::{ConnectorError, ConnectorResult};
+use parley_connectors::{ConnectorError, ConnectorResult, Target};
 use parley_engine::model::{ChannelRef, Session};
 use serde_json::json;
 
@@ -74,18 +74,30 @@ async fn send_all(
     channel: &ChannelRef,
     text: &str,
 ) -> ConnectorResult<Vec<String>> {
-    let platform = &rt.channel;
-    if !platform.replies_in_chat() {
+    if !rt.channel.replies_in_chat() {
         // Webhook customers get the message.created event.
         return Ok(Vec::new());
     }
-    let to = platform.chat_target(&channel.chat_id, channel.thread_id.as_deref(), None)?;
+    let to = rt
+        .channel
+        .chat_target(&channel.chat_id, channel.thread_id.as_deref(), None)?;
+    send_text(rt, &to, text).await
+}
+
+/// Sends `text` to `to` as new messages, split at the platform's limit, each waiting for
+/// the connection's limits; answers their ids in order.
+pub(crate) async fn send_text(
+    rt: &ChannelRuntime,
+    to: &Target<'_>,
+    text: &str,
+) -> ConnectorResult<Vec<String>> {
+    let platform = &rt.channel;
     let mut ids = Vec::new();
     for part in split_message(text, platform.max_chars()) {
         let sent = rt
             .outbound
             .send(to.lane.as_deref(), Urgency::Must, || {
-                platform.send(&to, part)
+                platform.send(to, part)
             })
             .await?
             .ok_or_else(|| ConnectorError::Transport("the send was not made".into()))?;

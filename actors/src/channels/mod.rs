@@ -37,6 +37,7 @@ use tokio::sync::Notify;
 pub use actor::{ChannelActor, ChannelArgs, ChannelMsg};
 pub use chats::{chat_key, log_event as log_connection_event, EVENTS_KEPT};
 pub use deliver::deliver_to_session;
+pub(crate) use deliver::send_text;
 pub use journal::Journal;
 pub use routes::{ChatSession, Routes, CLUSTER_TTL};
 pub use runtime::ChannelRuntime;
