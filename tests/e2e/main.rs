@@ -23,3 +23,4 @@ mod observe;
 mod openapi;
 mod public;
 mod websocket;
+mod widget_browser;
