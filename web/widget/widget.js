@@ -23,7 +23,8 @@
   const WID = script.dataset.widgetId || '';
   const API = `${HOST}/widget/v1/${encodeURIComponent(WID)}`;
   const KEY = `parley:${WID}:`; // localStorage keys: token, speak; sessionStorage: open
-  const EMBEDDED = script.dataset.mode === 'embedded';
+  // The tag's data-mode wins over the config's default mode (known once it is loaded).
+  let embedded = script.dataset.mode === 'embedded';
   const RTL_LOCALES = ['ar', 'he', 'fa', 'ur'];
   const SVG = 'http://www.w3.org/2000/svg';
 
@@ -328,7 +329,6 @@
 
   if (!customElements.get('parley-chat')) customElements.define('parley-chat', class extends HTMLElement {});
   const host = document.createElement('parley-chat');
-  host.dataset.mode = EMBEDDED ? 'embedded' : 'floating';
   const root = host.attachShadow({ mode: 'open' });
   // Hidden until our stylesheet arrives, so the page never flashes unstyled controls.
   host.style.setProperty('visibility', 'hidden');
@@ -343,6 +343,8 @@
       .find((l) => STRINGS[l]) || 'en';
     const strings = STRINGS[locale];
     t = (k, n) => (strings[k] || STRINGS.en[k]).replace('{n}', n);
+    if (!script.dataset.mode && c.mode === 'embedded') embedded = true;
+    host.dataset.mode = embedded ? 'embedded' : 'floating';
     const rtl = c.rtl === 'on' || (c.rtl !== 'off' && RTL_LOCALES.includes(locale));
     for (const [k, prop] of [['primary', 'primary'], ['on_primary', 'on-primary'], ['background', 'bg'], ['text', 'text']]) {
       const v = c.colors && c.colors[k];
@@ -353,7 +355,7 @@
     const label = c.launcher_label || t('open');
     const u = {};
     u.badge = el('span', { class: 'badge', 'aria-hidden': 'true', hidden: true });
-    u.launcher = EMBEDDED
+    u.launcher = embedded
       ? null
       : el('button', { class: 'launcher', type: 'button', 'aria-label': label, 'aria-expanded': 'false', 'aria-controls': 'pw-panel', title: label, onclick: () => setOpen(!isOpen) }, icon('chat'), icon('close'), u.badge);
     u.label = label;
@@ -368,7 +370,7 @@
     u.speak = 'speechSynthesis' in window
       ? el('button', { class: 'icon', type: 'button', 'aria-label': t('speak'), title: t('speak'), 'aria-pressed': String(speakOn), onclick: toggleSpeak }, icon('speak'))
       : null;
-    const closeBtn = EMBEDDED ? null : el('button', { class: 'icon', type: 'button', 'aria-label': t('close'), title: t('close'), onclick: () => setOpen(false) }, icon('close'));
+    const closeBtn = embedded ? null : el('button', { class: 'icon', type: 'button', 'aria-label': t('close'), title: t('close'), onclick: () => setOpen(false) }, icon('close'));
     const header = el('header', null, avatar,
       el('div', { class: 'titles' }, el('h2', { id: 'pw-title' }, title), c.subtitle ? el('p', null, c.subtitle) : null),
       u.speak, closeBtn);
@@ -402,26 +404,26 @@
     u.composer = el('form', { class: 'composer', onsubmit: (e) => { e.preventDefault(); submit(); } },
       u.previews, el('div', { class: 'bar' }, u.attach, u.file, u.input, u.mic, u.send));
 
-    u.panel = el('section', { class: 'panel', id: 'pw-panel', role: EMBEDDED ? 'region' : 'dialog', 'aria-labelledby': 'pw-title', hidden: !EMBEDDED },
+    u.panel = el('section', { class: 'panel', id: 'pw-panel', role: embedded ? 'region' : 'dialog', 'aria-labelledby': 'pw-title', hidden: !embedded },
       header, u.log, u.status, u.composer);
-    u.panel.addEventListener('keydown', (e) => {
-      if (e.key === 'Escape' && !EMBEDDED) {
+    const wrap = el('div', { class: 'pw', dir: rtl ? 'rtl' : 'ltr', lang: locale, 'data-mode': host.dataset.mode, 'data-pos': c.position === 'left' ? 'left' : 'right' },
+      u.panel, u.launcher);
+    wrap.addEventListener('keydown', (e) => {
+      if (e.key === 'Escape' && !embedded && isOpen) {
         e.stopPropagation();
         setOpen(false);
       }
     });
-    const wrap = el('div', { class: 'pw', dir: rtl ? 'rtl' : 'ltr', lang: locale, 'data-mode': host.dataset.mode, 'data-pos': c.position === 'left' ? 'left' : 'right' },
-      u.panel, u.launcher);
     root.append(wrap);
     ui = u;
 
     let target = null;
     try {
-      target = EMBEDDED && document.querySelector(script.dataset.target || '#chat');
+      target = embedded && document.querySelector(script.dataset.target || '#chat');
     } catch {
       /* not a selector */
     }
-    if (EMBEDDED && !target) console.warn('parley widget: data-target matches nothing; showing it floating.');
+    if (embedded && !target) console.warn('parley widget: data-target matches nothing; the chat goes at the end of the page.');
     (target || document.body).append(host);
   }
 
@@ -454,11 +456,11 @@
   }
 
   function setOpen(v, focus = true) {
-    v = EMBEDDED || !!v;
+    v = embedded || !!v;
     if (v === isOpen || !ui) return;
     isOpen = v;
     const inside = root.activeElement; // before hiding the panel moves focus away
-    if (!EMBEDDED) {
+    if (!embedded) {
       ui.panel.hidden = !v;
       ui.launcher.setAttribute('aria-expanded', String(v));
       ui.launcher.classList.toggle('on', v);
@@ -978,7 +980,7 @@
     } catch (e) {
       error = e;
     }
-    if (error && !EMBEDDED && (error.status === 404 || error.code === 'widget_disabled')) {
+    if (error && !embedded && (error.status === 404 || error.code === 'widget_disabled')) {
       console.warn(`parley widget: ${error.message}`);
       return; // no chat button for a widget that does not exist (any more)
     }
@@ -986,19 +988,21 @@
     build();
     if (error) {
       failed(error);
-      setOpen(EMBEDDED || store('sessionStorage', 'open') === '1', false);
+      setOpen(embedded || store('sessionStorage', 'open') === '1', false);
       return;
     }
     // A returning visitor (or an identified user) resumes now, so messages that arrive
     // while the panel is closed count as unread; new visitors start when they open it.
     if (token || user) await visit().catch(() => {});
-    setOpen(EMBEDDED || store('sessionStorage', 'open') === '1', false);
+    setOpen(embedded || store('sessionStorage', 'open') === '1', false);
   }
 
   const ready = boot().catch((e) => console.error('parley widget:', e));
 
   const instance = {
-    embedded: EMBEDDED,
+    get embedded() {
+      return embedded;
+    },
     open: () => ready.then(() => setOpen(true)),
     close: () => ready.then(() => setOpen(false)),
     toggle: () => ready.then(() => setOpen(!isOpen)),
