@@ -595,11 +595,30 @@ await scenario('a dropped socket reconnects without losing or repeating messages
   await setMode(sid, 'REGULAR');
   s = await ask(page, 'And after the reconnect?');
   check(s.rows.at(-1).text.includes('after the reconnect'), 'the next message is answered');
+
+  // A send that fails offers a retry; the retry is sent once (same idempotency key).
+  await control('cut');
+  await type(page, 'Sent while the line was down');
+  s = await until(page, (x) => x.rows.at(-1).failed, 'the failed send');
+  await shot(page, '15-send-failed');
+  await control('restore');
+  await part(page, '.row.me .retry button').click();
+  s = await until(page, (x) => x.rows.at(-1).kind === 'ai' && x.rows.at(-1).text.includes('line was down') && x.rows.at(-1).id, 'the answer to the retried message', 20000);
+  check(!s.rows.some((r) => r.failed || r.sending), 'nothing left failed or pending');
+
   const ids = s.rows.map((r) => r.id);
   check(ids.every(Boolean) && new Set(ids).size === ids.length, 'no message is shown twice', ids);
   const asc = ids.map(Number);
   check(asc.every((v, i) => i === 0 || v > asc[i - 1]), 'in order', ids);
-  equal(s.rows.map((r) => r.kind), ['ai', 'me', 'ai', 'op', 'me', 'ai'], 'greeting, question, answer, operator, question, answer');
+  equal(
+    s.rows.map((r) => r.kind),
+    ['ai', 'me', 'ai', 'op', 'me', 'ai', 'me', 'ai'],
+    'greeting, question, answer, operator, question, answer, retried question, answer'
+  );
+  // What the server has is what the widget shows.
+  const log = await admin('GET', `/api/v1/conversations/${sid}`);
+  const server = (log.messages || log.logs || []).filter((m) => ['HUMAN', 'AI', 'OPERATOR'].includes(m.role)).map((m) => String(m.id));
+  equal(ids, server, "the widget shows exactly the server's messages");
   await shot(page, '14-reconnected');
   await page.context().close();
 });
