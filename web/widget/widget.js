@@ -877,7 +877,10 @@
     }
     outbox.splice(outbox.indexOf(item), 1);
     item.row.classList.remove('sending');
-    if (item.id != null && !byId.has(item.id)) {
+    const shown = byId.get(item.id);
+    // Already shown from the server under another text (a voice message's transcript).
+    if (shown && shown !== item.row) item.row.remove();
+    else if (item.id != null && !shown) {
       item.row.dataset.id = item.id;
       byId.set(item.id, item.row);
     }
