@@ -1,6 +1,7 @@
 //! First start: the default tenant with its admin key, and the demo agents of an empty
 //! store.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -11,6 +12,7 @@ use parley_engine::auth::{generate_secret, hash_secret};
 use parley_engine::model::{AgentId, TenantId};
 use parley_engine::secrets::SecretBox;
 use parley_engine::store::{Store, Tenant};
+use parley_engine::widget::WidgetUpdate;
 use uuid::Uuid;
 
 /// The agent the README's quick start uses; compiled in so a bare binary has it too.
@@ -132,6 +134,7 @@ pub async fn load_examples(
     node: &Node,
     tenant: TenantId,
     dir: &Path,
+    listen: SocketAddr,
 ) -> anyhow::Result<Vec<DemoAgent>> {
     if !node.list_agents(tenant).await?.is_empty() {
         return Ok(Vec::new());
@@ -160,11 +163,50 @@ pub async fn load_examples(
             .await
             .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
         node.start_agent(tenant, record.id).await?;
+        // The demo page is served by parley itself, so its own origins are allowed.
+        let widget = WidgetUpdate {
+            enabled: true,
+            allowed_origins: own_origins(listen),
+            ..WidgetUpdate::default()
+        };
+        node.put_widget(tenant, record.id, widget).await?;
         out.push(DemoAgent {
             id: record.id,
             name: record.name,
             token,
         });
+    }
+    Ok(out)
+}
+
+/// The origins a browser on this machine reaches the server by.
+fn own_origins(listen: SocketAddr) -> Vec<String> {
+    let port = listen.port();
+    let mut origins = vec![
+        format!("http://127.0.0.1:{port}"),
+        format!("http://localhost:{port}"),
+    ];
+    if !listen.ip().is_unspecified() && !listen.ip().is_loopback() {
+        origins.push(format!("http://{listen}"));
+    }
+    origins
+}
+
+/// The tenant's widgets that allow this server's own origin, by agent name: their demo
+/// pages work here.
+pub async fn demo_widgets(
+    node: &Node,
+    tenant: TenantId,
+    listen: SocketAddr,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let own = own_origins(listen);
+    let mut out = Vec::new();
+    for agent in node.list_agents(tenant).await? {
+        if let Some(w) = node.widget_settings(tenant, agent.id).await? {
+            if w.settings.enabled && own.iter().any(|o| w.allows_origin(o)) {
+                out.push((agent.name, w.widget_id));
+            }
+        }
     }
     Ok(out)
 }

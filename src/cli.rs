@@ -125,6 +125,14 @@ pub struct ServeArgs {
     /// times that; 0: no limit.
     #[arg(long, env = "PARLEY_OPEN_RATE_PER_ADDRESS", default_value_t = 100)]
     pub open_rate_per_address: u32,
+    /// Requests to the web widget's public routes one client address may make per
+    /// second, with bursts of ten times that; 0: no limit.
+    #[arg(long, env = "PARLEY_WIDGET_RATE_PER_ADDRESS", default_value_t = 20)]
+    pub widget_rate_per_address: u32,
+    /// Conversations, messages and sockets one widget visitor may start per second, with
+    /// bursts of ten times that; 0: no limit.
+    #[arg(long, env = "PARLEY_WIDGET_RATE_PER_VISITOR", default_value_t = 2)]
+    pub widget_rate_per_visitor: u32,
     /// Agents loaded into an empty store.
     #[arg(long, env = "PARLEY_EXAMPLES_DIR", default_value = "examples/agents")]
     pub examples_dir: PathBuf,
@@ -294,6 +302,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     cfg.limits.open_per_credential = open_rate(args.open_rate_per_credential);
     cfg.limits.open_per_address = open_rate(args.open_rate_per_address);
+    cfg.limits.widget_per_address = open_rate(args.widget_rate_per_address);
+    cfg.limits.widget_per_visitor = open_rate(args.widget_rate_per_visitor);
     cfg.trusted_proxies = args.trusted_proxies;
     cfg.connections = ConnectionLimits {
         max_connections: args.max_connections.max(1),
@@ -333,6 +343,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         println!("  try it:");
         println!("    SID=$(curl -s -X POST {base}/chatbot/{}/session -H 'Authorization: Bearer {}' -H 'Content-Type: application/json' -d '{{}}' | sed -E 's/.*\"session_id\":\"([^\"]+)\".*/\\1/')", a.id, a.token);
         println!("    curl -s -X POST {base}/chatbot/{}/session/$SID/run_v2 -H 'Authorization: Bearer {}' -F 'message=How much does the Premium card cost?'", a.id, a.token);
+    }
+    for (name, widget) in &server.demo_widgets {
+        println!("\nweb widget of {name:?}: open {base}/widget/demo/{widget}");
     }
     shutdown_signal().await;
     tracing::info!("shutting down");

@@ -151,6 +151,8 @@ pub struct Server {
     pub node: Node,
     pub tenant: TenantSetup,
     pub demo_agents: Vec<DemoAgent>,
+    /// Widgets whose demo page works on this server: (agent name, widget id).
+    pub demo_widgets: Vec<(String, String)>,
     shutdown: oneshot::Sender<()>,
     task: JoinHandle<()>,
 }
@@ -174,10 +176,11 @@ pub async fn start(mut cfg: ServeConfig) -> anyhow::Result<Server> {
     let registry = registry(&cfg.cluster, addr)?;
     let node = Node::start_in_cluster(store, registry, cfg.node.clone()).await?;
     let demo_agents = if cfg.load_examples {
-        bootstrap::load_examples(&node, tenant.tenant, &cfg.examples_dir).await?
+        bootstrap::load_examples(&node, tenant.tenant, &cfg.examples_dir, addr).await?
     } else {
         Vec::new()
     };
+    let demo_widgets = bootstrap::demo_widgets(&node, tenant.tenant, addr).await?;
     let opens = Arc::new(api::open_limits::OpenLimits::new(
         cfg.limits.open_per_credential,
         cfg.limits.open_per_address,
@@ -195,6 +198,22 @@ pub async fn start(mut cfg: ServeConfig) -> anyhow::Result<Server> {
             }
         });
     }
+    let visitor_limits = Arc::new(api::open_limits::VisitorLimits::new(
+        cfg.limits.widget_per_address,
+        cfg.limits.widget_per_visitor,
+    ));
+    {
+        let limits = Arc::downgrade(&visitor_limits);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(api::open_limits::PRUNE_EVERY).await;
+                match limits.upgrade() {
+                    Some(l) => l.prune(),
+                    None => break,
+                }
+            }
+        });
+    }
     let app = api::router(AppState {
         node: node.clone(),
         limits: cfg.limits,
@@ -206,6 +225,10 @@ pub async fn start(mut cfg: ServeConfig) -> anyhow::Result<Server> {
             .as_deref()
             .map(parley_engine::auth::hash_secret),
         opens,
+        visitors: Arc::new(parley_engine::widget::VisitorKeys::new(
+            cfg.node.secrets.derive_key("widget visitors"),
+        )),
+        visitor_limits,
     });
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(listen::serve(listener, app, cfg.connections, async {
@@ -218,6 +241,7 @@ pub async fn start(mut cfg: ServeConfig) -> anyhow::Result<Server> {
         node,
         tenant,
         demo_agents,
+        demo_widgets,
         shutdown: tx,
         task,
     })

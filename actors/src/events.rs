@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, OnceLock, RwLock};
 
 use dashmap::DashMap;
-use parley_engine::model::{AgentId, Message, SessionId, TenantId};
+use parley_engine::model::{AgentId, AttachmentMeta, Message, SessionId, TenantId};
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::{broadcast, mpsc};
@@ -27,6 +27,8 @@ pub enum SessionEvent {
         text: String,
         timestamp: String,
         metadata: Value,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        attachments: Vec<AttachmentMeta>,
     },
     /// A timer closed the session (`user_timeout` or `timeout`).
     Timeout {
@@ -50,6 +52,7 @@ impl SessionEvent {
             text: m.text.clone(),
             timestamp: m.timestamp.to_rfc3339(),
             metadata: m.metadata.clone(),
+            attachments: m.attachments.clone(),
         }
     }
 }

@@ -3,6 +3,7 @@
 //! commit loses nothing acknowledged and breaks nothing after it, and a platform message
 //! in a chat with a live session reads nothing from the store before its turn.
 
+use parley_engine::widget::WidgetRecord;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -196,6 +197,18 @@ impl Store for Switchable {
     async fn inbound_agent(&self, c: ConnectionId) -> StoreResult<Option<AgentId>> {
         self.hit("inbound_agent");
         self.inner.inbound_agent(c).await
+    }
+    async fn put_widget(&self, w: &WidgetRecord) -> StoreResult<()> {
+        self.hit("put_widget");
+        self.inner.put_widget(w).await
+    }
+    async fn widget_of_agent(&self, a: AgentId) -> StoreResult<Option<WidgetRecord>> {
+        self.hit("widget_of_agent");
+        self.inner.widget_of_agent(a).await
+    }
+    async fn widget(&self, id: &str) -> StoreResult<Option<WidgetRecord>> {
+        self.hit("widget");
+        self.inner.widget(id).await
     }
     async fn inbox_mark_seen(
         &self,

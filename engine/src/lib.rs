@@ -19,4 +19,5 @@ pub mod results;
 pub mod secrets;
 pub mod store;
 pub mod telemetry;
+pub mod widget;
 pub mod workflow;

@@ -111,7 +111,10 @@ struct MessageBody {
 }
 
 /// The customer message of a run_v2 request, from multipart, JSON or a urlencoded form.
-async fn read_message(st: &AppState, req: Request) -> ApiResult<(String, Vec<NewAttachment>)> {
+pub(super) async fn read_message(
+    st: &AppState,
+    req: Request,
+) -> ApiResult<(String, Vec<NewAttachment>)> {
     let ct = req
         .headers()
         .get(CONTENT_TYPE)

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{RawPathParams, Request, State};
+use axum::extract::{FromRequestParts, RawPathParams, Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -123,7 +123,18 @@ async fn admit(
             public_auth(st, &parts.headers, agent).await?;
             Ok(Request::from_parts(parts, Body::from(body)))
         }
-        Auth::None | Auth::Roles(_) | Auth::Profile | Auth::Super | Auth::NodeAdmin => Ok(req),
+        Auth::Visitor => {
+            // The origin layer found the widget; the token must be one of its visitors'.
+            let (mut parts, body) = req.into_parts();
+            super::widget::Visitor::from_request_parts(&mut parts, st).await?;
+            Ok(Request::from_parts(parts, body))
+        }
+        Auth::None
+        | Auth::Roles(_)
+        | Auth::Profile
+        | Auth::Super
+        | Auth::NodeAdmin
+        | Auth::Widget => Ok(req),
     }
 }
 

@@ -18,6 +18,8 @@ pub mod open_limits;
 mod openapi;
 mod public;
 pub mod relay;
+mod widget;
+mod widget_assets;
 mod ws;
 
 use axum::extract::DefaultBodyLimit;
@@ -46,6 +48,10 @@ pub struct AppState {
     pub super_key_hash: Option<String>,
     /// Rate limits on opening sessions and sockets.
     pub opens: std::sync::Arc<open_limits::OpenLimits>,
+    /// Signs and checks widget visitors' tokens and attachment links.
+    pub visitors: std::sync::Arc<parley_engine::widget::VisitorKeys>,
+    /// Rate limits of the widget's public routes.
+    pub visitor_limits: std::sync::Arc<open_limits::VisitorLimits>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -58,6 +64,10 @@ pub struct Limits {
     pub open_per_credential: open_limits::OpenRate,
     /// Sessions and sockets one client address may open.
     pub open_per_address: open_limits::OpenRate,
+    /// Requests to the widget's public routes from one client address.
+    pub widget_per_address: open_limits::OpenRate,
+    /// Conversations, messages and sockets one widget visitor may start.
+    pub widget_per_visitor: open_limits::OpenRate,
 }
 
 impl Default for Limits {
@@ -72,6 +82,14 @@ impl Default for Limits {
             open_per_address: open_limits::OpenRate {
                 per_second: 100,
                 burst: 1000,
+            },
+            widget_per_address: open_limits::OpenRate {
+                per_second: 20,
+                burst: 200,
+            },
+            widget_per_visitor: open_limits::OpenRate {
+                per_second: 2,
+                burst: 20,
             },
         }
     }
@@ -96,6 +114,12 @@ pub enum Auth {
     Super,
     /// A tenant admin, for the tenant's own actors; or the super key, for the whole node.
     NodeAdmin,
+    /// A widget's public route: no credential, but the page's `Origin` must be one the
+    /// widget allows.
+    Widget,
+    /// A widget visitor's token (and an allowed `Origin`): the visitor's own
+    /// conversations with the widget's agent.
+    Visitor,
 }
 
 /// The seed's role matrix, by area.
@@ -116,6 +140,8 @@ const AGENT: Auth = Auth::Agent;
 const PUBLIC: Auth = Auth::Public;
 const SUPER: Auth = Auth::Super;
 const NODE_ADMIN: Auth = Auth::NodeAdmin;
+const WIDGET: Auth = Auth::Widget;
+const VISITOR: Auth = Auth::Visitor;
 
 /// Roles that may chat with an agent without its token (the playground).
 pub const PLAYGROUND_ROLES: &[Role] = &[Role::Admin, Role::User, Role::Viewer];
@@ -243,6 +269,19 @@ pub fn routes() -> Vec<(RouteDoc, MethodRouter<AppState>)> {
         route!(get, "/api/v1/public/conversations", public::conversations, PUBLIC, "public", "A customer's conversations with their logs"),
         route!(get, "/api/v1/public/conversations/attachments/{attachment_id}", public::attachment, PUBLIC, "public", "Download an attachment of the customer's"),
         route!(patch, "/api/v1/public/sessions/{session_id}/logs/{log_id}", public::feedback, PUBLIC, "public", "Set the customer's reaction (GOOD, BAD, NONE) to a message"),
+        route!(get, "/api/v1/agents/{agent_id}/widget", widget::get_settings, ADMIN, "widget", "The agent's web widget settings (defaults and `widget_id: null` until first saved); secrets appear as `secret_set` / `stt_api_key_set`"),
+        route!(put, "/api/v1/agents/{agent_id}/widget", widget::put_settings, ADMIN, "widget", "Replace the agent's widget settings `{enabled, allowed_origins, title, subtitle, avatar_url, colors, position, mode, launcher_label, greeting, locale, rtl, placeholder, attachments{enabled, max_bytes}, voice{enabled, stt_base_url, stt_model, stt_api_key}, identity_verification{enabled, secret}}`; secrets are write-only (absent keeps, `null` removes); the first save assigns the public `widget_id`"),
+        route!(get, "/widget.js", widget_assets::widget_js, NONE, "widget", "The widget script for `<script src=…/widget.js data-widget-id=… async>` (ETag, gzip)"),
+        route!(get, "/widget.css", widget_assets::widget_css, NONE, "widget", "The widget's stylesheet (loaded into its shadow root)"),
+        route!(get, "/widget/demo.css", widget_assets::demo_css, NONE, "widget", "The demo page's stylesheet"),
+        route!(get, "/widget/demo/{widget_id}", widget_assets::demo, NONE, "widget", "A demo page with the widget in floating and embedded mode on parley's own origin (which the widget must allow)"),
+        route!(get, "/widget/v1/{widget_id}/config", widget::config, WIDGET, "widget", "What the page's widget draws itself from (the public subset of the settings); the page's Origin must be allowed (403 `origin_not_allowed`), 403 `widget_disabled`"),
+        route!(post, "/widget/v1/{widget_id}/visitors", widget::start, WIDGET, "widget", "Start or resume a visitor `{token?, user?: {id, name?, email?, hash?}}`: a visitor token and the visitor's newest conversation; with identity verification `hash` = hex HMAC-SHA256(secret, user.id) (401 `identity_invalid`)"),
+        route!(post, "/widget/v1/{widget_id}/conversations", widget::new_conversation, VISITOR, "widget", "Open a new conversation for the visitor `{name?, email?}` (201, the greeting first); rate-limited per visitor"),
+        route!(get, "/widget/v1/{widget_id}/conversations/{session_id}", widget::conversation, VISITOR, "widget", "One of the visitor's conversations with its messages after `after` (a message id)"),
+        route!(post, "/widget/v1/{widget_id}/conversations/{session_id}/messages", widget::send, VISITOR, "widget", "Send a visitor message (JSON `{message}` or multipart `message`, `attachments`; an audio attachment alone is transcribed); `Idempotency-Key` honoured; answers after the turn is committed"),
+        route!(get, "/widget/v1/{widget_id}/conversations/{session_id}/ws", widget::socket, VISITOR, "widget", "WebSocket of the visitor's conversation (token in the `bearer` subprotocol): deltas, messages (operators' too), timeout and close events; send messages too"),
+        route!(get, "/widget/v1/{widget_id}/attachments/{attachment_id}", widget::attachment, NONE, "widget", "An attachment of a widget conversation by its signed, expiring link (as the conversation routes give it)"),
         route!(get, "/api/openapi.json", openapi::spec, NONE, "system", "This document"),
         route!(get, "/healthz", health, NONE, "system", "Liveness"),
         route!(get, "/readyz", observe::readyz, NONE, "system", "Readiness: 200 when the store and the registry answer, else 503 saying which does not"),
@@ -281,7 +320,7 @@ pub fn router(state: AppState) -> Router {
             Auth::Roles(_) | Auth::Profile | Auth::Super | Auth::NodeAdmin => handler.route_layer(
                 axum::middleware::from_fn_with_state((state.clone(), doc.auth), extract::authorize),
             ),
-            Auth::None | Auth::Agent | Auth::Public => handler,
+            Auth::None | Auth::Agent | Auth::Public | Auth::Widget | Auth::Visitor => handler,
         };
         match by_path.iter_mut().find(|(p, _)| *p == doc.path) {
             Some((_, mr)) => *mr = std::mem::take(mr).merge(handler),
@@ -294,6 +333,13 @@ pub fn router(state: AppState) -> Router {
         if path.ends_with("/uploads") {
             // CSV uploads stream up to 4 GB; every other route keeps the body limit.
             mr = mr.layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES));
+        }
+        if path.starts_with("/widget/v1/") && !path.contains("/attachments/") {
+            // Outside the method routing, so preflights (OPTIONS) meet the origin check.
+            mr = mr.layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                widget::check_origin,
+            ));
         }
         app = app.route(path, mr);
     }

@@ -83,3 +83,56 @@ impl OpenLimits {
 
 /// How often quiet buckets are dropped.
 pub const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// Rate limits of the widget's public routes: every request per client address, and
+/// what a visitor starts or sends per visitor.
+pub struct VisitorLimits {
+    per_address: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    per_visitor: Option<DefaultKeyedRateLimiter<String>>,
+}
+
+impl VisitorLimits {
+    pub fn new(per_address: OpenRate, per_visitor: OpenRate) -> VisitorLimits {
+        VisitorLimits {
+            per_address: per_address.quota().map(RateLimiter::keyed),
+            per_visitor: per_visitor.quota().map(RateLimiter::keyed),
+        }
+    }
+
+    /// Takes one request from `address`.
+    pub fn take_address(&self, address: Option<IpAddr>) -> Result<(), ApiError> {
+        let (Some(l), Some(a)) = (&self.per_address, address) else {
+            return Ok(());
+        };
+        l.check_key(&a).map_err(|not_until| {
+            ApiError::rate_limited(
+                "too many widget requests from this address; slow down",
+                not_until.wait_time_from(DefaultClock::default().now()),
+            )
+        })
+    }
+
+    /// Takes one conversation start or message of a widget's visitor.
+    pub fn take_visitor(&self, widget_id: &str, user_id: &str) -> Result<(), ApiError> {
+        let Some(l) = &self.per_visitor else {
+            return Ok(());
+        };
+        l.check_key(&format!("{widget_id}\0{user_id}"))
+            .map_err(|not_until| {
+                ApiError::rate_limited(
+                    "too many messages from this visitor; slow down",
+                    not_until.wait_time_from(DefaultClock::default().now()),
+                )
+            })
+    }
+
+    /// Forgets full buckets.
+    pub fn prune(&self) {
+        if let Some(l) = &self.per_address {
+            l.retain_recent();
+        }
+        if let Some(l) = &self.per_visitor {
+            l.retain_recent();
+        }
+    }
+}

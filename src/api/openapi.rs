@@ -26,6 +26,8 @@ pub fn document() -> Value {
             Auth::Public => json!([{"agentToken": []}, {"adminKey": []}, {"userToken": []}]),
             Auth::Super => json!([{"superKey": []}]),
             Auth::NodeAdmin => json!([{"adminKey": []}, {"userToken": []}, {"superKey": []}]),
+            Auth::Widget => json!([]),
+            Auth::Visitor => json!([{"visitorToken": []}]),
         };
         let roles: Vec<&str> = match doc.auth {
             Auth::Roles(roles) => roles.iter().map(|r| r.as_str()).collect(),
@@ -33,7 +35,7 @@ pub fn document() -> Value {
             Auth::Agent => super::PLAYGROUND_ROLES.iter().map(|r| r.as_str()).collect(),
             Auth::Public => super::LOG_READER_ROLES.iter().map(|r| r.as_str()).collect(),
             Auth::NodeAdmin => vec![Role::Admin.as_str()],
-            Auth::None | Auth::Super => Vec::new(),
+            Auth::None | Auth::Super | Auth::Widget | Auth::Visitor => Vec::new(),
         };
         let mut op = json!({
             "summary": doc.summary,
@@ -66,6 +68,7 @@ pub fn document() -> Value {
                 "agentToken": {"type": "http", "scheme": "bearer", "description": "The agent's chat API token"},
                 "userToken": {"type": "http", "scheme": "bearer", "description": "A signed-in user's token (POST /api/v1/auth/login); `x-roles` lists the roles a route allows"},
                 "superKey": {"type": "http", "scheme": "bearer", "description": "The deployment's super key (--super-key)"},
+                "visitorToken": {"type": "http", "scheme": "bearer", "description": "A widget visitor's token (POST /widget/v1/{widget_id}/visitors): that visitor's own conversations with the widget's agent, nothing else"},
             },
             "schemas": schemas(),
         },

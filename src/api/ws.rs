@@ -59,10 +59,27 @@ pub async fn session_ws(
         st.opens.take(agent, address)?;
     }
     st.node.session(agent, session).await?;
-    let forwarded = forward::is_forwarded(&headers);
+    serve_session_socket(st, agent, session, &headers, &uri, ws, Arc::new(to_text)).await
+}
+
+/// How a socket writes a session event as a frame.
+pub type Render = Arc<dyn Fn(&SessionEvent) -> WsMessage + Send + Sync>;
+
+/// Serves a session's socket for a caller already checked: here, or through the node
+/// that owns the session.
+pub async fn serve_session_socket(
+    st: AppState,
+    agent: AgentId,
+    session: SessionId,
+    headers: &HeaderMap,
+    uri: &Uri,
+    ws: WebSocketUpgrade,
+    render: Render,
+) -> ApiResult<Response> {
+    let forwarded = forward::is_forwarded(headers);
     if !forwarded {
         if let Route::Remote(owner) = st.node.route(session).await? {
-            return proxy(&st, session, &owner, &uri, &headers, ws).await;
+            return proxy(&st, session, &owner, uri, headers, ws).await;
         }
     }
     // The socket keeps the session resident (and claimed) here, so turns sent to any node
@@ -70,7 +87,7 @@ pub async fn session_ws(
     match st.node.activate_session(session).await {
         Ok(()) => {}
         Err(NodeError::Moved(Some(owner))) if !forwarded => {
-            return proxy(&st, session, &owner, &uri, &headers, ws).await;
+            return proxy(&st, session, &owner, uri, headers, ws).await;
         }
         Err(e) => return Err(e.into()),
     }
@@ -83,7 +100,7 @@ pub async fn session_ws(
         .read_buffer_size(WS_READ_BUFFER)
         .protocols([WS_BEARER_PROTOCOL]);
     Ok(ws.on_upgrade(move |socket| async move {
-        session_socket(&st, agent, session, socket, events).await;
+        session_socket(&st, agent, session, socket, events, render).await;
         st.node.events().unsubscribe_session(session);
     }))
 }
@@ -97,7 +114,7 @@ struct ClientMessage {
     idempotency_key: Option<String>,
 }
 
-fn to_text<T: Serialize>(v: &T) -> WsMessage {
+pub fn to_text<T: Serialize + ?Sized>(v: &T) -> WsMessage {
     WsMessage::Text(serde_json::to_string(v).unwrap_or_default().into())
 }
 
@@ -134,6 +151,7 @@ async fn session_socket(
     session: SessionId,
     socket: WebSocket,
     mut events: broadcast::Receiver<Arc<SessionEvent>>,
+    render: Render,
 ) {
     use futures::{SinkExt, StreamExt};
     let (mut tx, mut rx) = socket.split();
@@ -157,7 +175,7 @@ async fn session_socket(
             ev = events.recv() => match ev {
                 Ok(ev) => {
                     let closing = matches!(*ev, SessionEvent::Close { .. });
-                    if tx.send(to_text(&*ev)).await.is_err() || closing {
+                    if tx.send(render(&ev)).await.is_err() || closing {
                         break;
                     }
                 }
@@ -221,6 +239,10 @@ async fn proxy(
         .and_then(|t| HeaderValue::from_str(&format!("Bearer {t}")).ok())
     {
         request.headers_mut().insert(header::AUTHORIZATION, auth);
+    }
+    // The owner checks a widget socket's page origin as this node did.
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        request.headers_mut().insert(header::ORIGIN, origin.clone());
     }
     let me = HeaderValue::from_str(&st.node.registry().node().id)
         .unwrap_or_else(|_| HeaderValue::from_static("node"));

@@ -8,3 +8,4 @@ mod outages;
 mod routing;
 mod sign_in;
 mod support;
+mod widget;

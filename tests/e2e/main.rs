@@ -23,4 +23,5 @@ mod observe;
 mod openapi;
 mod public;
 mod websocket;
+mod widget;
 mod widget_browser;

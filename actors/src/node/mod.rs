@@ -11,6 +11,7 @@ mod identity_ops;
 mod introspect;
 mod logins;
 mod session_ops;
+mod widget_ops;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -42,6 +43,7 @@ pub use session_ops::{
     Conversation, CreateSession, Opening, Route, EXT_TYPES, MAX_SESSION_FIELD_CHARS,
     MAX_SESSION_JSON_BYTES, RESERVED_KWARGS,
 };
+pub use widget_ops::PublicWidget;
 
 use crate::agents::{AgentDirectory, AgentSupArgs, AgentSupMsg, AgentSupervisor, RunningAgent};
 use crate::campaigns::{CampaignDirectory, CampaignSupervisor};
@@ -138,6 +140,8 @@ pub struct Shared {
         parley_engine::model::TenantId,
         (std::time::Instant, Arc<parley_engine::store::Tenant>),
     >,
+    /// Widgets by public id as last read, with when.
+    pub(crate) widgets: dashmap::DashMap<String, (std::time::Instant, Arc<PublicWidget>)>,
     persistence: Arc<PersistenceSlot>,
     agent_sup: RwLock<Option<ActorRef<AgentSupMsg>>>,
 }
@@ -679,6 +683,7 @@ impl Node {
             supervision: SupervisionStats::default(),
             logins: logins::Logins::default(),
             tenants: dashmap::DashMap::new(),
+            widgets: dashmap::DashMap::new(),
             persistence,
             agent_sup: RwLock::new(None),
         });

@@ -19,6 +19,7 @@ use crate::campaign::{
 use crate::flow::{Channel, TriggerType};
 use crate::identity::{UsageScope, UserId};
 use crate::model::Feedback;
+use crate::widget::WidgetRecord;
 
 /// A store's migrations compiled into the binary, oldest first: (version, description,
 /// SQL). (The `migrate!` macro needs sqlx's `macros` feature, which this workspace does
@@ -270,4 +271,38 @@ pub(super) fn contains_pattern(text: &str) -> String {
     }
     out.push('%');
     out
+}
+
+/// The SQL both backends run for widgets (sqlx's SQLite takes `$N` too).
+pub(super) const UPSERT_WIDGET: &str = "\
+    INSERT INTO widgets (agent_id, tenant_id, widget_id, settings, secrets, updated_at) \
+    VALUES ($1, $2, $3, $4, $5, $6) \
+    ON CONFLICT (agent_id) DO UPDATE SET settings = excluded.settings, \
+        secrets = excluded.secrets, updated_at = excluded.updated_at";
+pub(super) const WIDGET_COLS: &str =
+    "agent_id, tenant_id, widget_id, settings, secrets, updated_at";
+
+/// A widget row's columns, in [`WIDGET_COLS`] order, as text.
+pub(super) fn widget_row(w: &WidgetRecord) -> StoreResult<[String; 6]> {
+    Ok([
+        w.agent_id.to_string(),
+        w.tenant_id.to_string(),
+        w.widget_id.clone(),
+        to_json(&w.settings, "widget settings")?,
+        to_json(&w.secrets, "widget secrets")?,
+        rfc3339(w.updated_at),
+    ])
+}
+
+pub(super) fn widget_from_row(cols: [&str; 6]) -> StoreResult<WidgetRecord> {
+    Ok(WidgetRecord {
+        agent_id: parse_uuid(cols[0])?,
+        tenant_id: parse_uuid(cols[1])?,
+        widget_id: cols[2].to_string(),
+        settings: parse_json(cols[3], "widget settings")?,
+        secrets: parse_json(cols[4], "widget secrets")?,
+        updated_at: DateTime::parse_from_rfc3339(cols[5])
+            .map_err(|e| StoreError::Corrupt(format!("bad widget timestamp: {e}")))?
+            .with_timezone(&Utc),
+    })
 }

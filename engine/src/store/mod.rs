@@ -30,6 +30,7 @@ use crate::flow::TriggerType;
 use crate::identity::{AuthToken, SessionUsage, TenantSettings, UsageScope, UserId, UserRecord};
 use crate::inbound::InboundMessage;
 use crate::model::{AgentId, AttachmentMeta, Feedback, Message, Session, SessionId, TenantId};
+use crate::widget::WidgetRecord;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -400,6 +401,14 @@ pub trait Store: Send + Sync + 'static {
     async fn agent_channels(&self, agent: AgentId) -> StoreResult<Vec<AgentChannel>>;
     /// The agent that answers the connection's customers, if any.
     async fn inbound_agent(&self, connection: ConnectionId) -> StoreResult<Option<AgentId>>;
+
+    // Agents' web widgets
+
+    /// Creates or replaces the agent's widget (its `widget_id` is kept once created).
+    async fn put_widget(&self, widget: &WidgetRecord) -> StoreResult<()>;
+    async fn widget_of_agent(&self, agent: AgentId) -> StoreResult<Option<WidgetRecord>>;
+    /// The widget a page names by its public id.
+    async fn widget(&self, widget_id: &str) -> StoreResult<Option<WidgetRecord>>;
 
     // Connector state. Deleting a connection deletes all of it.
     /// Records inbound deliveries in one transaction, each pending until it is marked

@@ -41,8 +41,8 @@ use crate::inbound::InboundMessage;
 use super::encoding::{
     apply_change, cancel, contains_pattern, deadline_millis, feedback_str, last_admin,
     map_migrate_err, map_user_write_err, parse_feedback, parse_json, parse_pending, parse_trigger,
-    parse_uuid, rfc3339, stats_from_rows, status_strs, to_json, usage_scope, Embedded,
-    WINDOW_NANOS,
+    parse_uuid, rfc3339, stats_from_rows, status_strs, to_json, usage_scope, widget_from_row,
+    widget_row, Embedded, UPSERT_WIDGET, WIDGET_COLS, WINDOW_NANOS,
 };
 use super::{
     fold_repeats, AgentChannel, AgentRecord, AgentStatus, Assignee, ChannelSession, Committed,
@@ -54,6 +54,7 @@ use crate::model::{
     AgentId, AttachmentMeta, CloseStatus, Feedback, Message, Mode, Role, Session, SessionId,
     TenantId,
 };
+use crate::widget::WidgetRecord;
 
 /// The schema, oldest first: (version, description, SQL), named like sqlx's
 /// `<version>_<description>.sql` files.
@@ -108,6 +109,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "user_email_per_tenant",
         include_str!("../../migrations/postgres/0010_user_email_per_tenant.sql"),
     ),
+    (
+        11,
+        "widgets",
+        include_str!("../../migrations/postgres/0011_widgets.sql"),
+    ),
 ];
 
 /// Connections per store. Group commits take one at a time; the rest serve reads.
@@ -123,6 +129,17 @@ pub struct PgStore {
 }
 
 impl PgStore {
+    async fn widget_where(&self, column: &str, value: &str) -> StoreResult<Option<WidgetRecord>> {
+        let sql = format!("SELECT {WIDGET_COLS} FROM widgets WHERE {column} = $1");
+        let row: Option<(String, String, String, String, String, String)> = sqlx::query_as(&sql)
+            .bind(value)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?;
+        row.map(|r| widget_from_row([&r.0, &r.1, &r.2, &r.3, &r.4, &r.5]))
+            .transpose()
+    }
+
     /// A store on the database at `url` (`postgres://user:password@host:port/database`).
     /// Connects lazily: this succeeds while the database is down, and calls answer
     /// Unavailable until it is back. Async because the pool starts its maintenance task on
@@ -1766,6 +1783,7 @@ impl super::Store for PgStore {
             "DELETE FROM sessions WHERE agent_id = $1",
             "DELETE FROM agent_versions WHERE agent_id = $1",
             "DELETE FROM agent_channels WHERE agent_id = $1::text",
+            "DELETE FROM widgets WHERE agent_id = $1::text",
         ] {
             sqlx::query(sql)
                 .bind(id)
@@ -2150,6 +2168,23 @@ impl super::Store for PgStore {
         .await
         .map_err(map_err)?;
         agent.as_deref().map(parse_uuid).transpose()
+    }
+
+    async fn put_widget(&self, widget: &WidgetRecord) -> StoreResult<()> {
+        let mut q = sqlx::query(UPSERT_WIDGET);
+        for col in widget_row(widget)? {
+            q = q.bind(col);
+        }
+        q.execute(&self.pool).await.map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn widget_of_agent(&self, agent: AgentId) -> StoreResult<Option<WidgetRecord>> {
+        self.widget_where("agent_id", &agent.to_string()).await
+    }
+
+    async fn widget(&self, widget_id: &str) -> StoreResult<Option<WidgetRecord>> {
+        self.widget_where("widget_id", widget_id).await
     }
 
     async fn inbox_mark_seen(
@@ -3283,6 +3318,7 @@ mod tests {
         suite_concurrent_demotions,
         suite_auth_tokens,
         suite_agents,
+        suite_widgets,
         suite_session_roundtrip,
         suite_messages,
         suite_duplicate_message_conflict,

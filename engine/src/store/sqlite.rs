@@ -27,7 +27,8 @@ use uuid::Uuid;
 use super::encoding::{
     apply_change, cancel, contains_pattern, feedback_str, last_admin, map_migrate_err,
     map_user_write_err, parse_feedback, parse_json, parse_pending, parse_trigger, parse_uuid,
-    rfc3339, stats_from_rows, to_json, usage_scope, Embedded, WINDOW_NANOS,
+    rfc3339, stats_from_rows, to_json, usage_scope, widget_from_row, widget_row, Embedded,
+    UPSERT_WIDGET, WIDGET_COLS, WINDOW_NANOS,
 };
 use super::{
     AgentChannel, AgentRecord, AgentStatus, Assignee, ChannelSession, Committed, ConnectionEvent,
@@ -49,6 +50,7 @@ use crate::model::{
     AgentId, AttachmentMeta, CloseStatus, Feedback, Message, Mode, Role, Session, SessionId,
     TenantId,
 };
+use crate::widget::WidgetRecord;
 use message_index::Unindexed;
 
 mod group_commit;
@@ -122,6 +124,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "user_email_per_tenant",
         include_str!("../../migrations/sqlite/0013_user_email_per_tenant.sql"),
     ),
+    (
+        14,
+        "widgets",
+        include_str!("../../migrations/sqlite/0014_widgets.sql"),
+    ),
 ];
 
 /// How long a statement waits for a lock held by another process before failing.
@@ -149,6 +156,17 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
+    async fn widget_where(&self, column: &str, value: &str) -> StoreResult<Option<WidgetRecord>> {
+        let sql = format!("SELECT {WIDGET_COLS} FROM widgets WHERE {column} = $1");
+        let row: Option<(String, String, String, String, String, String)> = sqlx::query_as(&sql)
+            .bind(value)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(map_err)?;
+        row.map(|r| widget_from_row([&r.0, &r.1, &r.2, &r.3, &r.4, &r.5]))
+            .transpose()
+    }
+
     /// Opens (creating the file and its directory if missing) the database at `path`.
     /// Call [`Store::migrate`](super::Store::migrate) before use.
     pub async fn open(path: &Path) -> StoreResult<SqliteStore> {
@@ -1411,6 +1429,7 @@ impl super::Store for SqliteStore {
             "DELETE FROM sessions WHERE agent_id = ?",
             "DELETE FROM agent_versions WHERE agent_id = ?",
             "DELETE FROM agent_channels WHERE agent_id = ?",
+            "DELETE FROM widgets WHERE agent_id = ?",
         ] {
             sqlx::query(sql)
                 .bind(&id)
@@ -1739,6 +1758,23 @@ impl super::Store for SqliteStore {
         .await
         .map_err(map_err)?;
         agent.as_deref().map(parse_uuid).transpose()
+    }
+
+    async fn put_widget(&self, widget: &WidgetRecord) -> StoreResult<()> {
+        let mut q = sqlx::query(UPSERT_WIDGET);
+        for col in widget_row(widget)? {
+            q = q.bind(col);
+        }
+        q.execute(&self.writer).await.map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn widget_of_agent(&self, agent: AgentId) -> StoreResult<Option<WidgetRecord>> {
+        self.widget_where("agent_id", &agent.to_string()).await
+    }
+
+    async fn widget(&self, widget_id: &str) -> StoreResult<Option<WidgetRecord>> {
+        self.widget_where("widget_id", widget_id).await
     }
 
     async fn inbox_mark_seen(
@@ -2758,6 +2794,7 @@ mod tests {
         suite_concurrent_demotions,
         suite_auth_tokens,
         suite_agents,
+        suite_widgets,
         suite_session_roundtrip,
         suite_messages,
         suite_duplicate_message_conflict,

@@ -734,6 +734,56 @@ pub(crate) async fn suite_agents(store: &dyn Store) {
     store.create_agent(&a, "name: sales again").await.unwrap();
 }
 
+pub(crate) async fn suite_widgets(store: &dyn Store) {
+    use crate::widget::{new_widget_id, WidgetRecord, WidgetSecrets, WidgetSettings};
+    let t = tenant("acme", "h1");
+    store.create_tenant(&t).await.unwrap();
+    let a = agent(t.id, "sales");
+    let b = agent(t.id, "support");
+    store.create_agent(&a, "name: sales").await.unwrap();
+    store.create_agent(&b, "name: support").await.unwrap();
+    assert_eq!(store.widget_of_agent(a.id).await.unwrap(), None);
+    let mut w = WidgetRecord {
+        agent_id: a.id,
+        tenant_id: t.id,
+        widget_id: new_widget_id(),
+        settings: WidgetSettings {
+            enabled: true,
+            allowed_origins: vec!["https://shop.example".into()],
+            title: Some("Ask us".into()),
+            ..WidgetSettings::default()
+        },
+        secrets: WidgetSecrets {
+            identity_secret: Some("v2:sealed".into()),
+            stt_api_key: None,
+        },
+        updated_at: at(5),
+    };
+    store.put_widget(&w).await.unwrap();
+    assert_eq!(store.widget_of_agent(a.id).await.unwrap(), Some(w.clone()));
+    assert_eq!(store.widget(&w.widget_id).await.unwrap(), Some(w.clone()));
+    assert_eq!(store.widget(&new_widget_id()).await.unwrap(), None);
+    assert_eq!(store.widget_of_agent(b.id).await.unwrap(), None);
+
+    // A replacement keeps the row (and its public id) and changes the rest.
+    w.settings.enabled = false;
+    w.secrets.identity_secret = None;
+    w.updated_at = at(9);
+    store.put_widget(&w).await.unwrap();
+    assert_eq!(store.widget(&w.widget_id).await.unwrap(), Some(w.clone()));
+
+    // Public ids are unique across agents.
+    let clash = WidgetRecord {
+        agent_id: b.id,
+        ..w.clone()
+    };
+    assert!(store.put_widget(&clash).await.is_err());
+
+    // The widget goes with its agent.
+    assert!(store.delete_agent(a.id).await.unwrap());
+    assert_eq!(store.widget(&w.widget_id).await.unwrap(), None);
+}
+
 pub(crate) async fn suite_session_roundtrip(store: &dyn Store) {
     let (t, a) = (Uuid::new_v4(), Uuid::new_v4());
     let s = session(t, a, "u1", 0);
