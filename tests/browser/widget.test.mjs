@@ -3,13 +3,14 @@
 // Run by tests/e2e/widget_browser.rs, which starts parley, a fake LLM that streams its
 // answers in pieces 150 ms apart, host pages on other origins and a proxy it can cut, and
 // passes their addresses here:
-//   PARLEY_URL, PARLEY_ADMIN_KEY, WIDGET_ID, HOST_URL (allowed origin: /floating,
+//   PARLEY_URL, PARLEY_ADMIN_KEY, WIDGET_ID, AGENT_ID, HOST_URL (allowed origin: /floating,
 //   /embedded, /ar, /csp, /proxied and /control/{cut,restore}), OTHER_URL (an origin that
 //   is not allowed), PROXY_URL, SHOTS_DIR, CHROMIUM.
 // Exits 0 when every scenario passed. Screenshots of each state go to SHOTS_DIR.
 
 import { chromium } from 'playwright-core';
 import { createRequire } from 'node:module';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
@@ -26,6 +27,7 @@ function env(name) {
 const PARLEY = env('PARLEY_URL');
 const ADMIN_KEY = env('PARLEY_ADMIN_KEY');
 const WIDGET_ID = env('WIDGET_ID');
+const AGENT_ID = env('AGENT_ID');
 const HOST = env('HOST_URL');
 const OTHER = env('OTHER_URL');
 const SHOTS = env('SHOTS_DIR');
@@ -47,7 +49,11 @@ function equal(actual, expected, what) {
   check(JSON.stringify(actual) === JSON.stringify(expected), what, { actual, expected });
 }
 
+// ONLY=word runs just the scenarios whose name contains it (while working on one).
+const ONLY = process.env.ONLY;
+
 async function scenario(name, fn) {
+  if (ONLY && !name.includes(ONLY)) return;
   const t0 = Date.now();
   console.log(`• ${name}`);
   try {
@@ -104,7 +110,9 @@ async function until(page, pred, what, timeout = 15000) {
   for (;;) {
     s = await state(page).catch(() => null);
     if (s && pred(s)) return s;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; widget state: ${JSON.stringify(s)}`);
+    if (Date.now() > deadline) {
+      throw new Error(`timed out waiting for ${what}; widget state: ${JSON.stringify(s)}; console: ${JSON.stringify([...page.errors, ...page.warnings])}`);
+    }
     await new Promise((r) => setTimeout(r, 40));
   }
 }
@@ -262,9 +270,11 @@ async function newPage(options = desktop) {
   const context = await browser.newContext(options);
   const page = await context.newPage();
   page.errors = [];
+  page.warnings = [];
   page.on('pageerror', (e) => page.errors.push(String(e)));
   page.on('console', (m) => {
     if (m.type() === 'error' && !/favicon\.ico$/.test(m.location().url)) page.errors.push(m.text());
+    if (m.type() === 'warning') page.warnings.push(m.text());
   });
   trackSession(page);
   return page;
@@ -610,10 +620,11 @@ await scenario('a dropped socket reconnects without losing or repeating messages
   check(ids.every(Boolean) && new Set(ids).size === ids.length, 'no message is shown twice', ids);
   const asc = ids.map(Number);
   check(asc.every((v, i) => i === 0 || v > asc[i - 1]), 'in order', ids);
+  console.log(`    (the conversation: ${JSON.stringify(s.rows.map((r) => `${r.kind}: ${r.text.slice(0, 40)}`))})`);
   equal(
-    s.rows.map((r) => r.kind),
-    ['ai', 'me', 'ai', 'op', 'me', 'ai', 'me', 'ai'],
-    'greeting, question, answer, operator, question, answer, retried question, answer'
+    s.rows.filter((r) => r.kind !== 'ai').map((r) => `${r.kind}: ${r.text}`),
+    ['me: First message before the cut', 'op: Sent while you were offline', 'me: And after the reconnect?', 'me: Sent while the line was down'],
+    "the visitor's and the operator's messages, each once, in order"
   );
   // What the server has is what the widget shows.
   const log = await admin('GET', `/api/v1/conversations/${sid}`);
@@ -621,6 +632,40 @@ await scenario('a dropped socket reconnects without losing or repeating messages
   equal(ids, server, "the widget shows exactly the server's messages");
   await shot(page, '14-reconnected');
   await page.context().close();
+});
+
+// setUser with identity verification: the same user on another device gets their history;
+// a wrong hash leaves the visitor anonymous.
+await scenario('identified user on two devices', async () => {
+  const secret = 'a-secret-the-site-and-parley-share';
+  await admin('PUT', `/api/v1/agents/${AGENT_ID}/widget`, {
+    enabled: true,
+    allowed_origins: [HOST],
+    title: 'Debit Card Assistant',
+    subtitle: 'Usually answers in seconds',
+    identity_verification: { enabled: true, secret },
+  });
+  const user = { id: 'customer-42', name: 'Dana Scully', email: 'dana@example.com' };
+  const hash = crypto.createHmac('sha256', secret).update(user.id).digest('hex');
+  const device = async (u) => {
+    const page = await newPage();
+    await page.goto(`${HOST}/floating`);
+    await page.waitForFunction(() => window.parley && window.parley.setUser);
+    await page.evaluate((x) => parley.setUser(x), u);
+    await part(page, '.launcher').click();
+    await until(page, (x) => x.open && x.rows.length >= 1 && x.rows.every((r) => r.id), 'the panel');
+    return page;
+  };
+  const laptop = await device({ ...user, hash });
+  await ask(laptop, 'I am on my laptop');
+  const phone = await device({ ...user, hash });
+  const s = await until(phone, (x) => x.rows.some((r) => r.text === 'I am on my laptop'), "the laptop's conversation on the phone");
+  equal(s.rows.map((r) => r.kind), ['ai', 'me', 'ai'], 'the whole conversation, once');
+  await shot(phone, '16-identified-other-device');
+  const stranger = await device({ ...user, hash: '00'.repeat(32) });
+  const t = await state(stranger);
+  equal(t.rows.map((r) => r.kind), ['ai'], 'a wrong hash gets a fresh anonymous conversation, not the user history');
+  for (const p of [laptop, phone, stranger]) await p.context().close();
 });
 
 await scenario('size budget', async () => {

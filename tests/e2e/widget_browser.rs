@@ -78,6 +78,7 @@ async fn the_widget_works_in_a_real_browser() {
                 "enabled": true,
                 "allowed_origins": [host_url],
                 "title": "Debit Card Assistant",
+                "subtitle": "Usually answers in seconds",
             })),
         )
         .await;
@@ -105,6 +106,7 @@ async fn the_widget_works_in_a_real_browser() {
         .env("PARLEY_URL", &t.base)
         .env("PARLEY_ADMIN_KEY", ADMIN_KEY)
         .env("WIDGET_ID", &widget_id)
+        .env("AGENT_ID", &agent.id)
         .env("HOST_URL", &host_url)
         .env("OTHER_URL", &other_url)
         .env("PROXY_URL", &proxy.url)

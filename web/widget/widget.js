@@ -513,12 +513,21 @@
   function fill(r, m, localFiles) {
     const b = r.querySelector('.bubble');
     b.replaceChildren(markdown(m.text || ''));
-    for (const a of m.attachments || []) b.append(attachment(a.url, a.filename, a.content_type, a.size));
+    for (const a of m.attachments || []) b.append(attachment(absolute(a.url), a.filename, a.content_type, a.size));
     for (const f of localFiles || []) b.append(attachment(f.preview, f.file.name, f.file.type, f.file.size));
     const when = m.timestamp ? new Date(m.timestamp) : new Date();
     const meta = r.querySelector('.meta');
     meta.replaceChildren(el('time', { datetime: when.toISOString() }, timeFmt().format(when)));
     if (m.id != null) r.dataset.id = m.id;
+  }
+
+  /** Attachment links may come relative to the parley host. */
+  function absolute(url) {
+    try {
+      return new URL(url, HOST).href;
+    } catch {
+      return null;
+    }
   }
 
   function attachment(url, name, type, size) {
@@ -647,7 +656,8 @@
     return (visiting = visiting || (async () => {
       const body = {};
       if (token) body.token = token;
-      if (user) body.user = user;
+      // Who the user is; their name and e-mail go with each new conversation instead.
+      if (user) body.user = user.hash ? { id: user.id, hash: user.hash } : { id: user.id };
       let v;
       try {
         v = await call('POST', '/visitors', { json: body });
@@ -688,7 +698,10 @@
       if (!token) await visit();
       typing(true);
       try {
-        const c = await call('POST', '/conversations', { json: {} });
+        // The page's setUser name and e-mail go with the conversation (for the operators).
+        const who = {};
+        for (const k of ['name', 'email']) if (user && user[k]) who[k] = user[k];
+        const c = await call('POST', '/conversations', { json: who });
         closeSocket();
         showConversation(c);
         ui.composer.hidden = false;
@@ -703,6 +716,7 @@
   /** The chat cannot start (origin refused, server down): say so in the panel. */
   function failed(e) {
     typing(false);
+    console.warn('parley widget:', (e && e.message) || e);
     if (e && e.code === 'session_closed') return ended();
     notice(e && e.code === 'origin_not_allowed' ? t('nosite') : t('down'));
     if (e && (e.code === 'origin_not_allowed' || e.code === 'widget_disabled')) {
@@ -862,6 +876,8 @@
       const meta = item.row.querySelector('.meta');
       if (e.status === 413) {
         meta.append(el('span', { class: 'err' }, t('big', fmtSize((cfg.attachments || {}).max_bytes || 0))));
+      } else if (e.status >= 400 && e.status < 500 && e.status !== 408) {
+        meta.append(el('span', { class: 'err' }, t('failed'))); // refused as it is: a retry would be too
       } else {
         meta.append(el('span', { class: 'retry' }, el('span', { class: 'err' }, t('failed')), ' ',
           el('button', { type: 'button', class: 'link', onclick: () => post(item) }, t('retry'))));
