@@ -38,6 +38,7 @@ const SIZE_BUDGET = 30 * 1024;
 // Small test harness: scenarios run one after another; a failed check ends its scenario.
 
 const results = [];
+let lastPage = null; // the page a failed scenario was on
 const started = Date.now();
 
 function check(ok, what, detail) {
@@ -61,6 +62,11 @@ async function scenario(name, fn) {
     results.push({ name, ok: true, ms: Date.now() - t0 });
   } catch (e) {
     console.log(`    ✗ ${e.stack || e}`);
+    // What the last page looked like and said, to see why.
+    if (lastPage && !lastPage.isClosed()) {
+      console.log(`    console of the page: ${JSON.stringify([...lastPage.errors, ...lastPage.warnings])}`);
+      await shot(lastPage, `FAILED-${name.replace(/\W+/g, '-')}`).catch(() => {});
+    }
     results.push({ name, ok: false, ms: Date.now() - t0, error: String(e.message || e) });
   }
 }
@@ -229,6 +235,32 @@ function png(w, h) {
   ]);
 }
 
+/** The widget's config as a page of `origin` gets it: [status, body]. */
+function configAs(origin) {
+  return new Promise((resolve, reject) => {
+    http
+      .get(`${PARLEY}/widget/v1/${WIDGET_ID}/config`, { headers: { origin } }, (res) => {
+        const chunks = [];
+        res.on('data', (c) => chunks.push(c));
+        res.on('end', () => resolve([res.statusCode, JSON.parse(Buffer.concat(chunks).toString() || 'null')]));
+      })
+      .on('error', reject);
+  });
+}
+
+/** Replaces the widget's settings and waits until pages see them (parley caches a
+ * widget for a moment). */
+async function putSettings(settings, seen) {
+  await admin('PUT', `/api/v1/agents/${AGENT_ID}/widget`, settings);
+  const deadline = Date.now() + 10000;
+  for (;;) {
+    const [status, body] = await configAs(settings.allowed_origins.at(-1));
+    if (status === 200 && seen(body)) return;
+    if (Date.now() > deadline) throw new Error(`the new widget settings never showed: ${status} ${JSON.stringify(body)}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
 /** The bytes a browser downloads for `url` when it accepts gzip. */
 function gzipSize(url) {
   return new Promise((resolve, reject) => {
@@ -277,6 +309,7 @@ async function newPage(options = desktop) {
     if (m.type() === 'warning') page.warnings.push(m.text());
   });
   trackSession(page);
+  lastPage = page;
   return page;
 }
 
@@ -638,13 +671,16 @@ await scenario('a dropped socket reconnects without losing or repeating messages
 // a wrong hash leaves the visitor anonymous.
 await scenario('identified user on two devices', async () => {
   const secret = 'a-secret-the-site-and-parley-share';
-  await admin('PUT', `/api/v1/agents/${AGENT_ID}/widget`, {
-    enabled: true,
-    allowed_origins: [HOST],
-    title: 'Debit Card Assistant',
-    subtitle: 'Usually answers in seconds',
-    identity_verification: { enabled: true, secret },
-  });
+  await putSettings(
+    {
+      enabled: true,
+      allowed_origins: [HOST],
+      title: 'Debit Card Assistant',
+      subtitle: 'Usually answers in seconds',
+      identity_verification: { enabled: true, secret },
+    },
+    (c) => c.identity_verification === true
+  );
   const user = { id: 'customer-42', name: 'Dana Scully', email: 'dana@example.com' };
   const hash = crypto.createHmac('sha256', secret).update(user.id).digest('hex');
   const device = async (u) => {
@@ -666,6 +702,47 @@ await scenario('identified user on two devices', async () => {
   const t = await state(stranger);
   equal(t.rows.map((r) => r.kind), ['ai'], 'a wrong hash gets a fresh anonymous conversation, not the user history');
   for (const p of [laptop, phone, stranger]) await p.context().close();
+});
+
+// The demo page parley serves on its own origin: both widgets, under its strict CSP.
+await scenario('demo page', async () => {
+  await putSettings(
+    {
+      enabled: true,
+      allowed_origins: [HOST, PARLEY],
+      title: 'Debit Card Assistant',
+      subtitle: 'Usually answers in seconds',
+    },
+    () => true
+  );
+  const page = await newPage();
+  await page.addInitScript(() => {
+    window.__violations = [];
+    document.addEventListener('securitypolicyviolation', (e) => window.__violations.push(`${e.violatedDirective} ${e.blockedURI}`), true);
+  });
+  const config = page.waitForResponse((r) => r.url().endsWith(`/widget/v1/${WIDGET_ID}/config`));
+  await page.goto(`${PARLEY}/widget/demo/${WIDGET_ID}`);
+  const r = await config;
+  // Browsers send no Origin header on a same-origin GET, so parley must admit its own
+  // origin some other way (Sec-Fetch-Site: same-origin) for its demo page to work.
+  const sent = await r.request().allHeaders();
+  const why = r.status() === 200 ? '' : ` ${await r.text()}`;
+  check(r.status() === 200, `the demo page's config call is admitted (status ${r.status()}; Origin sent: ${sent.origin ?? 'none'}, Sec-Fetch-Site: ${sent['sec-fetch-site']})${why}`);
+  const hosts = page.locator('parley-chat');
+  await page.waitForFunction(() => document.querySelectorAll('parley-chat').length === 2);
+  const embedded = page.locator('#chat parley-chat');
+  await embedded.locator('.row.ai').first().waitFor();
+  equal(await embedded.locator('.launcher').count(), 0, 'the embedded widget is in #chat');
+  equal(await hosts.locator('.launcher').count(), 1, 'and the floating one has its launcher');
+  const box = await embedded.boundingBox();
+  check(box.width > 300 && box.height >= 500, 'the embedded widget has the demo container size', box);
+  await embedded.locator('textarea').fill('Hello from the demo page');
+  await embedded.locator('textarea').press('Enter');
+  await embedded.locator('.row.ai', { hasText: 'Hello from the demo page' }).waitFor();
+  await shot(page, '17-demo-page');
+  equal(await page.evaluate(() => window.__violations), [], 'no CSP violation on the demo page');
+  equal(page.errors, [], 'no errors in the console');
+  await page.context().close();
 });
 
 await scenario('size budget', async () => {

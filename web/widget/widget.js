@@ -442,7 +442,7 @@
   function setStatus(text, brief) {
     clearTimeout(statusTimer);
     ui.status.textContent = text || '';
-    if (brief) statusTimer = setTimeout(() => setStatus(''), 6000);
+    statusTimer = brief ? setTimeout(() => setStatus(''), 6000) : 0;
   }
 
   /** A notice card in the conversation (not available, conversation ended). */
@@ -809,6 +809,7 @@
   function submit() {
     const text = ui.input.value.trim();
     if ((!text && !draft.length) || ui.send.disabled) return;
+    if (statusTimer) setStatus(''); // a refused file's note is old news now
     const files = draft;
     draft = [];
     previews();
