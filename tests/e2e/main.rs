@@ -24,3 +24,4 @@ mod openapi;
 mod public;
 mod websocket;
 mod widget;
+mod widget_browser;
