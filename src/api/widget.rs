@@ -18,7 +18,8 @@ use parley_actors::node::{Conversation, PublicWidget};
 use parley_actors::session::{NewAttachment, TurnRequest};
 use parley_engine::model::{AttachmentMeta, Message, SessionState};
 use parley_engine::widget::{
-    is_widget_id, user_hash_matches, VisitorToken, WidgetUpdate, VISITOR_TOKEN_DAYS,
+    is_widget_id, normalize_origin, user_hash_matches, VisitorToken, WidgetUpdate,
+    VISITOR_TOKEN_DAYS,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -114,6 +115,7 @@ pub async fn check_origin(
     next: Next,
 ) -> Response {
     let origin = req.headers().get(header::ORIGIN).cloned();
+    let own_page = own_origins(req.headers());
     let preflight = req.method() == Method::OPTIONS;
     let forwarded = forward::is_forwarded(req.headers());
     let admitted = async {
@@ -132,10 +134,10 @@ pub async fn check_origin(
             st.visitor_limits.take_address(address)?;
         }
         let widget = st.node.public_widget(id).await?;
-        let allowed = origin
-            .as_ref()
-            .and_then(|o| o.to_str().ok())
-            .is_some_and(|o| widget.record.allows_origin(o));
+        let allowed = match origin.as_ref() {
+            Some(o) => o.to_str().is_ok_and(|o| widget.record.allows_origin(o)),
+            None => own_page.iter().any(|o| widget.record.allows_origin(o)),
+        };
         if !allowed {
             return Err(forbidden(
                 "origin_not_allowed",
@@ -187,6 +189,22 @@ pub async fn config(WidgetCtx(w): WidgetCtx) -> Json<Value> {
         w.record
             .public_view(&w.agent_name, w.agent_greeting.as_deref()),
     )
+}
+
+/// Browsers send no `Origin` on a same-origin GET: a page served by parley itself (the
+/// demo page) is then recognised by `Sec-Fetch-Site`, which pages cannot set, and the
+/// `Host` it was loaded from. Anything else without an `Origin` is no page at all.
+fn own_origins(headers: &HeaderMap) -> Vec<String> {
+    let same_origin = headers
+        .get("sec-fetch-site")
+        .is_some_and(|v| v.as_bytes() == b"same-origin");
+    match headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
+        Some(host) if same_origin => ["http", "https"]
+            .iter()
+            .filter_map(|scheme| normalize_origin(&format!("{scheme}://{host}")).ok())
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 // ---- Visitors ----

@@ -253,6 +253,32 @@ async fn only_allowed_origins_reach_the_widget_and_get_cors() {
         (status, error_code(&e)),
         (StatusCode::FORBIDDEN, "origin_not_allowed")
     );
+    // A same-origin fetch (no Origin) counts as parley's own origin, not allowed here.
+    let r = t
+        .http
+        .get(t.url(&config))
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    // Allowed once parley's own origin is: what its demo page needs.
+    let own = t.base.clone();
+    enable(&t, ADMIN_KEY, &a, json!({"allowed_origins": [PAGE, own]})).await;
+    let r = t
+        .http
+        .get(t.url(&config))
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let (status, _) = json_of(t.http.get(t.url(&config)).send().await.unwrap()).await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "no Origin and not same-origin"
+    );
 
     // Preflights: answered for the page, refused (no CORS headers) for others.
     let pre = |origin: &str| {
