@@ -14,6 +14,7 @@
 #[allow(dead_code, reason = "each bench uses part of the shared support")]
 mod support;
 
+#[allow(dead_code, reason = "the platform helpers are the channels bench's")]
 #[path = "support/server.rs"]
 mod server;
 
