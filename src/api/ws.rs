@@ -27,7 +27,7 @@ use super::AppState;
 
 /// Initial read buffer of a socket (it grows for larger messages). tungstenite's default of
 /// 128 KiB made each open socket cost about 150 KiB of server memory (measured).
-const WS_READ_BUFFER: usize = 8 * 1024;
+const WS_READ_BUFFER: usize = 4 * 1024;
 
 /// Customer messages of one socket queued or in progress at most: one socket's turns run
 /// one after another, in the order sent; past this the socket is not read until a turn
@@ -145,6 +145,53 @@ fn client_turn(st: &AppState, agent: AgentId, text: &str) -> ApiResult<TurnReque
     })
 }
 
+/// A socket's turns: one worker runs them in order and their replies arrive as events,
+/// so the socket keeps streaming meanwhile. Started with the socket's first message, so
+/// an idle socket holds no task and no queues.
+struct Turns {
+    queue: mpsc::Sender<TurnRequest>,
+    /// Turn errors come back here so they interleave with events in order.
+    errors: mpsc::UnboundedReceiver<ApiError>,
+    worker: tokio::task::JoinHandle<()>,
+}
+
+impl Turns {
+    fn start(st: &AppState, session: SessionId) -> Turns {
+        let (err_tx, errors) = mpsc::unbounded_channel::<ApiError>();
+        let (queue, mut turn_rx) = mpsc::channel::<TurnRequest>(WS_TURNS_IN_FLIGHT);
+        let node = st.node.clone();
+        let worker = tokio::spawn(async move {
+            while let Some(req) = turn_rx.recv().await {
+                if let Err(e) = node.turn(session, req).await {
+                    let _ = err_tx.send(e.into());
+                }
+            }
+        });
+        Turns {
+            queue,
+            errors,
+            worker,
+        }
+    }
+}
+
+/// The next turn error, if the socket has turns at all.
+async fn next_error(turns: &mut Option<Turns>) -> ApiError {
+    match turns {
+        Some(t) => match t.errors.recv().await {
+            Some(e) => e,
+            None => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
+}
+
+fn error_frame(e: &ApiError) -> WsMessage {
+    to_text(
+        &json!({"type": "error", "error": {"code": e.code, "message": e.message, "status": e.status.as_u16()}}),
+    )
+}
+
 async fn session_socket(
     st: &AppState,
     agent: AgentId,
@@ -155,22 +202,10 @@ async fn session_socket(
 ) {
     use futures::{SinkExt, StreamExt};
     let (mut tx, mut rx) = socket.split();
-    // Turn errors come back on their own channel so they interleave with events in order.
-    let (err_tx, mut err_rx) = mpsc::unbounded_channel::<ApiError>();
-    // One worker runs the socket's turns in order; the replies arrive as events, so the
-    // socket keeps streaming meanwhile.
-    let (turn_tx, mut turn_rx) = mpsc::channel::<TurnRequest>(WS_TURNS_IN_FLIGHT);
-    let worker = {
-        let (node, err_tx) = (st.node.clone(), err_tx.clone());
-        tokio::spawn(async move {
-            while let Some(req) = turn_rx.recv().await {
-                if let Err(e) = node.turn(session, req).await {
-                    let _ = err_tx.send(e.into());
-                }
-            }
-        })
-    };
+    let mut turns: Option<Turns> = None;
     loop {
+        // Read only while the worker can take another turn.
+        let can_take = turns.as_ref().is_none_or(|t| t.queue.capacity() > 0);
         tokio::select! {
             ev = events.recv() => match ev {
                 Ok(ev) => {
@@ -187,22 +222,23 @@ async fn session_socket(
                 }
                 Err(broadcast::error::RecvError::Closed) => break,
             },
-            Some(e) = err_rx.recv() => {
-                let body = json!({"type": "error", "error": {"code": e.code, "message": e.message, "status": e.status.as_u16()}});
-                if tx.send(to_text(&body)).await.is_err() {
+            e = next_error(&mut turns) => {
+                if tx.send(error_frame(&e)).await.is_err() {
                     break;
                 }
             }
-            // Read only while the worker can take another turn.
-            msg = rx.next(), if turn_tx.capacity() > 0 => match msg {
+            msg = rx.next(), if can_take => match msg {
                 Some(Ok(WsMessage::Text(t))) => match client_turn(st, agent, &t) {
                     Ok(req) => {
-                        if turn_tx.try_send(req).is_err() {
+                        let t = turns.get_or_insert_with(|| Turns::start(st, session));
+                        if t.queue.try_send(req).is_err() {
                             break;
                         }
                     }
                     Err(e) => {
-                        let _ = err_tx.send(e);
+                        if tx.send(error_frame(&e)).await.is_err() {
+                            break;
+                        }
                     }
                 },
                 Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => break,
@@ -211,8 +247,10 @@ async fn session_socket(
         }
     }
     // Turns already accepted still run to their commit; their answers stay in the log.
-    drop(turn_tx);
-    let _ = worker.await;
+    if let Some(t) = turns {
+        drop(t.queue);
+        let _ = t.worker.await;
+    }
 }
 
 /// Serves the socket through the node that owns the session: frames are relayed both
