@@ -82,14 +82,17 @@ pub async fn serve_session_socket(
             return proxy(&st, session, &owner, uri, headers, ws).await;
         }
     }
-    // The socket keeps the session resident (and claimed) here, so turns sent to any node
-    // reach this node and their events reach the socket.
-    match st.node.activate_session(session).await {
-        Ok(()) => {}
-        Err(NodeError::Moved(Some(owner))) if !forwarded => {
-            return proxy(&st, session, &owner, uri, headers, ws).await;
+    // In a cluster the socket keeps the session resident (and claimed) here, so turns sent
+    // to any node reach this node and their events reach the socket. A node alone runs
+    // every turn itself: the actor starts with the next turn, and an idle socket holds none.
+    if st.node.registry().clustered() {
+        match st.node.activate_session(session).await {
+            Ok(()) => {}
+            Err(NodeError::Moved(Some(owner))) if !forwarded => {
+                return proxy(&st, session, &owner, uri, headers, ws).await;
+            }
+            Err(e) => return Err(e.into()),
         }
-        Err(e) => return Err(e.into()),
     }
     // Subscribe before upgrading so nothing published after this answer is missed.
     let events = st.node.events().subscribe_session(session);
