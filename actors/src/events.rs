@@ -12,6 +12,14 @@ use serde_json::Value;
 use tokio::sync::{broadcast, mpsc};
 
 const CHANNEL_CAPACITY: usize = 256;
+/// Events a session's subscribers may fall behind by. Smaller than the others: every
+/// open session socket holds one such buffer, and deltas come coalesced
+/// ([`DeltaCoalescer`]), so a long answer is a few dozen events.
+const SESSION_CAPACITY: usize = 64;
+/// A streamed answer's pieces are published once this many bytes are waiting…
+const DELTA_FLUSH_BYTES: usize = 256;
+/// …or this long after the last publication, whichever comes first.
+const DELTA_FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(16);
 
 /// What `/chatbot/{agent}/ws/{session}` subscribers receive.
 #[derive(Debug, Clone, Serialize)]
@@ -161,12 +169,16 @@ impl Tap {
     }
 }
 
-fn subscribe<K, T>(map: &DashMap<K, Sender<T>>, key: K) -> broadcast::Receiver<Arc<T>>
+fn subscribe<K, T>(
+    map: &DashMap<K, Sender<T>>,
+    key: K,
+    capacity: usize,
+) -> broadcast::Receiver<Arc<T>>
 where
     K: std::hash::Hash + Eq,
 {
     map.entry(key)
-        .or_insert_with(|| broadcast::channel(CHANNEL_CAPACITY).0)
+        .or_insert_with(|| broadcast::channel(capacity).0)
         .subscribe()
 }
 
@@ -203,7 +215,7 @@ where
 
 impl EventHub {
     pub fn subscribe_session(&self, id: SessionId) -> broadcast::Receiver<Arc<SessionEvent>> {
-        subscribe(&self.sessions, id)
+        subscribe(&self.sessions, id, SESSION_CAPACITY)
     }
 
     /// Customers are keyed per tenant: user ids are only unique within one.
@@ -212,12 +224,12 @@ impl EventHub {
         tenant: TenantId,
         user_id: &str,
     ) -> broadcast::Receiver<Arc<UserEvent>> {
-        subscribe(&self.users, user_key(tenant, user_id))
+        subscribe(&self.users, user_key(tenant, user_id), CHANNEL_CAPACITY)
     }
 
     /// Every conversation event of the tenant, for its operators.
     pub fn subscribe_operators(&self, tenant: TenantId) -> broadcast::Receiver<Arc<OperatorEvent>> {
-        subscribe(&self.operators, tenant)
+        subscribe(&self.operators, tenant, CHANNEL_CAPACITY)
     }
 
     pub fn operators(&self, tenant: TenantId, event: impl FnOnce() -> OperatorEvent) {
@@ -348,5 +360,96 @@ impl EventHub {
         for entry in self.users.iter() {
             let _ = entry.value().send(Arc::new(event()));
         }
+    }
+}
+
+/// Gathers a streamed answer's pieces into fewer delta events: a burst (the builtin
+/// backend hands over a whole answer at once) becomes pieces of about
+/// [`DELTA_FLUSH_BYTES`], while a slow stream still goes out piece by piece. The turn
+/// calls [`DeltaCoalescer::flush`] when the generation ends, so nothing stays behind.
+pub struct DeltaCoalescer {
+    events: Arc<EventHub>,
+    session: SessionId,
+    pending: std::sync::Mutex<(String, std::time::Instant)>,
+}
+
+impl DeltaCoalescer {
+    pub fn new(events: Arc<EventHub>, session: SessionId) -> DeltaCoalescer {
+        DeltaCoalescer {
+            events,
+            session,
+            pending: std::sync::Mutex::new((String::new(), std::time::Instant::now())),
+        }
+    }
+
+    pub fn push(&self, piece: &str) {
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        p.0.push_str(piece);
+        if p.0.len() >= DELTA_FLUSH_BYTES || p.1.elapsed() >= DELTA_FLUSH_EVERY {
+            self.publish(&mut p);
+        }
+    }
+
+    pub fn flush(&self) {
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if !p.0.is_empty() {
+            self.publish(&mut p);
+        }
+    }
+
+    fn publish(&self, p: &mut (String, std::time::Instant)) {
+        let text = std::mem::take(&mut p.0);
+        p.1 = std::time::Instant::now();
+        let session_id = self.session;
+        self.events
+            .session(session_id, || SessionEvent::Delta { session_id, text });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain(rx: &mut broadcast::Receiver<Arc<SessionEvent>>) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Ok(ev) = rx.try_recv() {
+            if let SessionEvent::Delta { text, .. } = &*ev {
+                out.push(text.clone());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_burst_is_coalesced_and_nothing_stays_behind() {
+        let hub = Arc::new(EventHub::default());
+        let id = uuid::Uuid::now_v7();
+        let mut rx = hub.subscribe_session(id);
+        let d = DeltaCoalescer::new(hub.clone(), id);
+        let words: Vec<String> = (0..1000).map(|i| format!("w{i} ")).collect();
+        for w in &words {
+            d.push(w);
+        }
+        d.flush();
+        let got = drain(&mut rx);
+        assert_eq!(got.concat(), words.concat());
+        // About one event per DELTA_FLUSH_BYTES, within the subscribers' buffer.
+        assert!(got.len() < SESSION_CAPACITY, "{} events", got.len());
+        assert!(got.len() > 1);
+    }
+
+    #[test]
+    fn a_slow_stream_goes_out_piece_by_piece() {
+        let hub = Arc::new(EventHub::default());
+        let id = uuid::Uuid::now_v7();
+        let mut rx = hub.subscribe_session(id);
+        let d = DeltaCoalescer::new(hub.clone(), id);
+        for piece in ["Hello ", "there, ", "friend."] {
+            std::thread::sleep(DELTA_FLUSH_EVERY + std::time::Duration::from_millis(5));
+            d.push(piece);
+            assert_eq!(drain(&mut rx), [piece], "published as it came");
+        }
+        d.flush();
+        assert!(drain(&mut rx).is_empty());
     }
 }

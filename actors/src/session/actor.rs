@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use crate::agents::AgentRuntime;
 use crate::error::{NodeError, NodeResult};
-use crate::events::{OperatorEvent, SessionEvent, UserEvent};
+use crate::events::{DeltaCoalescer, OperatorEvent, SessionEvent, UserEvent};
 use crate::node::Shared;
 
 /// `[{backend, error}]` for the AI message's metadata.
@@ -437,13 +437,10 @@ impl SessionActorState {
             // The backends see the customer's message as the newest of the history.
             live.history.push(human);
             let streaming = shared.events.has_session_subscribers(&session_id);
-            let events = shared.events.clone();
-            let sink = move |t: &str| {
+            let deltas = DeltaCoalescer::new(shared.events.clone(), session_id);
+            let sink = |t: &str| {
                 if streaming {
-                    events.session(session_id, || SessionEvent::Delta {
-                        session_id,
-                        text: t.to_string(),
-                    });
+                    deltas.push(t);
                 }
             };
             let input = TurnInput {
@@ -460,6 +457,7 @@ impl SessionActorState {
                     &sink,
                 )
                 .await;
+            deltas.flush();
             new_messages.push(live.history.pop().expect("pushed above"));
             let copilot = live.session.mode == Mode::Copilot;
             let tenant = live.session.tenant_id;
