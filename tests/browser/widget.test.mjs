@@ -457,7 +457,14 @@ await scenario('floating widget', async () => {
   check(s.rows.at(-1).text.includes('three days') && s.rows.at(-2).text.includes('sent yesterday'), 'both messages are there');
   await setMode(sid, 'REGULAR');
 
-  // Accessibility: axe-core on the open widget.
+  // Accessibility: axe-core on the open widget, once its finite animations and
+  // transitions are over (mid-fade colours are not the widget's colours).
+  await page.evaluate(async () => {
+    const root = document.querySelector('parley-chat')?.shadowRoot;
+    const all = [...document.getAnimations(), ...(root ? root.getAnimations() : [])];
+    const finite = all.filter((a) => a.effect?.getTiming().iterations !== Infinity);
+    await Promise.all(finite.map((a) => a.finished.catch(() => {})));
+  });
   await page.addScriptTag({ content: AXE_SOURCE });
   const axe = await page.evaluate(async () => {
     const r = await window.axe.run(document.querySelector('parley-chat'), {
