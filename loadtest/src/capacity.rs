@@ -105,7 +105,8 @@ pub async fn run(
     let before = scrape(http, targets).await?;
     let bar = progress::counter("opening", plan.sessions as u64);
     let started = Instant::now();
-    // Open sockets are kept here: a session with a socket stays resident where it is.
+    // Open sockets are kept here: a session with a socket and a turn stays resident where
+    // it is (in a cluster the socket alone keeps it).
     let opened: Vec<Option<WsSession>> = futures::stream::iter(0..plan.sessions)
         .map(|i| open_one(chat, plan, rec, i))
         .buffer_unordered(plan.concurrency.max(1))

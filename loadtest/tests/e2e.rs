@@ -257,11 +257,13 @@ async fn capacity_reads_memory_and_residency_from_metrics() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn capacity_mode_measures_a_real_server() {
     let (server, _dir) = parley().await;
-    // Creating a session only stores it; its actor starts with its first turn or socket.
-    let cases: [(&[&str], f64); 3] = [
+    // Creating a session only stores it; its actor starts with its first turn. On a node
+    // alone an idle socket keeps none resident (in a cluster it claims its session).
+    let cases: [(&[&str], f64); 4] = [
         (&["--capacity-turns", "0"], 0.0),
         (&["--capacity-turns", "1"], 30.0),
-        (&["--capacity-turns", "0", "--transport", "ws"], 30.0),
+        (&["--capacity-turns", "0", "--transport", "ws"], 0.0),
+        (&["--capacity-turns", "1", "--transport", "ws"], 30.0),
     ];
     for (extra, resident) in cases {
         let mut argv = vec!["--capacity", "30", "--hold-secs", "0"];
