@@ -12,7 +12,7 @@ use parley_engine::store::AgentRecord;
 use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{parse_id, AdminAuth};
+use super::extract::{optional_json, parse_id, AdminAuth};
 use super::AppState;
 
 fn agent_json(r: &AgentRecord) -> Value {
@@ -144,12 +144,7 @@ pub async fn export(
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let options: ExportOptions = if body.iter().all(u8::is_ascii_whitespace) {
-        ExportOptions::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::invalid(format!("invalid body: {e}")))?
-    };
+    let options: ExportOptions = optional_json(&body)?;
     let (record, bytes, key) = st
         .node
         .export_agent(tenant.id, parse_id(&id, "agent")?, options)
@@ -275,12 +270,7 @@ pub async fn copy(
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let req: CopyRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        CopyRequest::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::invalid(format!("invalid body: {e}")))?
-    };
+    let req: CopyRequest = optional_json(&body)?;
     let t = st
         .node
         .copy_agent(tenant.id, parse_id(&id, "agent")?, req.name)

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{AgentCaller, ApiJson, ClientAddress};
+use super::extract::{optional_json, AgentCaller, ApiJson, ClientAddress};
 use super::AppState;
 
 pub fn session_json(s: &Session) -> Value {
@@ -82,13 +82,7 @@ pub async fn close_session(
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
     // The status may come as ?status= or as {"status": …}.
-    let body_status = if body.iter().all(u8::is_ascii_whitespace) {
-        None
-    } else {
-        let v: CloseQuery = serde_json::from_slice(&body)
-            .map_err(|e| ApiError::invalid(format!("invalid body: {e}")))?;
-        v.status
-    };
+    let body_status = optional_json::<CloseQuery>(&body)?.status;
     let status = match q.status.or(body_status) {
         None => CloseStatus::Completed,
         Some(s) => CloseStatus::parse(&s).ok_or_else(|| {
@@ -189,6 +183,16 @@ fn idempotency_key_error() -> ApiError {
     ApiError::invalid("Idempotency-Key: 1 to 255 visible ASCII characters")
 }
 
+/// The `Idempotency-Key` header of a send, if any, checked.
+pub fn idempotency_key(headers: &axum::http::HeaderMap) -> ApiResult<Option<String>> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let k = v.to_str().map_err(|_| idempotency_key_error())?;
+    check_idempotency_key(k)?;
+    Ok(Some(k.to_string()))
+}
+
 /// An idempotency key as every way in takes it (the REST header, the WebSocket field).
 pub fn check_idempotency_key(key: &str) -> ApiResult<()> {
     if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
@@ -225,14 +229,7 @@ pub async fn run_v2(
     req: Request,
 ) -> ApiResult<Response> {
     let session = caller.session()?;
-    let idempotency_key = match req.headers().get("idempotency-key") {
-        None => None,
-        Some(v) => {
-            let k = v.to_str().map_err(|_| idempotency_key_error())?;
-            check_idempotency_key(k)?;
-            Some(k.to_string())
-        }
-    };
+    let idempotency_key = idempotency_key(req.headers())?;
     let (text, attachments) = read_message(&st, req).await?;
     let reply = st
         .node

@@ -293,6 +293,14 @@ pub async fn public_auth(
     }
 }
 
+/// A JSON body that may be left out: an empty (or blank) body is `T::default()`.
+pub fn optional_json<T: DeserializeOwned + Default>(body: &[u8]) -> ApiResult<T> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("invalid body: {e}")))
+}
+
 pub fn parse_id(raw: &str, what: &'static str) -> ApiResult<uuid::Uuid> {
     uuid::Uuid::parse_str(raw).map_err(|_| {
         ApiError::new(

@@ -25,9 +25,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::chat::{check_idempotency_key, read_message};
+use super::chat::{idempotency_key, read_message};
 use super::error::{ApiError, ApiResult};
-use super::extract::{bearer, parse_id, AdminAuth, ApiJson, ClientAddress};
+use super::extract::{bearer, optional_json, parse_id, AdminAuth, ApiJson, ClientAddress};
 use super::ws::{serve_session_socket, to_text, Render};
 use super::{forward, AppState};
 
@@ -151,7 +151,7 @@ pub async fn check_origin(
     }
     .await;
     let mut response = match admitted {
-        Ok(widget) if preflight => {
+        Ok(_) if preflight => {
             let mut r = StatusCode::NO_CONTENT.into_response();
             let h = r.headers_mut();
             h.insert(
@@ -166,7 +166,6 @@ pub async fn check_origin(
                 header::ACCESS_CONTROL_MAX_AGE,
                 HeaderValue::from_static("600"),
             );
-            drop(widget);
             r
         }
         Ok(widget) => {
@@ -273,12 +272,7 @@ pub async fn start(
     WidgetCtx(w): WidgetCtx,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
-    let body: StartBody = if body.iter().all(u8::is_ascii_whitespace) {
-        StartBody::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::invalid(format!("invalid body: {e}")))?
-    };
+    let body: StartBody = optional_json(&body)?;
     let now = Utc::now();
     let resumed = body
         .token
@@ -337,12 +331,7 @@ pub async fn new_conversation(
     v: Visitor,
     body: Bytes,
 ) -> ApiResult<impl IntoResponse> {
-    let body: NewConversation = if body.iter().all(u8::is_ascii_whitespace) {
-        NewConversation::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::invalid(format!("invalid body: {e}")))?
-    };
+    let body: NewConversation = optional_json(&body)?;
     st.visitor_limits
         .take_visitor(&v.widget.record.widget_id, &v.token.user_id)?;
     let c = st
@@ -440,16 +429,7 @@ pub async fn send(
     let session = session_param(&params)?;
     st.visitor_limits
         .take_visitor(&v.widget.record.widget_id, &v.token.user_id)?;
-    let idempotency_key = match req.headers().get("idempotency-key") {
-        None => None,
-        Some(k) => {
-            let k = k
-                .to_str()
-                .map_err(|_| ApiError::invalid("Idempotency-Key: visible ASCII"))?;
-            check_idempotency_key(k)?;
-            Some(k.to_string())
-        }
-    };
+    let idempotency_key = idempotency_key(req.headers())?;
     let (mut text, attachments) = read_message(&st, req).await?;
     check_attachments(&v.widget, &attachments)?;
     st.node

@@ -84,46 +84,27 @@ impl Asset {
     }
 }
 
-fn script() -> &'static Asset {
-    static A: OnceLock<Asset> = OnceLock::new();
-    A.get_or_init(|| {
-        Asset::new(
-            "text/javascript; charset=utf-8",
-            include_bytes!("../../web/widget/widget.js"),
-        )
-    })
+/// One embedded file, read and compressed on first use.
+macro_rules! asset {
+    ($content_type:expr, $path:literal) => {{
+        static A: OnceLock<Asset> = OnceLock::new();
+        A.get_or_init(|| Asset::new($content_type, include_bytes!($path)))
+    }};
 }
 
-fn stylesheet() -> &'static Asset {
-    static A: OnceLock<Asset> = OnceLock::new();
-    A.get_or_init(|| {
-        Asset::new(
-            "text/css; charset=utf-8",
-            include_bytes!("../../web/widget/widget.css"),
-        )
-    })
-}
-
-fn demo_stylesheet() -> &'static Asset {
-    static A: OnceLock<Asset> = OnceLock::new();
-    A.get_or_init(|| {
-        Asset::new(
-            "text/css; charset=utf-8",
-            include_bytes!("../../web/widget/demo.css"),
-        )
-    })
-}
+const JS: &str = "text/javascript; charset=utf-8";
+const CSS: &str = "text/css; charset=utf-8";
 
 pub async fn widget_js(headers: HeaderMap) -> Response {
-    script().serve(&headers)
+    asset!(JS, "../../web/widget/widget.js").serve(&headers)
 }
 
 pub async fn widget_css(headers: HeaderMap) -> Response {
-    stylesheet().serve(&headers)
+    asset!(CSS, "../../web/widget/widget.css").serve(&headers)
 }
 
 pub async fn demo_css(headers: HeaderMap) -> Response {
-    demo_stylesheet().serve(&headers)
+    asset!(CSS, "../../web/widget/demo.css").serve(&headers)
 }
 
 /// The demo page's policy: only parley's own files and sockets, nothing inline — the

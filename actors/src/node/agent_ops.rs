@@ -135,7 +135,11 @@ impl Node {
         Ok((record, def))
     }
 
-    async fn agent_record(&self, tenant: TenantId, id: AgentId) -> NodeResult<AgentRecord> {
+    pub(super) async fn agent_record(
+        &self,
+        tenant: TenantId,
+        id: AgentId,
+    ) -> NodeResult<AgentRecord> {
         match self.shared.store.get_agent(id).await? {
             Some(r) if r.tenant_id == tenant => Ok(r),
             _ => Err(NodeError::NotFound("agent")),

@@ -195,6 +195,11 @@ impl Node {
     /// drafts for them are left out).
     pub async fn messages(&self, agent_id: AgentId, id: SessionId) -> NodeResult<Vec<Message>> {
         self.session(agent_id, id).await?;
+        self.customer_log(id).await
+    }
+
+    /// A session's log without what the customer never sees.
+    pub(super) async fn customer_log(&self, id: SessionId) -> NodeResult<Vec<Message>> {
         let mut log = self.shared.store.load_messages(id).await?;
         log.retain(|m| customer_visible(m.role));
         Ok(log)
@@ -285,8 +290,7 @@ impl Node {
             .sessions_for_user(tenant, agent, ext_id, ext_type)
             .await?
         {
-            let mut messages = store.load_messages(session.id).await?;
-            messages.retain(|m| customer_visible(m.role));
+            let messages = self.customer_log(session.id).await?;
             out.push(Conversation { session, messages });
         }
         Ok(out)
@@ -299,13 +303,23 @@ impl Node {
         id: Uuid,
         ext_id: &str,
     ) -> NodeResult<(AttachmentMeta, Bytes)> {
+        self.attachment_of(id, |s| s.tenant_id == tenant && s.user_id == ext_id)
+            .await
+    }
+
+    /// An attachment, if the session it belongs to is one `owns` accepts.
+    pub(super) async fn attachment_of(
+        &self,
+        id: Uuid,
+        owns: impl FnOnce(&Session) -> bool,
+    ) -> NodeResult<(AttachmentMeta, Bytes)> {
         let store = &self.shared.store;
         let (session_id, meta, bytes) = store
             .get_attachment(id)
             .await?
             .ok_or(NodeError::NotFound("attachment"))?;
         match store.load_session(session_id).await? {
-            Some(s) if s.tenant_id == tenant && s.user_id == ext_id => Ok((meta, bytes)),
+            Some(s) if owns(&s) => Ok((meta, bytes)),
             _ => Err(NodeError::NotFound("attachment")),
         }
     }

@@ -15,7 +15,6 @@ use parley_engine::widget::{
 use super::session_ops::{Conversation, CreateSession};
 use super::Node;
 use crate::error::{NodeError, NodeResult};
-use crate::session::customer_visible;
 
 /// How long a node serves a widget as last read before reading it again: a change made on
 /// another node of a cluster reaches pages within this (this node's own changes at once).
@@ -39,20 +38,13 @@ fn secret_context(agent: AgentId, field: &str) -> String {
 }
 
 impl Node {
-    async fn own_agent(&self, tenant: TenantId, agent: AgentId) -> NodeResult<()> {
-        if self.agent_tenant(agent).await? != tenant {
-            return Err(NodeError::NotFound("agent"));
-        }
-        Ok(())
-    }
-
     /// The agent's widget; one never configured answers its defaults (no public id yet).
     pub async fn widget_settings(
         &self,
         tenant: TenantId,
         agent: AgentId,
     ) -> NodeResult<Option<WidgetRecord>> {
-        self.own_agent(tenant, agent).await?;
+        self.agent_record(tenant, agent).await?;
         Ok(self.shared.store.widget_of_agent(agent).await?)
     }
 
@@ -63,7 +55,7 @@ impl Node {
         agent: AgentId,
         update: WidgetUpdate,
     ) -> NodeResult<WidgetRecord> {
-        self.own_agent(tenant, agent).await?;
+        self.agent_record(tenant, agent).await?;
         let (settings, identity, stt_key) = update.checked().map_err(NodeError::Invalid)?;
         if let Some(url) = &settings.voice.stt_base_url {
             self.shared
@@ -184,18 +176,8 @@ impl Node {
         let Some(session) = sessions.into_iter().next() else {
             return Ok(None);
         };
-        let messages = self.visible_messages(session.id, 0).await?;
+        let messages = self.customer_log(session.id).await?;
         Ok(Some(Conversation { session, messages }))
-    }
-
-    async fn visible_messages(
-        &self,
-        session: SessionId,
-        after: i64,
-    ) -> NodeResult<Vec<parley_engine::model::Message>> {
-        let mut log = self.shared.store.load_messages(session).await?;
-        log.retain(|m| m.id > after && customer_visible(m.role));
-        Ok(log)
     }
 
     /// One of the visitor's own sessions of the widget's agent (404 for any other).
@@ -227,7 +209,8 @@ impl Node {
         after: i64,
     ) -> NodeResult<Conversation> {
         let session = self.visitor_session(widget, user_id, session).await?;
-        let messages = self.visible_messages(session.id, after).await?;
+        let mut messages = self.customer_log(session.id).await?;
+        messages.retain(|m| m.id > after);
         Ok(Conversation { session, messages })
     }
 
@@ -252,7 +235,7 @@ impl Node {
                 },
             )
             .await?;
-        let messages = self.visible_messages(session.id, 0).await?;
+        let messages = self.customer_log(session.id).await?;
         Ok(Conversation { session, messages })
     }
 
@@ -262,17 +245,10 @@ impl Node {
         widget: &WidgetRecord,
         id: uuid::Uuid,
     ) -> NodeResult<(AttachmentMeta, Bytes)> {
-        let store = &self.shared.store;
-        let (session, meta, bytes) = store
-            .get_attachment(id)
-            .await?
-            .ok_or(NodeError::NotFound("attachment"))?;
-        match store.load_session(session).await? {
-            Some(s) if s.agent_id == widget.agent_id && s.tenant_id == widget.tenant_id => {
-                Ok((meta, bytes))
-            }
-            _ => Err(NodeError::NotFound("attachment")),
-        }
+        self.attachment_of(id, |s| {
+            s.agent_id == widget.agent_id && s.tenant_id == widget.tenant_id
+        })
+        .await
     }
 
     /// Turns a visitor's recording into text with the widget's speech-to-text backend
